@@ -1,0 +1,119 @@
+//! `ApiError`: every way a request can fail, mapped to one status and the
+//! compat spec's exact `error` text, with specifics in an extra `detail`.
+//! Internal causes are logged here and never sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::crypto::keyring::KeyringError;
+use crate::store::StoreError;
+
+/// Which operation a 400 belongs to: each has its own compat error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Put,
+    Get,
+    Delete,
+    /// Extension endpoints (listing, metadata, undelete).
+    Other,
+}
+
+impl Op {
+    fn bad_request_text(self) -> &'static str {
+        match self {
+            Op::Put | Op::Other => "invalid request format",
+            Op::Get => "error retrieving secret",
+            Op::Delete => "error deleting secret",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    Forbidden,
+    BadRequest { op: Op, detail: String },
+    RequestTooLarge,
+    ValueTooLarge { limit: usize },
+    UnsupportedMediaType,
+    NotFound,
+    VersionMismatch,
+    MethodNotAllowed,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(op: Op, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest { op, detail: detail.into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::VersionMismatch => ApiError::VersionMismatch,
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Corrupt(cause) => ApiError::Internal(format!("corrupt store: {cause}")),
+            StoreError::Seal => ApiError::Internal("sealing failed".into()),
+        }
+    }
+}
+
+impl From<KeyringError> for ApiError {
+    fn from(e: KeyringError) -> Self {
+        match e {
+            KeyringError::Store(e) => e.into(),
+            KeyringError::Crypto(e) => ApiError::Internal(format!("crypto: {e}")),
+        }
+    }
+}
+
+fn json_error(status: StatusCode, error: &str, detail: Option<&str>) -> Response {
+    let body = match detail {
+        None => serde_json::json!({ "error": error }),
+        Some(d) => serde_json::json!({ "error": error, "detail": d }),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Unauthorized => {
+                let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", None);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            ApiError::Forbidden => json_error(StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::BadRequest { op, detail } => {
+                json_error(StatusCode::BAD_REQUEST, op.bad_request_text(), Some(&detail))
+            }
+            ApiError::RequestTooLarge => json_error(StatusCode::PAYLOAD_TOO_LARGE, "request too large", None),
+            ApiError::ValueTooLarge { limit } => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value too large",
+                Some(&format!("values are limited to {limit} bytes")),
+            ),
+            ApiError::UnsupportedMediaType => json_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported media type",
+                Some("send the body as application/json"),
+            ),
+            ApiError::NotFound => json_error(StatusCode::NOT_FOUND, "resource not found", None),
+            ApiError::VersionMismatch => json_error(StatusCode::PRECONDITION_FAILED, "version mismatch", None),
+            ApiError::MethodNotAllowed => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None),
+            ApiError::Unavailable(cause) => {
+                tracing::error!(cause = %cause, "store unavailable");
+                json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None)
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "internal error");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None)
+            }
+        }
+    }
+}

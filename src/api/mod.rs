@@ -1,0 +1,78 @@
+//! The HTTP surface: routes, request parsing, and the mapping of every
+//! outcome to a status and JSON body.
+//!
+//! Architecture invariant: only `api/` knows HTTP and JSON; it reaches data
+//! through `Store` and `Keyring`, and credentials through `Authenticator`.
+
+pub mod error;
+mod middleware;
+mod ops;
+mod request;
+mod secrets;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::crypto::Keyring;
+use crate::metrics::Metrics;
+use crate::store::Store;
+pub use error::ApiError;
+
+/// Size limits, configurable at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted (413 `request too large` above).
+    pub max_request_bytes: usize,
+    /// Largest secret value accepted (413 `value too large` above).
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_bytes: 1024 * 1024, max_value_bytes: 64 * 1024 }
+    }
+}
+
+/// Everything a handler needs, shared by all requests.
+pub struct AppState {
+    pub store: Store,
+    pub keyring: Keyring,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// Authenticates a request, counting failures by reason.
+    async fn principal(&self, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+        self.auth.authenticate(headers).await.map_err(|e| {
+            self.metrics.auth_failure(e.label());
+            tracing::info!(reason = e.label(), "authentication refused");
+            match e {
+                AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
+                _ => ApiError::Unauthorized,
+            }
+        })
+    }
+}
+
+/// Builds the router with every route and the per-request middleware.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/secrets", put(secrets::put_secret).get(secrets::list_secrets))
+        .route("/secrets/", get(secrets::get_secret).delete(secrets::delete_secret))
+        .route("/secrets/{*key}", get(secrets::get_secret).delete(secrets::delete_secret))
+        .route("/metadata/{*key}", get(secrets::get_metadata).delete(secrets::destroy_secret))
+        .route("/undelete/{*key}", post(secrets::undelete_secret))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}

@@ -1,0 +1,189 @@
+//! Request parsing with the compat spec's error texts: JSON content type,
+//! body limits, the PUT body, keys taken from the rest of the path
+//! (percent-decoded), query parameters and conditional-write headers.
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::error::{ApiError, Op};
+use crate::store::Precondition;
+use crate::types::SecretKey;
+
+/// The PUT body. Unknown fields are ignored.
+#[derive(Deserialize)]
+pub struct PutBody {
+    pub key: String,
+    pub value: Zeroizing<String>,
+}
+
+/// 415 unless a body's content type is JSON (`application/json` or a
+/// `+json` type, any parameters). A missing content type is read as JSON.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let text = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::RequestTooLarge);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::RequestTooLarge)
+}
+
+/// Parses the PUT body. Error details describe the shape of the problem and
+/// never echo the input, which may hold the secret value.
+pub fn parse_put_body(bytes: &[u8]) -> Result<PutBody, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err(ApiError::bad(Op::Put, "request body is empty")),
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::bad(Op::Put, "request body must be a JSON object")),
+    }
+    match serde_json::from_slice::<PutBody>(bytes) {
+        Ok(body) => Ok(body),
+        Err(_) => Err(ApiError::bad(Op::Put, describe_put_error(bytes))),
+    }
+}
+
+/// The slow path, for bad bodies only: says which rule the body broke.
+fn describe_put_error(bytes: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return "request body is not valid JSON".into();
+    };
+    let Some(object) = value.as_object() else {
+        return "request body must be a JSON object".into();
+    };
+    for field in ["key", "value"] {
+        match object.get(field) {
+            None => return format!("field '{field}' is required"),
+            Some(v) if !v.is_string() => return format!("field '{field}' must be a string"),
+            Some(_) => {}
+        }
+    }
+    "request body has a duplicate field".into()
+}
+
+/// The key in the rest of the path after `prefix`, percent-decoded, checked
+/// against the key rule.
+pub fn key_from_path(path: &str, prefix: &str, op: Op) -> Result<SecretKey, ApiError> {
+    let raw = path.strip_prefix(prefix).unwrap_or("");
+    let decoded = percent_decode(raw).ok_or_else(|| ApiError::bad(op, "key is not valid percent-encoded UTF-8"))?;
+    SecretKey::parse(&decoded).map_err(|e| ApiError::bad(op, e.to_string()))
+}
+
+/// Decodes `%XX` escapes; `None` on a bad escape or non-UTF-8 result.
+pub fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return Some(text.to_owned());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The query string's parameters, percent-decoded (`+` is a space).
+pub fn query_pairs(query: Option<&str>, op: Op) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = Vec::new();
+    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        let decode = |s: &str| {
+            percent_decode(&s.replace('+', " ")).ok_or_else(|| ApiError::bad(op, "query string is not valid percent-encoded UTF-8"))
+        };
+        pairs.push((decode(name)?, decode(value)?));
+    }
+    Ok(pairs)
+}
+
+/// `?version=N`: a positive integer, or absent.
+pub fn version_param(pairs: &[(String, String)], op: Op) -> Result<Option<u64>, ApiError> {
+    match pairs.iter().find(|(name, _)| name == "version") {
+        None => Ok(None),
+        Some((_, v)) => match v.parse::<u64>() {
+            Ok(n) if n >= 1 && n <= i64::MAX as u64 => Ok(Some(n)),
+            _ => Err(ApiError::bad(op, "version must be a positive integer")),
+        },
+    }
+}
+
+/// `If-Match: "<version>"` and (for PUT) `If-None-Match: *`.
+pub fn precondition(headers: &HeaderMap, op: Op) -> Result<Precondition, ApiError> {
+    let if_match = headers.get(header::IF_MATCH);
+    let if_none_match = headers.get(header::IF_NONE_MATCH);
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Precondition::None),
+        (Some(_), Some(_)) => Err(ApiError::bad(op, "send If-Match or If-None-Match, not both")),
+        (Some(v), None) => {
+            let text = v.to_str().unwrap_or("").trim();
+            let text = text.strip_prefix("W/").unwrap_or(text);
+            let bare = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+            match bare.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(Precondition::Version(n)),
+                _ => Err(ApiError::bad(op, "If-Match must be a version, as in If-Match: \"3\"")),
+            }
+        }
+        (None, Some(v)) if op == Op::Put && v.as_bytes().trim_ascii() == b"*" => Ok(Precondition::Absent),
+        (None, Some(_)) => Err(ApiError::bad(op, "If-None-Match is only supported as '*' on PUT")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_body_errors_never_echo_the_input() {
+        let canary = "CANARY-4242";
+        for body in [
+            format!(r#"{{"key":"a","value":{{"x":"{canary}"}}}}"#),
+            format!(r#"{{"key":"a","value":"{canary}""#),
+            format!(r#"["{canary}","x"]"#),
+            format!(r#"{{"key":5,"value":"{canary}"}}"#),
+            r#"{"key":"a","value":12345678}"#.to_string(),
+        ] {
+            let ApiError::BadRequest { detail, .. } = parse_put_body(body.as_bytes()).err().unwrap() else {
+                panic!("expected 400")
+            };
+            assert!(!detail.contains(canary) && !detail.contains("12345678"), "{detail}");
+        }
+    }
+
+    #[test]
+    fn put_body_accepts_unknown_fields() {
+        let body = parse_put_body(br#"{"key":"a","value":"b","extra":[1,2]}"#).unwrap();
+        assert_eq!((body.key.as_str(), body.value.as_str()), ("a", "b"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("team%2Fapp%2Fdb.password").unwrap(), "team/app/db.password");
+        assert_eq!(percent_decode("plain").unwrap(), "plain");
+        assert!(percent_decode("%zz").is_none());
+        assert!(percent_decode("%f").is_none());
+        assert!(percent_decode("%ff").is_none());
+    }
+}

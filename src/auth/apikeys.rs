@@ -1,0 +1,111 @@
+//! API keys: `sr_<id>_<secret>`. The id (64 random bits, hex) is public and
+//! finds the record; the secret (256 random bits, base64url) is what makes
+//! the key. Only SHA-256 of the whole text is stored, compared in constant
+//! time. A plain hash suffices (no password KDF) because the secret has 256
+//! bits of entropy: there is nothing to guess.
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use super::{AuthError, Principal, Scope};
+use crate::clock::now_ms;
+use crate::crypto::seal::random_bytes;
+use crate::store::{ApiKeyRecord, Store, StoreError};
+use crate::types::TenantId;
+
+/// Keys expire after this many days unless told otherwise (as quiva's do).
+pub const DEFAULT_LIFETIME_DAYS: u32 = 90;
+const DAY_MS: i64 = 86_400_000;
+
+/// A freshly minted key: the text is shown once and then only its hash exists.
+pub struct NewApiKey {
+    pub text: Zeroizing<String>,
+    pub record: ApiKeyRecord,
+}
+
+fn hash(text: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().try_into().expect("sha-256 is 32 bytes")
+}
+
+/// Splits `sr_<16 hex>_<43 base64url>` into its id, or refuses it.
+pub fn key_id(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("sr_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let secret_ok = secret.len() == 43 && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (id_ok && secret_ok).then_some(id)
+}
+
+/// Mints a key for `tenant` and stores its record.
+pub async fn create(
+    store: &Store,
+    tenant: TenantId,
+    name: String,
+    scopes: Vec<Scope>,
+    lifetime_days: Option<u32>,
+) -> Result<NewApiKey, StoreError> {
+    let id_bytes = random_bytes::<8>();
+    let secret = random_bytes::<32>();
+    let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let text = Zeroizing::new(format!(
+        "sr_{id}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref())
+    ));
+    let now = now_ms();
+    let days = lifetime_days.unwrap_or(DEFAULT_LIFETIME_DAYS);
+    let record = ApiKeyRecord {
+        id,
+        tenant,
+        name,
+        scopes: scopes.iter().map(Scope::to_string).collect(),
+        hash: hash(&text),
+        created_at: now,
+        expires_at: Some(now + i64::from(days) * DAY_MS),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.apikey_insert(record.clone()).await?;
+    Ok(NewApiKey { text, record })
+}
+
+/// Checks a presented key against the store.
+pub async fn verify(store: &Store, text: &str) -> Result<Principal, AuthError> {
+    let id = key_id(text).ok_or(AuthError::Malformed)?;
+    let record = store
+        .apikey_get(id)
+        .await
+        .map_err(|_| AuthError::StoreUnavailable)?
+        .ok_or(AuthError::UnknownKey)?;
+    // Constant time, so response timing says nothing about how much of a
+    // guessed key matched.
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&hash(text), &record.hash).is_err() {
+        return Err(AuthError::UnknownKey);
+    }
+    if record.revoked_at.is_some() {
+        return Err(AuthError::RevokedKey);
+    }
+    if record.expires_at.is_some_and(|at| at <= now_ms()) {
+        return Err(AuthError::ExpiredKey);
+    }
+    let scopes = if record.scopes.is_empty() {
+        Scope::all_secrets()
+    } else {
+        super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)?
+    };
+    Ok(Principal { tenant: record.tenant, subject: format!("apikey:{}", record.id), scopes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_shape_is_checked_before_any_lookup() {
+        let good = format!("sr_{}_{}", "0123456789abcdef", "A".repeat(43));
+        assert_eq!(key_id(&good), Some("0123456789abcdef"));
+        for bad in ["", "sr_", "sr_0123_abc", &good[..good.len() - 1], &good.replace("sr_", "xx_")] {
+            assert!(key_id(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Who is calling and what they may do: a request's credentials (`X-Api-Key`
+//! or `Authorization: Bearer <JWT>`) resolve to a `Principal` of one tenant
+//! with a set of `Scope`s.
+//!
+//! Architecture invariant: `auth/` reaches storage only through the `Store`
+//! handle, and never logs or returns credential text.
+
+pub mod apikeys;
+pub mod jwt;
+
+use axum::http::HeaderMap;
+
+use crate::store::Store;
+use crate::types::TenantId;
+
+/// What a scope grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Read,
+    List,
+    Write,
+    Delete,
+    ApiKeysAdmin,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Read => "secrets:read",
+            Action::List => "secrets:list",
+            Action::Write => "secrets:write",
+            Action::Delete => "secrets:delete",
+            Action::ApiKeysAdmin => "apikeys:admin",
+        }
+    }
+}
+
+/// A granted action, optionally narrowed to keys under a prefix
+/// (`secrets:read:prod/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub action: Action,
+    pub prefix: Option<String>,
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        let actions = [Action::Read, Action::List, Action::Write, Action::Delete, Action::ApiKeysAdmin];
+        for action in actions {
+            let Some(rest) = text.strip_prefix(action.name()) else { continue };
+            if rest.is_empty() {
+                return Ok(Scope { action, prefix: None });
+            }
+            if let Some(prefix) = rest.strip_prefix(':') {
+                if action != Action::ApiKeysAdmin && !prefix.is_empty() && crate::types::is_valid_key_prefix(prefix) {
+                    return Ok(Scope { action, prefix: Some(prefix.to_owned()) });
+                }
+            }
+        }
+        Err(format!(
+            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>') and apikeys:admin"
+        ))
+    }
+
+    /// Every `secrets:*` scope, unnarrowed: what a key or token without
+    /// explicit scopes gets.
+    pub fn all_secrets() -> Vec<Scope> {
+        [Action::Read, Action::List, Action::Write, Action::Delete]
+            .into_iter()
+            .map(|action| Scope { action, prefix: None })
+            .collect()
+    }
+
+    fn covers(&self, action: Action, key: &str) -> bool {
+        self.action == action && self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.prefix {
+            None => f.write_str(self.action.name()),
+            Some(p) => write!(f, "{}:{p}", self.action.name()),
+        }
+    }
+}
+
+/// Parses a list of scope texts, refusing unknown ones.
+pub fn parse_scopes<S: AsRef<str>>(texts: &[S]) -> Result<Vec<Scope>, String> {
+    texts.iter().map(|t| Scope::parse(t.as_ref())).collect()
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: TenantId,
+    /// API key id or JWT `sub`; goes into logs and the audit trail.
+    pub subject: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// True when some scope grants `action` on `key` (use "" for actions
+    /// that are not about one key).
+    pub fn allows(&self, action: Action, key: &str) -> bool {
+        self.scopes.iter().any(|s| s.covers(action, key))
+    }
+}
+
+/// Why a request was not authenticated. Every variant answers 401; the
+/// reason is a fixed label for metrics and logs, never credential text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("malformed credentials")]
+    Malformed,
+    #[error("unknown api key")]
+    UnknownKey,
+    #[error("expired api key")]
+    ExpiredKey,
+    #[error("revoked api key")]
+    RevokedKey,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("jwt authentication is not configured")]
+    JwtNotConfigured,
+    #[error("store unavailable")]
+    StoreUnavailable,
+}
+
+impl AuthError {
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::ExpiredKey => "expired_key",
+            AuthError::RevokedKey => "revoked_key",
+            AuthError::InvalidToken => "invalid_token",
+            AuthError::JwtNotConfigured => "jwt_not_configured",
+            AuthError::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// Resolves request headers to a principal.
+pub struct Authenticator {
+    store: Store,
+    jwt: Option<jwt::JwtVerifier>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, jwt: Option<jwt::JwtVerifier>) -> Self {
+        Authenticator { store, jwt }
+    }
+
+    /// `X-Api-Key` wins when both headers are present.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        if let Some(value) = headers.get("x-api-key") {
+            let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+            return apikeys::verify(&self.store, text.trim()).await;
+        }
+        if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+            let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+            let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::Malformed);
+            }
+            let verifier = self.jwt.as_ref().ok_or(AuthError::JwtNotConfigured)?;
+            return verifier.verify(token.trim());
+        }
+        Err(AuthError::Missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_narrow() {
+        let s = Scope::parse("secrets:read:prod/").unwrap();
+        assert_eq!(s.to_string(), "secrets:read:prod/");
+        let p = Principal { tenant: TenantId::parse("t").unwrap(), subject: "x".into(), scopes: vec![s] };
+        assert!(p.allows(Action::Read, "prod/db"));
+        assert!(!p.allows(Action::Read, "dev/db"));
+        assert!(!p.allows(Action::Write, "prod/db"));
+        for bad in ["secrets:reed", "secrets:read:", "secrets:read:a b", "apikeys:admin:x", "", "secrets:readx"] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Scope::all_secrets().len(), 4);
+    }
+}

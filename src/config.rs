@@ -1,0 +1,125 @@
+//! Command-line flags, each with a `STRONGROOM_<NAME>` environment fallback.
+//! There is never a required config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::store::{Engine, StoreConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "strongroom", version, about = "A secrets manager server that speaks the quiva.ai Gateway secrets API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(Box<ServeArgs>),
+    /// Manage API keys directly in the store (works while a server runs).
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApikeyCommand {
+    /// Issue a key and print only the key on stdout.
+    Create(ApikeyCreateArgs),
+}
+
+/// Where the data lives.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded store (and the generated master key).
+    #[arg(long, env = "STRONGROOM_DATA_DIR", default_value = "./strongroom-data")]
+    pub data_dir: PathBuf,
+    /// Storage engine: sqlite (embedded) or nats.
+    #[arg(long, env = "STRONGROOM_STORE", default_value = "sqlite")]
+    pub store: Engine,
+    /// NATS server URL(s), comma separated (nats store).
+    #[arg(long, env = "STRONGROOM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Name of the JetStream KV bucket holding secrets (nats store).
+    #[arg(long, env = "STRONGROOM_NATS_BUCKET", default_value = "secrets")]
+    pub nats_bucket: String,
+    /// Replicas of each bucket (nats store; 3 in a cluster).
+    #[arg(long, env = "STRONGROOM_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+    /// Versions kept per key; the oldest is pruned on write.
+    #[arg(long, env = "STRONGROOM_MAX_VERSIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_versions: u32,
+}
+
+impl StoreArgs {
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig { engine: self.store, data_dir: self.data_dir.clone(), max_versions: self.max_versions }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "STRONGROOM_LISTEN", default_value = "127.0.0.1:8210")]
+    pub listen: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Root key, base64 of 32 bytes. Prefer the environment over the flag.
+    #[arg(long, env = "STRONGROOM_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// File holding the root key as base64 text.
+    #[arg(long, env = "STRONGROOM_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Shared secret for HS256 JWTs (at least 32 bytes).
+    #[arg(long, env = "STRONGROOM_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// PEM or JWKS file of public keys for RS256/ES256/EdDSA JWTs.
+    #[arg(long, env = "STRONGROOM_JWT_PUBLIC_KEYS")]
+    pub jwt_public_keys: Option<PathBuf>,
+    /// Required `iss` of JWTs, when set.
+    #[arg(long, env = "STRONGROOM_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of JWTs, when set.
+    #[arg(long, env = "STRONGROOM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// JWT claim that names the tenant.
+    #[arg(long, env = "STRONGROOM_JWT_TENANT_CLAIM", default_value = "tenant")]
+    pub jwt_tenant_claim: String,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "STRONGROOM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "STRONGROOM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest secret value in bytes.
+    #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
+    pub max_value_bytes: usize,
+    /// Largest request body in bytes.
+    #[arg(long, env = "STRONGROOM_MAX_REQUEST_BYTES", default_value_t = 1_048_576)]
+    pub max_request_bytes: usize,
+    /// Requests per second per client (not yet supported).
+    #[arg(long, env = "STRONGROOM_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Log format: json or text.
+    #[arg(long, env = "STRONGROOM_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ApikeyCreateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Tenant the key belongs to.
+    #[arg(long)]
+    pub tenant: String,
+    /// A name to recognise the key by.
+    #[arg(long)]
+    pub name: String,
+    /// Comma-separated scopes; every secrets:* scope when omitted.
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Lifetime in days (default 90).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub expires_in_days: Option<u32>,
+}

@@ -1,0 +1,34 @@
+//! Envelope encryption: the root key (KEK) wraps per-tenant data keys (DEKs),
+//! and DEKs seal secret values with AES-256-GCM (`seal`). `keyring` loads,
+//! creates and caches unwrapped DEKs, and is the only place that sees one.
+//!
+//! Architecture invariant: nothing outside this module handles raw key bytes,
+//! and every plaintext it returns is wrapped in `Zeroizing`.
+
+pub mod keyring;
+pub mod master;
+pub mod seal;
+
+pub use keyring::Keyring;
+pub use master::MasterKey;
+
+/// Why a sealed blob could not be opened or a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// The authentication tag did not verify: wrong key, or the bytes (or the
+    /// tenant, key or version they are bound to) were changed.
+    #[error("ciphertext failed authentication")]
+    Tampered,
+    #[error("unknown stored format {0}")]
+    UnknownFormat(u8),
+    #[error("stored blob is truncated")]
+    Truncated,
+    #[error("data key {0} is not in the keyring")]
+    UnknownDataKey(u32),
+    #[error("master key does not match the one this store was created with")]
+    WrongMasterKey,
+    #[error("master key: {0}")]
+    BadMasterKey(String),
+    #[error("aes-gcm failure")]
+    Aead,
+}

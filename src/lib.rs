@@ -1,0 +1,25 @@
+//! strongroom: a secrets manager server that speaks the quiva.ai Gateway
+//! secrets API, with versions, scopes and envelope encryption.
+//!
+//! Modules, and what each owns:
+//! - `api`: HTTP routes, request parsing, error mapping. The only module that
+//!   knows HTTP and JSON.
+//! - `auth`: API keys, JWTs, scopes; resolves a request to a `Principal`.
+//! - `crypto`: the master key, per-tenant data keys, AES-256-GCM sealing.
+//! - `store`: the `Store` handle over a backend (`sqlite` today), with group
+//!   commit; never sees a plaintext value or an unwrapped key.
+//! - `server`: start-up and the serve loop (`Application::build`, `run`).
+//! - `cli` and `config`: the `strongroom` command and its flags.
+//! - `metrics`, `clock`, `types`: Prometheus counters, time formats, and the
+//!   validated `SecretKey` and `TenantId`.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod types;

@@ -1,0 +1,138 @@
+//! Prometheus counters and histograms kept in process and rendered as text.
+//!
+//! Labels come only from bounded sets: the route template (never the key),
+//! the method, the status code and a fixed auth-failure reason.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: HashMap<(&'static str, String, u16), u64>,
+    latency: HashMap<String, Histogram>,
+    auth_failures: HashMap<&'static str, u64>,
+}
+
+/// The process's metrics registry.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+/// Maps a method to a static label so arbitrary methods cannot grow the set.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// Counts one request; `route` must be a route template.
+    pub fn observe(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.requests.get_mut(&(method, route.to_owned(), status)) {
+            Some(n) => *n += 1,
+            None => {
+                inner.requests.insert((method, route.to_owned(), status), 1);
+            }
+        }
+        let hist = match inner.latency.get_mut(route) {
+            Some(h) => h,
+            None => inner.latency.entry(route.to_owned()).or_default(),
+        };
+        hist.count += 1;
+        hist.sum += secs;
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            hist.counts[i] += 1;
+        }
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner.auth_failures.entry(reason).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP strongroom_http_requests_total HTTP requests by method, route and status.\n");
+        out.push_str("# TYPE strongroom_http_requests_total counter\n");
+        let mut rows: Vec<_> = inner.requests.iter().collect();
+        rows.sort();
+        for ((method, route, status), n) in rows {
+            let _ = writeln!(
+                out,
+                "strongroom_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP strongroom_http_request_duration_seconds Request latency by route.\n");
+        out.push_str("# TYPE strongroom_http_request_duration_seconds histogram\n");
+        let mut hists: Vec<_> = inner.latency.iter().collect();
+        hists.sort_by(|a, b| a.0.cmp(b.0));
+        for (route, h) in hists {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(h.counts.iter()) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "strongroom_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "strongroom_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "strongroom_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+            let _ = writeln!(out, "strongroom_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+        }
+        out.push_str("# HELP strongroom_auth_failures_total Refused authentications by reason.\n");
+        out.push_str("# TYPE strongroom_auth_failures_total counter\n");
+        let mut fails: Vec<_> = inner.auth_failures.iter().collect();
+        fails.sort();
+        for (reason, n) in fails {
+            let _ = writeln!(out, "strongroom_auth_failures_total{{reason=\"{reason}\"}} {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.observe("GET", "/secrets/{*key}", 200, Duration::from_micros(300));
+        m.observe("GET", "/secrets/{*key}", 200, Duration::from_millis(20));
+        m.auth_failure("missing");
+        let text = m.render();
+        assert!(text.contains("strongroom_http_requests_total{method=\"GET\",route=\"/secrets/{*key}\",status=\"200\"} 2"));
+        assert!(text.contains("le=\"0.0005\"} 1"));
+        assert!(text.contains("le=\"0.025\"} 2"));
+        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(text.contains("strongroom_auth_failures_total{reason=\"missing\"} 1"));
+    }
+}

@@ -1,0 +1,130 @@
+//! Start-up and the serve loop: opens the store, binds the master key to it,
+//! prepares authentication, issues the bootstrap key, and serves HTTP until
+//! the shutdown future resolves, draining in-flight requests.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, Limits};
+use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::auth::{apikeys, Authenticator, Scope};
+use crate::config::ServeArgs;
+use crate::crypto::keyring::KeyringError;
+use crate::crypto::master::MasterKeyOrigin;
+use crate::crypto::{CryptoError, Keyring, MasterKey};
+use crate::metrics::Metrics;
+use crate::store::{Engine, Store, StoreError};
+use crate::types::TenantId;
+
+/// Why the server could not start; printed as one line before exiting 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+impl From<KeyringError> for StartError {
+    fn from(e: KeyringError) -> Self {
+        match e {
+            KeyringError::Store(e) => e.into(),
+            KeyringError::Crypto(e) => e.into(),
+        }
+    }
+}
+
+/// A server ready to run: state built, listener bound.
+pub struct Application {
+    pub listener: TcpListener,
+    pub state: Arc<AppState>,
+    /// The bootstrap admin key, when this start created one.
+    pub bootstrap_key: Option<zeroize::Zeroizing<String>>,
+}
+
+impl Application {
+    pub async fn build(args: &ServeArgs) -> Result<Application, StartError> {
+        refuse_unsupported(args)?;
+        let jwt_config = JwtConfig {
+            hs256_secret: args.jwt_hs256_secret.clone().map(zeroize::Zeroizing::new),
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            tenant_claim: args.jwt_tenant_claim.clone(),
+        };
+        let jwt = JwtVerifier::from_config(&jwt_config).map_err(StartError::Config)?;
+        std::fs::create_dir_all(&args.store.data_dir).map_err(|e| {
+            StartError::Config(format!("cannot create data dir {}: {e}", args.store.data_dir.display()))
+        })?;
+        let (master, origin) = MasterKey::load(
+            args.master_key.as_deref(),
+            args.master_key_file.as_deref(),
+            &args.store.data_dir,
+        )?;
+        if let MasterKeyOrigin::Generated(path) | MasterKeyOrigin::DefaultFile(path) = &origin {
+            tracing::warn!(
+                path = %path.display(),
+                "using a master key stored beside the data; in production set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE and keep it elsewhere"
+            );
+        }
+        let store = Store::open(&args.store.store_config()).await?;
+        let keyring = Keyring::open(master, store.clone()).await?;
+        let bootstrap_key = if jwt.is_none() && !store.apikeys_exist().await? {
+            let mut scopes = Scope::all_secrets();
+            scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
+            let tenant = TenantId::parse("default").expect("valid tenant");
+            let key = apikeys::create(&store, tenant, "bootstrap".into(), scopes, None).await?;
+            Some(key.text)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(&args.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: args.listen.clone(), source })?;
+        let limits = Limits { max_request_bytes: args.max_request_bytes, max_value_bytes: args.max_value_bytes };
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            keyring,
+            auth: Authenticator::new(store, jwt),
+            metrics: Metrics::default(),
+            limits,
+        });
+        Ok(Application { listener, state, bootstrap_key })
+    }
+}
+
+fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
+    let unsupported = |what: &str| Err(StartError::Config(format!("{what} is not supported by this build yet")));
+    if args.store.store == Engine::Nats {
+        return unsupported("--store nats");
+    }
+    if args.jwt_public_keys.is_some() {
+        return unsupported("STRONGROOM_JWT_PUBLIC_KEYS");
+    }
+    if args.tls_cert.is_some() || args.tls_key.is_some() {
+        return unsupported("TLS (STRONGROOM_TLS_CERT/STRONGROOM_TLS_KEY); terminate TLS in a proxy for now");
+    }
+    if args.rate_limit.is_some() {
+        return unsupported("STRONGROOM_RATE_LIMIT");
+    }
+    if args.max_value_bytes == 0 || args.max_value_bytes > args.max_request_bytes {
+        return Err(StartError::Config("max-value-bytes must be between 1 and max-request-bytes".into()));
+    }
+    Ok(())
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops
+/// accepting and waits for in-flight requests to finish.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = api::router(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,308 @@
+//! Persistence: the `Store` handle the rest of the crate uses, the crate-private
+//! `Backend` trait each engine implements, and the records they exchange.
+//!
+//! Architecture invariant: `store/` never sees a plaintext value or an
+//! unwrapped data key. Values arrive as sealed bytes, produced by a `Sealer`
+//! closure the backend calls once it knows the version number the write gets
+//! (the version is part of the ciphertext's associated data).
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::types::{SecretKey, TenantId};
+
+/// Errors a backend reports. "Not found" and "precondition failed" are
+/// answers, not failures; `Unavailable` means the backend could not do its job.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("version mismatch")]
+    VersionMismatch,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("sealing failed")]
+    Seal,
+}
+
+/// Which engine to run. `FromStr` names the engines that exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Nats,
+}
+
+impl FromStr for Engine {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "sqlite" => Ok(Engine::Sqlite),
+            "nats" => Ok(Engine::Nats),
+            other => Err(format!("unknown store '{other}'; the stores are: sqlite, nats")),
+        }
+    }
+}
+
+/// Everything needed to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub engine: Engine,
+    pub data_dir: PathBuf,
+    /// Versions kept per key; older ones are pruned on write.
+    pub max_versions: u32,
+}
+
+/// A condition a write must meet, checked atomically with the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Unconditional.
+    None,
+    /// `If-Match`: the live current version must be this one.
+    Version(u64),
+    /// `If-None-Match: *`: no live secret may exist under the key.
+    Absent,
+}
+
+/// Produces the sealed bytes for the version number the backend assigns.
+pub type Sealer = Box<dyn FnOnce(u64) -> Result<Vec<u8>, StoreError> + Send>;
+
+/// One stored version of a secret, still sealed.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub version: u64,
+    pub created_at: i64,
+    pub sealed: Vec<u8>,
+}
+
+/// A version as shown by metadata: never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub created_at: i64,
+    pub deleted: bool,
+}
+
+/// A key's metadata and its retained versions, oldest first.
+#[derive(Debug, Clone)]
+pub struct SecretMetadata {
+    pub current_version: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted: bool,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSecret {
+    pub key: String,
+    pub version: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A data key as stored: wrapped by the KEK.
+#[derive(Debug, Clone)]
+pub struct WrappedDek {
+    pub id: u32,
+    pub wrapped: Vec<u8>,
+}
+
+/// An API key as stored: the hash of its text, never the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub tenant: TenantId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub hash: [u8; 32],
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// What an engine implements. Crate-private: callers use `Store`.
+pub(crate) trait Backend: Send + Sync {
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The live current version (`version == None`) or a given retained,
+    /// not-deleted version.
+    fn get(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+
+    /// Writes the next version; returns its number.
+    fn put(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        precondition: Precondition,
+        sealer: Sealer,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Soft delete of the live secret.
+    fn delete(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        precondition: Precondition,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Restores a soft-deleted secret to its last version.
+    fn undelete(&self, tenant: &TenantId, key: &SecretKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes every version for good.
+    fn destroy(&self, tenant: &TenantId, key: &SecretKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn metadata(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> impl Future<Output = Result<Option<SecretMetadata>, StoreError>> + Send;
+
+    /// Live keys under `prefix` strictly after `after`, in byte order.
+    fn list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ListedSecret>, StoreError>> + Send;
+
+    fn deks(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<WrappedDek>, StoreError>> + Send;
+
+    /// Inserts a DEK unless one with that id exists; true when inserted.
+    fn add_dek(
+        &self,
+        tenant: &TenantId,
+        dek: WrappedDek,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn apikey_insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apikey_get(&self, id: &str) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+    fn apikey_list(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+    /// Marks a key revoked; `NotFound` when the tenant has no such live key.
+    fn apikey_revoke(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apikey_touch(&self, uses: Vec<(String, i64)>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apikeys_exist(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores `value` under `name` unless set; returns what is stored.
+    fn meta_init(&self, name: &str, value: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+}
+
+enum Backends {
+    Sqlite(sqlite::SqliteBackend),
+}
+
+/// The handle every other module holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backends>,
+    max_versions: u32,
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &*$self.backend {
+            Backends::Sqlite($b) => $call.await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the configured engine.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let backend = match config.engine {
+            Engine::Sqlite => Backends::Sqlite(sqlite::SqliteBackend::open(
+                &config.data_dir.join("strongroom.db"),
+                config.max_versions,
+            )?),
+            Engine::Nats => {
+                return Err(StoreError::Unavailable(
+                    "the nats store is not available in this build yet; use --store sqlite".into(),
+                ))
+            }
+        };
+        Ok(Store { backend: Arc::new(backend), max_versions: config.max_versions })
+    }
+
+    pub fn max_versions(&self) -> u32 {
+        self.max_versions
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, b => b.ping())
+    }
+    pub async fn get(&self, t: &TenantId, k: &SecretKey, v: Option<u64>) -> Result<Option<StoredVersion>, StoreError> {
+        dispatch!(self, b => b.get(t, k, v))
+    }
+    pub async fn put(&self, t: &TenantId, k: &SecretKey, p: Precondition, s: Sealer) -> Result<u64, StoreError> {
+        dispatch!(self, b => b.put(t, k, p, s))
+    }
+    pub async fn delete(&self, t: &TenantId, k: &SecretKey, p: Precondition) -> Result<(), StoreError> {
+        dispatch!(self, b => b.delete(t, k, p))
+    }
+    pub async fn undelete(&self, t: &TenantId, k: &SecretKey) -> Result<(), StoreError> {
+        dispatch!(self, b => b.undelete(t, k))
+    }
+    pub async fn destroy(&self, t: &TenantId, k: &SecretKey) -> Result<(), StoreError> {
+        dispatch!(self, b => b.destroy(t, k))
+    }
+    pub async fn metadata(&self, t: &TenantId, k: &SecretKey) -> Result<Option<SecretMetadata>, StoreError> {
+        dispatch!(self, b => b.metadata(t, k))
+    }
+    pub async fn list(
+        &self,
+        t: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedSecret>, StoreError> {
+        dispatch!(self, b => b.list(t, prefix, after, limit))
+    }
+    pub async fn deks(&self, t: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
+        dispatch!(self, b => b.deks(t))
+    }
+    pub async fn add_dek(&self, t: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.add_dek(t, dek))
+    }
+    pub async fn apikey_insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        dispatch!(self, b => b.apikey_insert(record))
+    }
+    pub async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        dispatch!(self, b => b.apikey_get(id))
+    }
+    pub async fn apikey_list(&self, t: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        dispatch!(self, b => b.apikey_list(t))
+    }
+    pub async fn apikey_revoke(&self, t: &TenantId, id: &str, at: i64) -> Result<(), StoreError> {
+        dispatch!(self, b => b.apikey_revoke(t, id, at))
+    }
+    pub async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        dispatch!(self, b => b.apikey_touch(uses))
+    }
+    pub async fn apikeys_exist(&self) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.apikeys_exist())
+    }
+    pub async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        dispatch!(self, b => b.meta_init(name, value))
+    }
+}
+
+#[cfg(test)]
+mod conformance;

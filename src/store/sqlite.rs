@@ -1,0 +1,591 @@
+//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go to a single writer thread that owns the only write connection and
+//! practises group commit: it blocks for the first queued job, drains whatever
+//! else is queued (up to `MAX_BATCH`), runs each job inside its own SAVEPOINT
+//! in one transaction, and COMMITs once. With `synchronous=FULL` the COMMIT
+//! returns only after the WAL is fsync'd, and only then is each job's caller
+//! answered, so an acknowledged write survives a crash, and N writers waiting
+//! together share one fsync. A job that fails (a precondition, say) rolls back
+//! to its savepoint without disturbing its batch mates.
+//!
+//! Reads run inline on the calling task over a small pool of read-only
+//! connections: WAL readers never block the writer or each other, and a read
+//! of one row takes microseconds, less than a hop to a blocking thread.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{
+    ApiKeyRecord, Backend, ListedSecret, Precondition, SecretMetadata, Sealer, StoreError, StoredVersion,
+    VersionInfo, WrappedDek,
+};
+use crate::clock::now_ms;
+use crate::types::{SecretKey, TenantId};
+
+/// Most jobs committed by one fsync.
+const MAX_BATCH: usize = 512;
+/// Current schema, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+const READERS: usize = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant          TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    current_version INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    deleted         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (
+    tenant     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    sealed     BLOB NOT NULL,
+    PRIMARY KEY (tenant, key, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deks (
+    tenant     TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS apikeys (
+    id           TEXT PRIMARY KEY,
+    tenant       TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    hash         BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS apikeys_by_tenant ON apikeys (tenant, created_at);
+";
+
+/// A unit of work for the writer thread: `apply` runs inside the batch's
+/// transaction (under a savepoint), `finish` answers the caller once the
+/// batch's COMMIT has returned.
+trait Job: Send {
+    fn apply(&mut self, conn: &Connection) -> bool;
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Pending<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn apply(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a job is applied once");
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let outcome = match commit {
+            Err(e) => Err(e),
+            Ok(()) => self
+                .result
+                .unwrap_or_else(|| Err(StoreError::Unavailable("write was not applied".into()))),
+        };
+        // The caller may have gone away (client disconnected); the write
+        // stands either way.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+pub struct SqliteBackend {
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    writer: mpsc::Sender<Box<dyn Job>>,
+    max_versions: u64,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteBackend {
+    pub fn open(path: &Path, max_versions: u32) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let writer = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        // WAL: readers never block the writer; FULL: COMMIT fsyncs the WAL, so
+        // a committed transaction survives power loss. secure_delete zeroes
+        // freed pages so destroyed versions leave no bytes behind.
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+            )
+            .map_err(unavailable)?;
+        migrate(&writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            readers.push(Mutex::new(conn));
+        }
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteBackend { readers, next_reader: AtomicUsize::new(0), writer: tx, max_versions: u64::from(max_versions.max(1)) })
+    }
+
+    /// Runs `f` on a reader connection, preferring one nobody holds.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            if let Ok(conn) = self.readers[(start + i) % self.readers.len()].try_lock() {
+                return f(&conn).map_err(unavailable);
+            }
+        }
+        let conn = self.readers[start % self.readers.len()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&conn).map_err(unavailable)
+    }
+
+    /// Queues `work` for the writer and waits until its batch is durable.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending { work: Some(work), result: None, reply });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(unavailable)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "database schema {version} is newer than this strongroom understands ({SCHEMA_VERSION})"
+        )));
+    }
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+        .map_err(unavailable)
+}
+
+/// The writer thread: one transaction and one fsync per batch of jobs.
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = unavailable(e);
+            for job in batch.drain(..) {
+                job.finish(Err(err.clone()));
+            }
+            continue;
+        }
+        for job in batch.iter_mut() {
+            let savepoint = conn.execute_batch("SAVEPOINT job");
+            let ok = savepoint.is_ok() && job.apply(&conn);
+            if ok {
+                let _ = conn.execute_batch("RELEASE job");
+            } else {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            unavailable(e)
+        });
+        for job in batch.drain(..) {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+fn scopes_to_text(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+fn scopes_from_text(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+fn apikey_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let tenant: String = row.get(1)?;
+    let hash: Vec<u8> = row.get(4)?;
+    let scopes: String = row.get(3)?;
+    Ok(ApiKeyRecord {
+        id: row.get(0)?,
+        tenant: TenantId::parse(&tenant).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        name: row.get(2)?,
+        scopes: scopes_from_text(&scopes),
+        hash: hash.as_slice().try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Blob,
+                "api key hash is not 32 bytes".into(),
+            )
+        })?,
+        created_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+        last_used_at: row.get(8)?,
+    })
+}
+
+const APIKEY_COLUMNS: &str = "id, tenant, name, scopes, hash, created_at, expires_at, revoked_at, last_used_at";
+
+/// `(current_version, deleted)` of a key inside a write transaction.
+fn current(conn: &Connection, tenant: &str, key: &str) -> Result<Option<(u64, bool)>, StoreError> {
+    conn.prepare_cached("SELECT current_version, deleted FROM secrets WHERE tenant = ?1 AND key = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![tenant, key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?)))
+                .optional()
+        })
+        .map_err(unavailable)
+}
+
+impl Backend for SqliteBackend {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok(StoredVersion { version: r.get::<_, i64>(0)? as u64, created_at: r.get(1)?, sealed: r.get(2)? })
+        };
+        self.read(|c| match version {
+            None => c
+                .prepare_cached(
+                    "SELECT v.version, v.created_at, v.sealed FROM secrets s JOIN versions v
+                       ON v.tenant = s.tenant AND v.key = s.key AND v.version = s.current_version
+                     WHERE s.tenant = ?1 AND s.key = ?2 AND s.deleted = 0",
+                )?
+                .query_row(params![tenant.as_str(), key.as_str()], row)
+                .optional(),
+            Some(n) => c
+                .prepare_cached(
+                    "SELECT version, created_at, sealed FROM versions
+                     WHERE tenant = ?1 AND key = ?2 AND version = ?3 AND deleted = 0",
+                )?
+                .query_row(params![tenant.as_str(), key.as_str(), n.min(i64::MAX as u64) as i64], row)
+                .optional(),
+        })
+    }
+
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        precondition: Precondition,
+        sealer: Sealer,
+    ) -> Result<u64, StoreError> {
+        let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
+        let max_versions = self.max_versions;
+        self.write(move |c| {
+            let cur = current(c, &tenant, &key)?;
+            let live = cur.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
+            match precondition {
+                Precondition::None => {}
+                Precondition::Version(want) if live == Some(want) => {}
+                Precondition::Absent if live.is_none() => {}
+                _ => return Err(StoreError::VersionMismatch),
+            }
+            let version = cur.map_or(1, |(v, _)| v + 1);
+            let sealed = sealer(version)?;
+            let now = now_ms();
+            c.prepare_cached(
+                "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![tenant, key, version as i64, now, sealed]))
+            .map_err(unavailable)?;
+            c.prepare_cached(
+                "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 0)
+                 ON CONFLICT (tenant, key) DO UPDATE
+                 SET current_version = excluded.current_version, updated_at = excluded.updated_at, deleted = 0",
+            )
+            .and_then(|mut s| s.execute(params![tenant, key, version as i64, now]))
+            .map_err(unavailable)?;
+            if version > max_versions {
+                c.prepare_cached("DELETE FROM versions WHERE tenant = ?1 AND key = ?2 AND version <= ?3")
+                    .and_then(|mut s| s.execute(params![tenant, key, (version - max_versions) as i64]))
+                    .map_err(unavailable)?;
+            }
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete(&self, tenant: &TenantId, key: &SecretKey, precondition: Precondition) -> Result<(), StoreError> {
+        let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
+        self.write(move |c| {
+            let version = match current(c, &tenant, &key)? {
+                Some((v, false)) => v,
+                _ => return Err(StoreError::NotFound),
+            };
+            match precondition {
+                Precondition::Version(want) if want != version => return Err(StoreError::VersionMismatch),
+                Precondition::Absent => return Err(StoreError::VersionMismatch),
+                _ => {}
+            }
+            set_deleted(c, &tenant, &key, version, true)
+        })
+        .await
+    }
+
+    async fn undelete(&self, tenant: &TenantId, key: &SecretKey) -> Result<(), StoreError> {
+        let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
+        self.write(move |c| match current(c, &tenant, &key)? {
+            Some((version, true)) => set_deleted(c, &tenant, &key, version, false),
+            _ => Err(StoreError::NotFound),
+        })
+        .await
+    }
+
+    async fn destroy(&self, tenant: &TenantId, key: &SecretKey) -> Result<(), StoreError> {
+        let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
+        self.write(move |c| {
+            let gone = c
+                .execute("DELETE FROM secrets WHERE tenant = ?1 AND key = ?2", params![tenant, key])
+                .map_err(unavailable)?;
+            c.execute("DELETE FROM versions WHERE tenant = ?1 AND key = ?2", params![tenant, key])
+                .map_err(unavailable)?;
+            if gone == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn metadata(&self, tenant: &TenantId, key: &SecretKey) -> Result<Option<SecretMetadata>, StoreError> {
+        self.read(|c| {
+            let head = c
+                .prepare_cached(
+                    "SELECT current_version, created_at, updated_at, deleted FROM secrets WHERE tenant = ?1 AND key = ?2",
+                )?
+                .query_row(params![tenant.as_str(), key.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get::<_, bool>(3)?))
+                })
+                .optional()?;
+            let Some((current_version, created_at, updated_at, deleted)) = head else {
+                return Ok(None);
+            };
+            let versions = c
+                .prepare_cached(
+                    "SELECT version, created_at, deleted FROM versions WHERE tenant = ?1 AND key = ?2 ORDER BY version",
+                )?
+                .query_map(params![tenant.as_str(), key.as_str()], |r| {
+                    Ok(VersionInfo { version: r.get::<_, i64>(0)? as u64, created_at: r.get(1)?, deleted: r.get(2)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(SecretMetadata { current_version, created_at, updated_at, deleted, versions }))
+        })
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedSecret>, StoreError> {
+        // Every key byte sorts below '~', so [prefix, prefix + "~") holds
+        // exactly the keys that start with prefix.
+        let upper = format!("{prefix}~");
+        let lower = after.filter(|a| *a >= prefix).unwrap_or(prefix);
+        let inclusive = after.is_none_or(|a| a < prefix);
+        self.read(|c| {
+            let sql = if inclusive {
+                "SELECT key, current_version, created_at, updated_at FROM secrets
+                 WHERE tenant = ?1 AND key >= ?2 AND key < ?3 AND deleted = 0 ORDER BY key LIMIT ?4"
+            } else {
+                "SELECT key, current_version, created_at, updated_at FROM secrets
+                 WHERE tenant = ?1 AND key > ?2 AND key < ?3 AND deleted = 0 ORDER BY key LIMIT ?4"
+            };
+            c.prepare_cached(sql)?
+                .query_map(params![tenant.as_str(), lower, upper, limit as i64], |r| {
+                    Ok(ListedSecret {
+                        key: r.get(0)?,
+                        version: r.get::<_, i64>(1)? as u64,
+                        created_at: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT id, wrapped FROM deks WHERE tenant = ?1 ORDER BY id")?
+                .query_map(params![tenant.as_str()], |r| Ok(WrappedDek { id: r.get(0)?, wrapped: r.get(1)? }))?
+                .collect()
+        })
+    }
+
+    async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO deks (tenant, id, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, dek.id, dek.wrapped, now_ms()],
+            )
+            .map(|n| n == 1)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn apikey_insert(&self, r: ApiKeyRecord) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO apikeys ({APIKEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    r.id,
+                    r.tenant.as_str(),
+                    r.name,
+                    scopes_to_text(&r.scopes),
+                    r.hash.as_slice(),
+                    r.created_at,
+                    r.expires_at,
+                    r.revoked_at,
+                    r.last_used_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {APIKEY_COLUMNS} FROM apikeys WHERE id = ?1"))?
+                .query_row(params![id], apikey_from_row)
+                .optional()
+        })
+    }
+
+    async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {APIKEY_COLUMNS} FROM apikeys WHERE tenant = ?1 AND revoked_at IS NULL ORDER BY created_at, id"
+            ))?
+            .query_map(params![tenant.as_str()], apikey_from_row)?
+            .collect()
+        })
+    }
+
+    async fn apikey_revoke(&self, tenant: &TenantId, id: &str, at: i64) -> Result<(), StoreError> {
+        let (tenant, id) = (tenant.as_str().to_owned(), id.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE apikeys SET revoked_at = ?3 WHERE tenant = ?1 AND id = ?2 AND revoked_at IS NULL",
+                    params![tenant, id, at],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "UPDATE apikeys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+                )
+                .map_err(unavailable)?;
+            for (id, at) in &uses {
+                stmt.execute(params![id, at]).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apikeys_exist(&self) -> Result<bool, StoreError> {
+        self.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM apikeys)", [], |r| r.get(0)))
+    }
+
+    async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            c.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)", params![name, value])
+                .map_err(unavailable)?;
+            c.query_row("SELECT value FROM meta WHERE name = ?1", params![name], |r| r.get(0))
+                .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+fn set_deleted(c: &Connection, tenant: &str, key: &str, version: u64, deleted: bool) -> Result<(), StoreError> {
+    let now = now_ms();
+    c.prepare_cached("UPDATE secrets SET deleted = ?3, updated_at = ?4 WHERE tenant = ?1 AND key = ?2")
+        .and_then(|mut s| s.execute(params![tenant, key, deleted, now]))
+        .map_err(unavailable)?;
+    c.prepare_cached("UPDATE versions SET deleted = ?4 WHERE tenant = ?1 AND key = ?2 AND version = ?3")
+        .and_then(|mut s| s.execute(params![tenant, key, version as i64, deleted]))
+        .map_err(unavailable)?;
+    Ok(())
+}
