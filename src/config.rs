@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::store::{Engine, StoreConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "strongroom", version, about = "A secrets manager server that speaks the quiva.ai Gateway secrets API")]
+#[command(
+    name = "strongroom",
+    version,
+    about = "A secrets manager server that speaks the quiva.ai Gateway secrets API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,7 +43,11 @@ pub struct StoreArgs {
     #[arg(long, env = "STRONGROOM_STORE", default_value = "sqlite")]
     pub store: Engine,
     /// NATS server URL(s), comma separated (nats store).
-    #[arg(long, env = "STRONGROOM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "STRONGROOM_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// Name of the JetStream KV bucket holding secrets (nats store).
     #[arg(long, env = "STRONGROOM_NATS_BUCKET", default_value = "secrets")]
@@ -54,7 +62,11 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn store_config(&self) -> StoreConfig {
-        StoreConfig { engine: self.store, data_dir: self.data_dir.clone(), max_versions: self.max_versions }
+        StoreConfig {
+            engine: self.store,
+            data_dir: self.data_dir.clone(),
+            max_versions: self.max_versions,
+        }
     }
 }
 
@@ -96,7 +108,11 @@ pub struct ServeArgs {
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,
     /// Largest request body in bytes.
-    #[arg(long, env = "STRONGROOM_MAX_REQUEST_BYTES", default_value_t = 1_048_576)]
+    #[arg(
+        long,
+        env = "STRONGROOM_MAX_REQUEST_BYTES",
+        default_value_t = 1_048_576
+    )]
     pub max_request_bytes: usize,
     /// Requests per second per client (not yet supported).
     #[arg(long, env = "STRONGROOM_RATE_LIMIT")]

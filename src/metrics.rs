@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -76,7 +78,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP strongroom_http_requests_total HTTP requests by method, route and status.\n");
+        out.push_str(
+            "# HELP strongroom_http_requests_total HTTP requests by method, route and status.\n",
+        );
         out.push_str("# TYPE strongroom_http_requests_total counter\n");
         let mut rows: Vec<_> = inner.requests.iter().collect();
         rows.sort();
@@ -104,15 +108,26 @@ impl Metrics {
                 "strongroom_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                 h.count
             );
-            let _ = writeln!(out, "strongroom_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "strongroom_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "strongroom_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "strongroom_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
         out.push_str("# HELP strongroom_auth_failures_total Refused authentications by reason.\n");
         out.push_str("# TYPE strongroom_auth_failures_total counter\n");
         let mut fails: Vec<_> = inner.auth_failures.iter().collect();
         fails.sort();
         for (reason, n) in fails {
-            let _ = writeln!(out, "strongroom_auth_failures_total{{reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "strongroom_auth_failures_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         out
     }

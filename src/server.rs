@@ -28,7 +28,10 @@ pub enum StartError {
     #[error("{0}")]
     Crypto(#[from] CryptoError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 impl From<KeyringError> for StartError {
@@ -59,7 +62,10 @@ impl Application {
         };
         let jwt = JwtVerifier::from_config(&jwt_config).map_err(StartError::Config)?;
         std::fs::create_dir_all(&args.store.data_dir).map_err(|e| {
-            StartError::Config(format!("cannot create data dir {}: {e}", args.store.data_dir.display()))
+            StartError::Config(format!(
+                "cannot create data dir {}: {e}",
+                args.store.data_dir.display()
+            ))
         })?;
         let (master, origin) = MasterKey::load(
             args.master_key.as_deref(),
@@ -83,10 +89,17 @@ impl Application {
         } else {
             None
         };
-        let listener = TcpListener::bind(&args.listen)
-            .await
-            .map_err(|source| StartError::Listen { addr: args.listen.clone(), source })?;
-        let limits = Limits { max_request_bytes: args.max_request_bytes, max_value_bytes: args.max_value_bytes };
+        let listener =
+            TcpListener::bind(&args.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: args.listen.clone(),
+                    source,
+                })?;
+        let limits = Limits {
+            max_request_bytes: args.max_request_bytes,
+            max_value_bytes: args.max_value_bytes,
+        };
         let state = Arc::new(AppState {
             store: store.clone(),
             keyring,
@@ -94,12 +107,20 @@ impl Application {
             metrics: Metrics::default(),
             limits,
         });
-        Ok(Application { listener, state, bootstrap_key })
+        Ok(Application {
+            listener,
+            state,
+            bootstrap_key,
+        })
     }
 }
 
 fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
-    let unsupported = |what: &str| Err(StartError::Config(format!("{what} is not supported by this build yet")));
+    let unsupported = |what: &str| {
+        Err(StartError::Config(format!(
+            "{what} is not supported by this build yet"
+        )))
+    };
     if args.store.store == Engine::Nats {
         return unsupported("--store nats");
     }
@@ -107,13 +128,17 @@ fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
         return unsupported("STRONGROOM_JWT_PUBLIC_KEYS");
     }
     if args.tls_cert.is_some() || args.tls_key.is_some() {
-        return unsupported("TLS (STRONGROOM_TLS_CERT/STRONGROOM_TLS_KEY); terminate TLS in a proxy for now");
+        return unsupported(
+            "TLS (STRONGROOM_TLS_CERT/STRONGROOM_TLS_KEY); terminate TLS in a proxy for now",
+        );
     }
     if args.rate_limit.is_some() {
         return unsupported("STRONGROOM_RATE_LIMIT");
     }
     if args.max_value_bytes == 0 || args.max_value_bytes > args.max_request_bytes {
-        return Err(StartError::Config("max-value-bytes must be between 1 and max-request-bytes".into()));
+        return Err(StartError::Config(
+            "max-value-bytes must be between 1 and max-request-bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -126,5 +151,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::router(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -112,7 +112,12 @@ mod tests {
 
     #[test]
     fn accepts_the_whole_alphabet_and_slashes() {
-        for ok in ["a", "team/app/db.password", "A-Z_a=z.0/9", "x".repeat(256).as_str()] {
+        for ok in [
+            "a",
+            "team/app/db.password",
+            "A-Z_a=z.0/9",
+            "x".repeat(256).as_str(),
+        ] {
             assert!(SecretKey::parse(ok).is_ok(), "{ok}");
         }
     }

@@ -45,7 +45,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad(op: Op, detail: impl Into<String>) -> Self {
-        ApiError::BadRequest { op, detail: detail.into() }
+        ApiError::BadRequest {
+            op,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -76,7 +79,9 @@ fn json_error(status: StatusCode, error: &str, detail: Option<&str>) -> Response
         Some(d) => serde_json::json!({ "error": error, "detail": d }),
     };
     let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -85,14 +90,19 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Unauthorized => {
                 let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", None);
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             }
             ApiError::Forbidden => json_error(StatusCode::FORBIDDEN, "forbidden", None),
-            ApiError::BadRequest { op, detail } => {
-                json_error(StatusCode::BAD_REQUEST, op.bad_request_text(), Some(&detail))
+            ApiError::BadRequest { op, detail } => json_error(
+                StatusCode::BAD_REQUEST,
+                op.bad_request_text(),
+                Some(&detail),
+            ),
+            ApiError::RequestTooLarge => {
+                json_error(StatusCode::PAYLOAD_TOO_LARGE, "request too large", None)
             }
-            ApiError::RequestTooLarge => json_error(StatusCode::PAYLOAD_TOO_LARGE, "request too large", None),
             ApiError::ValueTooLarge { limit } => json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "value too large",
@@ -104,8 +114,12 @@ impl IntoResponse for ApiError {
                 Some("send the body as application/json"),
             ),
             ApiError::NotFound => json_error(StatusCode::NOT_FOUND, "resource not found", None),
-            ApiError::VersionMismatch => json_error(StatusCode::PRECONDITION_FAILED, "version mismatch", None),
-            ApiError::MethodNotAllowed => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None),
+            ApiError::VersionMismatch => {
+                json_error(StatusCode::PRECONDITION_FAILED, "version mismatch", None)
+            }
+            ApiError::MethodNotAllowed => {
+                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None)
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(cause = %cause, "store unavailable");
                 json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None)

@@ -20,7 +20,10 @@ fn request_id(request: &Request) -> HeaderValue {
     if let Some(given) = request.headers().get("x-request-id") {
         let ok = given.len() <= 64
             && !given.is_empty()
-            && given.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && given
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if ok {
             return given.clone();
         }

@@ -32,7 +32,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 1024 * 1024, max_value_bytes: 64 * 1024 }
+        Limits {
+            max_request_bytes: 1024 * 1024,
+            max_value_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -52,7 +55,9 @@ impl AppState {
             self.metrics.auth_failure(e.label());
             tracing::info!(reason = e.label(), "authentication refused");
             match e {
-                AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
+                AuthError::StoreUnavailable => {
+                    ApiError::Unavailable("api key lookup failed".into())
+                }
                 _ => ApiError::Unauthorized,
             }
         })
@@ -62,10 +67,22 @@ impl AppState {
 /// Builds the router with every route and the per-request middleware.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/secrets", put(secrets::put_secret).get(secrets::list_secrets))
-        .route("/secrets/", get(secrets::get_secret).delete(secrets::delete_secret))
-        .route("/secrets/{*key}", get(secrets::get_secret).delete(secrets::delete_secret))
-        .route("/metadata/{*key}", get(secrets::get_metadata).delete(secrets::destroy_secret))
+        .route(
+            "/secrets",
+            put(secrets::put_secret).get(secrets::list_secrets),
+        )
+        .route(
+            "/secrets/",
+            get(secrets::get_secret).delete(secrets::delete_secret),
+        )
+        .route(
+            "/secrets/{*key}",
+            get(secrets::get_secret).delete(secrets::delete_secret),
+        )
+        .route(
+            "/metadata/{*key}",
+            get(secrets::get_metadata).delete(secrets::destroy_secret),
+        )
         .route("/undelete/{*key}", post(secrets::undelete_secret))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -73,6 +90,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
         .with_state(state)
 }

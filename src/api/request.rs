@@ -21,10 +21,19 @@ pub struct PutBody {
 /// 415 unless a body's content type is JSON (`application/json` or a
 /// `+json` type, any parameters). A missing content type is read as JSON.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
     let text = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
@@ -40,7 +49,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::RequestTooLarge);
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::RequestTooLarge)
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::RequestTooLarge)
 }
 
 /// Parses the PUT body. Error details describe the shape of the problem and
@@ -80,7 +91,8 @@ fn describe_put_error(bytes: &[u8]) -> String {
 /// against the key rule.
 pub fn key_from_path(path: &str, prefix: &str, op: Op) -> Result<SecretKey, ApiError> {
     let raw = path.strip_prefix(prefix).unwrap_or("");
-    let decoded = percent_decode(raw).ok_or_else(|| ApiError::bad(op, "key is not valid percent-encoded UTF-8"))?;
+    let decoded = percent_decode(raw)
+        .ok_or_else(|| ApiError::bad(op, "key is not valid percent-encoded UTF-8"))?;
     SecretKey::parse(&decoded).map_err(|e| ApiError::bad(op, e.to_string()))
 }
 
@@ -112,7 +124,8 @@ pub fn query_pairs(query: Option<&str>, op: Op) -> Result<Vec<(String, String)>,
     for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
         let decode = |s: &str| {
-            percent_decode(&s.replace('+', " ")).ok_or_else(|| ApiError::bad(op, "query string is not valid percent-encoded UTF-8"))
+            percent_decode(&s.replace('+', " "))
+                .ok_or_else(|| ApiError::bad(op, "query string is not valid percent-encoded UTF-8"))
         };
         pairs.push((decode(name)?, decode(value)?));
     }
@@ -136,18 +149,32 @@ pub fn precondition(headers: &HeaderMap, op: Op) -> Result<Precondition, ApiErro
     let if_none_match = headers.get(header::IF_NONE_MATCH);
     match (if_match, if_none_match) {
         (None, None) => Ok(Precondition::None),
-        (Some(_), Some(_)) => Err(ApiError::bad(op, "send If-Match or If-None-Match, not both")),
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            op,
+            "send If-Match or If-None-Match, not both",
+        )),
         (Some(v), None) => {
             let text = v.to_str().unwrap_or("").trim();
             let text = text.strip_prefix("W/").unwrap_or(text);
-            let bare = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+            let bare = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(text);
             match bare.parse::<u64>() {
                 Ok(n) if n >= 1 => Ok(Precondition::Version(n)),
-                _ => Err(ApiError::bad(op, "If-Match must be a version, as in If-Match: \"3\"")),
+                _ => Err(ApiError::bad(
+                    op,
+                    "If-Match must be a version, as in If-Match: \"3\"",
+                )),
             }
         }
-        (None, Some(v)) if op == Op::Put && v.as_bytes().trim_ascii() == b"*" => Ok(Precondition::Absent),
-        (None, Some(_)) => Err(ApiError::bad(op, "If-None-Match is only supported as '*' on PUT")),
+        (None, Some(v)) if op == Op::Put && v.as_bytes().trim_ascii() == b"*" => {
+            Ok(Precondition::Absent)
+        }
+        (None, Some(_)) => Err(ApiError::bad(
+            op,
+            "If-None-Match is only supported as '*' on PUT",
+        )),
     }
 }
 
@@ -165,10 +192,15 @@ mod tests {
             format!(r#"{{"key":5,"value":"{canary}"}}"#),
             r#"{"key":"a","value":12345678}"#.to_string(),
         ] {
-            let ApiError::BadRequest { detail, .. } = parse_put_body(body.as_bytes()).err().unwrap() else {
+            let ApiError::BadRequest { detail, .. } =
+                parse_put_body(body.as_bytes()).err().unwrap()
+            else {
                 panic!("expected 400")
             };
-            assert!(!detail.contains(canary) && !detail.contains("12345678"), "{detail}");
+            assert!(
+                !detail.contains(canary) && !detail.contains("12345678"),
+                "{detail}"
+            );
         }
     }
 
@@ -180,7 +212,10 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("team%2Fapp%2Fdb.password").unwrap(), "team/app/db.password");
+        assert_eq!(
+            percent_decode("team%2Fapp%2Fdb.password").unwrap(),
+            "team/app/db.password"
+        );
         assert_eq!(percent_decode("plain").unwrap(), "plain");
         assert!(percent_decode("%zz").is_none());
         assert!(percent_decode("%f").is_none());

@@ -32,14 +32,21 @@ fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
 }
 
-pub async fn put_secret(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn put_secret(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     request::require_json(&headers)?;
     let bytes = request::read_body(&headers, body, app.limits.max_request_bytes).await?;
     let put = request::parse_put_body(&bytes)?;
-    let key = crate::types::SecretKey::parse(&put.key).map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
+    let key = crate::types::SecretKey::parse(&put.key)
+        .map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
     if put.value.len() > app.limits.max_value_bytes {
-        return Err(ApiError::ValueTooLarge { limit: app.limits.max_value_bytes });
+        return Err(ApiError::ValueTooLarge {
+            limit: app.limits.max_value_bytes,
+        });
     }
     let precondition = request::precondition(&headers, Op::Put)?;
     if !principal.allows(Action::Write, key.as_str()) {
@@ -54,7 +61,11 @@ pub async fn put_secret(State(app): State<Arc<AppState>>, headers: HeaderMap, bo
             &principal.tenant,
             &key,
             precondition,
-            Box::new(move |version| sealer.seal(&key_text, version, value.as_bytes()).map_err(|_| StoreError::Seal)),
+            Box::new(move |version| {
+                sealer
+                    .seal(&key_text, version, value.as_bytes())
+                    .map_err(|_| StoreError::Seal)
+            }),
         )
         .await?;
     let mut response = success();
@@ -68,7 +79,11 @@ struct SecretBody<'a> {
     value: &'a str,
 }
 
-pub async fn get_secret(State(app): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get_secret(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     let key = request::key_from_path(uri.path(), SECRETS_PREFIX, Op::Get)?;
     let pairs = request::query_pairs(uri.query(), Op::Get)?;
@@ -76,14 +91,27 @@ pub async fn get_secret(State(app): State<Arc<AppState>>, uri: Uri, headers: Hea
     if !principal.allows(Action::Read, key.as_str()) {
         return Err(ApiError::Forbidden);
     }
-    let stored = app.store.get(&principal.tenant, &key, version).await?.ok_or(ApiError::NotFound)?;
+    let stored = app
+        .store
+        .get(&principal.tenant, &key, version)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let plaintext = app
         .keyring
-        .open_value(&principal.tenant, key.as_str(), stored.version, &stored.sealed)
+        .open_value(
+            &principal.tenant,
+            key.as_str(),
+            stored.version,
+            &stored.sealed,
+        )
         .await?;
-    let value = std::str::from_utf8(&plaintext).map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
-    let body = serde_json::to_vec(&SecretBody { key: key.as_str(), value })
-        .map_err(|e| ApiError::Internal(format!("serialising a secret: {e}")))?;
+    let value = std::str::from_utf8(&plaintext)
+        .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
+    let body = serde_json::to_vec(&SecretBody {
+        key: key.as_str(),
+        value,
+    })
+    .map_err(|e| ApiError::Internal(format!("serialising a secret: {e}")))?;
     let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag(stored.version));
@@ -94,14 +122,20 @@ pub async fn get_secret(State(app): State<Arc<AppState>>, uri: Uri, headers: Hea
     Ok(response)
 }
 
-pub async fn delete_secret(State(app): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete_secret(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     let key = request::key_from_path(uri.path(), SECRETS_PREFIX, Op::Delete)?;
     let precondition = request::precondition(&headers, Op::Delete)?;
     if !principal.allows(Action::Delete, key.as_str()) {
         return Err(ApiError::Forbidden);
     }
-    app.store.delete(&principal.tenant, &key, precondition).await?;
+    app.store
+        .delete(&principal.tenant, &key, precondition)
+        .await?;
     Ok(success())
 }
 
@@ -119,30 +153,52 @@ struct ListBody {
     next_cursor: Option<String>,
 }
 
-pub async fn list_secrets(State(app): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list_secrets(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     let pairs = request::query_pairs(uri.query(), Op::Other)?;
-    let param = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     let prefix = param("prefix").unwrap_or("");
     if !is_valid_key_prefix(prefix) {
-        return Err(ApiError::bad(Op::Other, "prefix may only contain A-Z a-z 0-9 - _ = . / and be at most 256 bytes"));
+        return Err(ApiError::bad(
+            Op::Other,
+            "prefix may only contain A-Z a-z 0-9 - _ = . / and be at most 256 bytes",
+        ));
     }
     let limit = match param("limit") {
         None => DEFAULT_PAGE,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => return Err(ApiError::bad(Op::Other, format!("limit must be an integer from 1 to {MAX_PAGE}"))),
+            _ => {
+                return Err(ApiError::bad(
+                    Op::Other,
+                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                ))
+            }
         },
     };
     let after = match param("cursor").filter(|c| !c.is_empty()) {
         None => None,
-        Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| ApiError::bad(Op::Other, "cursor is not valid"))?),
+        Some(cursor) => Some(
+            decode_cursor(cursor).ok_or_else(|| ApiError::bad(Op::Other, "cursor is not valid"))?,
+        ),
     };
     if !principal.allows(Action::List, prefix) {
         return Err(ApiError::Forbidden);
     }
     // One extra row tells whether another page exists.
-    let mut rows = app.store.list(&principal.tenant, prefix, after.as_deref(), limit + 1).await?;
+    let mut rows = app
+        .store
+        .list(&principal.tenant, prefix, after.as_deref(), limit + 1)
+        .await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| encode_cursor(&r.key))
@@ -158,7 +214,11 @@ pub async fn list_secrets(State(app): State<Arc<AppState>>, uri: Uri, headers: H
             updated_at: rfc3339(r.updated_at),
         })
         .collect();
-    Ok(Json(ListBody { secrets, next_cursor }).into_response())
+    Ok(Json(ListBody {
+        secrets,
+        next_cursor,
+    })
+    .into_response())
 }
 
 fn encode_cursor(key: &str) -> String {
@@ -166,11 +226,12 @@ fn encode_cursor(key: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
     let key = String::from_utf8(bytes).ok()?;
     is_valid_key_prefix(&key).then_some(key)
 }
-
 
 const METADATA_PREFIX: &str = "/metadata/";
 const UNDELETE_PREFIX: &str = "/undelete/";
@@ -192,13 +253,23 @@ struct MetadataBody<'a> {
     versions: Vec<VersionBody>,
 }
 
-pub async fn get_metadata(State(app): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get_metadata(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     let key = request::key_from_path(uri.path(), METADATA_PREFIX, Op::Other)?;
-    if !principal.allows(Action::Read, key.as_str()) && !principal.allows(Action::List, key.as_str()) {
+    if !principal.allows(Action::Read, key.as_str())
+        && !principal.allows(Action::List, key.as_str())
+    {
         return Err(ApiError::Forbidden);
     }
-    let meta = app.store.metadata(&principal.tenant, &key).await?.ok_or(ApiError::NotFound)?;
+    let meta = app
+        .store
+        .metadata(&principal.tenant, &key)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(Json(MetadataBody {
         key: key.as_str(),
         current_version: meta.current_version,
@@ -208,13 +279,21 @@ pub async fn get_metadata(State(app): State<Arc<AppState>>, uri: Uri, headers: H
         versions: meta
             .versions
             .into_iter()
-            .map(|v| VersionBody { version: v.version, created_at: rfc3339(v.created_at), deleted: v.deleted })
+            .map(|v| VersionBody {
+                version: v.version,
+                created_at: rfc3339(v.created_at),
+                deleted: v.deleted,
+            })
             .collect(),
     })
     .into_response())
 }
 
-pub async fn destroy_secret(State(app): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn destroy_secret(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     let key = request::key_from_path(uri.path(), METADATA_PREFIX, Op::Other)?;
     if !principal.allows(Action::Delete, key.as_str()) {
@@ -224,7 +303,11 @@ pub async fn destroy_secret(State(app): State<Arc<AppState>>, uri: Uri, headers:
     Ok(success())
 }
 
-pub async fn undelete_secret(State(app): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn undelete_secret(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = app.principal(&headers).await?;
     let key = request::key_from_path(uri.path(), UNDELETE_PREFIX, Op::Other)?;
     if !principal.allows(Action::Write, key.as_str()) {

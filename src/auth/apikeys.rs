@@ -33,7 +33,10 @@ pub fn key_id(text: &str) -> Option<&str> {
     let rest = text.strip_prefix("sr_")?;
     let (id, secret) = rest.split_once('_')?;
     let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    let secret_ok = secret.len() == 43 && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let secret_ok = secret.len() == 43
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     (id_ok && secret_ok).then_some(id)
 }
 
@@ -93,7 +96,11 @@ pub async fn verify(store: &Store, text: &str) -> Result<Principal, AuthError> {
     } else {
         super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)?
     };
-    Ok(Principal { tenant: record.tenant, subject: format!("apikey:{}", record.id), scopes })
+    Ok(Principal {
+        tenant: record.tenant,
+        subject: format!("apikey:{}", record.id),
+        scopes,
+    })
 }
 
 #[cfg(test)]
@@ -104,7 +111,13 @@ mod tests {
     fn key_shape_is_checked_before_any_lookup() {
         let good = format!("sr_{}_{}", "0123456789abcdef", "A".repeat(43));
         assert_eq!(key_id(&good), Some("0123456789abcdef"));
-        for bad in ["", "sr_", "sr_0123_abc", &good[..good.len() - 1], &good.replace("sr_", "xx_")] {
+        for bad in [
+            "",
+            "sr_",
+            "sr_0123_abc",
+            &good[..good.len() - 1],
+            &good.replace("sr_", "xx_"),
+        ] {
             assert!(key_id(bad).is_none(), "{bad:?}");
         }
     }

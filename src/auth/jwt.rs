@@ -30,7 +30,9 @@ pub struct JwtVerifier {
 impl JwtVerifier {
     /// `None` when no JWT key is configured.
     pub fn from_config(config: &JwtConfig) -> Result<Option<JwtVerifier>, String> {
-        let Some(secret) = &config.hs256_secret else { return Ok(None) };
+        let Some(secret) = &config.hs256_secret else {
+            return Ok(None);
+        };
         if secret.len() < 32 {
             return Err("jwt hs256 secret must be at least 32 bytes".into());
         }
@@ -72,12 +74,17 @@ impl JwtVerifier {
             .and_then(Value::as_str)
             .and_then(|t| TenantId::parse(t).ok())
             .ok_or(AuthError::InvalidToken)?;
-        let subject = claims.get("sub").and_then(Value::as_str).unwrap_or("").to_owned();
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let texts: Vec<&str> = match (claims.get("scope"), claims.get("scopes")) {
             (Some(Value::String(s)), _) => s.split_whitespace().collect(),
-            (_, Some(Value::Array(items))) => {
-                items.iter().map(|v| v.as_str().ok_or(AuthError::InvalidToken)).collect::<Result<_, _>>()?
-            }
+            (_, Some(Value::Array(items))) => items
+                .iter()
+                .map(|v| v.as_str().ok_or(AuthError::InvalidToken))
+                .collect::<Result<_, _>>()?,
             (None, None) => Vec::new(),
             _ => return Err(AuthError::InvalidToken),
         };
@@ -86,6 +93,10 @@ impl JwtVerifier {
         } else {
             super::parse_scopes(&texts).map_err(|_| AuthError::InvalidToken)?
         };
-        Ok(Principal { tenant, subject: format!("jwt:{subject}"), scopes })
+        Ok(Principal {
+            tenant,
+            subject: format!("jwt:{subject}"),
+            scopes,
+        })
     }
 }

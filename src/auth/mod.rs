@@ -45,15 +45,32 @@ pub struct Scope {
 
 impl Scope {
     pub fn parse(text: &str) -> Result<Scope, String> {
-        let actions = [Action::Read, Action::List, Action::Write, Action::Delete, Action::ApiKeysAdmin];
+        let actions = [
+            Action::Read,
+            Action::List,
+            Action::Write,
+            Action::Delete,
+            Action::ApiKeysAdmin,
+        ];
         for action in actions {
-            let Some(rest) = text.strip_prefix(action.name()) else { continue };
+            let Some(rest) = text.strip_prefix(action.name()) else {
+                continue;
+            };
             if rest.is_empty() {
-                return Ok(Scope { action, prefix: None });
+                return Ok(Scope {
+                    action,
+                    prefix: None,
+                });
             }
             if let Some(prefix) = rest.strip_prefix(':') {
-                if action != Action::ApiKeysAdmin && !prefix.is_empty() && crate::types::is_valid_key_prefix(prefix) {
-                    return Ok(Scope { action, prefix: Some(prefix.to_owned()) });
+                if action != Action::ApiKeysAdmin
+                    && !prefix.is_empty()
+                    && crate::types::is_valid_key_prefix(prefix)
+                {
+                    return Ok(Scope {
+                        action,
+                        prefix: Some(prefix.to_owned()),
+                    });
                 }
             }
         }
@@ -67,7 +84,10 @@ impl Scope {
     pub fn all_secrets() -> Vec<Scope> {
         [Action::Read, Action::List, Action::Write, Action::Delete]
             .into_iter()
-            .map(|action| Scope { action, prefix: None })
+            .map(|action| Scope {
+                action,
+                prefix: None,
+            })
             .collect()
     }
 
@@ -182,11 +202,22 @@ mod tests {
     fn scopes_parse_and_narrow() {
         let s = Scope::parse("secrets:read:prod/").unwrap();
         assert_eq!(s.to_string(), "secrets:read:prod/");
-        let p = Principal { tenant: TenantId::parse("t").unwrap(), subject: "x".into(), scopes: vec![s] };
+        let p = Principal {
+            tenant: TenantId::parse("t").unwrap(),
+            subject: "x".into(),
+            scopes: vec![s],
+        };
         assert!(p.allows(Action::Read, "prod/db"));
         assert!(!p.allows(Action::Read, "dev/db"));
         assert!(!p.allows(Action::Write, "prod/db"));
-        for bad in ["secrets:reed", "secrets:read:", "secrets:read:a b", "apikeys:admin:x", "", "secrets:readx"] {
+        for bad in [
+            "secrets:reed",
+            "secrets:read:",
+            "secrets:read:a b",
+            "apikeys:admin:x",
+            "",
+            "secrets:readx",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Scope::all_secrets().len(), 4);

@@ -14,7 +14,10 @@ use crate::types::TenantId;
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -38,9 +41,15 @@ fn fail(message: &str) -> ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().with_current_span(false).with_span_list(false).init();
+        builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -59,7 +68,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let addr = app.listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, "listening");
-    server::run(app.listener, app.state, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    let store = app.state.store.clone();
+    server::run(app.listener, app.state, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -89,14 +102,21 @@ async fn shutdown_signal() {
 
 async fn apikey_create(args: ApikeyCreateArgs) -> Result<(), String> {
     let tenant = TenantId::parse(&args.tenant).map_err(|e| e.to_string())?;
-    let scopes = if args.scopes.is_empty() { Scope::all_secrets() } else { parse_scopes(&args.scopes)? };
+    let scopes = if args.scopes.is_empty() {
+        Scope::all_secrets()
+    } else {
+        parse_scopes(&args.scopes)?
+    };
     if args.name.trim().is_empty() || args.name.len() > 128 {
         return Err("name must be 1 to 128 characters".into());
     }
-    let store = Store::open(&args.store.store_config()).await.map_err(|e| e.to_string())?;
+    let store = Store::open(&args.store.store_config())
+        .await
+        .map_err(|e| e.to_string())?;
     let key = apikeys::create(&store, tenant, args.name, scopes, args.expires_in_days)
         .await
         .map_err(|e| e.to_string())?;
+    store.close().await;
     println!("{}", key.text.as_str());
     Ok(())
 }

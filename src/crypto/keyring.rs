@@ -44,8 +44,16 @@ pub struct ValueSealer {
 
 impl ValueSealer {
     pub fn seal(&self, key: &str, version: u64, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let ctx = ValueContext { tenant: self.tenant.as_str(), key, version };
-        let dek = self.keys.keys.get(&self.keys.current).ok_or(CryptoError::UnknownDataKey(self.keys.current))?;
+        let ctx = ValueContext {
+            tenant: self.tenant.as_str(),
+            key,
+            version,
+        };
+        let dek = self
+            .keys
+            .keys
+            .get(&self.keys.current)
+            .ok_or(CryptoError::UnknownDataKey(self.keys.current))?;
         seal::seal_value(dek, self.keys.current, &ctx, plaintext)
     }
 }
@@ -54,17 +62,26 @@ impl Keyring {
     /// Binds the KEK to the store: the first start records the KEK's check
     /// value; later starts refuse a different KEK before touching any data.
     pub async fn open(master: MasterKey, store: Store) -> Result<Keyring, KeyringError> {
-        let stored = store.meta_init("master_key_check", master.check_value().to_vec()).await?;
+        let stored = store
+            .meta_init("master_key_check", master.check_value().to_vec())
+            .await?;
         if !master.matches(&stored) {
             return Err(CryptoError::WrongMasterKey.into());
         }
-        Ok(Keyring { master, store, tenants: RwLock::new(HashMap::new()) })
+        Ok(Keyring {
+            master,
+            store,
+            tenants: RwLock::new(HashMap::new()),
+        })
     }
 
     /// A sealer for `tenant`'s current DEK, creating the DEK on first use.
     pub async fn sealer(&self, tenant: &TenantId) -> Result<ValueSealer, KeyringError> {
         let keys = self.tenant_keys(tenant, None).await?;
-        Ok(ValueSealer { keys, tenant: tenant.clone() })
+        Ok(ValueSealer {
+            keys,
+            tenant: tenant.clone(),
+        })
     }
 
     /// Opens a sealed value of `tenant`'s `key` at `version`.
@@ -77,15 +94,31 @@ impl Keyring {
     ) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
         let dek_id = seal::sealed_value_dek_id(sealed)?;
         let keys = self.tenant_keys(tenant, Some(dek_id)).await?;
-        let dek = keys.keys.get(&dek_id).ok_or(CryptoError::UnknownDataKey(dek_id))?;
-        let ctx = ValueContext { tenant: tenant.as_str(), key, version };
+        let dek = keys
+            .keys
+            .get(&dek_id)
+            .ok_or(CryptoError::UnknownDataKey(dek_id))?;
+        let ctx = ValueContext {
+            tenant: tenant.as_str(),
+            key,
+            version,
+        };
         Ok(seal::open_value(dek, &ctx, sealed)?)
     }
 
     /// The cached keys, reloaded from the store when the tenant is unknown or
     /// `need` names a DEK the cache lacks (another gateway rotated).
-    async fn tenant_keys(&self, tenant: &TenantId, need: Option<u32>) -> Result<Arc<TenantKeys>, KeyringError> {
-        if let Some(keys) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+    async fn tenant_keys(
+        &self,
+        tenant: &TenantId,
+        need: Option<u32>,
+    ) -> Result<Arc<TenantKeys>, KeyringError> {
+        if let Some(keys) = self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+        {
             if need.is_none_or(|id| keys.keys.contains_key(&id)) {
                 return Ok(keys.clone());
             }
@@ -96,15 +129,24 @@ impl Keyring {
             // here both insert-if-absent; the loser reloads the winner's key.
             let dek = seal::random_bytes::<32>();
             let blob = seal::wrap_key(&self.master.aead, tenant.as_str(), 1, &dek);
-            self.store.add_dek(tenant, WrappedDek { id: 1, wrapped: blob }).await?;
+            self.store
+                .add_dek(
+                    tenant,
+                    WrappedDek {
+                        id: 1,
+                        wrapped: blob,
+                    },
+                )
+                .await?;
             wrapped = self.store.deks(tenant).await?;
         }
         let mut keys = HashMap::with_capacity(wrapped.len());
         for w in &wrapped {
-            let raw = seal::unwrap_key(&self.master.aead, tenant.as_str(), w.id, &w.wrapped).map_err(|e| match e {
-                CryptoError::Tampered => CryptoError::WrongMasterKey,
-                other => other,
-            })?;
+            let raw = seal::unwrap_key(&self.master.aead, tenant.as_str(), w.id, &w.wrapped)
+                .map_err(|e| match e {
+                    CryptoError::Tampered => CryptoError::WrongMasterKey,
+                    other => other,
+                })?;
             keys.insert(w.id, AeadKey::new(&raw));
         }
         let current = wrapped.iter().map(|w| w.id).max().unwrap_or(1);

@@ -40,7 +40,10 @@ impl MasterKey {
         let tag = aws_lc_rs::hmac::sign(&hmac_key, b"strongroom/master-key-check/v1");
         let mut check = [0u8; 32];
         check.copy_from_slice(tag.as_ref());
-        MasterKey { aead: AeadKey::new(bytes), check }
+        MasterKey {
+            aead: AeadKey::new(bytes),
+            check,
+        }
     }
 
     /// Parses the base64 text form (surrounding whitespace ignored).
@@ -50,12 +53,13 @@ impl MasterKey {
                 .decode(text.trim())
                 .map_err(|_| CryptoError::BadMasterKey("master key is not valid base64".into()))?,
         );
-        let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(decoded.as_slice().try_into().map_err(|_| {
-            CryptoError::BadMasterKey(format!(
-                "master key must decode to 32 bytes, got {}",
-                decoded.len()
-            ))
-        })?);
+        let bytes: Zeroizing<[u8; 32]> =
+            Zeroizing::new(decoded.as_slice().try_into().map_err(|_| {
+                CryptoError::BadMasterKey(format!(
+                    "master key must decode to 32 bytes, got {}",
+                    decoded.len()
+                ))
+            })?);
         Ok(Self::from_bytes(&bytes))
     }
 
@@ -81,14 +85,20 @@ impl MasterKey {
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
         write_private_file(&path, text.as_bytes()).map_err(|e| {
-            CryptoError::BadMasterKey(format!("cannot create master key file {}: {e}", path.display()))
+            CryptoError::BadMasterKey(format!(
+                "cannot create master key file {}: {e}",
+                path.display()
+            ))
         })?;
         Ok((Self::from_bytes(&bytes), MasterKeyOrigin::Generated(path)))
     }
 
     fn read_file(path: &Path) -> Result<Self, CryptoError> {
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            CryptoError::BadMasterKey(format!("cannot read master key file {}: {e}", path.display()))
+            CryptoError::BadMasterKey(format!(
+                "cannot read master key file {}: {e}",
+                path.display()
+            ))
         })?);
         Self::from_base64(&text)
     }
@@ -134,7 +144,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("master.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (second, origin) = MasterKey::load(None, None, dir.path()).unwrap();

@@ -103,7 +103,9 @@ pub fn sealed_value_dek_id(sealed: &[u8]) -> Result<u32, CryptoError> {
     if sealed[0] != FORMAT_V1 {
         return Err(CryptoError::UnknownFormat(sealed[0]));
     }
-    Ok(u32::from_be_bytes(sealed[1..5].try_into().expect("4 bytes")))
+    Ok(u32::from_be_bytes(
+        sealed[1..5].try_into().expect("4 bytes"),
+    ))
 }
 
 /// Opens a sealed value; the plaintext is zeroized when dropped.
@@ -180,7 +182,11 @@ mod tests {
     use super::*;
 
     fn ctx(version: u64) -> ValueContext<'static> {
-        ValueContext { tenant: "acme", key: "prod/db", version }
+        ValueContext {
+            tenant: "acme",
+            key: "prod/db",
+            version,
+        }
     }
 
     #[test]
@@ -190,7 +196,10 @@ mod tests {
         let b = seal_value(&dek, 7, &ctx(1), b"hunter2").unwrap();
         assert_ne!(a, b, "a fresh nonce per seal");
         assert_eq!(sealed_value_dek_id(&a).unwrap(), 7);
-        assert_eq!(open_value(&dek, &ctx(1), &a).unwrap().as_slice(), b"hunter2");
+        assert_eq!(
+            open_value(&dek, &ctx(1), &a).unwrap().as_slice(),
+            b"hunter2"
+        );
         assert!(!a.windows(7).any(|w| w == b"hunter2"));
     }
 
@@ -205,8 +214,16 @@ mod tests {
     fn moved_or_edited_ciphertext_fails_to_open() {
         let dek = AeadKey::new(&random_bytes::<32>());
         let sealed = seal_value(&dek, 1, &ctx(3), b"value").unwrap();
-        let other_key = ValueContext { tenant: "acme", key: "prod/db2", version: 3 };
-        let other_tenant = ValueContext { tenant: "acme2", key: "prod/db", version: 3 };
+        let other_key = ValueContext {
+            tenant: "acme",
+            key: "prod/db2",
+            version: 3,
+        };
+        let other_tenant = ValueContext {
+            tenant: "acme2",
+            key: "prod/db",
+            version: 3,
+        };
         assert!(open_value(&dek, &ctx(4), &sealed).is_err());
         assert!(open_value(&dek, &other_key, &sealed).is_err());
         assert!(open_value(&dek, &other_tenant, &sealed).is_err());
@@ -217,7 +234,10 @@ mod tests {
         }
         let wrong = AeadKey::new(&random_bytes::<32>());
         assert!(open_value(&wrong, &ctx(3), &sealed).is_err());
-        assert!(matches!(open_value(&dek, &ctx(3), &sealed[..10]), Err(CryptoError::Truncated)));
+        assert!(matches!(
+            open_value(&dek, &ctx(3), &sealed[..10]),
+            Err(CryptoError::Truncated)
+        ));
     }
 
     #[test]

@@ -35,8 +35,18 @@ pub(crate) async fn run_all(store: &Store) {
 async fn put_assigns_increasing_versions(s: &Store) {
     let (tn, key) = (t("a"), k("app/one"));
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
-    assert_eq!(s.put(&tn, &key, Precondition::None, sealer("x")).await.unwrap(), 1);
-    assert_eq!(s.put(&tn, &key, Precondition::None, sealer("y")).await.unwrap(), 2);
+    assert_eq!(
+        s.put(&tn, &key, Precondition::None, sealer("x"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.put(&tn, &key, Precondition::None, sealer("y"))
+            .await
+            .unwrap(),
+        2
+    );
     let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
     assert_eq!((cur.version, text(&cur)), (2, "y@2".into()));
     let old = s.get(&tn, &key, Some(1)).await.unwrap().unwrap();
@@ -46,9 +56,14 @@ async fn put_assigns_increasing_versions(s: &Store) {
 
 async fn tenants_are_partitioned(s: &Store) {
     let key = k("shared/name");
-    s.put(&t("a"), &key, Precondition::None, sealer("a")).await.unwrap();
+    s.put(&t("a"), &key, Precondition::None, sealer("a"))
+        .await
+        .unwrap();
     assert!(s.get(&t("b"), &key, None).await.unwrap().is_none());
-    assert!(matches!(s.delete(&t("b"), &key, Precondition::None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.delete(&t("b"), &key, Precondition::None).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(s.metadata(&t("b"), &key).await.unwrap().is_none());
     assert!(s.list(&t("b"), "", None, 100).await.unwrap().is_empty());
     assert!(s.get(&t("a"), &key, None).await.unwrap().is_some());
@@ -56,49 +71,95 @@ async fn tenants_are_partitioned(s: &Store) {
 
 async fn preconditions_are_checked(s: &Store) {
     let (tn, key) = (t("a"), k("cas"));
-    assert_eq!(s.put(&tn, &key, Precondition::Absent, sealer("1")).await.unwrap(), 1);
-    assert!(matches!(s.put(&tn, &key, Precondition::Absent, sealer("x")).await, Err(StoreError::VersionMismatch)));
+    assert_eq!(
+        s.put(&tn, &key, Precondition::Absent, sealer("1"))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Version(7), sealer("x")).await,
+        s.put(&tn, &key, Precondition::Absent, sealer("x")).await,
         Err(StoreError::VersionMismatch)
     ));
-    assert_eq!(s.put(&tn, &key, Precondition::Version(1), sealer("2")).await.unwrap(), 2);
-    assert!(matches!(s.delete(&tn, &key, Precondition::Version(1)).await, Err(StoreError::VersionMismatch)));
+    assert!(matches!(
+        s.put(&tn, &key, Precondition::Version(7), sealer("x"))
+            .await,
+        Err(StoreError::VersionMismatch)
+    ));
+    assert_eq!(
+        s.put(&tn, &key, Precondition::Version(1), sealer("2"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        s.delete(&tn, &key, Precondition::Version(1)).await,
+        Err(StoreError::VersionMismatch)
+    ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "2@2");
     s.delete(&tn, &key, Precondition::Version(2)).await.unwrap();
     // A soft-deleted key counts as absent for create-only writes.
-    assert_eq!(s.put(&tn, &key, Precondition::Absent, sealer("3")).await.unwrap(), 3);
+    assert_eq!(
+        s.put(&tn, &key, Precondition::Absent, sealer("3"))
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 async fn soft_delete_undelete_destroy(s: &Store) {
     let (tn, key) = (t("a"), k("soft"));
-    s.put(&tn, &key, Precondition::None, sealer("v")).await.unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("w")).await.unwrap();
+    s.put(&tn, &key, Precondition::None, sealer("v"))
+        .await
+        .unwrap();
+    s.put(&tn, &key, Precondition::None, sealer("w"))
+        .await
+        .unwrap();
     s.delete(&tn, &key, Precondition::None).await.unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(2)).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_some());
-    assert!(matches!(s.delete(&tn, &key, Precondition::None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.delete(&tn, &key, Precondition::None).await,
+        Err(StoreError::NotFound)
+    ));
     let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
     assert!(meta.deleted);
     assert_eq!(meta.current_version, 2);
-    assert_eq!(meta.versions.iter().map(|v| (v.version, v.deleted)).collect::<Vec<_>>(), [(1, false), (2, true)]);
+    assert_eq!(
+        meta.versions
+            .iter()
+            .map(|v| (v.version, v.deleted))
+            .collect::<Vec<_>>(),
+        [(1, false), (2, true)]
+    );
     s.undelete(&tn, &key).await.unwrap();
-    assert!(matches!(s.undelete(&tn, &key).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.undelete(&tn, &key).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "w@2");
     s.destroy(&tn, &key).await.unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
     assert!(s.metadata(&tn, &key).await.unwrap().is_none());
-    assert!(matches!(s.undelete(&tn, &key).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.destroy(&tn, &key).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.undelete(&tn, &key).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.destroy(&tn, &key).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn old_versions_are_pruned(s: &Store) {
     let (tn, key) = (t("a"), k("pruned"));
     let max = u64::from(s.max_versions());
     for _ in 0..max + 3 {
-        s.put(&tn, &key, Precondition::None, sealer("p")).await.unwrap();
+        s.put(&tn, &key, Precondition::None, sealer("p"))
+            .await
+            .unwrap();
     }
     let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
     assert_eq!(meta.versions.len() as u64, max);
@@ -110,21 +171,50 @@ async fn old_versions_are_pruned(s: &Store) {
 async fn listing_pages_by_prefix(s: &Store) {
     let tn = t("lister");
     for name in ["p/c", "p/a", "p/b", "q/a", "p", "pa"] {
-        s.put(&tn, &k(name), Precondition::None, sealer("l")).await.unwrap();
+        s.put(&tn, &k(name), Precondition::None, sealer("l"))
+            .await
+            .unwrap();
     }
     s.delete(&tn, &k("p/b"), Precondition::None).await.unwrap();
     let keys = |rows: Vec<ListedSecret>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
-    assert_eq!(keys(s.list(&tn, "p/", None, 10).await.unwrap()), ["p/a", "p/c"]);
+    assert_eq!(
+        keys(s.list(&tn, "p/", None, 10).await.unwrap()),
+        ["p/a", "p/c"]
+    );
     assert_eq!(keys(s.list(&tn, "", None, 2).await.unwrap()), ["p", "p/a"]);
-    assert_eq!(keys(s.list(&tn, "", Some("p/a"), 10).await.unwrap()), ["p/c", "pa", "q/a"]);
-    assert_eq!(keys(s.list(&tn, "p", Some("p/c"), 10).await.unwrap()), ["pa"]);
+    assert_eq!(
+        keys(s.list(&tn, "", Some("p/a"), 10).await.unwrap()),
+        ["p/c", "pa", "q/a"]
+    );
+    assert_eq!(
+        keys(s.list(&tn, "p", Some("p/c"), 10).await.unwrap()),
+        ["pa"]
+    );
 }
 
 async fn data_keys_are_created_once(s: &Store) {
     let tn = t("deks");
     assert!(s.deks(&tn).await.unwrap().is_empty());
-    assert!(s.add_dek(&tn, WrappedDek { id: 1, wrapped: vec![1] }).await.unwrap());
-    assert!(!s.add_dek(&tn, WrappedDek { id: 1, wrapped: vec![2] }).await.unwrap());
+    assert!(s
+        .add_dek(
+            &tn,
+            WrappedDek {
+                id: 1,
+                wrapped: vec![1]
+            }
+        )
+        .await
+        .unwrap());
+    assert!(!s
+        .add_dek(
+            &tn,
+            WrappedDek {
+                id: 1,
+                wrapped: vec![2]
+            }
+        )
+        .await
+        .unwrap());
     let deks = s.deks(&tn).await.unwrap();
     assert_eq!((deks.len(), deks[0].wrapped.clone()), (1, vec![1]));
     assert!(s.deks(&t("other")).await.unwrap().is_empty());
@@ -145,13 +235,25 @@ async fn api_keys_round_trip(s: &Store) {
     s.apikey_insert(record.clone()).await.unwrap();
     assert!(s.apikeys_exist().await.unwrap());
     assert_eq!(s.apikey_get("abc123").await.unwrap().unwrap(), record);
-    assert_eq!(s.apikey_list(&t("keys")).await.unwrap(), vec![record.clone()]);
+    assert_eq!(
+        s.apikey_list(&t("keys")).await.unwrap(),
+        vec![record.clone()]
+    );
     assert!(s.apikey_list(&t("other")).await.unwrap().is_empty());
     s.apikey_touch(vec![("abc123".into(), 50)]).await.unwrap();
-    assert_eq!(s.apikey_get("abc123").await.unwrap().unwrap().last_used_at, Some(50));
-    assert!(matches!(s.apikey_revoke(&t("other"), "abc123", 9).await, Err(StoreError::NotFound)));
+    assert_eq!(
+        s.apikey_get("abc123").await.unwrap().unwrap().last_used_at,
+        Some(50)
+    );
+    assert!(matches!(
+        s.apikey_revoke(&t("other"), "abc123", 9).await,
+        Err(StoreError::NotFound)
+    ));
     s.apikey_revoke(&t("keys"), "abc123", 9).await.unwrap();
-    assert_eq!(s.apikey_get("abc123").await.unwrap().unwrap().revoked_at, Some(9));
+    assert_eq!(
+        s.apikey_get("abc123").await.unwrap().unwrap().revoked_at,
+        Some(9)
+    );
     assert!(s.apikey_list(&t("keys")).await.unwrap().is_empty());
 }
 
@@ -163,7 +265,11 @@ async fn meta_init_keeps_the_first_value(s: &Store) {
 #[tokio::test]
 async fn sqlite_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { engine: Engine::Sqlite, data_dir: dir.path().to_owned(), max_versions: 10 };
+    let config = StoreConfig {
+        engine: Engine::Sqlite,
+        data_dir: dir.path().to_owned(),
+        max_versions: 10,
+    };
     let store = Store::open(&config).await.unwrap();
     run_all(&store).await;
 }
@@ -171,13 +277,24 @@ async fn sqlite_backend_conforms() {
 #[tokio::test]
 async fn sqlite_concurrent_create_only_writes_have_one_winner() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { engine: Engine::Sqlite, data_dir: dir.path().to_owned(), max_versions: 10 };
+    let config = StoreConfig {
+        engine: Engine::Sqlite,
+        data_dir: dir.path().to_owned(),
+        max_versions: 10,
+    };
     let store = Store::open(&config).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..32 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.put(&t("race"), &k("once"), Precondition::Absent, sealer(&i.to_string())).await
+            store
+                .put(
+                    &t("race"),
+                    &k("once"),
+                    Precondition::Absent,
+                    sealer(&i.to_string()),
+                )
+                .await
         }));
     }
     let mut wins = 0;

@@ -44,7 +44,9 @@ impl FromStr for Engine {
         match text {
             "sqlite" => Ok(Engine::Sqlite),
             "nats" => Ok(Engine::Nats),
-            other => Err(format!("unknown store '{other}'; the stores are: sqlite, nats")),
+            other => Err(format!(
+                "unknown store '{other}'; the stores are: sqlite, nats"
+            )),
         }
     }
 }
@@ -130,6 +132,9 @@ pub struct ApiKeyRecord {
 
 /// What an engine implements. Crate-private: callers use `Store`.
 pub(crate) trait Backend: Send + Sync {
+    /// Finishes queued writes and releases the backend; later writes fail.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The live current version (`version == None`) or a given retained,
@@ -159,10 +164,18 @@ pub(crate) trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Restores a soft-deleted secret to its last version.
-    fn undelete(&self, tenant: &TenantId, key: &SecretKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn undelete(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes every version for good.
-    fn destroy(&self, tenant: &TenantId, key: &SecretKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn destroy(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn metadata(
         &self,
@@ -179,7 +192,10 @@ pub(crate) trait Backend: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ListedSecret>, StoreError>> + Send;
 
-    fn deks(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<WrappedDek>, StoreError>> + Send;
+    fn deks(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<WrappedDek>, StoreError>> + Send;
 
     /// Inserts a DEK unless one with that id exists; true when inserted.
     fn add_dek(
@@ -188,9 +204,18 @@ pub(crate) trait Backend: Send + Sync {
         dek: WrappedDek,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    fn apikey_insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn apikey_get(&self, id: &str) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
-    fn apikey_list(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+    fn apikey_insert(
+        &self,
+        record: ApiKeyRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apikey_get(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+    fn apikey_list(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
     /// Marks a key revoked; `NotFound` when the tenant has no such live key.
     fn apikey_revoke(
         &self,
@@ -198,11 +223,18 @@ pub(crate) trait Backend: Send + Sync {
         id: &str,
         at: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn apikey_touch(&self, uses: Vec<(String, i64)>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apikey_touch(
+        &self,
+        uses: Vec<(String, i64)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn apikeys_exist(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores `value` under `name` unless set; returns what is stored.
-    fn meta_init(&self, name: &str, value: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+    fn meta_init(
+        &self,
+        name: &str,
+        value: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
 }
 
 enum Backends {
@@ -238,23 +270,47 @@ impl Store {
                 ))
             }
         };
-        Ok(Store { backend: Arc::new(backend), max_versions: config.max_versions })
+        Ok(Store {
+            backend: Arc::new(backend),
+            max_versions: config.max_versions,
+        })
     }
 
     pub fn max_versions(&self) -> u32 {
         self.max_versions
     }
 
+    /// Finishes queued writes and flushes; call once at shutdown.
+    pub async fn close(&self) {
+        dispatch!(self, b => b.close())
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, b => b.ping())
     }
-    pub async fn get(&self, t: &TenantId, k: &SecretKey, v: Option<u64>) -> Result<Option<StoredVersion>, StoreError> {
+    pub async fn get(
+        &self,
+        t: &TenantId,
+        k: &SecretKey,
+        v: Option<u64>,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         dispatch!(self, b => b.get(t, k, v))
     }
-    pub async fn put(&self, t: &TenantId, k: &SecretKey, p: Precondition, s: Sealer) -> Result<u64, StoreError> {
+    pub async fn put(
+        &self,
+        t: &TenantId,
+        k: &SecretKey,
+        p: Precondition,
+        s: Sealer,
+    ) -> Result<u64, StoreError> {
         dispatch!(self, b => b.put(t, k, p, s))
     }
-    pub async fn delete(&self, t: &TenantId, k: &SecretKey, p: Precondition) -> Result<(), StoreError> {
+    pub async fn delete(
+        &self,
+        t: &TenantId,
+        k: &SecretKey,
+        p: Precondition,
+    ) -> Result<(), StoreError> {
         dispatch!(self, b => b.delete(t, k, p))
     }
     pub async fn undelete(&self, t: &TenantId, k: &SecretKey) -> Result<(), StoreError> {
@@ -263,7 +319,11 @@ impl Store {
     pub async fn destroy(&self, t: &TenantId, k: &SecretKey) -> Result<(), StoreError> {
         dispatch!(self, b => b.destroy(t, k))
     }
-    pub async fn metadata(&self, t: &TenantId, k: &SecretKey) -> Result<Option<SecretMetadata>, StoreError> {
+    pub async fn metadata(
+        &self,
+        t: &TenantId,
+        k: &SecretKey,
+    ) -> Result<Option<SecretMetadata>, StoreError> {
         dispatch!(self, b => b.metadata(t, k))
     }
     pub async fn list(

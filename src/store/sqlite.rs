@@ -23,8 +23,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    ApiKeyRecord, Backend, ListedSecret, Precondition, SecretMetadata, Sealer, StoreError, StoredVersion,
-    VersionInfo, WrappedDek,
+    ApiKeyRecord, Backend, ListedSecret, Precondition, Sealer, SecretMetadata, StoreError,
+    StoredVersion, VersionInfo, WrappedDek,
 };
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
@@ -121,10 +121,18 @@ where
     }
 }
 
+/// What the writer thread receives.
+enum Message {
+    Job(Box<dyn Job>),
+    /// Commit what is queued, checkpoint the WAL into the database file and
+    /// stop; answered when done.
+    Close(oneshot::Sender<()>),
+}
+
 pub struct SqliteBackend {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    writer: mpsc::Sender<Box<dyn Job>>,
+    writer: mpsc::Sender<Message>,
     max_versions: u64,
 }
 
@@ -133,7 +141,8 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 }
 
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(unavailable)?;
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(unavailable)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -142,10 +151,14 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
 impl SqliteBackend {
     pub fn open(path: &Path, max_versions: u32) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
-        let writer = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        let writer = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         // WAL: readers never block the writer; FULL: COMMIT fsyncs the WAL, so
         // a committed transaction survives power loss. secure_delete zeroes
         // freed pages so destroyed versions leave no bytes behind.
@@ -160,12 +173,17 @@ impl SqliteBackend {
             let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             readers.push(Mutex::new(conn));
         }
-        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
-        Ok(SqliteBackend { readers, next_reader: AtomicUsize::new(0), writer: tx, max_versions: u64::from(max_versions.max(1)) })
+        Ok(SqliteBackend {
+            readers,
+            next_reader: AtomicUsize::new(0),
+            writer: tx,
+            max_versions: u64::from(max_versions.max(1)),
+        })
     }
 
     /// Runs `f` on a reader connection, preferring one nobody holds.
@@ -188,9 +206,13 @@ impl SqliteBackend {
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending { work: Some(work), result: None, reply });
+        let job = Box::new(Pending {
+            work: Some(work),
+            result: None,
+            reply,
+        });
         self.writer
-            .send(job)
+            .send(Message::Job(job))
             .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
         answer
             .await
@@ -199,50 +221,77 @@ impl SqliteBackend {
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(unavailable)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    if version == SCHEMA_VERSION {
+        // Nothing to do, and nothing written: a start that goes on to refuse
+        // (a wrong master key, say) must leave the file as it was.
+        return Ok(());
+    }
     if version > SCHEMA_VERSION {
         return Err(StoreError::Corrupt(format!(
             "database schema {version} is newer than this strongroom understands ({SCHEMA_VERSION})"
         )));
     }
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-        .map_err(unavailable)
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(unavailable)
 }
 
 /// The writer thread: one transaction and one fsync per batch of jobs.
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = jobs.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+    let mut closing = None;
+    while let Ok(first) = messages.recv() {
+        match first {
+            Message::Job(job) => batch.push(job),
+            Message::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < MAX_BATCH {
+            match messages.try_recv() {
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Close(done)) => closing = Some(done),
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = unavailable(e);
-            for job in batch.drain(..) {
-                job.finish(Err(err.clone()));
-            }
-            continue;
+        if !batch.is_empty() {
+            commit_batch(&conn, &mut batch);
         }
-        for job in batch.iter_mut() {
-            let savepoint = conn.execute_batch("SAVEPOINT job");
-            let ok = savepoint.is_ok() && job.apply(&conn);
-            if ok {
-                let _ = conn.execute_batch("RELEASE job");
-            } else {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+        if let Some(done) = closing.take() {
+            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(error = %e, "checkpoint at close failed; the WAL is replayed at next open");
             }
+            let _ = done.send(());
+            return;
         }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            unavailable(e)
-        });
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = unavailable(e);
         for job in batch.drain(..) {
-            job.finish(commit.clone());
+            job.finish(Err(err.clone()));
         }
+        return;
+    }
+    for job in batch.iter_mut() {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let ok = savepoint.is_ok() && job.apply(conn);
+        if ok {
+            let _ = conn.execute_batch("RELEASE job");
+        } else {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+        }
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        unavailable(e)
+    });
+    for job in batch.drain(..) {
+        job.finish(commit.clone());
     }
 }
 
@@ -279,19 +328,31 @@ fn apikey_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     })
 }
 
-const APIKEY_COLUMNS: &str = "id, tenant, name, scopes, hash, created_at, expires_at, revoked_at, last_used_at";
+const APIKEY_COLUMNS: &str =
+    "id, tenant, name, scopes, hash, created_at, expires_at, revoked_at, last_used_at";
 
 /// `(current_version, deleted)` of a key inside a write transaction.
 fn current(conn: &Connection, tenant: &str, key: &str) -> Result<Option<(u64, bool)>, StoreError> {
-    conn.prepare_cached("SELECT current_version, deleted FROM secrets WHERE tenant = ?1 AND key = ?2")
-        .and_then(|mut s| {
-            s.query_row(params![tenant, key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?)))
-                .optional()
+    conn.prepare_cached(
+        "SELECT current_version, deleted FROM secrets WHERE tenant = ?1 AND key = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant, key], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?))
         })
-        .map_err(unavailable)
+        .optional()
+    })
+    .map_err(unavailable)
 }
 
 impl Backend for SqliteBackend {
+    async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.writer.send(Message::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
@@ -303,7 +364,11 @@ impl Backend for SqliteBackend {
         version: Option<u64>,
     ) -> Result<Option<StoredVersion>, StoreError> {
         let row = |r: &rusqlite::Row<'_>| {
-            Ok(StoredVersion { version: r.get::<_, i64>(0)? as u64, created_at: r.get(1)?, sealed: r.get(2)? })
+            Ok(StoredVersion {
+                version: r.get::<_, i64>(0)? as u64,
+                created_at: r.get(1)?,
+                sealed: r.get(2)?,
+            })
         };
         self.read(|c| match version {
             None => c
@@ -319,7 +384,10 @@ impl Backend for SqliteBackend {
                     "SELECT version, created_at, sealed FROM versions
                      WHERE tenant = ?1 AND key = ?2 AND version = ?3 AND deleted = 0",
                 )?
-                .query_row(params![tenant.as_str(), key.as_str(), n.min(i64::MAX as u64) as i64], row)
+                .query_row(
+                    params![tenant.as_str(), key.as_str(), n.min(i64::MAX as u64) as i64],
+                    row,
+                )
                 .optional(),
         })
     }
@@ -368,7 +436,12 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn delete(&self, tenant: &TenantId, key: &SecretKey, precondition: Precondition) -> Result<(), StoreError> {
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        precondition: Precondition,
+    ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
         self.write(move |c| {
             let version = match current(c, &tenant, &key)? {
@@ -376,7 +449,9 @@ impl Backend for SqliteBackend {
                 _ => return Err(StoreError::NotFound),
             };
             match precondition {
-                Precondition::Version(want) if want != version => return Err(StoreError::VersionMismatch),
+                Precondition::Version(want) if want != version => {
+                    return Err(StoreError::VersionMismatch)
+                }
                 Precondition::Absent => return Err(StoreError::VersionMismatch),
                 _ => {}
             }
@@ -398,10 +473,16 @@ impl Backend for SqliteBackend {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
         self.write(move |c| {
             let gone = c
-                .execute("DELETE FROM secrets WHERE tenant = ?1 AND key = ?2", params![tenant, key])
+                .execute(
+                    "DELETE FROM secrets WHERE tenant = ?1 AND key = ?2",
+                    params![tenant, key],
+                )
                 .map_err(unavailable)?;
-            c.execute("DELETE FROM versions WHERE tenant = ?1 AND key = ?2", params![tenant, key])
-                .map_err(unavailable)?;
+            c.execute(
+                "DELETE FROM versions WHERE tenant = ?1 AND key = ?2",
+                params![tenant, key],
+            )
+            .map_err(unavailable)?;
             if gone == 0 {
                 Err(StoreError::NotFound)
             } else {
@@ -411,7 +492,11 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn metadata(&self, tenant: &TenantId, key: &SecretKey) -> Result<Option<SecretMetadata>, StoreError> {
+    async fn metadata(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> Result<Option<SecretMetadata>, StoreError> {
         self.read(|c| {
             let head = c
                 .prepare_cached(
@@ -472,7 +557,12 @@ impl Backend for SqliteBackend {
     async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
         self.read(|c| {
             c.prepare_cached("SELECT id, wrapped FROM deks WHERE tenant = ?1 ORDER BY id")?
-                .query_map(params![tenant.as_str()], |r| Ok(WrappedDek { id: r.get(0)?, wrapped: r.get(1)? }))?
+                .query_map(params![tenant.as_str()], |r| {
+                    Ok(WrappedDek {
+                        id: r.get(0)?,
+                        wrapped: r.get(1)?,
+                    })
+                })?
                 .collect()
         })
     }
@@ -514,9 +604,11 @@ impl Backend for SqliteBackend {
 
     async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {APIKEY_COLUMNS} FROM apikeys WHERE id = ?1"))?
-                .query_row(params![id], apikey_from_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {APIKEY_COLUMNS} FROM apikeys WHERE id = ?1"
+            ))?
+            .query_row(params![id], apikey_from_row)
+            .optional()
         })
     }
 
@@ -568,24 +660,52 @@ impl Backend for SqliteBackend {
     }
 
     async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let stored = self.read(|c| {
+            c.query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        if let Some(stored) = stored {
+            return Ok(stored);
+        }
         let name = name.to_owned();
         self.write(move |c| {
-            c.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)", params![name, value])
-                .map_err(unavailable)?;
-            c.query_row("SELECT value FROM meta WHERE name = ?1", params![name], |r| r.get(0))
-                .map_err(unavailable)
+            c.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )
+            .map_err(unavailable)?;
+            c.query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)
         })
         .await
     }
 }
 
-fn set_deleted(c: &Connection, tenant: &str, key: &str, version: u64, deleted: bool) -> Result<(), StoreError> {
+fn set_deleted(
+    c: &Connection,
+    tenant: &str,
+    key: &str,
+    version: u64,
+    deleted: bool,
+) -> Result<(), StoreError> {
     let now = now_ms();
-    c.prepare_cached("UPDATE secrets SET deleted = ?3, updated_at = ?4 WHERE tenant = ?1 AND key = ?2")
-        .and_then(|mut s| s.execute(params![tenant, key, deleted, now]))
-        .map_err(unavailable)?;
-    c.prepare_cached("UPDATE versions SET deleted = ?4 WHERE tenant = ?1 AND key = ?2 AND version = ?3")
-        .and_then(|mut s| s.execute(params![tenant, key, version as i64, deleted]))
-        .map_err(unavailable)?;
+    c.prepare_cached(
+        "UPDATE secrets SET deleted = ?3, updated_at = ?4 WHERE tenant = ?1 AND key = ?2",
+    )
+    .and_then(|mut s| s.execute(params![tenant, key, deleted, now]))
+    .map_err(unavailable)?;
+    c.prepare_cached(
+        "UPDATE versions SET deleted = ?4 WHERE tenant = ?1 AND key = ?2 AND version = ?3",
+    )
+    .and_then(|mut s| s.execute(params![tenant, key, version as i64, deleted]))
+    .map_err(unavailable)?;
     Ok(())
 }

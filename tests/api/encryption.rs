@@ -1,0 +1,198 @@
+//! Encryption at rest: nothing secret in any byte of the data dir or the log,
+//! the generated master key's mode, and refusal of a wrong master key.
+
+use base64::Engine as _;
+
+use crate::helpers::*;
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The plain, base64 and UTF-16 forms a leak could take.
+fn encodings(text: &str) -> Vec<(String, Vec<u8>)> {
+    let utf16le: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let utf16be: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+    let std = base64::engine::general_purpose::STANDARD.encode(text);
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    vec![
+        ("plain".into(), text.as_bytes().to_vec()),
+        // Base64 of a text starting at any of three alignments: compare a
+        // long middle piece that does not depend on the neighbours.
+        ("base64".into(), std.as_bytes()[4..std.len() - 4].to_vec()),
+        (
+            "base64url".into(),
+            url.as_bytes()[4..url.len() - 4].to_vec(),
+        ),
+        ("utf16le".into(), utf16le),
+        ("utf16be".into(), utf16be),
+    ]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn no_value_or_api_key_reaches_the_data_dir_or_the_log() {
+    let mut app = spawn_app().await;
+    let canary_value = "CANARY-VALUE-7f3a9c1e-never-on-disk";
+    let canary_key = app.create_key("acme", &[]);
+    let cred = Cred::ApiKey(canary_key.clone());
+    for i in 0..3 {
+        assert_eq!(
+            app.put(&format!("canary/{i}"), canary_value, &cred)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        app.get("canary/0", &cred).await.json()["value"],
+        canary_value
+    );
+    // Failures too: a bad body that holds the value, a wrong key.
+    app.put_raw(
+        format!(r#"{{"key":"bad key","value":"{canary_value}"}}"#),
+        &cred,
+    )
+    .await;
+    app.put_raw(
+        format!(r#"{{"key":"k","value":{{"v":"{canary_value}"}}}}"#),
+        &cred,
+    )
+    .await;
+    app.get("canary/0", &Cred::ApiKey(format!("{canary_key}x")))
+        .await;
+    assert_eq!(app.terminate().code(), Some(0));
+    let log = app.log_text();
+    let bootstrap = app.bootstrap_key.clone().unwrap();
+    for (what, canary) in [
+        ("value", canary_value),
+        ("api key", canary_key.as_str()),
+        ("bootstrap key", bootstrap.as_str()),
+    ] {
+        for (form, bytes) in encodings(canary) {
+            for file in files(&app.data_dir) {
+                let data = std::fs::read(&file).unwrap();
+                assert!(
+                    !contains(&data, &bytes),
+                    "{what} ({form}) found in {}",
+                    file.display()
+                );
+            }
+        }
+        if what != "bootstrap key" {
+            assert!(!log.contains(canary), "{what} found in the log");
+        }
+    }
+    // The key *names* stay out of the log too.
+    assert!(!log.contains("canary/0"), "key name in the log");
+}
+
+#[tokio::test]
+async fn the_generated_master_key_is_private_and_warned_about() {
+    let app = spawn_app().await;
+    let path = app.data_dir.join("master.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let log = app.log_text();
+    assert!(
+        log.contains("\"level\":\"WARN\"") && log.contains("master key"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_stops_the_server_and_leaves_the_data_intact() {
+    let key_a = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+    let key_b = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+    let mut app = spawn_with(Options::default().env("STRONGROOM_MASTER_KEY", &key_a)).await;
+    let admin = Cred::ApiKey(app.create_key("t", &[]));
+    app.put("k", "kept", &admin).await;
+    assert_eq!(app.terminate().code(), Some(0));
+    let before = std::fs::read(app.data_dir.join("strongroom.db")).unwrap();
+
+    let started = std::time::Instant::now();
+    let out = command(&app.data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("STRONGROOM_MASTER_KEY", &key_b)
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("master key"), "{stderr}");
+    assert!(!stderr.contains(&key_b) && !stderr.contains(&key_a));
+    let after = std::fs::read(app.data_dir.join("strongroom.db")).unwrap();
+    assert!(after == before, "the database file changed");
+
+    let again = spawn_with(
+        Options::default()
+            .data_dir(&app.data_dir)
+            .env("STRONGROOM_MASTER_KEY", &key_a),
+    )
+    .await;
+    assert_eq!(again.get("k", &admin).await.json()["value"], "kept");
+}
+
+#[tokio::test]
+async fn a_master_key_file_works_and_a_malformed_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kek");
+    std::fs::write(
+        &file,
+        base64::engine::general_purpose::STANDARD.encode([9u8; 32]) + "\n",
+    )
+    .unwrap();
+    let app =
+        spawn_with(Options::default().env("STRONGROOM_MASTER_KEY_FILE", file.to_str().unwrap()))
+            .await;
+    assert!(
+        !app.data_dir.join("master.key").exists(),
+        "no generated key when one is given"
+    );
+    assert_eq!(app.put("k", "v", &app.admin()).await.status, 200);
+
+    std::fs::write(&file, "too short").unwrap();
+    let out = command(&dir.path().join("other"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("STRONGROOM_MASTER_KEY_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master key"));
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_key_fails_to_open() {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    app.put("a", "value-a", &admin).await;
+    app.put("b", "value-b", &admin).await;
+    assert_eq!(app.terminate().code(), Some(0));
+    let db = rusqlite::Connection::open(app.data_dir.join("strongroom.db")).unwrap();
+    db.execute(
+        "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE key = 'a') WHERE key = 'b'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    let r = again.get("b", &admin).await;
+    assert_ne!(r.status, 200);
+    assert!(!r.body.contains("value-a"));
+}
