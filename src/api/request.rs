@@ -147,34 +147,29 @@ pub fn version_param(pairs: &[(String, String)], op: Op) -> Result<Option<u64>, 
 pub fn precondition(headers: &HeaderMap, op: Op) -> Result<Precondition, ApiError> {
     let if_match = headers.get(header::IF_MATCH);
     let if_none_match = headers.get(header::IF_NONE_MATCH);
-    match (if_match, if_none_match) {
-        (None, None) => Ok(Precondition::None),
-        (Some(_), Some(_)) => Err(ApiError::bad(
-            op,
-            "send If-Match or If-None-Match, not both",
-        )),
-        (Some(v), None) => {
+    let version = match if_match {
+        None => None,
+        Some(v) => {
             let text = v.to_str().unwrap_or("").trim();
             let text = text.strip_prefix("W/").unwrap_or(text);
-            let bare = text
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .unwrap_or(text);
+            let bare = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
             match bare.parse::<u64>() {
-                Ok(n) if n >= 1 => Ok(Precondition::Version(n)),
-                _ => Err(ApiError::bad(
-                    op,
-                    "If-Match must be a version, as in If-Match: \"3\"",
-                )),
+                Ok(n) if n >= 1 => Some(n),
+                _ => return Err(ApiError::bad(op, "If-Match must be a version, as in If-Match: \"3\"")),
             }
         }
-        (None, Some(v)) if op == Op::Put && v.as_bytes().trim_ascii() == b"*" => {
-            Ok(Precondition::Absent)
-        }
-        (None, Some(_)) => Err(ApiError::bad(
-            op,
-            "If-None-Match is only supported as '*' on PUT",
-        )),
+    };
+    let absent = match if_none_match {
+        None => false,
+        Some(v) if op == Op::Put && v.as_bytes().trim_ascii() == b"*" => true,
+        Some(_) => return Err(ApiError::bad(op, "If-None-Match is only supported as '*' on PUT")),
+    };
+    match (version, absent) {
+        (None, false) => Ok(Precondition::None),
+        (Some(n), false) => Ok(Precondition::Version(n)),
+        (None, true) => Ok(Precondition::Absent),
+        // "Exists at version n" and "does not exist" cannot both hold.
+        (Some(_), true) => Err(ApiError::VersionMismatch),
     }
 }
 

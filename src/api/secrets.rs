@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine as _;
 use serde::Serialize;
 
 use super::error::{ApiError, Op};
@@ -185,23 +184,20 @@ pub async fn list_secrets(
             }
         },
     };
-    let after = match param("cursor").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(cursor) => Some(
-            decode_cursor(cursor).ok_or_else(|| ApiError::bad(Op::Other, "cursor is not valid"))?,
-        ),
-    };
+    // The cursor is the last key of the previous page: keys strictly after
+    // it come next. Clients treat it as opaque; any string is a valid bound.
+    let after = param("cursor").filter(|c| !c.is_empty());
     if !principal.allows(Action::List, prefix) {
         return Err(ApiError::Forbidden);
     }
     // One extra row tells whether another page exists.
     let mut rows = app
         .store
-        .list(&principal.tenant, prefix, after.as_deref(), limit + 1)
+        .list(&principal.tenant, prefix, after, limit + 1)
         .await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|r| encode_cursor(&r.key))
+        rows.last().map(|r| r.key.clone())
     } else {
         None
     };
@@ -219,18 +215,6 @@ pub async fn list_secrets(
         next_cursor,
     })
     .into_response())
-}
-
-fn encode_cursor(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
-}
-
-fn decode_cursor(cursor: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let key = String::from_utf8(bytes).ok()?;
-    is_valid_key_prefix(&key).then_some(key)
 }
 
 const METADATA_PREFIX: &str = "/metadata/";

@@ -135,6 +135,8 @@ pub enum AuthError {
     Missing,
     #[error("malformed credentials")]
     Malformed,
+    #[error("both an api key and a bearer token")]
+    Ambiguous,
     #[error("unknown api key")]
     UnknownKey,
     #[error("expired api key")]
@@ -154,6 +156,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing",
             AuthError::Malformed => "malformed",
+            AuthError::Ambiguous => "ambiguous",
             AuthError::UnknownKey => "unknown_key",
             AuthError::ExpiredKey => "expired_key",
             AuthError::RevokedKey => "revoked_key",
@@ -175,13 +178,19 @@ impl Authenticator {
         Authenticator { store, jwt }
     }
 
-    /// `X-Api-Key` wins when both headers are present.
+    /// A request carries exactly one credential: with both an API key and a
+    /// bearer token it is refused, so an invalid credential can never ride
+    /// along unnoticed beside a valid one.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let authorization = headers.get(axum::http::header::AUTHORIZATION);
+        if headers.contains_key("x-api-key") && authorization.is_some() {
+            return Err(AuthError::Ambiguous);
+        }
         if let Some(value) = headers.get("x-api-key") {
             let text = value.to_str().map_err(|_| AuthError::Malformed)?;
             return apikeys::verify(&self.store, text.trim()).await;
         }
-        if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        if let Some(value) = authorization {
             let text = value.to_str().map_err(|_| AuthError::Malformed)?;
             let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
             if !scheme.eq_ignore_ascii_case("bearer") {
