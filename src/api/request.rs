@@ -152,17 +152,30 @@ pub fn precondition(headers: &HeaderMap, op: Op) -> Result<Precondition, ApiErro
         Some(v) => {
             let text = v.to_str().unwrap_or("").trim();
             let text = text.strip_prefix("W/").unwrap_or(text);
-            let bare = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+            let bare = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(text);
             match bare.parse::<u64>() {
                 Ok(n) if n >= 1 => Some(n),
-                _ => return Err(ApiError::bad(op, "If-Match must be a version, as in If-Match: \"3\"")),
+                _ => {
+                    return Err(ApiError::bad(
+                        op,
+                        "If-Match must be a version, as in If-Match: \"3\"",
+                    ))
+                }
             }
         }
     };
     let absent = match if_none_match {
         None => false,
         Some(v) if op == Op::Put && v.as_bytes().trim_ascii() == b"*" => true,
-        Some(_) => return Err(ApiError::bad(op, "If-None-Match is only supported as '*' on PUT")),
+        Some(_) => {
+            return Err(ApiError::bad(
+                op,
+                "If-None-Match is only supported as '*' on PUT",
+            ))
+        }
     };
     match (version, absent) {
         (None, false) => Ok(Precondition::None),
