@@ -10,8 +10,8 @@
 //!   commit; never sees a plaintext value or an unwrapped key.
 //! - `server`: start-up and the serve loop (`Application::build`, `run`).
 //! - `cli` and `config`: the `strongroom` command and its flags.
-//! - `metrics`, `clock`, `types`: Prometheus counters, time formats, and the
-//!   validated `SecretKey` and `TenantId`.
+//! - `metrics`, `clock`, `fsutil`, `types`: Prometheus counters, time formats,
+//!   owner-only files, and the validated `SecretKey` and `TenantId`.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod fsutil;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -61,7 +61,7 @@ impl Application {
             tenant_claim: args.jwt_tenant_claim.clone(),
         };
         let jwt = JwtVerifier::from_config(&jwt_config).map_err(StartError::Config)?;
-        std::fs::create_dir_all(&args.store.data_dir).map_err(|e| {
+        crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
             StartError::Config(format!(
                 "cannot create data dir {}: {e}",
                 args.store.data_dir.display()

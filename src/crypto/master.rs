@@ -2,7 +2,6 @@
 //! bytes), from a file holding the same text, or generated once into
 //! `<data-dir>/master.key` (mode 0600) for the zero-setup embedded default.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -84,7 +83,7 @@ impl MasterKey {
         }
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
-        write_private_file(&path, text.as_bytes()).map_err(|e| {
+        crate::fsutil::write_private_file(&path, text.as_bytes()).map_err(|e| {
             CryptoError::BadMasterKey(format!(
                 "cannot create master key file {}: {e}",
                 path.display()
@@ -112,24 +111,6 @@ impl MasterKey {
     pub fn matches(&self, stored: &[u8]) -> bool {
         aws_lc_rs::constant_time::verify_slices_are_equal(stored, &self.check).is_ok()
     }
-}
-
-/// Creates `path` with mode 0600 (never overwriting) and makes it durable.
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -145,14 +145,26 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
         .map_err(unavailable)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Memory-mapped reads skip a pread() per page and share the OS page
+    // cache between connections; the page cache per connection stays modest.
+    conn.execute_batch("PRAGMA mmap_size = 1073741824; PRAGMA cache_size = -16384;")
+        .map_err(unavailable)?;
     Ok(conn)
 }
 
 impl SqliteBackend {
     pub fn open(path: &Path, max_versions: u32) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            crate::fsutil::create_private_dir(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        // Owner-only: created empty with mode 0600 before SQLite opens it
+        // (an empty file is a new database), and SQLite gives the -wal and
+        // -shm files the same mode as the database.
+        if !path.exists() {
+            crate::fsutil::write_private_file(path, b"").map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
             })?;
         }
         let writer = open_connection(

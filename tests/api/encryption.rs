@@ -196,3 +196,15 @@ async fn a_ciphertext_moved_to_another_key_fails_to_open() {
     assert_ne!(r.status, 200);
     assert!(!r.body.contains("value-a"));
 }
+
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    app.put("k", "v", &app.admin()).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&app.data_dir), 0o700);
+    for file in files(&app.data_dir) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
