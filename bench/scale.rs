@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strongroom::crypto::{Keyring, MasterKey};
-use strongroom::store::{Engine, Precondition, Store, StoreConfig, StoreError};
+use strongroom::store::{no_hook, Engine, Precondition, Store, StoreConfig, StoreError};
 use strongroom::types::{SecretKey, TenantId};
 
 const GROUPS: usize = 1000;
@@ -76,6 +76,7 @@ async fn load(bench: &Bench, n: usize) -> Duration {
                                 .seal(&name, v, value.as_bytes())
                                 .map_err(|_| StoreError::Seal)
                         }),
+                        no_hook(),
                     )
                     .await
                     .unwrap();

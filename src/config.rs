@@ -25,12 +25,53 @@ pub enum Command {
     /// Manage API keys directly in the store (works while a server runs).
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Work with the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ApikeyCommand {
     /// Issue a key and print only the key on stdout.
     Create(ApikeyCreateArgs),
+    /// List a tenant's keys (never the key text).
+    List(ApikeyListArgs),
+    /// Revoke a key by id.
+    Revoke(ApikeyRevokeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain of the audit trail; names the first bad line.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    /// Directory holding audit.log.
+    #[arg(long, env = "STRONGROOM_DATA_DIR", default_value = "./strongroom-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ApikeyListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long)]
+    pub tenant: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ApikeyRevokeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long)]
+    pub tenant: String,
+    /// The key id (the 16 hex characters after `sr_`).
+    pub id: String,
 }
 
 /// Where the data lives.
@@ -89,6 +130,16 @@ pub struct ServeArgs {
     /// PEM or JWKS file of public keys for RS256/ES256/EdDSA JWTs.
     #[arg(long, env = "STRONGROOM_JWT_PUBLIC_KEYS")]
     pub jwt_public_keys: Option<PathBuf>,
+    /// URL of a JWKS document, fetched at start and on an unknown `kid`.
+    #[arg(long, env = "STRONGROOM_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Least seconds between two fetches of the JWKS URL.
+    #[arg(
+        long,
+        env = "STRONGROOM_JWT_JWKS_MIN_REFRESH_SECS",
+        default_value_t = 60
+    )]
+    pub jwt_jwks_min_refresh_secs: u64,
     /// Required `iss` of JWTs, when set.
     #[arg(long, env = "STRONGROOM_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,

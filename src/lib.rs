@@ -4,6 +4,7 @@
 //! Modules, and what each owns:
 //! - `api`: HTTP routes, request parsing, error mapping. The only module that
 //!   knows HTTP and JSON.
+//! - `audit`: the hash-chained audit trail and its verifier.
 //! - `auth`: API keys, JWTs, scopes; resolves a request to a `Principal`.
 //! - `crypto`: the master key, per-tenant data keys, AES-256-GCM sealing.
 //! - `store`: the `Store` handle over a backend (`sqlite` today), with group
@@ -14,6 +15,7 @@
 //!   owner-only files, and the validated `SecretKey` and `TenantId`.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Limits};
+use crate::audit::Audit;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::auth::{apikeys, Authenticator, Scope};
 use crate::config::ServeArgs;
@@ -15,7 +16,7 @@ use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::metrics::Metrics;
-use crate::store::{Engine, Store, StoreError};
+use crate::store::{no_hook, Engine, Store, StoreError};
 use crate::types::TenantId;
 
 /// Why the server could not start; printed as one line before exiting 1.
@@ -56,11 +57,16 @@ impl Application {
         refuse_unsupported(args)?;
         let jwt_config = JwtConfig {
             hs256_secret: args.jwt_hs256_secret.clone().map(zeroize::Zeroizing::new),
+            public_keys: args.jwt_public_keys.clone(),
+            jwks_url: args.jwt_jwks_url.clone(),
+            jwks_min_refresh: std::time::Duration::from_secs(args.jwt_jwks_min_refresh_secs),
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
             tenant_claim: args.jwt_tenant_claim.clone(),
         };
-        let jwt = JwtVerifier::from_config(&jwt_config).map_err(StartError::Config)?;
+        let jwt = JwtVerifier::from_config(&jwt_config)
+            .await
+            .map_err(StartError::Config)?;
         crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
             StartError::Config(format!(
                 "cannot create data dir {}: {e}",
@@ -78,13 +84,16 @@ impl Application {
                 "using a master key stored beside the data; in production set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE and keep it elsewhere"
             );
         }
+        let audit = Audit::open(&args.store.data_dir.join("audit.log"))
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&args.store.store_config()).await?;
         let keyring = Keyring::open(master, store.clone()).await?;
         let bootstrap_key = if jwt.is_none() && !store.apikeys_exist().await? {
             let mut scopes = Scope::all_secrets();
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
             let tenant = TenantId::parse("default").expect("valid tenant");
-            let key = apikeys::create(&store, tenant, "bootstrap".into(), scopes, None).await?;
+            let key = apikeys::create(&store, tenant, "bootstrap".into(), scopes, None, no_hook())
+                .await?;
             Some(key.text)
         } else {
             None
@@ -106,6 +115,7 @@ impl Application {
             auth: Authenticator::new(store, jwt),
             metrics: Metrics::default(),
             limits,
+            audit: Arc::new(audit),
         });
         Ok(Application {
             listener,
@@ -123,9 +133,6 @@ fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
     };
     if args.store.store == Engine::Nats {
         return unsupported("--store nats");
-    }
-    if args.jwt_public_keys.is_some() {
-        return unsupported("STRONGROOM_JWT_PUBLIC_KEYS");
     }
     if args.tls_cert.is_some() || args.tls_key.is_some() {
         return unsupported(
@@ -150,8 +157,27 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // API-key last-use times are coalesced in memory and written every
+    // few seconds, not once per request.
+    let flusher = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                state.auth.flush_last_used().await;
+            }
+        }
+    });
+    let app = api::router(state.clone());
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    flusher.abort();
+    state.auth.flush_last_used().await;
+    served
 }

@@ -38,7 +38,15 @@ fn request_id(request: &Request) -> HeaderValue {
     HeaderValue::from_str(&format!("{prefix:08x}-{n:x}")).expect("hex is a valid header")
 }
 
-pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// The request id, for handlers and the audit trail.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+pub async fn observe(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request
@@ -47,6 +55,9 @@ pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next:
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let id = request_id(&request);
+    request
+        .extensions_mut()
+        .insert(RequestId(id.to_str().unwrap_or("").to_owned()));
     let mut response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

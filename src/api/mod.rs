@@ -4,6 +4,8 @@
 //! Architecture invariant: only `api/` knows HTTP and JSON; it reaches data
 //! through `Store` and `Keyring`, and credentials through `Authenticator`.
 
+mod apikeys;
+pub mod audit;
 pub mod error;
 mod middleware;
 mod ops;
@@ -12,13 +14,15 @@ mod secrets;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
+use crate::audit::Audit;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::crypto::Keyring;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use audit::AuditRecorder;
 pub use error::ApiError;
 
 /// Size limits, configurable at start.
@@ -46,12 +50,28 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub limits: Limits,
+    pub audit: Arc<Audit>,
 }
 
 impl AppState {
     /// Authenticates a request, counting failures by reason.
-    async fn principal(&self, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
-        self.auth.authenticate(headers).await.map_err(|e| {
+    async fn principal(
+        &self,
+        headers: &axum::http::HeaderMap,
+        audit: &AuditRecorder,
+    ) -> Result<Principal, ApiError> {
+        let result = self.auth.authenticate(headers).await;
+        match &result {
+            Ok(principal) => audit.principal(principal),
+            Err(_) => audit.subject_guess(
+                headers
+                    .get("x-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|t| crate::auth::apikeys::key_id(t.trim()))
+                    .map(|id| format!("apikey:{id}")),
+            ),
+        }
+        result.map_err(|e| {
             self.metrics.auth_failure(e.label());
             tracing::info!(reason = e.label(), "authentication refused");
             match e {
@@ -66,7 +86,8 @@ impl AppState {
 
 /// Builds the router with every route and the per-request middleware.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // Everything that reaches a secret or an API key is audited.
+    let audited = Router::new()
         .route(
             "/secrets",
             put(secrets::put_secret).get(secrets::list_secrets),
@@ -84,6 +105,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(secrets::get_metadata).delete(secrets::destroy_secret),
         )
         .route("/undelete/{*key}", post(secrets::undelete_secret))
+        .route("/apikeys", post(apikeys::create).get(apikeys::list))
+        .route("/apikeys/{*id}", delete(apikeys::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::audited,
+        ));
+    Router::new()
+        .merge(audited)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

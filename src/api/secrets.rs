@@ -7,9 +7,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 
+use super::audit::AuditRecorder;
 use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
@@ -33,15 +34,17 @@ fn etag(version: u64) -> HeaderValue {
 
 pub async fn put_secret(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     request::require_json(&headers)?;
     let bytes = request::read_body(&headers, body, app.limits.max_request_bytes).await?;
     let put = request::parse_put_body(&bytes)?;
     let key = crate::types::SecretKey::parse(&put.key)
         .map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
+    audit.key(key.as_str());
     if put.value.len() > app.limits.max_value_bytes {
         return Err(ApiError::ValueTooLarge {
             limit: app.limits.max_value_bytes,
@@ -65,6 +68,7 @@ pub async fn put_secret(
                     .seal(&key_text, version, value.as_bytes())
                     .map_err(|_| StoreError::Seal)
             }),
+            audit.hook(200),
         )
         .await?;
     let mut response = success();
@@ -80,11 +84,13 @@ struct SecretBody<'a> {
 
 pub async fn get_secret(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     let key = request::key_from_path(uri.path(), SECRETS_PREFIX, Op::Get)?;
+    audit.key(key.as_str());
     let pairs = request::query_pairs(uri.query(), Op::Get)?;
     let version = request::version_param(&pairs, Op::Get)?;
     if !principal.allows(Action::Read, key.as_str()) {
@@ -123,17 +129,19 @@ pub async fn get_secret(
 
 pub async fn delete_secret(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     let key = request::key_from_path(uri.path(), SECRETS_PREFIX, Op::Delete)?;
+    audit.key(key.as_str());
     let precondition = request::precondition(&headers, Op::Delete)?;
     if !principal.allows(Action::Delete, key.as_str()) {
         return Err(ApiError::Forbidden);
     }
     app.store
-        .delete(&principal.tenant, &key, precondition)
+        .delete(&principal.tenant, &key, precondition, audit.hook(200))
         .await?;
     Ok(success())
 }
@@ -154,10 +162,11 @@ struct ListBody {
 
 pub async fn list_secrets(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     let pairs = request::query_pairs(uri.query(), Op::Other)?;
     let param = |name: &str| {
         pairs
@@ -239,11 +248,13 @@ struct MetadataBody<'a> {
 
 pub async fn get_metadata(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     let key = request::key_from_path(uri.path(), METADATA_PREFIX, Op::Other)?;
+    audit.key(key.as_str());
     if !principal.allows(Action::Read, key.as_str())
         && !principal.allows(Action::List, key.as_str())
     {
@@ -275,28 +286,36 @@ pub async fn get_metadata(
 
 pub async fn destroy_secret(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     let key = request::key_from_path(uri.path(), METADATA_PREFIX, Op::Other)?;
+    audit.key(key.as_str());
     if !principal.allows(Action::Delete, key.as_str()) {
         return Err(ApiError::Forbidden);
     }
-    app.store.destroy(&principal.tenant, &key).await?;
+    app.store
+        .destroy(&principal.tenant, &key, audit.hook(200))
+        .await?;
     Ok(success())
 }
 
 pub async fn undelete_secret(
     State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers).await?;
+    let principal = app.principal(&headers, &audit).await?;
     let key = request::key_from_path(uri.path(), UNDELETE_PREFIX, Op::Other)?;
+    audit.key(key.as_str());
     if !principal.allows(Action::Write, key.as_str()) {
         return Err(ApiError::Forbidden);
     }
-    app.store.undelete(&principal.tenant, &key).await?;
+    app.store
+        .undelete(&principal.tenant, &key, audit.hook(200))
+        .await?;
     Ok(success())
 }

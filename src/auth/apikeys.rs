@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::{AuthError, Principal, Scope};
 use crate::clock::now_ms;
 use crate::crypto::seal::random_bytes;
-use crate::store::{ApiKeyRecord, Store, StoreError};
+use crate::store::{ApiKeyRecord, Hook, Store, StoreError};
 use crate::types::TenantId;
 
 /// Keys expire after this many days unless told otherwise (as quiva's do).
@@ -47,6 +47,7 @@ pub async fn create(
     name: String,
     scopes: Vec<Scope>,
     lifetime_days: Option<u32>,
+    hook: Hook,
 ) -> Result<NewApiKey, StoreError> {
     let id_bytes = random_bytes::<8>();
     let secret = random_bytes::<32>();
@@ -68,18 +69,12 @@ pub async fn create(
         revoked_at: None,
         last_used_at: None,
     };
-    store.apikey_insert(record.clone()).await?;
+    store.apikey_insert(record.clone(), hook).await?;
     Ok(NewApiKey { text, record })
 }
 
-/// Checks a presented key against the store.
-pub async fn verify(store: &Store, text: &str) -> Result<Principal, AuthError> {
-    let id = key_id(text).ok_or(AuthError::Malformed)?;
-    let record = store
-        .apikey_get(id)
-        .await
-        .map_err(|_| AuthError::StoreUnavailable)?
-        .ok_or(AuthError::UnknownKey)?;
+/// Checks a presented key text against its stored record.
+pub fn check(record: &ApiKeyRecord, text: &str) -> Result<Principal, AuthError> {
     // Constant time, so response timing says nothing about how much of a
     // guessed key matched.
     if aws_lc_rs::constant_time::verify_slices_are_equal(&hash(text), &record.hash).is_err() {
@@ -97,7 +92,7 @@ pub async fn verify(store: &Store, text: &str) -> Result<Principal, AuthError> {
         super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)?
     };
     Ok(Principal {
-        tenant: record.tenant,
+        tenant: record.tenant.clone(),
         subject: format!("apikey:{}", record.id),
         scopes,
     })

@@ -1,8 +1,15 @@
-//! Bearer JWTs verified with an HS256 secret. The algorithm allow-list is
-//! fixed by the configured key type, so `alg: none` and algorithm confusion
-//! are refused by construction. `exp` is required; `nbf` and `iat` are
-//! honoured with 60 s of leeway.
+//! Bearer JWTs: an HS256 shared secret and/or public keys (RS256, ES256,
+//! EdDSA) from a PEM or JWKS file or a JWKS URL. Each configured key carries
+//! its one algorithm, and a token is checked only with a key whose algorithm
+//! equals the token's `alg`, so `alg: none` and HS/RS confusion are refused
+//! by construction. `kid` selects the key. `exp` is required; `nbf` and `iat`
+//! are honoured with 60 s of leeway; `iss` and `aud` when configured.
 
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
@@ -16,52 +23,289 @@ const LEEWAY_SECS: u64 = 60;
 /// How tokens are checked and how claims map to a principal.
 pub struct JwtConfig {
     pub hs256_secret: Option<zeroize::Zeroizing<String>>,
+    /// A PEM file (one or more public keys) or a JWKS file.
+    pub public_keys: Option<PathBuf>,
+    /// A JWKS document fetched at start and again on an unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// Least time between two fetches of `jwks_url`.
+    pub jwks_min_refresh: Duration,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub tenant_claim: String,
 }
 
-pub struct JwtVerifier {
+/// A verification key with the one algorithm it may be used with.
+struct VerifyKey {
+    kid: Option<String>,
+    alg: Algorithm,
     key: DecodingKey,
-    validation: Validation,
+}
+
+struct RemoteJwks {
+    url: String,
+    client: reqwest::Client,
+    keys: RwLock<Vec<VerifyKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    min_refresh: Duration,
+}
+
+pub struct JwtVerifier {
+    hs256: Option<DecodingKey>,
+    keys: Vec<VerifyKey>,
+    remote: Option<RemoteJwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
     tenant_claim: String,
+}
+
+/// Parses a PEM file of public keys, or a JWKS document.
+fn parse_keys(text: &str) -> Result<Vec<VerifyKey>, String> {
+    if text.trim_start().starts_with('{') {
+        let set: JwkSet =
+            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+        return set.keys.iter().map(jwk_key).collect();
+    }
+    let mut keys = Vec::new();
+    for block in text.split("-----BEGIN ").skip(1) {
+        let pem = format!("-----BEGIN {block}");
+        let pem = pem.as_bytes();
+        let key = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            VerifyKey {
+                kid: None,
+                alg: Algorithm::RS256,
+                key: k,
+            }
+        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            VerifyKey {
+                kid: None,
+                alg: Algorithm::ES256,
+                key: k,
+            }
+        } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+            VerifyKey {
+                kid: None,
+                alg: Algorithm::EdDSA,
+                key: k,
+            }
+        } else {
+            return Err("a PEM block is not an RSA, P-256 or Ed25519 public key".into());
+        };
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err("no public key found (expected PEM blocks or a JWKS document)".into());
+    }
+    Ok(keys)
+}
+
+fn jwk_key(jwk: &Jwk) -> Result<VerifyKey, String> {
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        _ => return Err("JWKS keys must be RSA, EC P-256 or OKP Ed25519".into()),
+    };
+    if let Some(declared) = &jwk.common.key_algorithm {
+        let declared = format!("{declared:?}");
+        if declared != format!("{alg:?}") {
+            return Err(format!("JWKS key declares alg {declared}, which strongroom does not accept for its key type"));
+        }
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("bad JWKS key: {e}"))?;
+    Ok(VerifyKey {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        key,
+    })
+}
+
+impl RemoteJwks {
+    /// Fetches the document unless the last fetch was too recent; true when
+    /// the key set was replaced.
+    async fn refresh(&self) -> bool {
+        {
+            let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let fetched = async {
+            let response = self
+                .client
+                .get(&self.url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("status {}", response.status()));
+            }
+            let text = response.text().await.map_err(|e| e.to_string())?;
+            parse_keys(&text)
+        }
+        .await;
+        match fetched {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching the JWKS URL failed");
+                false
+            }
+        }
+    }
 }
 
 impl JwtVerifier {
     /// `None` when no JWT key is configured.
-    pub fn from_config(config: &JwtConfig) -> Result<Option<JwtVerifier>, String> {
-        let Some(secret) = &config.hs256_secret else {
-            return Ok(None);
+    pub async fn from_config(config: &JwtConfig) -> Result<Option<JwtVerifier>, String> {
+        let hs256 = match &config.hs256_secret {
+            Some(secret) if secret.len() < 32 => {
+                return Err("jwt hs256 secret must be at least 32 bytes".into())
+            }
+            Some(secret) => Some(DecodingKey::from_secret(secret.as_bytes())),
+            None => None,
         };
-        if secret.len() < 32 {
-            return Err("jwt hs256 secret must be at least 32 bytes".into());
+        let keys = match &config.public_keys {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read jwt public keys {}: {e}", path.display()))?;
+                parse_keys(&text).map_err(|e| format!("jwt public keys {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let remote = config.jwks_url.as_ref().map(|url| RemoteJwks {
+            url: url.clone(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+            keys: RwLock::new(Vec::new()),
+            last_fetch: Mutex::new(None),
+            min_refresh: config.jwks_min_refresh,
+        });
+        if hs256.is_none() && keys.is_empty() && remote.is_none() {
+            return Ok(None);
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp"]);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &config.issuer {
-            validation.set_issuer(&[iss]);
+        if let Some(remote) = &remote {
+            remote.refresh().await;
         }
         Ok(Some(JwtVerifier {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            hs256,
+            keys,
+            remote,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
             tenant_claim: config.tenant_claim.clone(),
         }))
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    /// The principal and the token's `exp` (for caching).
+    pub async fn verify(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken);
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|_| AuthError::InvalidToken)?;
-        let claims = data.claims;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+        let claims = if header.alg == Algorithm::HS256 {
+            let key = self.hs256.as_ref().ok_or(AuthError::InvalidToken)?;
+            self.decode(token, key, Algorithm::HS256)?
+        } else {
+            match self.decode_with(&self.keys, token, &header)? {
+                Some(claims) => claims,
+                None => self.decode_remote(token, &header).await?,
+            }
+        };
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .ok_or(AuthError::InvalidToken)? as i64;
+        Ok((self.principal(claims)?, exp))
+    }
+
+    /// Tries `keys`; `Ok(None)` when none of them is the token's key.
+    fn decode_with(
+        &self,
+        keys: &[VerifyKey],
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Option<Map<String, Value>>, AuthError> {
+        let key = match &header.kid {
+            Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            // Without a kid, only an unambiguous single key will do.
+            None if keys.len() == 1 && self.remote_is_empty() => keys.first(),
+            None => None,
+        };
+        match key {
+            Some(k) if k.alg == header.alg => self.decode(token, &k.key, k.alg).map(Some),
+            Some(_) => Err(AuthError::InvalidToken),
+            None => Ok(None),
+        }
+    }
+
+    fn remote_is_empty(&self) -> bool {
+        self.remote
+            .as_ref()
+            .is_none_or(|r| r.keys.read().map(|k| k.is_empty()).unwrap_or(true))
+    }
+
+    async fn decode_remote(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Map<String, Value>, AuthError> {
+        let Some(remote) = &self.remote else {
+            return Err(AuthError::InvalidToken);
+        };
+        for attempt in 0..2 {
+            {
+                let keys = remote.keys.read().unwrap_or_else(|p| p.into_inner());
+                let key = match &header.kid {
+                    Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+                    None if keys.len() == 1 && self.keys.is_empty() => keys.first(),
+                    None => None,
+                };
+                match key {
+                    Some(k) if k.alg == header.alg => return self.decode(token, &k.key, k.alg),
+                    Some(_) => return Err(AuthError::InvalidToken),
+                    None => {}
+                }
+            }
+            // An unknown kid may be a rotated key: refetch, at most once a
+            // refresh interval, and look again.
+            if attempt == 0 && header.kid.is_some() && !remote.refresh().await {
+                break;
+            }
+        }
+        Err(AuthError::InvalidToken)
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        alg: Algorithm,
+    ) -> Result<Map<String, Value>, AuthError> {
+        let mut validation = Validation::new(alg);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| AuthError::InvalidToken)
+    }
+
+    fn principal(&self, claims: Map<String, Value>) -> Result<Principal, AuthError> {
         if let Some(iat) = claims.get("iat") {
             let iat = iat.as_f64().ok_or(AuthError::InvalidToken)?;
             let now = jsonwebtoken::get_current_timestamp() as f64;

@@ -8,9 +8,13 @@
 pub mod apikeys;
 pub mod jwt;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::http::HeaderMap;
 
-use crate::store::Store;
+use crate::store::{ApiKeyRecord, Store};
 use crate::types::TenantId;
 
 /// What a scope grants.
@@ -91,6 +95,17 @@ impl Scope {
             .collect()
     }
 
+    /// True when holding `self` is enough to grant `other`: same action,
+    /// and `self` is unnarrowed or `other` is narrowed at least as far.
+    pub fn grants(&self, other: &Scope) -> bool {
+        self.action == other.action
+            && match (&self.prefix, &other.prefix) {
+                (None, _) => true,
+                (Some(mine), Some(theirs)) => theirs.starts_with(mine.as_str()),
+                (Some(_), None) => false,
+            }
+    }
+
     fn covers(&self, action: Action, key: &str) -> bool {
         self.action == action && self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
     }
@@ -124,6 +139,14 @@ impl Principal {
     /// that are not about one key).
     pub fn allows(&self, action: Action, key: &str) -> bool {
         self.scopes.iter().any(|s| s.covers(action, key))
+    }
+
+    /// True when every scope in `wanted` is granted by one this principal
+    /// holds: nobody mints a key stronger than themselves.
+    pub fn can_grant(&self, wanted: &[Scope]) -> bool {
+        wanted
+            .iter()
+            .all(|w| self.scopes.iter().any(|mine| mine.grants(w)))
     }
 }
 
@@ -167,15 +190,43 @@ impl AuthError {
     }
 }
 
-/// Resolves request headers to a principal.
+/// How long a looked-up API key is trusted without asking the store again.
+/// Revocation through this gateway is immediate (the entry is dropped);
+/// through another process it takes effect within this time.
+pub const APIKEY_CACHE_TTL: Duration = Duration::from_secs(1);
+const APIKEY_CACHE_MAX: usize = 10_000;
+const JWT_CACHE_MAX: usize = 10_000;
+
+struct CachedKey {
+    record: ApiKeyRecord,
+    fetched: Instant,
+}
+
+/// Resolves request headers to a principal, with bounded caches so a known
+/// API key or JWT costs no store round trip and no signature check.
 pub struct Authenticator {
     store: Store,
     jwt: Option<jwt::JwtVerifier>,
+    apikeys: Mutex<HashMap<String, CachedKey>>,
+    /// Verified tokens by SHA-256 of their text, until their `exp`.
+    tokens: Mutex<HashMap<[u8; 32], (Principal, i64)>>,
+    /// Last use per key id, written to the store in batches.
+    last_used: Mutex<HashMap<String, i64>>,
 }
 
 impl Authenticator {
     pub fn new(store: Store, jwt: Option<jwt::JwtVerifier>) -> Self {
-        Authenticator { store, jwt }
+        Authenticator {
+            store,
+            jwt,
+            apikeys: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn jwt_configured(&self) -> bool {
+        self.jwt.is_some()
     }
 
     /// A request carries exactly one credential: with both an API key and a
@@ -188,7 +239,7 @@ impl Authenticator {
         }
         if let Some(value) = headers.get("x-api-key") {
             let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-            return apikeys::verify(&self.store, text.trim()).await;
+            return self.verify_api_key(text.trim()).await;
         }
         if let Some(value) = authorization {
             let text = value.to_str().map_err(|_| AuthError::Malformed)?;
@@ -196,10 +247,101 @@ impl Authenticator {
             if !scheme.eq_ignore_ascii_case("bearer") {
                 return Err(AuthError::Malformed);
             }
-            let verifier = self.jwt.as_ref().ok_or(AuthError::JwtNotConfigured)?;
-            return verifier.verify(token.trim());
+            return self.verify_token(token.trim()).await;
         }
         Err(AuthError::Missing)
+    }
+
+    async fn verify_api_key(&self, text: &str) -> Result<Principal, AuthError> {
+        let id = apikeys::key_id(text).ok_or(AuthError::Malformed)?;
+        let cached = {
+            let cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(id)
+                .filter(|c| c.fetched.elapsed() < APIKEY_CACHE_TTL)
+                .map(|c| c.record.clone())
+        };
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let record = self
+                    .store
+                    .apikey_get(id)
+                    .await
+                    .map_err(|_| AuthError::StoreUnavailable)?
+                    .ok_or(AuthError::UnknownKey)?;
+                let mut cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= APIKEY_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    id.to_owned(),
+                    CachedKey {
+                        record: record.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+                record
+            }
+        };
+        let principal = apikeys::check(&record, text)?;
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.id, crate::clock::now_ms());
+        Ok(principal)
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let verifier = self.jwt.as_ref().ok_or(AuthError::JwtNotConfigured)?;
+        if token.len() > jwt::MAX_TOKEN_BYTES {
+            return Err(AuthError::InvalidToken);
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let fingerprint: [u8; 32] = digest.as_ref().try_into().expect("sha-256 is 32 bytes");
+        let now = crate::clock::now_ms() / 1000;
+        if let Some((principal, exp)) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fingerprint)
+        {
+            // Cached only while unexpired (exp within leeway, as on first check).
+            if now <= *exp + 60 {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, exp) = verifier.verify(token).await?;
+        let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= JWT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(fingerprint, (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    /// Forgets a cached key so its revocation holds on the next request.
+    pub fn forget_api_key(&self, id: &str) {
+        self.apikeys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Writes the coalesced last-use times to the store.
+    pub async fn flush_last_used(&self) {
+        let uses: Vec<(String, i64)> = self
+            .last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.apikey_touch(uses).await {
+            tracing::warn!(error = %e, "recording api key last use failed");
+        }
     }
 }
 
@@ -230,5 +372,15 @@ mod tests {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Scope::all_secrets().len(), 4);
+        let narrow = Principal {
+            tenant: TenantId::parse("t").unwrap(),
+            subject: "x".into(),
+            scopes: vec![Scope::parse("secrets:read:prod/").unwrap()],
+        };
+        assert!(narrow.can_grant(&[Scope::parse("secrets:read:prod/app/").unwrap()]));
+        assert!(!narrow.can_grant(&[Scope::parse("secrets:read").unwrap()]));
+        assert!(!narrow.can_grant(&[Scope::parse("secrets:read:dev/").unwrap()]));
+        assert!(!narrow.can_grant(&[Scope::parse("secrets:write:prod/").unwrap()]));
+        assert!(!narrow.can_grant(&Scope::all_secrets()));
     }
 }

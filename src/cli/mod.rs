@@ -5,10 +5,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::audit::Verdict;
 use crate::auth::{apikeys, parse_scopes, Scope};
-use crate::config::{ApikeyCommand, ApikeyCreateArgs, Cli, Command, ServeArgs};
+use crate::clock::{now_ms, rfc3339};
+use crate::config::{
+    ApikeyCommand, ApikeyCreateArgs, ApikeyListArgs, ApikeyRevokeArgs, AuditCommand,
+    AuditVerifyArgs, Cli, Command, ServeArgs,
+};
 use crate::server::{self, Application};
-use crate::store::Store;
+use crate::store::{no_hook, Store, StoreError};
 use crate::types::TenantId;
 
 /// Entry point of the binary.
@@ -25,6 +30,9 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Apikey(ApikeyCommand::Create(args)) => apikey_create(args).await,
+            Command::Apikey(ApikeyCommand::List(args)) => apikey_list(args).await,
+            Command::Apikey(ApikeyCommand::Revoke(args)) => apikey_revoke(args).await,
+            Command::Audit(AuditCommand::Verify(args)) => audit_verify(args),
         }
     });
     match outcome {
@@ -113,10 +121,88 @@ async fn apikey_create(args: ApikeyCreateArgs) -> Result<(), String> {
     let store = Store::open(&args.store.store_config())
         .await
         .map_err(|e| e.to_string())?;
-    let key = apikeys::create(&store, tenant, args.name, scopes, args.expires_in_days)
-        .await
-        .map_err(|e| e.to_string())?;
+    let key = apikeys::create(
+        &store,
+        tenant,
+        args.name,
+        scopes,
+        args.expires_in_days,
+        no_hook(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     store.close().await;
     println!("{}", key.text.as_str());
     Ok(())
+}
+
+async fn apikey_list(args: ApikeyListArgs) -> Result<(), String> {
+    let tenant = TenantId::parse(&args.tenant).map_err(|e| e.to_string())?;
+    let store = Store::open(&args.store.store_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys = store
+        .apikey_list(&tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    let time = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    if args.json {
+        let rows: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "id": k.id, "name": k.name, "scopes": k.scopes,
+                    "created_at": rfc3339(k.created_at), "expires_at": k.expires_at.map(rfc3339),
+                    "last_used_at": k.last_used_at.map(rfc3339),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "apikeys": rows }));
+    } else {
+        println!("ID                NAME                 CREATED                  EXPIRES                  LAST USED                SCOPES");
+        for k in &keys {
+            println!(
+                "{:<17} {:<20} {:<24} {:<24} {:<24} {}",
+                k.id,
+                k.name,
+                rfc3339(k.created_at),
+                time(k.expires_at),
+                time(k.last_used_at),
+                k.scopes.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn apikey_revoke(args: ApikeyRevokeArgs) -> Result<(), String> {
+    let tenant = TenantId::parse(&args.tenant).map_err(|e| e.to_string())?;
+    let store = Store::open(&args.store.store_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = store
+        .apikey_revoke(&tenant, &args.id, now_ms(), no_hook())
+        .await;
+    store.close().await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound) => {
+            Err(format!("tenant {tenant} has no live api key {}", args.id))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
+    let path = args.data_dir.join("audit.log");
+    match crate::audit::verify(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))? {
+        Verdict::Intact { lines } => {
+            println!("{}: intact, {lines} lines", path.display());
+            Ok(())
+        }
+        Verdict::Broken { line, reason } => {
+            Err(format!("{}: line {line} is bad: {reason}", path.display()))
+        }
+    }
 }

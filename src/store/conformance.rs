@@ -30,19 +30,20 @@ pub(crate) async fn run_all(store: &Store) {
     data_keys_are_created_once(store).await;
     api_keys_round_trip(store).await;
     meta_init_keeps_the_first_value(store).await;
+    hooks_run_once_and_can_veto(store).await;
 }
 
 async fn put_assigns_increasing_versions(s: &Store) {
     let (tn, key) = (t("a"), k("app/one"));
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert_eq!(
-        s.put(&tn, &key, Precondition::None, sealer("x"))
+        s.put(&tn, &key, Precondition::None, sealer("x"), no_hook())
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        s.put(&tn, &key, Precondition::None, sealer("y"))
+        s.put(&tn, &key, Precondition::None, sealer("y"), no_hook())
             .await
             .unwrap(),
         2
@@ -56,12 +57,12 @@ async fn put_assigns_increasing_versions(s: &Store) {
 
 async fn tenants_are_partitioned(s: &Store) {
     let key = k("shared/name");
-    s.put(&t("a"), &key, Precondition::None, sealer("a"))
+    s.put(&t("a"), &key, Precondition::None, sealer("a"), no_hook())
         .await
         .unwrap();
     assert!(s.get(&t("b"), &key, None).await.unwrap().is_none());
     assert!(matches!(
-        s.delete(&t("b"), &key, Precondition::None).await,
+        s.delete(&t("b"), &key, Precondition::None, no_hook()).await,
         Err(StoreError::NotFound)
     ));
     assert!(s.metadata(&t("b"), &key).await.unwrap().is_none());
@@ -72,35 +73,39 @@ async fn tenants_are_partitioned(s: &Store) {
 async fn preconditions_are_checked(s: &Store) {
     let (tn, key) = (t("a"), k("cas"));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Absent, sealer("1"))
+        s.put(&tn, &key, Precondition::Absent, sealer("1"), no_hook())
             .await
             .unwrap(),
         1
     );
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Absent, sealer("x")).await,
+        s.put(&tn, &key, Precondition::Absent, sealer("x"), no_hook())
+            .await,
         Err(StoreError::VersionMismatch)
     ));
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Version(7), sealer("x"))
+        s.put(&tn, &key, Precondition::Version(7), sealer("x"), no_hook())
             .await,
         Err(StoreError::VersionMismatch)
     ));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Version(1), sealer("2"))
+        s.put(&tn, &key, Precondition::Version(1), sealer("2"), no_hook())
             .await
             .unwrap(),
         2
     );
     assert!(matches!(
-        s.delete(&tn, &key, Precondition::Version(1)).await,
+        s.delete(&tn, &key, Precondition::Version(1), no_hook())
+            .await,
         Err(StoreError::VersionMismatch)
     ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "2@2");
-    s.delete(&tn, &key, Precondition::Version(2)).await.unwrap();
+    s.delete(&tn, &key, Precondition::Version(2), no_hook())
+        .await
+        .unwrap();
     // A soft-deleted key counts as absent for create-only writes.
     assert_eq!(
-        s.put(&tn, &key, Precondition::Absent, sealer("3"))
+        s.put(&tn, &key, Precondition::Absent, sealer("3"), no_hook())
             .await
             .unwrap(),
         3
@@ -109,18 +114,20 @@ async fn preconditions_are_checked(s: &Store) {
 
 async fn soft_delete_undelete_destroy(s: &Store) {
     let (tn, key) = (t("a"), k("soft"));
-    s.put(&tn, &key, Precondition::None, sealer("v"))
+    s.put(&tn, &key, Precondition::None, sealer("v"), no_hook())
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("w"))
+    s.put(&tn, &key, Precondition::None, sealer("w"), no_hook())
         .await
         .unwrap();
-    s.delete(&tn, &key, Precondition::None).await.unwrap();
+    s.delete(&tn, &key, Precondition::None, no_hook())
+        .await
+        .unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(2)).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_some());
     assert!(matches!(
-        s.delete(&tn, &key, Precondition::None).await,
+        s.delete(&tn, &key, Precondition::None, no_hook()).await,
         Err(StoreError::NotFound)
     ));
     let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
@@ -133,22 +140,22 @@ async fn soft_delete_undelete_destroy(s: &Store) {
             .collect::<Vec<_>>(),
         [(1, false), (2, true)]
     );
-    s.undelete(&tn, &key).await.unwrap();
+    s.undelete(&tn, &key, no_hook()).await.unwrap();
     assert!(matches!(
-        s.undelete(&tn, &key).await,
+        s.undelete(&tn, &key, no_hook()).await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "w@2");
-    s.destroy(&tn, &key).await.unwrap();
+    s.destroy(&tn, &key, no_hook()).await.unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
     assert!(s.metadata(&tn, &key).await.unwrap().is_none());
     assert!(matches!(
-        s.undelete(&tn, &key).await,
+        s.undelete(&tn, &key, no_hook()).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.destroy(&tn, &key).await,
+        s.destroy(&tn, &key, no_hook()).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -157,7 +164,7 @@ async fn old_versions_are_pruned(s: &Store) {
     let (tn, key) = (t("a"), k("pruned"));
     let max = u64::from(s.max_versions());
     for _ in 0..max + 3 {
-        s.put(&tn, &key, Precondition::None, sealer("p"))
+        s.put(&tn, &key, Precondition::None, sealer("p"), no_hook())
             .await
             .unwrap();
     }
@@ -171,11 +178,13 @@ async fn old_versions_are_pruned(s: &Store) {
 async fn listing_pages_by_prefix(s: &Store) {
     let tn = t("lister");
     for name in ["p/c", "p/a", "p/b", "q/a", "p", "pa"] {
-        s.put(&tn, &k(name), Precondition::None, sealer("l"))
+        s.put(&tn, &k(name), Precondition::None, sealer("l"), no_hook())
             .await
             .unwrap();
     }
-    s.delete(&tn, &k("p/b"), Precondition::None).await.unwrap();
+    s.delete(&tn, &k("p/b"), Precondition::None, no_hook())
+        .await
+        .unwrap();
     let keys = |rows: Vec<ListedSecret>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
     assert_eq!(
         keys(s.list(&tn, "p/", None, 10).await.unwrap()),
@@ -232,7 +241,7 @@ async fn api_keys_round_trip(s: &Store) {
         revoked_at: None,
         last_used_at: None,
     };
-    s.apikey_insert(record.clone()).await.unwrap();
+    s.apikey_insert(record.clone(), no_hook()).await.unwrap();
     assert!(s.apikeys_exist().await.unwrap());
     assert_eq!(s.apikey_get("abc123").await.unwrap().unwrap(), record);
     assert_eq!(
@@ -246,10 +255,12 @@ async fn api_keys_round_trip(s: &Store) {
         Some(50)
     );
     assert!(matches!(
-        s.apikey_revoke(&t("other"), "abc123", 9).await,
+        s.apikey_revoke(&t("other"), "abc123", 9, no_hook()).await,
         Err(StoreError::NotFound)
     ));
-    s.apikey_revoke(&t("keys"), "abc123", 9).await.unwrap();
+    s.apikey_revoke(&t("keys"), "abc123", 9, no_hook())
+        .await
+        .unwrap();
     assert_eq!(
         s.apikey_get("abc123").await.unwrap().unwrap().revoked_at,
         Some(9)
@@ -260,6 +271,73 @@ async fn api_keys_round_trip(s: &Store) {
 async fn meta_init_keeps_the_first_value(s: &Store) {
     assert_eq!(s.meta_init("check", vec![1]).await.unwrap(), vec![1]);
     assert_eq!(s.meta_init("check", vec![2]).await.unwrap(), vec![1]);
+}
+
+/// A hook runs once for a change that happens, never for one refused by
+/// a precondition, and its error aborts the change.
+async fn hooks_run_once_and_can_veto(s: &Store) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (tn, key) = (t("hooks"), k("h"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counting = |calls: &Arc<AtomicUsize>| -> Hook {
+        let calls = calls.clone();
+        Box::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    };
+    let veto = || -> Hook { Box::new(|| Err(StoreError::Unavailable("audit down".into()))) };
+    s.put(&tn, &key, Precondition::None, sealer("1"), counting(&calls))
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let refused = s
+        .put(
+            &tn,
+            &key,
+            Precondition::Absent,
+            sealer("x"),
+            counting(&calls),
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::VersionMismatch)));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no hook for a refused change"
+    );
+    assert!(matches!(
+        s.put(&tn, &key, Precondition::None, sealer("2"), veto())
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        s.delete(&tn, &key, Precondition::None, veto()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        s.destroy(&tn, &key, veto()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
+    assert_eq!(
+        (cur.version, text(&cur)),
+        (1, "1@1".to_string()),
+        "vetoed changes left no trace"
+    );
+    s.delete(&tn, &key, Precondition::None, counting(&calls))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.undelete(&tn, &key, veto()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        s.get(&tn, &key, None).await.unwrap().is_none(),
+        "undelete vetoed"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -293,6 +371,7 @@ async fn sqlite_concurrent_create_only_writes_have_one_winner() {
                     &k("once"),
                     Precondition::Absent,
                     sealer(&i.to_string()),
+                    no_hook(),
                 )
                 .await
         }));

@@ -71,6 +71,18 @@ pub enum Precondition {
     Absent,
 }
 
+/// Called by a backend once a change is certain (preconditions hold) and
+/// before it is durable; an `Err` aborts the change. The API layer writes the
+/// request's audit line here, so a request whose audit line cannot be
+/// written changes nothing.
+pub type Hook = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
+
+/// A hook that does nothing, for changes made outside a request (the CLI,
+/// the bootstrap key, tests).
+pub fn no_hook() -> Hook {
+    Box::new(|| Ok(()))
+}
+
 /// Produces the sealed bytes for the version number the backend assigns.
 pub type Sealer = Box<dyn FnOnce(u64) -> Result<Vec<u8>, StoreError> + Send>;
 
@@ -153,6 +165,7 @@ pub(crate) trait Backend: Send + Sync {
         key: &SecretKey,
         precondition: Precondition,
         sealer: Sealer,
+        hook: Hook,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Soft delete of the live secret.
@@ -161,6 +174,7 @@ pub(crate) trait Backend: Send + Sync {
         tenant: &TenantId,
         key: &SecretKey,
         precondition: Precondition,
+        hook: Hook,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Restores a soft-deleted secret to its last version.
@@ -168,6 +182,7 @@ pub(crate) trait Backend: Send + Sync {
         &self,
         tenant: &TenantId,
         key: &SecretKey,
+        hook: Hook,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes every version for good.
@@ -175,6 +190,7 @@ pub(crate) trait Backend: Send + Sync {
         &self,
         tenant: &TenantId,
         key: &SecretKey,
+        hook: Hook,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn metadata(
@@ -207,6 +223,7 @@ pub(crate) trait Backend: Send + Sync {
     fn apikey_insert(
         &self,
         record: ApiKeyRecord,
+        hook: Hook,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn apikey_get(
         &self,
@@ -222,6 +239,7 @@ pub(crate) trait Backend: Send + Sync {
         tenant: &TenantId,
         id: &str,
         at: i64,
+        hook: Hook,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn apikey_touch(
         &self,
@@ -302,22 +320,24 @@ impl Store {
         k: &SecretKey,
         p: Precondition,
         s: Sealer,
+        h: Hook,
     ) -> Result<u64, StoreError> {
-        dispatch!(self, b => b.put(t, k, p, s))
+        dispatch!(self, b => b.put(t, k, p, s, h))
     }
     pub async fn delete(
         &self,
         t: &TenantId,
         k: &SecretKey,
         p: Precondition,
+        h: Hook,
     ) -> Result<(), StoreError> {
-        dispatch!(self, b => b.delete(t, k, p))
+        dispatch!(self, b => b.delete(t, k, p, h))
     }
-    pub async fn undelete(&self, t: &TenantId, k: &SecretKey) -> Result<(), StoreError> {
-        dispatch!(self, b => b.undelete(t, k))
+    pub async fn undelete(&self, t: &TenantId, k: &SecretKey, h: Hook) -> Result<(), StoreError> {
+        dispatch!(self, b => b.undelete(t, k, h))
     }
-    pub async fn destroy(&self, t: &TenantId, k: &SecretKey) -> Result<(), StoreError> {
-        dispatch!(self, b => b.destroy(t, k))
+    pub async fn destroy(&self, t: &TenantId, k: &SecretKey, h: Hook) -> Result<(), StoreError> {
+        dispatch!(self, b => b.destroy(t, k, h))
     }
     pub async fn metadata(
         &self,
@@ -341,8 +361,8 @@ impl Store {
     pub async fn add_dek(&self, t: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
         dispatch!(self, b => b.add_dek(t, dek))
     }
-    pub async fn apikey_insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        dispatch!(self, b => b.apikey_insert(record))
+    pub async fn apikey_insert(&self, record: ApiKeyRecord, h: Hook) -> Result<(), StoreError> {
+        dispatch!(self, b => b.apikey_insert(record, h))
     }
     pub async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         dispatch!(self, b => b.apikey_get(id))
@@ -350,8 +370,14 @@ impl Store {
     pub async fn apikey_list(&self, t: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
         dispatch!(self, b => b.apikey_list(t))
     }
-    pub async fn apikey_revoke(&self, t: &TenantId, id: &str, at: i64) -> Result<(), StoreError> {
-        dispatch!(self, b => b.apikey_revoke(t, id, at))
+    pub async fn apikey_revoke(
+        &self,
+        t: &TenantId,
+        id: &str,
+        at: i64,
+        h: Hook,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, b => b.apikey_revoke(t, id, at, h))
     }
     pub async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
         dispatch!(self, b => b.apikey_touch(uses))

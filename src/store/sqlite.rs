@@ -23,7 +23,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    ApiKeyRecord, Backend, ListedSecret, Precondition, Sealer, SecretMetadata, StoreError,
+    ApiKeyRecord, Backend, Hook, ListedSecret, Precondition, Sealer, SecretMetadata, StoreError,
     StoredVersion, VersionInfo, WrappedDek,
 };
 use crate::clock::now_ms;
@@ -90,6 +90,9 @@ trait Job: Send {
 
 struct Pending<T, F> {
     work: Option<F>,
+    /// Runs after `work` succeeds, inside the transaction; an `Err` rolls
+    /// the job back (see `Hook`).
+    hook: Option<Hook>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -101,8 +104,15 @@ where
 {
     fn apply(&mut self, conn: &Connection) -> bool {
         let work = self.work.take().expect("a job is applied once");
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into())));
+        let hook = self.hook.take();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let value = work(conn)?;
+            if let Some(hook) = hook {
+                hook()?;
+            }
+            Ok(value)
+        }))
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into())));
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -215,11 +225,13 @@ impl SqliteBackend {
     /// Queues `work` for the writer and waits until its batch is durable.
     async fn write<T: Send + 'static>(
         &self,
+        hook: Option<Hook>,
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
             work: Some(work),
+            hook,
             result: None,
             reply,
         });
@@ -410,10 +422,11 @@ impl Backend for SqliteBackend {
         key: &SecretKey,
         precondition: Precondition,
         sealer: Sealer,
+        hook: Hook,
     ) -> Result<u64, StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
         let max_versions = self.max_versions;
-        self.write(move |c| {
+        self.write(Some(hook), move |c| {
             let cur = current(c, &tenant, &key)?;
             let live = cur.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
             match precondition {
@@ -453,9 +466,10 @@ impl Backend for SqliteBackend {
         tenant: &TenantId,
         key: &SecretKey,
         precondition: Precondition,
+        hook: Hook,
     ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
-        self.write(move |c| {
+        self.write(Some(hook), move |c| {
             let version = match current(c, &tenant, &key)? {
                 Some((v, false)) => v,
                 _ => return Err(StoreError::NotFound),
@@ -472,18 +486,28 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn undelete(&self, tenant: &TenantId, key: &SecretKey) -> Result<(), StoreError> {
+    async fn undelete(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        hook: Hook,
+    ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
-        self.write(move |c| match current(c, &tenant, &key)? {
+        self.write(Some(hook), move |c| match current(c, &tenant, &key)? {
             Some((version, true)) => set_deleted(c, &tenant, &key, version, false),
             _ => Err(StoreError::NotFound),
         })
         .await
     }
 
-    async fn destroy(&self, tenant: &TenantId, key: &SecretKey) -> Result<(), StoreError> {
+    async fn destroy(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        hook: Hook,
+    ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
-        self.write(move |c| {
+        self.write(Some(hook), move |c| {
             let gone = c
                 .execute(
                     "DELETE FROM secrets WHERE tenant = ?1 AND key = ?2",
@@ -581,7 +605,7 @@ impl Backend for SqliteBackend {
 
     async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
         let tenant = tenant.as_str().to_owned();
-        self.write(move |c| {
+        self.write(None, move |c| {
             c.execute(
                 "INSERT OR IGNORE INTO deks (tenant, id, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![tenant, dek.id, dek.wrapped, now_ms()],
@@ -592,8 +616,8 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn apikey_insert(&self, r: ApiKeyRecord) -> Result<(), StoreError> {
-        self.write(move |c| {
+    async fn apikey_insert(&self, r: ApiKeyRecord, hook: Hook) -> Result<(), StoreError> {
+        self.write(Some(hook), move |c| {
             c.execute(
                 &format!("INSERT INTO apikeys ({APIKEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![
@@ -634,9 +658,15 @@ impl Backend for SqliteBackend {
         })
     }
 
-    async fn apikey_revoke(&self, tenant: &TenantId, id: &str, at: i64) -> Result<(), StoreError> {
+    async fn apikey_revoke(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: i64,
+        hook: Hook,
+    ) -> Result<(), StoreError> {
         let (tenant, id) = (tenant.as_str().to_owned(), id.to_owned());
-        self.write(move |c| {
+        self.write(Some(hook), move |c| {
             let n = c
                 .execute(
                     "UPDATE apikeys SET revoked_at = ?3 WHERE tenant = ?1 AND id = ?2 AND revoked_at IS NULL",
@@ -653,7 +683,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
-        self.write(move |c| {
+        self.write(None, move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "UPDATE apikeys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
@@ -684,7 +714,7 @@ impl Backend for SqliteBackend {
             return Ok(stored);
         }
         let name = name.to_owned();
-        self.write(move |c| {
+        self.write(None, move |c| {
             c.execute(
                 "INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)",
                 params![name, value],

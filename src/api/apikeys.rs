@@ -1,0 +1,202 @@
+//! API-key management over HTTP (`apikeys:admin`): create (the key text is
+//! shown once), list the caller's tenant's keys, revoke.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+
+use super::audit::AuditRecorder;
+use super::error::{ApiError, Op};
+use super::request;
+use super::AppState;
+use crate::auth::{apikeys, parse_scopes, Action, Principal, Scope};
+use crate::clock::{now_ms, rfc3339};
+use crate::store::ApiKeyRecord;
+
+#[derive(Serialize)]
+struct KeyInfo {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+}
+
+fn info(r: ApiKeyRecord) -> KeyInfo {
+    let scopes = if r.scopes.is_empty() {
+        Scope::all_secrets().iter().map(Scope::to_string).collect()
+    } else {
+        r.scopes
+    };
+    KeyInfo {
+        id: r.id,
+        name: r.name,
+        scopes,
+        created_at: rfc3339(r.created_at),
+        expires_at: r.expires_at.map(rfc3339),
+        last_used_at: r.last_used_at.map(rfc3339),
+    }
+}
+
+async fn admin(
+    app: &AppState,
+    headers: &HeaderMap,
+    audit: &AuditRecorder,
+) -> Result<Principal, ApiError> {
+    let principal = app.principal(headers, audit).await?;
+    if !principal.allows(Action::ApiKeysAdmin, "") {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(principal)
+}
+
+/// The body of `POST /apikeys`; unknown fields are ignored.
+struct CreateBody {
+    name: String,
+    scopes: Option<Vec<String>>,
+    expires_in_days: Option<u32>,
+}
+
+fn parse_create(bytes: &[u8]) -> Result<CreateBody, ApiError> {
+    let bad = |detail: &str| ApiError::bad(Op::Other, detail);
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| bad("request body is not valid JSON"))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad("request body must be a JSON object"))?;
+    let name = match object.get("name") {
+        Some(serde_json::Value::String(n)) if !n.trim().is_empty() && n.len() <= 128 => n.clone(),
+        Some(serde_json::Value::String(_)) => {
+            return Err(bad("field 'name' must be 1 to 128 characters"))
+        }
+        Some(_) => return Err(bad("field 'name' must be a string")),
+        None => return Err(bad("field 'name' is required")),
+    };
+    let scopes = match object.get("scopes") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad("field 'scopes' must be an array of strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(bad("field 'scopes' must be an array of strings")),
+    };
+    let expires_in_days = match object.get("expires_in_days") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(d) if (1..=36_500).contains(&d) => Some(d as u32),
+            _ => {
+                return Err(bad(
+                    "field 'expires_in_days' must be an integer from 1 to 36500",
+                ))
+            }
+        },
+    };
+    Ok(CreateBody {
+        name,
+        scopes,
+        expires_in_days,
+    })
+}
+
+#[derive(Serialize)]
+struct Created {
+    id: String,
+    key: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: String,
+    expires_at: Option<String>,
+}
+
+pub async fn create(
+    State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let principal = admin(&app, &headers, &audit).await?;
+    request::require_json(&headers)?;
+    let bytes = request::read_body(&headers, body, app.limits.max_request_bytes).await?;
+    let wanted = parse_create(&bytes)?;
+    let scopes = match &wanted.scopes {
+        None => Scope::all_secrets(),
+        Some(texts) if texts.is_empty() => {
+            return Err(ApiError::bad(Op::Other, "field 'scopes' must not be empty"))
+        }
+        Some(texts) => parse_scopes(texts).map_err(|e| ApiError::bad(Op::Other, e))?,
+    };
+    if !principal.can_grant(&scopes) {
+        return Err(ApiError::Forbidden);
+    }
+    let new = apikeys::create(
+        &app.store,
+        principal.tenant.clone(),
+        wanted.name,
+        scopes,
+        wanted.expires_in_days,
+        audit.hook(201),
+    )
+    .await?;
+    let r = new.record;
+    let body = Created {
+        id: r.id,
+        key: new.text.as_str().to_owned(),
+        name: r.name,
+        scopes: r.scopes,
+        created_at: rfc3339(r.created_at),
+        expires_at: r.expires_at.map(rfc3339),
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        "no-store".parse().expect("static"),
+    );
+    Ok(response)
+}
+
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = admin(&app, &headers, &audit).await?;
+    // Record pending use times first, so last_used_at is current.
+    app.auth.flush_last_used().await;
+    let keys = app.store.apikey_list(&principal.tenant).await?;
+    let apikeys: Vec<KeyInfo> = keys.into_iter().map(info).collect();
+    Ok(Json(serde_json::json!({ "apikeys": apikeys })).into_response())
+}
+
+pub async fn revoke(
+    State(app): State<Arc<AppState>>,
+    Extension(audit): Extension<AuditRecorder>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = admin(&app, &headers, &audit).await?;
+    let raw = uri.path().strip_prefix("/apikeys/").unwrap_or("");
+    let id = request::percent_decode(raw).unwrap_or_default();
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad(
+            Op::Other,
+            "an api key id is 16 hex characters",
+        ));
+    }
+    audit.key(&id);
+    app.store
+        .apikey_revoke(&principal.tenant, &id, now_ms(), audit.hook(200))
+        .await?;
+    app.auth.forget_api_key(&id);
+    Ok(Json(serde_json::json!({ "message": "success" })).into_response())
+}
