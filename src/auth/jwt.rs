@@ -289,7 +289,14 @@ impl JwtVerifier {
         alg: Algorithm,
     ) -> Result<Map<String, Value>, AuthError> {
         let mut validation = Validation::new(alg);
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = true;

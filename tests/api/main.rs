@@ -3,9 +3,12 @@
 
 mod helpers;
 
+mod apikeys;
+mod audit;
 mod auth;
 mod durability;
 mod encryption;
+mod jwt_keys;
 mod ops;
 mod tenancy;
 mod versions;

@@ -1,0 +1,558 @@
+"""Generates src/api/openapi.json, the OpenAPI document strongroom serves.
+
+Run from the repository root after changing the API: python3 scripts/openapi.py
+"""
+import json
+import os
+
+def ref(kind, name):
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+def json_content(schema, example=None, examples=None):
+    c = {"schema": schema}
+    if example is not None:
+        c["example"] = example
+    if examples is not None:
+        c["examples"] = examples
+    return {"application/json": c}
+
+def error_response(description, error, detail=None, extra_headers=None, examples=None):
+    ex = {"error": error}
+    if detail:
+        ex["detail"] = detail
+    headers = {"Cache-Control": ref("headers", "CacheControl")}
+    if extra_headers:
+        headers.update(extra_headers)
+    r = {"description": description, "headers": headers}
+    if examples:
+        r["content"] = json_content(ref("schemas", "Error"), examples=examples)
+    else:
+        r["content"] = json_content(ref("schemas", "Error"), example=ex)
+    return r
+
+KEY_PATTERN = r"^(?!.*(\.\.|//))[A-Za-z0-9_=-](?:[A-Za-z0-9_=./-]{0,254}[A-Za-z0-9_=-])?$"
+PREFIX_PATTERN = r"^[A-Za-z0-9_=./-]*$"
+IF_MATCH_PATTERN = r'^(W/)?("0*[1-9][0-9]{0,18}"|0*[1-9][0-9]{0,18})$'
+I64_MAX = 9223372036854775807
+
+SCOPE_PATTERN = r"^(secrets:(read|list|write|delete)(:[A-Za-z0-9_=./-]{1,256})?|apikeys:admin)$"
+
+schemas = {
+    "ApiKeyCreate": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"\S"},
+            "scopes": {"type": "array", "minItems": 1,
+                       "items": {"type": "string", "pattern": SCOPE_PATTERN}},
+            "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 36500},
+        },
+    },
+    "ApiKeyCreated": {
+        "type": "object",
+        "required": ["id", "key", "name", "scopes", "created_at", "expires_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "key": {"type": "string", "description": "The key text, shown only in this response."},
+            "name": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        },
+    },
+    "ApiKeyInfo": {
+        "type": "object",
+        "required": ["id", "name", "scopes", "created_at", "expires_at", "last_used_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+            "last_used_at": {"type": "string", "format": "date-time", "nullable": True},
+        },
+    },
+    "ApiKeyList": {
+        "type": "object",
+        "required": ["apikeys"],
+        "properties": {"apikeys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKeyInfo"}}},
+    },
+    "Key": {
+        "type": "string",
+        "description": (
+            "A secret key: 1 to 256 bytes of `A-Z a-z 0-9 - _ = . /`. It may not start or "
+            "end with `.` or `/`, and may not contain an empty segment (`..` or `//`). Keys "
+            "may contain `/`; in a request path the key may be sent raw or percent-encoded "
+            "(`team/app/db.password` or `team%2Fapp%2Fdb.password`)."
+        ),
+        "minLength": 1,
+        "maxLength": 256,
+        "pattern": KEY_PATTERN,
+        "example": "team/app/db.password",
+    },
+    "SecretCreate": {
+        "type": "object",
+        "required": ["key", "value"],
+        "properties": {
+            "key": {
+                "allOf": [ref("schemas", "Key")],
+                "description": "The unique identifier for the secret",
+            },
+            "value": {
+                "type": "string",
+                "maxLength": 65536,
+                "description": (
+                    "The secret value to store. Values are limited to 65536 bytes of UTF-8 "
+                    "by default (413 `value too large` above the limit)."
+                ),
+            },
+        },
+        "additionalProperties": True,
+        "description": "A secret to create or update. Unknown fields are ignored.",
+    },
+    "Secret": {
+        "type": "object",
+        "required": ["key", "value"],
+        "properties": {
+            "key": {"allOf": [ref("schemas", "Key")], "description": "The key of the secret"},
+            "value": {"type": "string", "description": "The secret value"},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string", "example": "success"}},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "string",
+                "description": "The error text, one fixed string per kind of failure.",
+                "example": "invalid request format",
+            },
+            "detail": {
+                "type": "string",
+                "description": "Optional specifics about the failure. Never echoes a secret value.",
+            },
+        },
+        "additionalProperties": True,
+    },
+    "SecretSummary": {
+        "type": "object",
+        "required": ["key", "version", "created_at", "updated_at"],
+        "properties": {
+            "key": ref("schemas", "Key"),
+            "version": {"type": "integer", "format": "int64", "minimum": 1,
+                        "description": "The current version of the secret."},
+            "created_at": {"type": "string", "format": "date-time",
+                           "description": "When the secret was first created."},
+            "updated_at": {"type": "string", "format": "date-time",
+                           "description": "When the current version was written."},
+        },
+    },
+    "SecretList": {
+        "type": "object",
+        "required": ["secrets", "next_cursor"],
+        "properties": {
+            "secrets": {"type": "array", "items": ref("schemas", "SecretSummary"),
+                        "description": "The secrets on this page, in key order."},
+            "next_cursor": {"type": "string", "nullable": True,
+                            "description": "Pass as `cursor` to fetch the next page; null on the last page."},
+        },
+    },
+    "VersionInfo": {
+        "type": "object",
+        "required": ["version", "created_at", "deleted"],
+        "properties": {
+            "version": {"type": "integer", "format": "int64", "minimum": 1},
+            "created_at": {"type": "string", "format": "date-time"},
+            "deleted": {"type": "boolean"},
+        },
+    },
+    "SecretMetadata": {
+        "type": "object",
+        "required": ["key", "current_version", "created_at", "updated_at", "deleted", "versions"],
+        "properties": {
+            "key": ref("schemas", "Key"),
+            "current_version": {"type": "integer", "format": "int64"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "deleted": {"type": "boolean", "description": "Whether the current version is deleted."},
+            "versions": {"type": "array", "items": ref("schemas", "VersionInfo")},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ready"]}},
+    },
+}
+
+headers = {
+    "ETag": {
+        "description": 'The version of the secret as a quoted number, e.g. `"3"`; usable in `If-Match`.',
+        "required": True,
+        "schema": {"type": "string", "pattern": r'^"[0-9]+"$', "example": '"3"'},
+    },
+    "LastModified": {
+        "description": "When the returned version was written (HTTP date).",
+        "schema": {"type": "string", "example": "Tue, 15 Nov 1994 08:12:31 GMT"},
+    },
+    "CacheControl": {
+        "description": "Responses carrying secrets or errors are never cached.",
+        "schema": {"type": "string", "example": "no-store"},
+    },
+    "WWWAuthenticate": {
+        "description": "The authentication challenge.",
+        "required": True,
+        "schema": {"type": "string", "example": "Bearer"},
+    },
+}
+
+parameters = {
+    "KeyPath": {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "description": "The key of the secret (may contain `/`, sent raw or percent-encoded)",
+        "schema": ref("schemas", "Key"),
+        "example": "team/app/db.password",
+    },
+    "IfMatch": {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": (
+            'Only proceed if the current version of the secret is this one (a version number '
+            'as returned in `ETag`, e.g. `"3"`); otherwise 412 `version mismatch`. '
+            'May not be combined with `If-None-Match`.'
+        ),
+        "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+        "example": '"3"',
+    },
+    "IfNoneMatch": {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": (
+            "Only `*` is supported: create the secret only if it does not exist yet; "
+            "otherwise 412 `version mismatch`. May not be combined with `If-Match`."
+        ),
+        "schema": {"type": "string", "enum": ["*"]},
+        "example": "*",
+    },
+}
+
+responses = {
+    "BadRequest": error_response("Bad request", "invalid request format", "field 'key' is required"),
+    "BadRequestGet": error_response("Bad request", "error retrieving secret", "version must be a positive integer"),
+    "BadRequestDelete": error_response("Bad request", "error deleting secret", "If-Match must be a version, as in If-Match: \"3\""),
+    "Unauthorized": error_response(
+        "Missing or invalid credentials", "unauthorized",
+        extra_headers={"WWW-Authenticate": ref("headers", "WWWAuthenticate")}),
+    "Forbidden": error_response("The credentials do not allow this operation on this key", "forbidden"),
+    "NotFound": error_response("Secret not found", "resource not found"),
+    "PreconditionFailed": error_response("The secret's current version does not match the precondition", "version mismatch"),
+    "PayloadTooLarge": error_response(
+        "The request body or the secret value is too large", "request too large",
+        examples={
+            "requestTooLarge": {"summary": "Request body over the limit",
+                                "value": {"error": "request too large"}},
+            "valueTooLarge": {"summary": "Secret value over the limit",
+                              "value": {"error": "value too large", "detail": "values are limited to 65536 bytes"}},
+        }),
+    "UnsupportedMediaType": error_response(
+        "The request body is not JSON", "unsupported media type", "send the body as application/json"),
+    "Unavailable": error_response("The store is unavailable", "service unavailable"),
+}
+
+def secured(op_responses):
+    r = dict(op_responses)
+    r.setdefault("401", ref("responses", "Unauthorized"))
+    r.setdefault("403", ref("responses", "Forbidden"))
+    r.setdefault("503", ref("responses", "Unavailable"))
+    return dict(sorted(r.items()))
+
+success_example = {"message": "success"}
+
+def message_200(description, etag=False):
+    r = {"description": description,
+         "content": json_content(ref("schemas", "Message"), example=success_example)}
+    if etag:
+        r["headers"] = {"ETag": ref("headers", "ETag")}
+    return r
+
+paths = {
+    "/secrets": {
+        "put": {
+            "tags": ["Secrets"],
+            "summary": "Create or update a secret",
+            "description": (
+                "Writes a new version of the secret. `If-Match` makes the write conditional on "
+                "the current version; `If-None-Match: *` makes it create-only."
+            ),
+            "operationId": "putSecret",
+            "parameters": [ref("parameters", "IfMatch"), ref("parameters", "IfNoneMatch")],
+            "requestBody": {
+                "required": True,
+                "content": json_content(
+                    ref("schemas", "SecretCreate"),
+                    example={"key": "api-key", "value": "sk_live_abcdefghijklmnopqrstuvwxyz"}),
+            },
+            "responses": secured({
+                "200": message_200("Secret created or updated", etag=True),
+                "400": ref("responses", "BadRequest"),
+                "412": ref("responses", "PreconditionFailed"),
+                "413": ref("responses", "PayloadTooLarge"),
+                "415": ref("responses", "UnsupportedMediaType"),
+            }),
+        },
+        "get": {
+            "tags": ["Secrets"],
+            "summary": "List secrets",
+            "description": "Lists the keys of live secrets in key order, a page at a time. Values are never listed.",
+            "operationId": "listSecrets",
+            "parameters": [
+                {"name": "prefix", "in": "query", "required": False,
+                 "description": "Only list keys starting with this prefix.",
+                 "schema": {"type": "string", "maxLength": 256, "pattern": PREFIX_PATTERN},
+                 "example": "team/app/"},
+                {"name": "limit", "in": "query", "required": False,
+                 "description": "The largest number of secrets to return.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                {"name": "cursor", "in": "query", "required": False,
+                 "description": "The `next_cursor` of the previous page.",
+                 "schema": {"type": "string"}},
+            ],
+            "responses": secured({
+                "200": {"description": "A page of secrets",
+                        "content": json_content(ref("schemas", "SecretList"), example={
+                            "secrets": [{"key": "team/app/db.password", "version": 3,
+                                         "created_at": "2024-05-01T12:00:00Z",
+                                         "updated_at": "2024-06-01T09:30:00Z"}],
+                            "next_cursor": None})},
+                "400": ref("responses", "BadRequest"),
+            }),
+        },
+    },
+    "/secrets/{key}": {
+        "parameters": [ref("parameters", "KeyPath")],
+        "get": {
+            "tags": ["Secrets"],
+            "summary": "Get a secret",
+            "description": "Returns the current version of the secret, or the version given by `version`.",
+            "operationId": "getSecret",
+            "parameters": [
+                {"name": "version", "in": "query", "required": False,
+                 "description": "Read this version instead of the current one.",
+                 "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": I64_MAX}},
+            ],
+            "responses": secured({
+                "200": {"description": "Secret retrieved",
+                        "headers": {"ETag": ref("headers", "ETag"),
+                                    "Last-Modified": ref("headers", "LastModified"),
+                                    "Cache-Control": ref("headers", "CacheControl")},
+                        "content": json_content(ref("schemas", "Secret"), example={
+                            "key": "api-key", "value": "sk_live_abcdefghijklmnopqrstuvwxyz"})},
+                "400": ref("responses", "BadRequestGet"),
+                "404": ref("responses", "NotFound"),
+            }),
+        },
+        "delete": {
+            "tags": ["Secrets"],
+            "summary": "Delete a secret",
+            "description": "Soft-deletes the current version; it can be restored with `POST /undelete/{key}`.",
+            "operationId": "deleteSecret",
+            "parameters": [ref("parameters", "IfMatch")],
+            "responses": secured({
+                "200": message_200("Secret deleted"),
+                "400": ref("responses", "BadRequestDelete"),
+                "404": ref("responses", "NotFound"),
+                "412": ref("responses", "PreconditionFailed"),
+            }),
+        },
+    },
+    "/metadata/{key}": {
+        "parameters": [ref("parameters", "KeyPath")],
+        "get": {
+            "tags": ["Secrets"],
+            "summary": "Get a secret's metadata",
+            "description": "Returns the secret's versions and timestamps. Never returns values.",
+            "operationId": "getSecretMetadata",
+            "responses": secured({
+                "200": {"description": "Secret metadata",
+                        "content": json_content(ref("schemas", "SecretMetadata"), example={
+                            "key": "team/app/db.password", "current_version": 2,
+                            "created_at": "2024-05-01T12:00:00Z", "updated_at": "2024-06-01T09:30:00Z",
+                            "deleted": False,
+                            "versions": [
+                                {"version": 1, "created_at": "2024-05-01T12:00:00Z", "deleted": False},
+                                {"version": 2, "created_at": "2024-06-01T09:30:00Z", "deleted": False}]})},
+                "400": ref("responses", "BadRequest"),
+                "404": ref("responses", "NotFound"),
+            }),
+        },
+        "delete": {
+            "tags": ["Secrets"],
+            "summary": "Destroy a secret",
+            "description": "Permanently destroys every version of the secret and its metadata. This cannot be undone.",
+            "operationId": "destroySecret",
+            "responses": secured({
+                "200": message_200("Secret destroyed"),
+                "400": ref("responses", "BadRequest"),
+                "404": ref("responses", "NotFound"),
+            }),
+        },
+    },
+    "/undelete/{key}": {
+        "parameters": [ref("parameters", "KeyPath")],
+        "post": {
+            "tags": ["Secrets"],
+            "summary": "Undelete a secret",
+            "description": "Restores a soft-deleted secret. Takes no request body.",
+            "operationId": "undeleteSecret",
+            "responses": secured({
+                "200": message_200("Secret restored"),
+                "400": ref("responses", "BadRequest"),
+                "404": ref("responses", "NotFound"),
+            }),
+        },
+    },
+    "/apikeys": {
+        "post": {
+            "tags": ["API keys"],
+            "summary": "Create an API key",
+            "description": (
+                "Needs `apikeys:admin`. The key text is in this response only. Scopes default to every "
+                "`secrets:*` scope; nobody can grant a scope they do not hold. Keys expire after "
+                "`expires_in_days` (default 90)."
+            ),
+            "operationId": "createApiKey",
+            "requestBody": {
+                "required": True,
+                "content": json_content(ref("schemas", "ApiKeyCreate"), example={"name": "ci", "scopes": ["secrets:read:prod/"]}),
+            },
+            "responses": secured({
+                "201": {"description": "The key, shown once",
+                        "content": json_content(ref("schemas", "ApiKeyCreated"))},
+                "400": error_response("Bad request", "invalid request format", "field 'name' is required"),
+                "413": error_response("Body too large", "request too large"),
+                "415": ref("responses", "UnsupportedMediaType"),
+            }),
+        },
+        "get": {
+            "tags": ["API keys"],
+            "summary": "List the tenant's API keys",
+            "description": "Needs `apikeys:admin`. Never returns key text or hashes.",
+            "operationId": "listApiKeys",
+            "responses": secured({
+                "200": {"description": "The tenant's live keys",
+                        "content": json_content(ref("schemas", "ApiKeyList"))},
+            }),
+        },
+    },
+    "/apikeys/{id}": {
+        "delete": {
+            "tags": ["API keys"],
+            "summary": "Revoke an API key",
+            "description": "Needs `apikeys:admin`. Effective on the next request.",
+            "operationId": "revokeApiKey",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                            "description": "The key id: the 16 hex characters after `sr_`."}],
+            "responses": secured({
+                "200": message_200("Revoked"),
+                "400": error_response("Not a key id", "invalid request format", "an api key id is 16 hex characters"),
+                "404": ref("responses", "NotFound"),
+            }),
+        },
+    },
+    "/healthz": {
+        "get": {
+            "tags": ["Operations"],
+            "summary": "Liveness probe",
+            "operationId": "healthz",
+            "security": [],
+            "responses": {"200": {"description": "The process is alive",
+                                  "content": json_content(ref("schemas", "Health"), example={"status": "ok"})}},
+        },
+    },
+    "/readyz": {
+        "get": {
+            "tags": ["Operations"],
+            "summary": "Readiness probe",
+            "description": "Ready when the store answers.",
+            "operationId": "readyz",
+            "security": [],
+            "responses": {
+                "200": {"description": "Ready to serve",
+                        "content": json_content(ref("schemas", "Readiness"), example={"status": "ready"})},
+                "503": ref("responses", "Unavailable"),
+            },
+        },
+    },
+    "/metrics": {
+        "get": {
+            "tags": ["Operations"],
+            "summary": "Prometheus metrics",
+            "operationId": "metrics",
+            "security": [],
+            "responses": {"200": {"description": "Metrics in the Prometheus text exposition format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        },
+    },
+    "/openapi.json": {
+        "get": {
+            "tags": ["Operations"],
+            "summary": "This OpenAPI document",
+            "operationId": "openapi",
+            "security": [],
+            "responses": {"200": {"description": "The OpenAPI 3 document",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}},
+        },
+    },
+}
+
+doc = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "strongroom",
+        "version": "0.1.0",
+        "description": (
+            "strongroom, a secrets server. Its API is a strict superset of the quiva.ai Gateway "
+            "secrets API (`PUT /secrets`, `GET /secrets/{key}`, `DELETE /secrets/{key}`): the same "
+            "paths, operation ids, field names, status codes and error strings, plus limits on keys "
+            "and values, conditional writes, listing, versions, metadata, undelete and operational "
+            "endpoints. Every error body is `{\"error\": ..., \"detail\"?: ...}`."
+        ),
+    },
+    "security": [{"bearerAuth": []}, {"apiKeyAuth": []}],
+    "tags": [
+        {"name": "Secrets", "description": "Secrets stored in a per-account secrets bucket."},
+        {"name": "API keys", "description": "API-key management; needs the apikeys:admin scope."},
+        {"name": "Operations", "description": "Liveness, readiness, metrics and this document. No authentication."},
+    ],
+    "paths": paths,
+    "components": {
+        "schemas": schemas,
+        "responses": responses,
+        "parameters": parameters,
+        "headers": headers,
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+        },
+    },
+}
+
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "api", "openapi.json")
+with open(out, "w") as f:
+    json.dump(doc, f, indent=2, ensure_ascii=False)
+    f.write("\n")

@@ -1,0 +1,214 @@
+//! The audit trail: one line per request on a secret or API key, allowed or
+//! refused; a verifiable hash chain; fail closed; no values or credentials.
+
+use crate::helpers::*;
+
+fn lines(app: &TestApp) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(app.data_dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(data_dir: &std::path::Path) -> (bool, String) {
+    let out = command(data_dir)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn every_request_on_a_secret_or_key_leaves_one_line() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let Cred::ApiKey(admin_key) = &admin else {
+        unreachable!()
+    };
+    let admin_id = admin_key.split('_').nth(1).unwrap().to_owned();
+    app.put("a/b", "audit-canary-value", &admin).await;
+    app.get("a/b", &admin).await;
+    app.get("a/b", &Cred::None).await;
+    let wrong = format!("sr_{admin_id}_{}", "A".repeat(43));
+    app.get("a/b", &Cred::ApiKey(wrong.clone())).await;
+    app.delete("a/b", &admin).await;
+    app.get("a/b", &admin).await;
+    app.send(app.client.get(app.url("/healthz")), &Cred::None)
+        .await;
+    app.send(app.client.get(app.url("/apikeys")), &admin).await;
+    let log = lines(&app);
+    let summary: Vec<(String, u64)> = log
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap().to_owned(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("secrets.write".to_string(), 200),
+            ("secrets.read".to_string(), 200),
+            ("secrets.read".to_string(), 401),
+            ("secrets.read".to_string(), 401),
+            ("secrets.delete".to_string(), 200),
+            ("secrets.read".to_string(), 404),
+            ("apikeys.list".to_string(), 200),
+        ]
+    );
+    let first = &log[0];
+    for field in [
+        "time",
+        "request_id",
+        "tenant",
+        "subject",
+        "action",
+        "key",
+        "status",
+        "client",
+        "prev",
+        "hash",
+    ] {
+        assert!(!first[field].is_null(), "{field} in {first}");
+    }
+    assert_eq!(first["tenant"], "default");
+    assert_eq!(first["key"], "a/b");
+    assert_eq!(first["subject"], format!("apikey:{admin_id}"));
+    assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        log[2]["subject"].is_null() && log[2]["tenant"].is_null(),
+        "no credential, no subject"
+    );
+    assert_eq!(
+        log[3]["subject"],
+        format!("apikey:{admin_id}"),
+        "a key id guess for a refused key"
+    );
+    let text = std::fs::read_to_string(app.data_dir.join("audit.log")).unwrap();
+    for secret in ["audit-canary-value", admin_key.as_str(), &wrong[20..]] {
+        assert!(!text.contains(secret), "{secret} in the audit log");
+    }
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+}
+
+async fn app_with_lines() -> TestApp {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    for i in 0..6 {
+        app.put(&format!("k{i}"), "v", &admin).await;
+    }
+    assert_eq!(app.terminate().code(), Some(0));
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+    app
+}
+
+fn rewrite(app: &TestApp, f: impl FnOnce(&mut Vec<String>)) {
+    let path = app.data_dir.join("audit.log");
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    f(&mut lines);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+#[tokio::test]
+async fn verify_names_an_edited_line() {
+    let app = app_with_lines().await;
+    rewrite(&app, |l| {
+        l[3] = l[3].replace("\"status\":200", "\"status\":404")
+    });
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok);
+    assert!(out.contains("line 4"), "{out}");
+}
+
+#[tokio::test]
+async fn verify_names_where_a_line_was_removed() {
+    let app = app_with_lines().await;
+    rewrite(&app, |l| {
+        l.remove(2);
+    });
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok);
+    assert!(out.contains("line 3"), "{out}");
+}
+
+#[tokio::test]
+async fn verify_names_where_lines_were_reordered() {
+    let app = app_with_lines().await;
+    rewrite(&app, |l| l.swap(1, 4));
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok);
+    assert!(out.contains("line 2"), "{out}");
+}
+
+#[tokio::test]
+async fn the_chain_continues_across_restarts() {
+    let app = app_with_lines().await;
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    again.put("after", "v", &again_admin(&app)).await;
+    drop(again);
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+    assert_eq!(lines(&app).len(), 7);
+}
+
+fn again_admin(app: &TestApp) -> Cred {
+    Cred::ApiKey(app.bootstrap_key.clone().unwrap())
+}
+
+#[tokio::test]
+async fn when_the_audit_line_cannot_be_written_the_request_fails_503_and_changes_nothing() {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    app.put("kept", "before", &admin).await;
+    assert_eq!(app.terminate().code(), Some(0));
+    // A full disk: every write to the trail fails with ENOSPC.
+    let path = app.data_dir.join("audit.log");
+    let saved = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let broken = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    let r = broken.put("new", "never", &admin).await;
+    assert_eq!((r.status, r.error()), (503, "service unavailable".into()));
+    let r = broken.put("kept", "changed", &admin).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(broken.delete("kept", &admin).await.status, 503);
+    let r = broken.get("kept", &admin).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        !r.body.contains("before"),
+        "no value without its audit line"
+    );
+    let r = broken
+        .create_api_key(serde_json::json!({ "name": "x" }), &admin)
+        .await;
+    assert_eq!(r.status, 503);
+    assert!(!r.body.contains("sr_"));
+    drop(broken);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, saved).unwrap();
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    assert_eq!(again.get("new", &admin).await.status, 404);
+    assert_eq!(again.get("kept", &admin).await.json()["value"], "before");
+    let keys = again.list_api_keys(&admin).await.json();
+    assert_eq!(
+        keys["apikeys"].as_array().unwrap().len(),
+        1,
+        "no key was minted"
+    );
+}
