@@ -132,6 +132,20 @@ fn a_bad_ca_cert_path_is_a_clear_error() {
     assert!(one_line(&out).contains("junk.pem"));
 }
 
+/// A valid private CA loads (the server has no TLS yet, so https itself is
+/// not exercised; the certificate is added as a root and plain http works).
+#[test]
+fn a_valid_ca_cert_is_accepted() {
+    let s = Server::start();
+    s.ok(&["put", "k", "v"]);
+    let pem = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cli/fixtures/test-ca.pem"
+    );
+    let out = s.ok(&["get", "k", "--ca-cert", pem]);
+    assert_eq!(out.stdout, b"v");
+}
+
 #[test]
 fn help_hides_credential_values() {
     let out = bare_cli()
