@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cli::args::{ClientArgs, ExportArgs, ImportArgs, KeyArgs, LsArgs, PutArgs, RunArgs};
 use crate::store::{Engine, StoreConfig};
 
 #[derive(Parser, Debug)]
@@ -28,6 +29,31 @@ pub enum Command {
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Store a secret on a server (`put KEY VALUE`, or `put KEY -` for stdin).
+    Put(Client<PutArgs>),
+    /// Print a secret's value on stdout, exactly.
+    Get(Client<KeyArgs>),
+    /// Delete a secret (soft delete; recoverable on the server).
+    Rm(Client<KeyArgs>),
+    /// List keys (never values) with their version and update time.
+    Ls(Client<LsArgs>),
+    /// Show a secret's versions (never values).
+    History(Client<KeyArgs>),
+    /// Write the secrets of a dotenv or JSON file, after validating all of it.
+    Import(Client<ImportArgs>),
+    /// Print secrets as dotenv or JSON.
+    Export(Client<ExportArgs>),
+    /// Run a command with secrets as environment variables.
+    Run(Client<RunArgs>),
+}
+
+/// A client command's own arguments plus the connection flags.
+#[derive(Args, Debug)]
+pub struct Client<T: Args> {
+    #[command(flatten)]
+    pub args: T,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Subcommand, Debug)]

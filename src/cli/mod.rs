@@ -1,5 +1,13 @@
 //! The `strongroom` command: parses flags and runs a subcommand. Server-side
-//! commands (`serve`, `apikey`) work on the store directly.
+//! commands (`serve`, `apikey`) work on the store directly; client commands
+//! (`put`, `get`, `rm`, `ls`, `history`, `import`, `export`, `run`) talk HTTP
+//! to a server.
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod dotenv;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -7,6 +15,7 @@ use clap::Parser;
 
 use crate::audit::Verdict;
 use crate::auth::{apikeys, parse_scopes, Scope};
+use crate::cli::client::CliError;
 use crate::clock::{now_ms, rfc3339};
 use crate::config::{
     ApikeyCommand, ApikeyCreateArgs, ApikeyListArgs, ApikeyRevokeArgs, AuditCommand,
@@ -26,18 +35,47 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    let outcome = runtime.block_on(async {
+    runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(*args).await,
-            Command::Apikey(ApikeyCommand::Create(args)) => apikey_create(args).await,
-            Command::Apikey(ApikeyCommand::List(args)) => apikey_list(args).await,
-            Command::Apikey(ApikeyCommand::Revoke(args)) => apikey_revoke(args).await,
-            Command::Audit(AuditCommand::Verify(args)) => audit_verify(args),
+            Command::Serve(args) => server_outcome(serve(*args).await),
+            Command::Apikey(ApikeyCommand::Create(args)) => {
+                server_outcome(apikey_create(args).await)
+            }
+            Command::Apikey(ApikeyCommand::List(args)) => server_outcome(apikey_list(args).await),
+            Command::Apikey(ApikeyCommand::Revoke(args)) => {
+                server_outcome(apikey_revoke(args).await)
+            }
+            Command::Audit(AuditCommand::Verify(args)) => server_outcome(audit_verify(args)),
+            Command::Put(c) => client_outcome(commands::put(&c.client, c.args).await),
+            Command::Get(c) => client_outcome(commands::get(&c.client, c.args).await),
+            Command::Rm(c) => client_outcome(commands::rm(&c.client, c.args).await),
+            Command::Ls(c) => client_outcome(commands::ls(&c.client, c.args).await),
+            Command::History(c) => client_outcome(commands::history(&c.client, c.args).await),
+            Command::Import(c) => client_outcome(commands::import(&c.client, c.args).await),
+            Command::Export(c) => client_outcome(commands::export(&c.client, c.args).await),
+            Command::Run(c) => match run::run(&c.client, c.args).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => client_outcome(Err(e)),
+            },
         }
-    });
+    })
+}
+
+fn server_outcome(outcome: Result<(), String>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
+    }
+}
+
+/// One line on stderr and the error's own exit code (README "Client CLI").
+fn client_outcome(outcome: Result<(), CliError>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strongroom: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -1,0 +1,159 @@
+//! `strongroom run [--prefix P] -- CMD ARGS...`: starts CMD with the secrets
+//! under P as environment variables, forwards SIGINT, SIGTERM and SIGHUP to
+//! it, and exits with its exit code (128 + N when signal N killed it).
+
+use std::collections::HashMap;
+
+use zeroize::Zeroizing;
+
+use super::args::{ClientArgs, RunArgs};
+use super::client::{check_prefix, parse_key, CliError, Client};
+
+/// The environment variable name for a key with the prefix stripped: every
+/// character outside `A-Z a-z 0-9 _` becomes `_`, and a leading digit gets a
+/// `_` in front, so `db.password` is `db_password` and `2fa/seed` is
+/// `_2fa_seed`.
+pub fn env_name(rest: &str) -> String {
+    let mut name: String = rest
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// Maps keys to variable names; two keys landing on one name is an error
+/// naming both.
+pub fn env_names<'a>(
+    prefix: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(&'a str, String)>, CliError> {
+    let mut owner: HashMap<String, &'a str> = HashMap::new();
+    let mut out = Vec::new();
+    for key in keys {
+        let rest = key.strip_prefix(prefix).unwrap_or(key);
+        if rest.is_empty() {
+            return Err(CliError::Other(format!(
+                "the key {key:?} is the whole prefix, leaving no variable name; \
+                 use a shorter --prefix"
+            )));
+        }
+        let name = env_name(rest);
+        if let Some(first) = owner.insert(name.clone(), key) {
+            return Err(CliError::Other(format!(
+                "the keys {first:?} and {key:?} both map to the variable {name}; \
+                 rename one or narrow --prefix"
+            )));
+        }
+        out.push((key, name));
+    }
+    Ok(out)
+}
+
+/// Runs the command; `Ok` carries the exit code to leave with.
+pub async fn run(common: &ClientArgs, args: RunArgs) -> Result<u8, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    check_prefix(&args.prefix)?;
+    let client = Client::new(common)?;
+    let rows = client.list_all(&args.prefix, args.page_size).await?;
+    let names = env_names(&args.prefix, rows.iter().map(|r| r.key.as_str()))?;
+    let mut vars: Vec<(String, Zeroizing<String>)> = Vec::with_capacity(names.len());
+    for (key, name) in names {
+        match client.get(&parse_key(key)?).await {
+            Ok(secret) => vars.push((name, secret.value)),
+            // Deleted between the listing and the read.
+            Err(CliError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Listen before the child exists, so no signal meant for it is missed
+    // (or kills us by its default action).
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|e| CliError::Other(format!("cannot handle signals: {e}")))
+    };
+    let mut sigint = listen(SignalKind::interrupt())?;
+    let mut sigterm = listen(SignalKind::terminate())?;
+    let mut sighup = listen(SignalKind::hangup())?;
+
+    let program = &args.command[0];
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(&args.command[1..])
+        // The child gets the secrets, not the credential that fetched them.
+        .env_remove("STRONGROOM_API_KEY")
+        .env_remove("STRONGROOM_TOKEN");
+    for (name, value) in &vars {
+        command.env(name, value.as_str());
+    }
+    let mut child = command.spawn().map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        };
+        CliError::Exec {
+            message: format!("cannot start {}: {e}", program.to_string_lossy()),
+            code,
+        }
+    })?;
+    drop(vars);
+    let pid = child.id().map(|id| id as libc::pid_t);
+    let forward = |sig: libc::c_int| {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) with a pid we started and have not reaped yet
+            // (the wait below reaps it), so it cannot name another process.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    };
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => {
+                break status.map_err(|e| CliError::Other(format!("waiting for the command: {e}")))?;
+            }
+            _ = sigint.recv() => forward(libc::SIGINT),
+            _ = sigterm.recv() => forward(libc::SIGTERM),
+            _ = sighup.recv() => forward(libc::SIGHUP),
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        (None, None) => 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_shell_safe() {
+        assert_eq!(env_name("DB_PASSWORD"), "DB_PASSWORD");
+        assert_eq!(env_name("db.password"), "db_password");
+        assert_eq!(env_name("a/b-c=d"), "a_b_c_d");
+        assert_eq!(env_name("2fa"), "_2fa");
+    }
+
+    #[test]
+    fn collisions_name_both_keys() {
+        let e = env_names("app/", ["app/db.url", "app/db_url"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("app/db.url") && e.contains("app/db_url") && e.contains("db_url"));
+        assert!(env_names("app/", ["app/a", "app/b"]).is_ok());
+    }
+}
