@@ -15,7 +15,7 @@ use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::metrics::Metrics;
-use crate::store::{Engine, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::types::TenantId;
 
 /// Why the server could not start; printed as one line before exiting 1.
@@ -121,9 +121,6 @@ fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
             "{what} is not supported by this build yet"
         )))
     };
-    if args.store.store == Engine::Nats {
-        return unsupported("--store nats");
-    }
     if args.jwt_public_keys.is_some() {
         return unsupported("STRONGROOM_JWT_PUBLIC_KEYS");
     }

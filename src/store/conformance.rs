@@ -262,27 +262,19 @@ async fn meta_init_keeps_the_first_value(s: &Store) {
     assert_eq!(s.meta_init("check", vec![2]).await.unwrap(), vec![1]);
 }
 
-#[tokio::test]
-async fn sqlite_backend_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
+fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
         engine: Engine::Sqlite,
-        data_dir: dir.path().to_owned(),
+        data_dir: dir.to_owned(),
         max_versions: 10,
-    };
-    let store = Store::open(&config).await.unwrap();
-    run_all(&store).await;
+        nats_url: String::new(),
+        nats_bucket: String::new(),
+        nats_replicas: 1,
+    }
 }
 
-#[tokio::test]
-async fn sqlite_concurrent_create_only_writes_have_one_winner() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        engine: Engine::Sqlite,
-        data_dir: dir.path().to_owned(),
-        max_versions: 10,
-    };
-    let store = Store::open(&config).await.unwrap();
+/// 32 concurrent create-only writes to one key: exactly one wins.
+async fn create_only_race(store: &Store) {
     let mut tasks = Vec::new();
     for i in 0..32 {
         let store = store.clone();
@@ -306,4 +298,101 @@ async fn sqlite_concurrent_create_only_writes_have_one_winner() {
         }
     }
     assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn sqlite_backend_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&sqlite_config(dir.path())).await.unwrap();
+    run_all(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_create_only_writes_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&sqlite_config(dir.path())).await.unwrap();
+    create_only_race(&store).await;
+}
+
+mod nats {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::store::nats_fixture::{free_port, NatsServer};
+
+    fn nats_config(url: String, bucket: &str) -> StoreConfig {
+        StoreConfig {
+            engine: Engine::Nats,
+            data_dir: std::env::temp_dir(),
+            max_versions: 10,
+            nats_url: url,
+            nats_bucket: bucket.into(),
+            nats_replicas: 1,
+        }
+    }
+
+    /// Pings until the store answers, for at most `limit`.
+    async fn wait_ready(store: &Store, limit: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match store.ping().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_backend_conforms() {
+        let server = NatsServer::start();
+        let store = Store::open(&nats_config(server.url(), "conform_1"))
+            .await
+            .unwrap();
+        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
+        run_all(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_concurrent_create_only_writes_have_one_winner() {
+        let server = NatsServer::start();
+        let store = Store::open(&nats_config(server.url(), "race_1"))
+            .await
+            .unwrap();
+        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
+        create_only_race(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_store_opens_while_the_server_is_down_and_recovers() {
+        let port = free_port();
+        let store = Store::open(&nats_config(
+            format!("nats://127.0.0.1:{port}"),
+            "recover_1",
+        ))
+        .await
+        .expect("opening never fails because NATS is down");
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store
+                .put(&t("a"), &k("early"), Precondition::None, sealer("x"))
+                .await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let _server = NatsServer::start_on(port);
+        wait_ready(&store, Duration::from_secs(10))
+            .await
+            .expect("the store reconnects by itself");
+        assert_eq!(
+            store
+                .put(&t("a"), &k("late"), Precondition::None, sealer("y"))
+                .await
+                .unwrap(),
+            1
+        );
+    }
 }
