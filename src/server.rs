@@ -79,6 +79,7 @@ impl Application {
             );
         }
         let store = Store::open(&args.store.store_config()).await?;
+        wait_for_store(&store).await;
         let keyring = Keyring::open(master, store.clone()).await?;
         let bootstrap_key = if jwt.is_none() && !store.apikeys_exist().await? {
             let mut scopes = Scope::all_secrets();
@@ -112,6 +113,34 @@ impl Application {
             state,
             bootstrap_key,
         })
+    }
+}
+
+/// A NATS store opens while NATS is down; the start-up steps that follow
+/// need it, so wait (logging, never failing) until it answers. The embedded
+/// store answers at once.
+async fn wait_for_store(store: &Store) {
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut waited = std::time::Duration::ZERO;
+    let mut last_log: Option<std::time::Duration> = None;
+    loop {
+        match store.ping().await {
+            Ok(()) => {
+                if last_log.is_some() {
+                    tracing::info!("store is reachable; starting");
+                }
+                return;
+            }
+            Err(e) => {
+                if last_log.is_none_or(|at| waited >= at + std::time::Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, waited_ms = waited.as_millis() as u64, "store unavailable; waiting for it before starting");
+                    last_log = Some(waited);
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        waited += delay;
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
     }
 }
 
