@@ -300,6 +300,50 @@ async fn create_only_race(store: &Store) {
     assert_eq!(wins, 1);
 }
 
+/// With one version kept, a soft-deleted secret can still be undeleted and
+/// its metadata still names the deleted version.
+async fn one_version_survives_delete_and_undelete(s: &Store) {
+    assert_eq!(s.max_versions(), 1);
+    let (tn, key) = (t("one"), k("only"));
+    s.put(&tn, &key, Precondition::None, sealer("a"))
+        .await
+        .unwrap();
+    s.put(&tn, &key, Precondition::None, sealer("b"))
+        .await
+        .unwrap();
+    assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
+    s.delete(&tn, &key, Precondition::Version(2)).await.unwrap();
+    let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert!(meta.deleted);
+    assert_eq!(
+        meta.versions
+            .iter()
+            .map(|v| (v.version, v.deleted))
+            .collect::<Vec<_>>(),
+        [(2, true)]
+    );
+    s.undelete(&tn, &key).await.unwrap();
+    let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
+    assert_eq!((cur.version, text(&cur)), (2, "b@2".into()));
+    assert_eq!(
+        s.put(&tn, &key, Precondition::Version(2), sealer("c"))
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn sqlite_keeps_one_version_through_delete_and_undelete() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        max_versions: 1,
+        ..sqlite_config(dir.path())
+    };
+    let store = Store::open(&config).await.unwrap();
+    one_version_survives_delete_and_undelete(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,6 +396,25 @@ mod nats {
         wait_ready(&store, Duration::from_secs(10)).await.unwrap();
         run_all(&store).await;
         store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_keeps_one_version_through_delete_and_undelete() {
+        let server = NatsServer::start();
+        // Created with 10 versions, then reopened with 1: the bucket's
+        // history follows the configuration.
+        let wide = Store::open(&nats_config(server.url(), "one_1"))
+            .await
+            .unwrap();
+        wait_ready(&wide, Duration::from_secs(10)).await.unwrap();
+        wide.close().await;
+        let config = StoreConfig {
+            max_versions: 1,
+            ..nats_config(server.url(), "one_1")
+        };
+        let store = Store::open(&config).await.unwrap();
+        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
+        one_version_survives_delete_and_undelete(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
