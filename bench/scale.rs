@@ -35,6 +35,9 @@ async fn open() -> Bench {
         engine: Engine::Sqlite,
         data_dir: dir.path().to_owned(),
         max_versions: 10,
+        nats_url: String::new(),
+        nats_bucket: String::new(),
+        nats_replicas: 1,
     };
     let store = Store::open(&config).await.unwrap();
     let keyring = Arc::new(

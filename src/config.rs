@@ -133,6 +133,9 @@ impl StoreArgs {
             engine: self.store,
             data_dir: self.data_dir.clone(),
             max_versions: self.max_versions,
+            nats_url: self.nats_url.clone(),
+            nats_bucket: self.nats_bucket.clone(),
+            nats_replicas: self.nats_replicas,
         }
     }
 }

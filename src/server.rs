@@ -16,7 +16,7 @@ use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::metrics::Metrics;
-use crate::store::{no_hook, Engine, Store, StoreError};
+use crate::store::{no_hook, Store, StoreError};
 use crate::types::TenantId;
 
 /// Why the server could not start; printed as one line before exiting 1.
@@ -87,6 +87,7 @@ impl Application {
         let audit = Audit::open(&args.store.data_dir.join("audit.log"))
             .map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&args.store.store_config()).await?;
+        wait_for_store(&store).await;
         let keyring = Keyring::open(master, store.clone()).await?;
         let bootstrap_key = if jwt.is_none() && !store.apikeys_exist().await? {
             let mut scopes = Scope::all_secrets();
@@ -125,15 +126,40 @@ impl Application {
     }
 }
 
+/// A NATS store opens while NATS is down; the start-up steps that follow
+/// need it, so wait (logging, never failing) until it answers. The embedded
+/// store answers at once.
+async fn wait_for_store(store: &Store) {
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut waited = std::time::Duration::ZERO;
+    let mut last_log: Option<std::time::Duration> = None;
+    loop {
+        match store.ping().await {
+            Ok(()) => {
+                if last_log.is_some() {
+                    tracing::info!("store is reachable; starting");
+                }
+                return;
+            }
+            Err(e) => {
+                if last_log.is_none_or(|at| waited >= at + std::time::Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, waited_ms = waited.as_millis() as u64, "store unavailable; waiting for it before starting");
+                    last_log = Some(waited);
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        waited += delay;
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+    }
+}
+
 fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
     let unsupported = |what: &str| {
         Err(StartError::Config(format!(
             "{what} is not supported by this build yet"
         )))
     };
-    if args.store.store == Engine::Nats {
-        return unsupported("--store nats");
-    }
     if args.tls_cert.is_some() || args.tls_key.is_some() {
         return unsupported(
             "TLS (STRONGROOM_TLS_CERT/STRONGROOM_TLS_KEY); terminate TLS in a proxy for now",

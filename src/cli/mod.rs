@@ -85,8 +85,10 @@ fn fail(message: &str) -> ExitCode {
 }
 
 fn init_logging(format: &str) {
+    // The NATS client logs every reconnect attempt at info; the store's own
+    // warnings say what matters.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -340,27 +340,19 @@ async fn hooks_run_once_and_can_veto(s: &Store) {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn sqlite_backend_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
+fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
         engine: Engine::Sqlite,
-        data_dir: dir.path().to_owned(),
+        data_dir: dir.to_owned(),
         max_versions: 10,
-    };
-    let store = Store::open(&config).await.unwrap();
-    run_all(&store).await;
+        nats_url: String::new(),
+        nats_bucket: String::new(),
+        nats_replicas: 1,
+    }
 }
 
-#[tokio::test]
-async fn sqlite_concurrent_create_only_writes_have_one_winner() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        engine: Engine::Sqlite,
-        data_dir: dir.path().to_owned(),
-        max_versions: 10,
-    };
-    let store = Store::open(&config).await.unwrap();
+/// 32 concurrent create-only writes to one key: exactly one wins.
+async fn create_only_race(store: &Store) {
     let mut tasks = Vec::new();
     for i in 0..32 {
         let store = store.clone();
@@ -385,4 +377,178 @@ async fn sqlite_concurrent_create_only_writes_have_one_winner() {
         }
     }
     assert_eq!(wins, 1);
+}
+
+/// With one version kept, a soft-deleted secret can still be undeleted and
+/// its metadata still names the deleted version.
+async fn one_version_survives_delete_and_undelete(s: &Store) {
+    assert_eq!(s.max_versions(), 1);
+    let (tn, key) = (t("one"), k("only"));
+    s.put(&tn, &key, Precondition::None, sealer("a"), no_hook())
+        .await
+        .unwrap();
+    s.put(&tn, &key, Precondition::None, sealer("b"), no_hook())
+        .await
+        .unwrap();
+    assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
+    s.delete(&tn, &key, Precondition::Version(2), no_hook())
+        .await
+        .unwrap();
+    let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert!(meta.deleted);
+    assert_eq!(
+        meta.versions
+            .iter()
+            .map(|v| (v.version, v.deleted))
+            .collect::<Vec<_>>(),
+        [(2, true)]
+    );
+    s.undelete(&tn, &key, no_hook()).await.unwrap();
+    let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
+    assert_eq!((cur.version, text(&cur)), (2, "b@2".into()));
+    assert_eq!(
+        s.put(&tn, &key, Precondition::Version(2), sealer("c"), no_hook())
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn sqlite_keeps_one_version_through_delete_and_undelete() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        max_versions: 1,
+        ..sqlite_config(dir.path())
+    };
+    let store = Store::open(&config).await.unwrap();
+    one_version_survives_delete_and_undelete(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_backend_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&sqlite_config(dir.path())).await.unwrap();
+    run_all(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_create_only_writes_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&sqlite_config(dir.path())).await.unwrap();
+    create_only_race(&store).await;
+}
+
+mod nats {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::store::nats_fixture::{free_port, NatsServer};
+
+    fn nats_config(url: String, bucket: &str) -> StoreConfig {
+        StoreConfig {
+            engine: Engine::Nats,
+            data_dir: std::env::temp_dir(),
+            max_versions: 10,
+            nats_url: url,
+            nats_bucket: bucket.into(),
+            nats_replicas: 1,
+        }
+    }
+
+    /// Pings until the store answers, for at most `limit`.
+    async fn wait_ready(store: &Store, limit: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match store.ping().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_backend_conforms() {
+        let server = NatsServer::start();
+        let store = Store::open(&nats_config(server.url(), "conform_1"))
+            .await
+            .unwrap();
+        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
+        run_all(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_keeps_one_version_through_delete_and_undelete() {
+        let server = NatsServer::start();
+        // Created with 10 versions, then reopened with 1: the bucket's
+        // history follows the configuration.
+        let wide = Store::open(&nats_config(server.url(), "one_1"))
+            .await
+            .unwrap();
+        wait_ready(&wide, Duration::from_secs(10)).await.unwrap();
+        wide.close().await;
+        let config = StoreConfig {
+            max_versions: 1,
+            ..nats_config(server.url(), "one_1")
+        };
+        let store = Store::open(&config).await.unwrap();
+        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
+        one_version_survives_delete_and_undelete(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_concurrent_create_only_writes_have_one_winner() {
+        let server = NatsServer::start();
+        let store = Store::open(&nats_config(server.url(), "race_1"))
+            .await
+            .unwrap();
+        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
+        create_only_race(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_store_opens_while_the_server_is_down_and_recovers() {
+        let port = free_port();
+        let store = Store::open(&nats_config(
+            format!("nats://127.0.0.1:{port}"),
+            "recover_1",
+        ))
+        .await
+        .expect("opening never fails because NATS is down");
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store
+                .put(
+                    &t("a"),
+                    &k("early"),
+                    Precondition::None,
+                    sealer("x"),
+                    no_hook()
+                )
+                .await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let _server = NatsServer::start_on(port);
+        wait_ready(&store, Duration::from_secs(10))
+            .await
+            .expect("the store reconnects by itself");
+        assert_eq!(
+            store
+                .put(
+                    &t("a"),
+                    &k("late"),
+                    Precondition::None,
+                    sealer("y"),
+                    no_hook()
+                )
+                .await
+                .unwrap(),
+            1
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! closure the backend calls once it knows the version number the write gets
 //! (the version is part of the ciphertext's associated data).
 
+pub mod nats;
 pub mod sqlite;
 
 use std::future::Future;
@@ -58,6 +59,13 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Versions kept per key; older ones are pruned on write.
     pub max_versions: u32,
+    /// NATS server URL(s), comma separated (nats engine).
+    pub nats_url: String,
+    /// Name of the secrets bucket; `<name>_deks`, `<name>_apikeys` and
+    /// `<name>_meta` hold the rest (nats engine).
+    pub nats_bucket: String,
+    /// Replicas of each bucket (nats engine; 3 in a cluster).
+    pub nats_replicas: usize,
 }
 
 /// A condition a write must meet, checked atomically with the write.
@@ -83,8 +91,10 @@ pub fn no_hook() -> Hook {
     Box::new(|| Ok(()))
 }
 
-/// Produces the sealed bytes for the version number the backend assigns.
-pub type Sealer = Box<dyn FnOnce(u64) -> Result<Vec<u8>, StoreError> + Send>;
+/// Produces the sealed bytes for the version number the backend assigns. A
+/// backend that retries a write after losing a race (nats) calls it again
+/// with the new version; only the last call's bytes are stored.
+pub type Sealer = Box<dyn Fn(u64) -> Result<Vec<u8>, StoreError> + Send>;
 
 /// One stored version of a secret, still sealed.
 #[derive(Debug, Clone)]
@@ -257,6 +267,8 @@ pub(crate) trait Backend: Send + Sync {
 
 enum Backends {
     Sqlite(sqlite::SqliteBackend),
+    /// Boxed: the NATS client and stream infos are large.
+    Nats(Box<nats::NatsBackend>),
 }
 
 /// The handle every other module holds. Cheap to clone.
@@ -270,6 +282,7 @@ macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
             Backends::Sqlite($b) => $call.await,
+            Backends::Nats($b) => $call.await,
         }
     };
 }
@@ -282,11 +295,15 @@ impl Store {
                 &config.data_dir.join("strongroom.db"),
                 config.max_versions,
             )?),
-            Engine::Nats => {
-                return Err(StoreError::Unavailable(
-                    "the nats store is not available in this build yet; use --store sqlite".into(),
-                ))
-            }
+            Engine::Nats => Backends::Nats(Box::new(
+                nats::NatsBackend::open(nats::NatsSettings {
+                    url: config.nats_url.clone(),
+                    bucket: config.nats_bucket.clone(),
+                    replicas: config.nats_replicas,
+                    max_versions: config.max_versions,
+                })
+                .await?,
+            )),
         };
         Ok(Store {
             backend: Arc::new(backend),
@@ -392,3 +409,5 @@ impl Store {
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+pub(crate) mod nats_fixture;
