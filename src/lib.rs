@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod fsutil;
+pub mod hex;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -1,9 +1,10 @@
 //! Prometheus counters and histograms kept in process and rendered as text.
 //!
 //! Labels come only from bounded sets: the route template (never the key),
-//! the method, the status code and a fixed auth-failure reason.
+//! the method, the status code and a fixed auth-failure reason. Recording a
+//! request allocates nothing once its route has been seen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,7 +15,8 @@ const BUCKETS: [f64; 12] = [
 ];
 
 #[derive(Default)]
-struct Histogram {
+struct RouteStats {
+    requests: BTreeMap<(&'static str, u16), u64>,
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
@@ -22,9 +24,8 @@ struct Histogram {
 
 #[derive(Default)]
 struct Inner {
-    requests: HashMap<(&'static str, String, u16), u64>,
-    latency: HashMap<String, Histogram>,
-    auth_failures: HashMap<&'static str, u64>,
+    routes: HashMap<String, RouteStats>,
+    auth_failures: BTreeMap<&'static str, u64>,
 }
 
 /// The process's metrics registry.
@@ -52,20 +53,15 @@ impl Metrics {
     pub fn observe(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match inner.requests.get_mut(&(method, route.to_owned(), status)) {
-            Some(n) => *n += 1,
-            None => {
-                inner.requests.insert((method, route.to_owned(), status), 1);
-            }
-        }
-        let hist = match inner.latency.get_mut(route) {
-            Some(h) => h,
-            None => inner.latency.entry(route.to_owned()).or_default(),
+        let stats = match inner.routes.get_mut(route) {
+            Some(stats) => stats,
+            None => inner.routes.entry(route.to_owned()).or_default(),
         };
-        hist.count += 1;
-        hist.sum += secs;
+        *stats.requests.entry((method, status)).or_default() += 1;
+        stats.count += 1;
+        stats.sum += secs;
         if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            hist.counts[i] += 1;
+            stats.counts[i] += 1;
         }
     }
 
@@ -77,24 +73,24 @@ impl Metrics {
     /// The Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routes: Vec<_> = inner.routes.iter().collect();
+        routes.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = String::with_capacity(4096);
         out.push_str(
             "# HELP strongroom_http_requests_total HTTP requests by method, route and status.\n",
         );
         out.push_str("# TYPE strongroom_http_requests_total counter\n");
-        let mut rows: Vec<_> = inner.requests.iter().collect();
-        rows.sort();
-        for ((method, route, status), n) in rows {
-            let _ = writeln!(
-                out,
-                "strongroom_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        for (route, stats) in &routes {
+            for ((method, status), n) in &stats.requests {
+                let _ = writeln!(
+                    out,
+                    "strongroom_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP strongroom_http_request_duration_seconds Request latency by route.\n");
         out.push_str("# TYPE strongroom_http_request_duration_seconds histogram\n");
-        let mut hists: Vec<_> = inner.latency.iter().collect();
-        hists.sort_by(|a, b| a.0.cmp(b.0));
-        for (route, h) in hists {
+        for (route, h) in &routes {
             let mut cumulative = 0;
             for (bound, n) in BUCKETS.iter().zip(h.counts.iter()) {
                 cumulative += n;
@@ -121,9 +117,7 @@ impl Metrics {
         }
         out.push_str("# HELP strongroom_auth_failures_total Refused authentications by reason.\n");
         out.push_str("# TYPE strongroom_auth_failures_total counter\n");
-        let mut fails: Vec<_> = inner.auth_failures.iter().collect();
-        fails.sort();
-        for (reason, n) in fails {
+        for (reason, n) in &inner.auth_failures {
             let _ = writeln!(
                 out,
                 "strongroom_auth_failures_total{{reason=\"{reason}\"}} {n}"
@@ -144,7 +138,9 @@ mod tests {
         m.observe("GET", "/secrets/{*key}", 200, Duration::from_millis(20));
         m.auth_failure("missing");
         let text = m.render();
-        assert!(text.contains("strongroom_http_requests_total{method=\"GET\",route=\"/secrets/{*key}\",status=\"200\"} 2"));
+        assert!(text.contains(
+            "strongroom_http_requests_total{method=\"GET\",route=\"/secrets/{*key}\",status=\"200\"} 2"
+        ));
         assert!(text.contains("le=\"0.0005\"} 1"));
         assert!(text.contains("le=\"0.025\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));

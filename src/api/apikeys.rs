@@ -47,7 +47,7 @@ async fn admin(
     app: &AppState,
     headers: &HeaderMap,
     audit: &AuditRecorder,
-) -> Result<Principal, ApiError> {
+) -> Result<Arc<Principal>, ApiError> {
     let principal = app.principal(headers, audit).await?;
     if !principal.allows(Action::ApiKeysAdmin, "") {
         return Err(ApiError::Forbidden);

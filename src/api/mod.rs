@@ -59,7 +59,7 @@ impl AppState {
         &self,
         headers: &axum::http::HeaderMap,
         audit: &AuditRecorder,
-    ) -> Result<Principal, ApiError> {
+    ) -> Result<Arc<Principal>, ApiError> {
         let result = self.auth.authenticate(headers).await;
         match &result {
             Ok(principal) => audit.principal(principal),

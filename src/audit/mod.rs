@@ -14,12 +14,10 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::clock::{now_ms, rfc3339};
 
 /// What one line records.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub request_id: String,
     pub tenant: Option<String>,
@@ -30,12 +28,49 @@ pub struct AuditEntry {
     pub client: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    #[serde(flatten)]
-    entry: &'a AuditEntry,
-    prev: &'a str,
+/// Appends `"name":<JSON string or null>,` to `out`.
+fn push_field(out: &mut String, name: &str, value: Option<&str>) {
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\":");
+    match value {
+        Some(v) => out.push_str(&serde_json::to_string(v).expect("strings serialise")),
+        None => out.push_str("null"),
+    }
+    out.push(',');
+}
+
+impl AuditEntry {
+    /// The line up to and including `"prev"`, without the closing brace:
+    /// the text its `hash` covers.
+    fn head(&self, time: &str, prev: &str) -> String {
+        let mut out = String::with_capacity(320);
+        out.push('{');
+        push_field(&mut out, "time", Some(time));
+        push_field(&mut out, "request_id", Some(&self.request_id));
+        push_field(&mut out, "tenant", self.tenant.as_deref());
+        push_field(&mut out, "subject", self.subject.as_deref());
+        push_field(&mut out, "action", Some(self.action));
+        push_field(&mut out, "key", self.key.as_deref());
+        out.push_str("\"status\":");
+        out.push_str(&self.status.to_string());
+        out.push(',');
+        push_field(&mut out, "client", self.client.as_deref());
+        out.push_str("\"prev\":\"");
+        out.push_str(prev);
+        out.push('"');
+        out
+    }
+
+    /// The complete line (with newline) chained to `prev`, and its hash.
+    pub fn line(&self, prev: &str) -> (String, String) {
+        let mut line = self.head(&rfc3339(now_ms()), prev);
+        let hash = sha256_hex(line.as_bytes());
+        line.push_str(",\"hash\":\"");
+        line.push_str(&hash);
+        line.push_str("\"}\n");
+        (line, hash)
+    }
 }
 
 struct Sink {
@@ -50,11 +85,12 @@ pub struct Audit {
     sink: Mutex<Sink>,
 }
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The `prev` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn sha256_hex(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(digest.as_ref())
 }
 
 /// Why the trail could not be written or read.
@@ -98,31 +134,32 @@ impl Audit {
         &self.path
     }
 
-    /// Appends one line; the request must fail if this fails.
+    /// Appends one line with one write; the request must fail if this fails.
     pub fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let body = serde_json::to_string(&Line {
-            time: rfc3339(now_ms()),
-            entry,
-            prev: &sink.prev,
-        })
-        .expect("audit lines serialise");
-        // `body` ends with '}'; the hash covers everything before it.
-        let head = &body[..body.len() - 1];
-        let hash = sha256_hex(head.as_bytes());
-        let line = format!("{head},\"hash\":\"{hash}\"}}\n");
+        let (line, hash) = entry.line(&sink.prev);
         sink.file
             .write_all(line.as_bytes())
             .map_err(|source| AuditError::Io {
                 path: self.path.display().to_string(),
                 source,
             })?;
-        sink.prev = sha256_hex(&line.as_bytes()[..line.len() - 1]);
+        sink.prev = hash;
         Ok(())
     }
 }
 
-/// The SHA-256 of the last line of `file`, or the genesis value when empty.
+/// The `hash` field of a line, if it has one.
+fn hash_field(line: &str) -> Option<&str> {
+    let at = line.rfind(",\"hash\":\"")?;
+    Some(
+        line[at..]
+            .trim_start_matches(",\"hash\":\"")
+            .trim_end_matches("\"}"),
+    )
+}
+
+/// The `hash` of the last line of `file`, or the genesis value when empty.
 fn last_line_hash(file: &mut File) -> std::io::Result<String> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
@@ -134,8 +171,13 @@ fn last_line_hash(file: &mut File) -> std::io::Result<String> {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
     let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
-    let last = text.rsplit(|&b| b == b'\n').next().unwrap_or(text);
-    Ok(sha256_hex(last))
+    let last =
+        String::from_utf8_lossy(text.rsplit(|&b| b == b'\n').next().unwrap_or(text)).into_owned();
+    // A damaged last line still gets a well-defined successor; verify will
+    // name it.
+    Ok(hash_field(&last)
+        .map(str::to_owned)
+        .unwrap_or_else(|| sha256_hex(last.as_bytes())))
 }
 
 /// The outcome of `verify`: the 1-based number of the first bad line.
@@ -145,12 +187,13 @@ pub enum Verdict {
     Broken { line: usize, reason: &'static str },
 }
 
-/// Checks the whole chain of the trail at `path`.
-pub fn verify(path: &Path) -> std::io::Result<Verdict> {
-    let reader = BufReader::new(File::open(path)?);
+/// Checks a chain of lines, in order.
+pub fn verify_lines<I: IntoIterator<Item = std::io::Result<Vec<u8>>>>(
+    lines: I,
+) -> std::io::Result<Verdict> {
     let mut prev = GENESIS.to_owned();
     let mut count = 0;
-    for (i, line) in reader.split(b'\n').enumerate() {
+    for (i, line) in lines.into_iter().enumerate() {
         let line = line?;
         let n = i + 1;
         let Ok(text) = std::str::from_utf8(&line) else {
@@ -159,16 +202,13 @@ pub fn verify(path: &Path) -> std::io::Result<Verdict> {
                 reason: "not UTF-8",
             });
         };
-        let Some(at) = text.rfind(",\"hash\":\"") else {
+        let Some(claimed) = hash_field(text) else {
             return Ok(Verdict::Broken {
                 line: n,
                 reason: "no hash field",
             });
         };
-        let (head, tail) = text.split_at(at);
-        let claimed = tail
-            .trim_start_matches(",\"hash\":\"")
-            .trim_end_matches("\"}");
+        let head = &text[..text.rfind(",\"hash\":\"").expect("found above")];
         if sha256_hex(head.as_bytes()) != claimed {
             return Ok(Verdict::Broken {
                 line: n,
@@ -187,10 +227,15 @@ pub fn verify(path: &Path) -> std::io::Result<Verdict> {
                 reason: "previous line is missing or out of order",
             });
         }
-        prev = sha256_hex(&line);
+        prev = claimed.to_owned();
         count = n;
     }
     Ok(Verdict::Intact { lines: count })
+}
+
+/// Checks the whole chain of the trail file at `path`.
+pub fn verify(path: &Path) -> std::io::Result<Verdict> {
+    verify_lines(BufReader::new(File::open(path)?).split(b'\n'))
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! time. A plain hash suffices (no password KDF) because the secret has 256
 //! bits of entropy: there is nothing to guess.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
@@ -51,7 +53,7 @@ pub async fn create(
 ) -> Result<NewApiKey, StoreError> {
     let id_bytes = random_bytes::<8>();
     let secret = random_bytes::<32>();
-    let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::hex::encode(id_bytes.as_ref());
     let text = Zeroizing::new(format!(
         "sr_{id}_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref())
@@ -73,29 +75,51 @@ pub async fn create(
     Ok(NewApiKey { text, record })
 }
 
-/// Checks a presented key text against its stored record.
-pub fn check(record: &ApiKeyRecord, text: &str) -> Result<Principal, AuthError> {
-    // Constant time, so response timing says nothing about how much of a
-    // guessed key matched.
-    if aws_lc_rs::constant_time::verify_slices_are_equal(&hash(text), &record.hash).is_err() {
-        return Err(AuthError::UnknownKey);
+/// A stored key ready for checking: its record and the principal it
+/// stands for, with scopes parsed once (the authenticator caches these).
+pub struct VerifiedRecord {
+    hash: [u8; 32],
+    revoked: bool,
+    expires_at: Option<i64>,
+    principal: Result<Arc<Principal>, AuthError>,
+}
+
+impl VerifiedRecord {
+    pub fn new(record: &ApiKeyRecord) -> Self {
+        let scopes = if record.scopes.is_empty() {
+            Ok(Scope::all_secrets())
+        } else {
+            super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)
+        };
+        VerifiedRecord {
+            hash: record.hash,
+            revoked: record.revoked_at.is_some(),
+            expires_at: record.expires_at,
+            principal: scopes.map(|scopes| {
+                Arc::new(Principal {
+                    tenant: record.tenant.clone(),
+                    subject: format!("apikey:{}", record.id),
+                    scopes,
+                })
+            }),
+        }
     }
-    if record.revoked_at.is_some() {
-        return Err(AuthError::RevokedKey);
+
+    /// Checks a presented key text against this record.
+    pub fn check(&self, text: &str) -> Result<Arc<Principal>, AuthError> {
+        // Constant time, so response timing says nothing about how much of
+        // a guessed key matched.
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&hash(text), &self.hash).is_err() {
+            return Err(AuthError::UnknownKey);
+        }
+        if self.revoked {
+            return Err(AuthError::RevokedKey);
+        }
+        if self.expires_at.is_some_and(|at| at <= now_ms()) {
+            return Err(AuthError::ExpiredKey);
+        }
+        self.principal.clone()
     }
-    if record.expires_at.is_some_and(|at| at <= now_ms()) {
-        return Err(AuthError::ExpiredKey);
-    }
-    let scopes = if record.scopes.is_empty() {
-        Scope::all_secrets()
-    } else {
-        super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)?
-    };
-    Ok(Principal {
-        tenant: record.tenant.clone(),
-        subject: format!("apikey:{}", record.id),
-        scopes,
-    })
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ pub mod apikeys;
 pub mod jwt;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::store::{ApiKeyRecord, Store};
+use crate::store::Store;
 use crate::types::TenantId;
 
 /// What a scope grants.
@@ -198,7 +198,7 @@ const APIKEY_CACHE_MAX: usize = 10_000;
 const JWT_CACHE_MAX: usize = 10_000;
 
 struct CachedKey {
-    record: ApiKeyRecord,
+    record: Arc<apikeys::VerifiedRecord>,
     fetched: Instant,
 }
 
@@ -209,7 +209,7 @@ pub struct Authenticator {
     jwt: Option<jwt::JwtVerifier>,
     apikeys: Mutex<HashMap<String, CachedKey>>,
     /// Verified tokens by SHA-256 of their text, until their `exp`.
-    tokens: Mutex<HashMap<[u8; 32], (Principal, i64)>>,
+    tokens: Mutex<HashMap<[u8; 32], (Arc<Principal>, i64)>>,
     /// Last use per key id, written to the store in batches.
     last_used: Mutex<HashMap<String, i64>>,
 }
@@ -232,7 +232,7 @@ impl Authenticator {
     /// A request carries exactly one credential: with both an API key and a
     /// bearer token it is refused, so an invalid credential can never ride
     /// along unnoticed beside a valid one.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
         let authorization = headers.get(axum::http::header::AUTHORIZATION);
         if headers.contains_key("x-api-key") && authorization.is_some() {
             return Err(AuthError::Ambiguous);
@@ -252,7 +252,7 @@ impl Authenticator {
         Err(AuthError::Missing)
     }
 
-    async fn verify_api_key(&self, text: &str) -> Result<Principal, AuthError> {
+    async fn verify_api_key(&self, text: &str) -> Result<Arc<Principal>, AuthError> {
         let id = apikeys::key_id(text).ok_or(AuthError::Malformed)?;
         let cached = {
             let cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
@@ -264,12 +264,13 @@ impl Authenticator {
         let record = match cached {
             Some(record) => record,
             None => {
-                let record = self
+                let stored = self
                     .store
                     .apikey_get(id)
                     .await
                     .map_err(|_| AuthError::StoreUnavailable)?
                     .ok_or(AuthError::UnknownKey)?;
+                let record = Arc::new(apikeys::VerifiedRecord::new(&stored));
                 let mut cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= APIKEY_CACHE_MAX {
                     cache.clear();
@@ -284,15 +285,19 @@ impl Authenticator {
                 record
             }
         };
-        let principal = apikeys::check(&record, text)?;
-        self.last_used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.id, crate::clock::now_ms());
+        let principal = record.check(text)?;
+        let now = crate::clock::now_ms();
+        let mut last_used = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        match last_used.get_mut(id) {
+            Some(at) => *at = now,
+            None => {
+                last_used.insert(id.to_owned(), now);
+            }
+        }
         Ok(principal)
     }
 
-    async fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+    async fn verify_token(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let verifier = self.jwt.as_ref().ok_or(AuthError::JwtNotConfigured)?;
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken);
@@ -312,6 +317,7 @@ impl Authenticator {
             }
         }
         let (principal, exp) = verifier.verify(token).await?;
+        let principal = Arc::new(principal);
         let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= JWT_CACHE_MAX {
             cache.clear();

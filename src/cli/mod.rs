@@ -84,14 +84,21 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging(format: &str) {
+/// Starts the logger. Lines go to stderr from a background thread, so a
+/// request never waits on the terminal or the log collector; the returned
+/// guard flushes what is queued when dropped. The queue blocks rather than
+/// drops when full: no log line is lost.
+fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     // The NATS client logs every reconnect attempt at info; the store's own
     // warnings say what matters.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if format == "json" {
         builder
             .json()
@@ -101,10 +108,11 @@ fn init_logging(format: &str) {
     } else {
         builder.init();
     }
+    guard
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    init_logging(&args.log_format);
+    let _log_guard = init_logging(&args.log_format);
     let app = Application::build(&args).await.map_err(|e| e.to_string())?;
     if let Some(key) = &app.bootstrap_key {
         // Printed once, straight to stderr and never through the logger.

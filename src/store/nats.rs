@@ -107,7 +107,7 @@ fn valid_bucket_name(name: &str) -> bool {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(bytes)
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

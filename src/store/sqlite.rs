@@ -155,6 +155,14 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
         .map_err(unavailable)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The query-planner stability guarantee: a cached statement keeps its
+    // plan when new values are bound. Without it, this build's STAT4 support
+    // re-prepares (re-parses and re-plans) the statement on every bind.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(unavailable)?;
     // Memory-mapped reads skip a pread() per page and share the OS page
     // cache between connections; the page cache per connection stays modest.
     conn.execute_batch("PRAGMA mmap_size = 1073741824; PRAGMA cache_size = -16384;")
@@ -293,8 +301,14 @@ fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>) {
     }
 }
 
+/// Runs one statement from the connection's statement cache: the writer
+/// issues the same few transaction statements for every job.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
             job.finish(Err(err.clone()));
@@ -302,15 +316,16 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         return;
     }
     for job in batch.iter_mut() {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let savepoint = exec_cached(conn, "SAVEPOINT job");
         let ok = savepoint.is_ok() && job.apply(conn);
         if ok {
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = exec_cached(conn, "RELEASE job");
         } else {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ = exec_cached(conn, "ROLLBACK TO job");
+            let _ = exec_cached(conn, "RELEASE job");
         }
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+    let commit = exec_cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         unavailable(e)
     });

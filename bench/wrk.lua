@@ -1,0 +1,46 @@
+-- wrk script for bench/run. MODE selects the request: "get" reads one of
+-- KEYS seeded secrets, "put" writes a fresh key each time, "hello" hits the
+-- baseline. The done() hook prints one JSON line with the figures.
+local mode = os.getenv("MODE") or "get"
+local api_key = os.getenv("API_KEY") or ""
+local keys = tonumber(os.getenv("KEYS") or "1000")
+local token = os.getenv("TOKEN")
+local counter = 0
+local thread_id = 0
+
+local threads = {}
+function setup(thread)
+  thread:set("thread_id", #threads)
+  table.insert(threads, thread)
+end
+
+local function auth_headers(h)
+  if token and token ~= "" then
+    h["Authorization"] = "Bearer " .. token
+  else
+    h["X-Api-Key"] = api_key
+  end
+  return h
+end
+
+function request()
+  counter = counter + 1
+  if mode == "hello" then
+    return wrk.format("GET", "/hello")
+  elseif mode == "get" then
+    local i = (counter * 7919 + thread_id * 104729) % keys
+    return wrk.format("GET", "/secrets/bench/key-" .. i, auth_headers({}))
+  else
+    local body = string.format('{"key":"bench/put-%d-%d","value":"value-%d-0123456789abcdef0123456789abcdef"}', thread_id, counter, counter)
+    return wrk.format("PUT", "/secrets", auth_headers({["Content-Type"] = "application/json"}), body)
+  end
+end
+
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"rps":%.1f,"p50_us":%d,"p99_us":%d,"non2xx":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99), non2xx,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
