@@ -197,6 +197,9 @@ pub const APIKEY_CACHE_TTL: Duration = Duration::from_secs(1);
 const APIKEY_CACHE_MAX: usize = 10_000;
 const JWT_CACHE_MAX: usize = 10_000;
 
+/// SHA-256 of a bearer token's text: the token cache's key.
+type TokenFingerprint = [u8; 32];
+
 struct CachedKey {
     record: Arc<apikeys::VerifiedRecord>,
     fetched: Instant,
@@ -209,7 +212,7 @@ pub struct Authenticator {
     jwt: Option<jwt::JwtVerifier>,
     apikeys: Mutex<HashMap<String, CachedKey>>,
     /// Verified tokens by SHA-256 of their text, until their `exp`.
-    tokens: Mutex<HashMap<[u8; 32], (Arc<Principal>, i64)>>,
+    tokens: Mutex<HashMap<TokenFingerprint, (Arc<Principal>, i64)>>,
     /// Last use per key id, written to the store in batches.
     last_used: Mutex<HashMap<String, i64>>,
 }
