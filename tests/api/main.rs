@@ -1,6 +1,7 @@
 //! HTTP integration tests: each starts the real server and talks to it over
 //! loopback, as a client of the quiva secrets API would.
 
+#[macro_use]
 mod helpers;
 
 mod apikeys;
