@@ -1,6 +1,7 @@
 //! The tamper-evident audit trail: one JSON line per request that reaches a
 //! secret or an API key, allowed or refused, appended to
-//! `<data-dir>/audit.log` before the response is sent.
+//! `<data-dir>/audit.log` (or, with the nats store, to a JetStream stream:
+//! see `nats.rs`) before the response is sent.
 //!
 //! Each line ends with `"prev"`, the SHA-256 of the previous line (64 zeros
 //! for the first), and `"hash"`, the SHA-256 of the line's own text before
@@ -17,6 +18,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::clock::{now_ms, rfc3339};
+
+pub mod nats;
 
 /// What one line records.
 #[derive(Debug, Clone, Serialize)]
@@ -38,21 +41,44 @@ struct Line<'a> {
     prev: &'a str,
 }
 
-struct Sink {
+/// The text of one line chained to `prev`, without the newline: the body,
+/// then `"hash"` over everything before it.
+pub(crate) fn render(entry: &AuditEntry, prev: &str) -> String {
+    let body = serde_json::to_string(&Line {
+        time: rfc3339(now_ms()),
+        entry,
+        prev,
+    })
+    .expect("audit lines serialise");
+    // `body` ends with '}'; the hash covers everything before it.
+    let head = &body[..body.len() - 1];
+    let hash = sha256_hex(head.as_bytes());
+    format!("{head},\"hash\":\"{hash}\"}}")
+}
+
+struct FileSink {
+    path: PathBuf,
     file: File,
     prev: String,
 }
 
-/// The append-only trail. Appends are serialised by a mutex: the chain needs
-/// a total order.
-pub struct Audit {
-    path: PathBuf,
-    sink: Mutex<Sink>,
+enum Sink {
+    /// `<data-dir>/audit.log`; appends are serialised by the mutex (the
+    /// chain needs a total order).
+    File(Mutex<FileSink>),
+    /// A JetStream stream (nats store), shared by every gateway.
+    Nats(Box<nats::NatsSink>),
 }
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The append-only trail: a file, or a JetStream stream with the nats store.
+/// Both hold the same lines.
+pub struct Audit {
+    sink: Sink,
+}
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -65,6 +91,8 @@ pub enum AuditError {
         path: String,
         source: std::io::Error,
     },
+    #[error("audit stream: {0}")]
+    Nats(String),
 }
 
 impl Audit {
@@ -89,36 +117,40 @@ impl Audit {
             GENESIS.to_owned()
         };
         Ok(Audit {
-            path: path.to_owned(),
-            sink: Mutex::new(Sink { file, prev }),
+            sink: Sink::File(Mutex::new(FileSink {
+                path: path.to_owned(),
+                file,
+                prev,
+            })),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The trail in stream `<bucket>_audit` (subject `<bucket>.audit`) over
+    /// `client`; the stream is created on first use.
+    pub fn nats(client: async_nats::Client, bucket: &str, replicas: usize) -> Audit {
+        Audit {
+            sink: Sink::Nats(Box::new(nats::NatsSink::new(client, bucket, replicas))),
+        }
     }
 
     /// Appends one line; the request must fail if this fails.
-    pub fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let body = serde_json::to_string(&Line {
-            time: rfc3339(now_ms()),
-            entry,
-            prev: &sink.prev,
-        })
-        .expect("audit lines serialise");
-        // `body` ends with '}'; the hash covers everything before it.
-        let head = &body[..body.len() - 1];
-        let hash = sha256_hex(head.as_bytes());
-        let line = format!("{head},\"hash\":\"{hash}\"}}\n");
-        sink.file
-            .write_all(line.as_bytes())
-            .map_err(|source| AuditError::Io {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-        sink.prev = sha256_hex(&line.as_bytes()[..line.len() - 1]);
-        Ok(())
+    pub async fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
+        match &self.sink {
+            Sink::File(sink) => {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let line = render(entry, &sink.prev);
+                let sink = &mut *sink;
+                sink.file
+                    .write_all(format!("{line}\n").as_bytes())
+                    .map_err(|source| AuditError::Io {
+                        path: sink.path.display().to_string(),
+                        source,
+                    })?;
+                sink.prev = sha256_hex(line.as_bytes());
+                Ok(())
+            }
+            Sink::Nats(sink) => sink.append(entry).await,
+        }
     }
 }
 
@@ -148,9 +180,14 @@ pub enum Verdict {
 /// Checks the whole chain of the trail at `path`.
 pub fn verify(path: &Path) -> std::io::Result<Verdict> {
     let reader = BufReader::new(File::open(path)?);
+    verify_lines(reader.split(b'\n'))
+}
+
+/// Checks the chain of `lines` (each without its newline), in order.
+pub fn verify_lines<E>(lines: impl IntoIterator<Item = Result<Vec<u8>, E>>) -> Result<Verdict, E> {
     let mut prev = GENESIS.to_owned();
     let mut count = 0;
-    for (i, line) in reader.split(b'\n').enumerate() {
+    for (i, line) in lines.into_iter().enumerate() {
         let line = line?;
         let n = i + 1;
         let Ok(text) = std::str::from_utf8(&line) else {
@@ -212,7 +249,9 @@ mod tests {
     fn write(path: &Path, n: u16) {
         let audit = Audit::open(path).unwrap();
         for i in 0..n {
-            audit.append(&entry(i)).unwrap();
+            futures_util::FutureExt::now_or_never(audit.append(&entry(i)))
+                .expect("a file append does not wait")
+                .unwrap();
         }
     }
 

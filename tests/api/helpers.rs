@@ -77,13 +77,12 @@ pub fn on_nats() -> bool {
     }
 }
 
-/// Returns early from a test that is about the sqlite engine's files, with
-/// the reason on stderr, when this run tests nats.
-
-macro_rules! sqlite_only {
+/// Returns early, with the reason on stderr, from a test of several
+/// gateways on one store when this run tests sqlite (one process per file).
+macro_rules! nats_only {
     ($reason:expr) => {
-        if $crate::helpers::on_nats() {
-            eprintln!("skipped on nats: {}", $reason);
+        if !$crate::helpers::on_nats() {
+            eprintln!("skipped on sqlite: {}", $reason);
             return;
         }
     };
