@@ -7,6 +7,7 @@ mod helpers;
 mod apikeys;
 mod audit;
 mod auth;
+mod cluster;
 mod durability;
 mod encryption;
 mod jwt_keys;
