@@ -68,15 +68,19 @@ pub enum ApikeyCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the hash chain of the audit trail; names the first bad line.
+    /// Check the hash chain of the audit trail (`<data-dir>/audit.log`, or
+    /// the `<bucket>_audit` stream with `--store nats`); names the first bad
+    /// line.
     Verify(AuditVerifyArgs),
+    /// Print the audit trail's lines on stdout, oldest first, as in
+    /// audit.log (for the nats store's stream).
+    Export(AuditVerifyArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct AuditVerifyArgs {
-    /// Directory holding audit.log.
-    #[arg(long, env = "STRONGROOM_DATA_DIR", default_value = "./strongroom-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]

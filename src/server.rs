@@ -84,9 +84,13 @@ impl Application {
                 "using a master key stored beside the data; in production set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE and keep it elsewhere"
             );
         }
-        let audit = Audit::open(&args.store.data_dir.join("audit.log"))
-            .map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&args.store.store_config()).await?;
+        // With the nats store the trail is a stream all gateways share.
+        let audit = match store.nats_client() {
+            Some(client) => Audit::nats(client, &args.store.nats_bucket, args.store.nats_replicas),
+            None => Audit::open(&args.store.data_dir.join("audit.log"))
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        };
         wait_for_store(&store).await;
         let keyring = Keyring::open(master, store.clone()).await?;
         let bootstrap_key = if jwt.is_none() && !store.apikeys_exist().await? {
@@ -196,6 +200,16 @@ pub async fn run(
             }
         }
     });
+    // With a shared store another gateway may revoke a key: forget it here
+    // at once rather than when the cache entry lapses.
+    let watcher = state.store.watch_apikey_changes().map(|mut changes| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(id) = changes.recv().await {
+                state.auth.forget_api_key(&id);
+            }
+        })
+    });
     let app = api::router(state.clone());
     let served = axum::serve(
         listener,
@@ -204,6 +218,9 @@ pub async fn run(
     .with_graceful_shutdown(shutdown)
     .await;
     flusher.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     state.auth.flush_last_used().await;
     served
 }

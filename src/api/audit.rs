@@ -51,26 +51,34 @@ impl AuditRecorder {
         self.0.entry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the line with `status`, once.
-    pub fn write(&self, status: u16) -> Result<(), crate::audit::AuditError> {
-        let mut entry = self.entry();
+    /// Writes the line with `status`, once. (The hook and the middleware
+    /// run one after the other, never at once.)
+    pub async fn write(&self, status: u16) -> Result<(), crate::audit::AuditError> {
         if self.0.written.load(Ordering::Acquire) {
             return Ok(());
         }
-        entry.status = status;
-        self.0.audit.append(&entry)?;
+        let entry = {
+            let mut entry = self.entry();
+            entry.status = status;
+            entry.clone()
+        };
+        self.0.audit.append(&entry).await?;
         self.0.written.store(true, Ordering::Release);
         Ok(())
     }
 
     /// A store hook that writes the line with `status` inside the change's
-    /// transaction, aborting the change when the line cannot be written.
+    /// transaction (sqlite) or before its publish (nats), aborting the
+    /// change when the line cannot be written.
     pub fn hook(&self, status: u16) -> Hook {
         let recorder = self.clone();
         Box::new(move || {
-            recorder
-                .write(status)
-                .map_err(|e| StoreError::Unavailable(format!("audit: {e}")))
+            Box::pin(async move {
+                recorder
+                    .write(status)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("audit: {e}")))
+            })
         })
     }
 }
@@ -125,7 +133,7 @@ pub async fn audited(
     }));
     request.extensions_mut().insert(recorder.clone());
     let response = next.run(request).await;
-    match recorder.write(response.status().as_u16()) {
+    match recorder.write(response.status().as_u16()).await {
         Ok(()) => response,
         Err(e) => ApiError::Unavailable(format!("audit: {e}")).into_response(),
     }

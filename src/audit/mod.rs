@@ -1,10 +1,12 @@
 //! The tamper-evident audit trail: one JSON line per request that reaches a
 //! secret or an API key, allowed or refused, appended to
-//! `<data-dir>/audit.log` before the response is sent.
+//! `<data-dir>/audit.log` (or, with the nats store, to a JetStream stream:
+//! see `nats.rs`) before the response is sent.
 //!
-//! Each line ends with `"prev"`, the SHA-256 of the previous line (64 zeros
-//! for the first), and `"hash"`, the SHA-256 of the line's own text before
-//! `,"hash"`. `verify` recomputes both, so an edited line is named by its
+//! Each line ends with `"prev"`, the hash of the previous line (64 zeros for
+//! the first), and `"hash"`, the SHA-256 of the line's own text before
+//! `,"hash"` (which includes `prev`, so each hash covers the whole chain
+//! before it). `verify` recomputes both, so an edited line is named by its
 //! own hash, and a removed or reordered line by the first `prev` that no
 //! longer matches. Lines never hold values or credentials: the subject of a
 //! refused API key is at most the key's public id.
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::clock::{now_ms, rfc3339};
+
+pub mod nats;
 
 /// What one line records.
 #[derive(Debug, Clone)]
@@ -40,55 +44,75 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
     out.push(',');
 }
 
-impl AuditEntry {
-    /// The line up to and including `"prev"`, without the closing brace:
-    /// the text its `hash` covers.
-    fn head(&self, time: &str, prev: &str) -> String {
-        let mut out = String::with_capacity(320);
-        out.push('{');
-        push_field(&mut out, "time", Some(time));
-        push_field(&mut out, "request_id", Some(&self.request_id));
-        push_field(&mut out, "tenant", self.tenant.as_deref());
-        push_field(&mut out, "subject", self.subject.as_deref());
-        push_field(&mut out, "action", Some(self.action));
-        push_field(&mut out, "key", self.key.as_deref());
-        out.push_str("\"status\":");
-        out.push_str(&self.status.to_string());
-        out.push(',');
-        push_field(&mut out, "client", self.client.as_deref());
-        out.push_str("\"prev\":\"");
-        out.push_str(prev);
-        out.push('"');
-        out
-    }
-
-    /// The complete line (with newline) chained to `prev`, and its hash.
-    pub fn line(&self, prev: &str) -> (String, String) {
-        let mut line = self.head(&rfc3339(now_ms()), prev);
-        let hash = sha256_hex(line.as_bytes());
-        line.push_str(",\"hash\":\"");
-        line.push_str(&hash);
-        line.push_str("\"}\n");
-        (line, hash)
-    }
+/// The text of one line chained to `prev` (without the newline) and its
+/// hash: the SHA-256 of everything before `,"hash"`.
+pub(crate) fn render(entry: &AuditEntry, prev: &str) -> (String, String) {
+    let mut line = String::with_capacity(320);
+    line.push('{');
+    push_field(&mut line, "time", Some(&rfc3339(now_ms())));
+    push_field(&mut line, "request_id", Some(&entry.request_id));
+    push_field(&mut line, "tenant", entry.tenant.as_deref());
+    push_field(&mut line, "subject", entry.subject.as_deref());
+    push_field(&mut line, "action", Some(entry.action));
+    push_field(&mut line, "key", entry.key.as_deref());
+    line.push_str("\"status\":");
+    line.push_str(&entry.status.to_string());
+    line.push(',');
+    push_field(&mut line, "client", entry.client.as_deref());
+    line.push_str("\"prev\":\"");
+    line.push_str(prev);
+    line.push('"');
+    let hash = sha256_hex(line.as_bytes());
+    line.push_str(",\"hash\":\"");
+    line.push_str(&hash);
+    line.push_str("\"}");
+    (line, hash)
 }
 
-struct Sink {
+/// The `hash` field of a line, if it has one.
+fn hash_field(line: &str) -> Option<&str> {
+    let at = line.rfind(",\"hash\":\"")?;
+    Some(
+        line[at..]
+            .trim_start_matches(",\"hash\":\"")
+            .trim_end_matches("\"}"),
+    )
+}
+
+/// What the next line's `prev` must be after `line`: its `hash` (or, for a
+/// damaged line, the SHA-256 of its text, so the chain still continues and
+/// `verify` names the damage).
+pub(crate) fn chain_hash(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    hash_field(&text)
+        .map(str::to_owned)
+        .unwrap_or_else(|| sha256_hex(line))
+}
+
+struct FileSink {
+    path: PathBuf,
     file: File,
     prev: String,
 }
 
-/// The append-only trail. Appends are serialised by a mutex: the chain needs
-/// a total order.
+enum Sink {
+    /// `<data-dir>/audit.log`; appends are serialised by the mutex (the
+    /// chain needs a total order).
+    File(Mutex<FileSink>),
+    /// A JetStream stream (nats store), shared by every gateway.
+    Nats(Box<nats::NatsSink>),
+}
+
+/// The append-only trail: a file, or a JetStream stream with the nats store.
+/// Both hold the same lines.
 pub struct Audit {
-    path: PathBuf,
-    sink: Mutex<Sink>,
+    sink: Sink,
 }
 
 /// The `prev` of the first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     crate::hex::encode(digest.as_ref())
 }
@@ -101,6 +125,8 @@ pub enum AuditError {
         path: String,
         source: std::io::Error,
     },
+    #[error("audit stream: {0}")]
+    Nats(String),
 }
 
 impl Audit {
@@ -125,41 +151,46 @@ impl Audit {
             GENESIS.to_owned()
         };
         Ok(Audit {
-            path: path.to_owned(),
-            sink: Mutex::new(Sink { file, prev }),
+            sink: Sink::File(Mutex::new(FileSink {
+                path: path.to_owned(),
+                file,
+                prev,
+            })),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The trail in stream `<bucket>_audit` (subject `<bucket>.audit`) over
+    /// `client`; the stream is created on first use.
+    pub fn nats(client: async_nats::Client, bucket: &str, replicas: usize) -> Audit {
+        Audit {
+            sink: Sink::Nats(Box::new(nats::NatsSink::new(client, bucket, replicas))),
+        }
     }
 
-    /// Appends one line with one write; the request must fail if this fails.
-    pub fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let (line, hash) = entry.line(&sink.prev);
-        sink.file
-            .write_all(line.as_bytes())
-            .map_err(|source| AuditError::Io {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-        sink.prev = hash;
-        Ok(())
+    /// Appends one line (one write, or one acknowledged publish); the
+    /// request must fail if this fails.
+    pub async fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
+        match &self.sink {
+            Sink::File(sink) => {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let (mut line, hash) = render(entry, &sink.prev);
+                line.push('\n');
+                let sink = &mut *sink;
+                sink.file
+                    .write_all(line.as_bytes())
+                    .map_err(|source| AuditError::Io {
+                        path: sink.path.display().to_string(),
+                        source,
+                    })?;
+                sink.prev = hash;
+                Ok(())
+            }
+            Sink::Nats(sink) => sink.append(entry).await,
+        }
     }
 }
 
-/// The `hash` field of a line, if it has one.
-fn hash_field(line: &str) -> Option<&str> {
-    let at = line.rfind(",\"hash\":\"")?;
-    Some(
-        line[at..]
-            .trim_start_matches(",\"hash\":\"")
-            .trim_end_matches("\"}"),
-    )
-}
-
-/// The `hash` of the last line of `file`, or the genesis value when empty.
+/// The chain hash of the last line of `file`, or the genesis value when empty.
 fn last_line_hash(file: &mut File) -> std::io::Result<String> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
@@ -171,13 +202,9 @@ fn last_line_hash(file: &mut File) -> std::io::Result<String> {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
     let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
-    let last =
-        String::from_utf8_lossy(text.rsplit(|&b| b == b'\n').next().unwrap_or(text)).into_owned();
-    // A damaged last line still gets a well-defined successor; verify will
-    // name it.
-    Ok(hash_field(&last)
-        .map(str::to_owned)
-        .unwrap_or_else(|| sha256_hex(last.as_bytes())))
+    Ok(chain_hash(
+        text.rsplit(|&b| b == b'\n').next().unwrap_or(text),
+    ))
 }
 
 /// The outcome of `verify`: the 1-based number of the first bad line.
@@ -187,10 +214,14 @@ pub enum Verdict {
     Broken { line: usize, reason: &'static str },
 }
 
-/// Checks a chain of lines, in order.
-pub fn verify_lines<I: IntoIterator<Item = std::io::Result<Vec<u8>>>>(
-    lines: I,
-) -> std::io::Result<Verdict> {
+/// Checks the whole chain of the trail at `path`.
+pub fn verify(path: &Path) -> std::io::Result<Verdict> {
+    let reader = BufReader::new(File::open(path)?);
+    verify_lines(reader.split(b'\n'))
+}
+
+/// Checks the chain of `lines` (each without its newline), in order.
+pub fn verify_lines<E>(lines: impl IntoIterator<Item = Result<Vec<u8>, E>>) -> Result<Verdict, E> {
     let mut prev = GENESIS.to_owned();
     let mut count = 0;
     for (i, line) in lines.into_iter().enumerate() {
@@ -202,14 +233,13 @@ pub fn verify_lines<I: IntoIterator<Item = std::io::Result<Vec<u8>>>>(
                 reason: "not UTF-8",
             });
         };
-        let Some(claimed) = hash_field(text) else {
+        let (Some(claimed), Some(at)) = (hash_field(text), text.rfind(",\"hash\":\"")) else {
             return Ok(Verdict::Broken {
                 line: n,
                 reason: "no hash field",
             });
         };
-        let head = &text[..text.rfind(",\"hash\":\"").expect("found above")];
-        if sha256_hex(head.as_bytes()) != claimed {
+        if sha256_hex(&text.as_bytes()[..at]) != claimed {
             return Ok(Verdict::Broken {
                 line: n,
                 reason: "line was edited",
@@ -233,11 +263,6 @@ pub fn verify_lines<I: IntoIterator<Item = std::io::Result<Vec<u8>>>>(
     Ok(Verdict::Intact { lines: count })
 }
 
-/// Checks the whole chain of the trail file at `path`.
-pub fn verify(path: &Path) -> std::io::Result<Verdict> {
-    verify_lines(BufReader::new(File::open(path)?).split(b'\n'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +282,9 @@ mod tests {
     fn write(path: &Path, n: u16) {
         let audit = Audit::open(path).unwrap();
         for i in 0..n {
-            audit.append(&entry(i)).unwrap();
+            futures_util::FutureExt::now_or_never(audit.append(&entry(i)))
+                .expect("a file append does not wait")
+                .unwrap();
         }
     }
 

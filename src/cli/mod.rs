@@ -22,7 +22,7 @@ use crate::config::{
     AuditVerifyArgs, Cli, Command, ServeArgs,
 };
 use crate::server::{self, Application};
-use crate::store::{no_hook, Store, StoreError};
+use crate::store::{no_hook, Engine, Store, StoreError};
 use crate::types::TenantId;
 
 /// Entry point of the binary.
@@ -45,7 +45,8 @@ pub fn main() -> ExitCode {
             Command::Apikey(ApikeyCommand::Revoke(args)) => {
                 server_outcome(apikey_revoke(args).await)
             }
-            Command::Audit(AuditCommand::Verify(args)) => server_outcome(audit_verify(args)),
+            Command::Audit(AuditCommand::Verify(args)) => server_outcome(audit_verify(args).await),
+            Command::Audit(AuditCommand::Export(args)) => server_outcome(audit_export(args).await),
             Command::Put(c) => client_outcome(commands::put(&c.client, c.args).await),
             Command::Get(c) => client_outcome(commands::get(&c.client, c.args).await),
             Command::Rm(c) => client_outcome(commands::rm(&c.client, c.args).await),
@@ -242,15 +243,61 @@ async fn apikey_revoke(args: ApikeyRevokeArgs) -> Result<(), String> {
     }
 }
 
-fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
-    let path = args.data_dir.join("audit.log");
-    match crate::audit::verify(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))? {
-        Verdict::Intact { lines } => {
-            println!("{}: intact, {lines} lines", path.display());
-            Ok(())
+/// The trail's lines and its name for messages: the file, or the stream of
+/// the nats store.
+async fn audit_lines(args: &AuditVerifyArgs) -> Result<(String, Vec<Vec<u8>>), String> {
+    match args.store.store {
+        Engine::Sqlite => {
+            let path = args.store.data_dir.join("audit.log");
+            let text =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let lines = text
+                .split(|&b| b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>();
+            // The file ends with a newline: no line after it.
+            let lines = match lines.split_last() {
+                Some((last, rest)) if last.is_empty() => rest.to_vec(),
+                _ => lines,
+            };
+            Ok((path.display().to_string(), lines))
         }
-        Verdict::Broken { line, reason } => {
-            Err(format!("{}: line {line} is bad: {reason}", path.display()))
+        Engine::Nats => {
+            let store = Store::open(&args.store.store_config())
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = store.nats_client().expect("the nats store has a client");
+            let lines = crate::audit::nats::read_all(client, &args.store.nats_bucket)
+                .await
+                .map_err(|e| e.to_string());
+            store.close().await;
+            let (stream, _) = crate::audit::nats::names(&args.store.nats_bucket);
+            Ok((format!("stream {stream}"), lines?))
         }
     }
+}
+
+async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
+    let (name, lines) = audit_lines(&args).await?;
+    let verdict =
+        crate::audit::verify_lines(lines.into_iter().map(Ok::<_, ()>)).expect("lines in memory");
+    match verdict {
+        Verdict::Intact { lines } => {
+            println!("{name}: intact, {lines} lines");
+            Ok(())
+        }
+        Verdict::Broken { line, reason } => Err(format!("{name}: line {line} is bad: {reason}")),
+    }
+}
+
+async fn audit_export(args: AuditVerifyArgs) -> Result<(), String> {
+    use std::io::Write;
+    let (_, lines) = audit_lines(&args).await?;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        out.write_all(&line)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| format!("cannot write: {e}"))?;
+    }
+    out.flush().map_err(|e| format!("cannot write: {e}"))
 }

@@ -284,10 +284,12 @@ async fn hooks_run_once_and_can_veto(s: &Store) {
         let calls = calls.clone();
         Box::new(move || {
             calls.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Box::pin(async { Ok(()) })
         })
     };
-    let veto = || -> Hook { Box::new(|| Err(StoreError::Unavailable("audit down".into()))) };
+    let veto = || -> Hook {
+        Box::new(|| Box::pin(async { Err(StoreError::Unavailable("audit down".into())) }))
+    };
     s.put(&tn, &key, Precondition::None, sealer("1"), counting(&calls))
         .await
         .unwrap();

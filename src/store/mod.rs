@@ -83,12 +83,19 @@ pub enum Precondition {
 /// before it is durable; an `Err` aborts the change. The API layer writes the
 /// request's audit line here, so a request whose audit line cannot be
 /// written changes nothing.
-pub type Hook = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
+///
+/// The hook is async because the nats store's trail is a JetStream stream.
+/// The sqlite engine calls it on its writer thread and needs it ready at
+/// once (the file trail is); one that would wait fails the change.
+pub type Hook = Box<dyn FnOnce() -> HookFuture + Send>;
+
+/// What a `Hook` returns.
+pub type HookFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
 /// A hook that does nothing, for changes made outside a request (the CLI,
 /// the bootstrap key, tests).
 pub fn no_hook() -> Hook {
-    Box::new(|| Ok(()))
+    Box::new(|| Box::pin(async { Ok(()) }))
 }
 
 /// Produces the sealed bytes for the version number the backend assigns. A
@@ -309,6 +316,33 @@ impl Store {
             backend: Arc::new(backend),
             max_versions: config.max_versions,
         })
+    }
+
+    /// The NATS connection of the nats engine, shared with the audit stream
+    /// and the API-key watch; `None` for the embedded engine.
+    pub fn nats_client(&self) -> Option<async_nats::Client> {
+        match &*self.backend {
+            Backends::Sqlite(_) => None,
+            Backends::Nats(b) => Some(b.client().clone()),
+        }
+    }
+
+    /// Ids of API keys changed by anyone (another gateway, the CLI), as they
+    /// change, for engines that can watch (nats); `None` for the embedded
+    /// engine, whose changes all go through this process or lapse with the
+    /// key cache. Starts a task; call inside the runtime.
+    pub fn watch_apikey_changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        if !matches!(&*self.backend, Backends::Nats(_)) {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            if let Backends::Nats(b) = &*backend {
+                b.watch_apikeys(tx).await;
+            }
+        });
+        Some(rx)
     }
 
     pub fn max_versions(&self) -> u32 {

@@ -422,6 +422,40 @@ impl NatsBackend {
         })
     }
 
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Sends the id of every API key written in `<bucket>_apikeys` (by any
+    /// gateway or the CLI) from now on, until `tx` closes. The watch is an
+    /// ordered consumer; when it fails (NATS down, a leader change) it is
+    /// made again. A change missed meanwhile still lapses with the cache TTL.
+    pub(crate) async fn watch_apikeys(&self, tx: tokio::sync::mpsc::Sender<String>) {
+        while !tx.is_closed() {
+            if let Ok(b) = self.buckets().await {
+                match b.apikeys.watch_all().await {
+                    Ok(mut watch) => {
+                        while let Some(entry) = watch.next().await {
+                            match entry {
+                                Ok(entry) => {
+                                    if tx.send(entry.key).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "api key watch failed; watching again");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot watch api keys; trying again"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     fn connected(&self) -> Result<(), StoreError> {
         if self.client.connection_state() == async_nats::connection::State::Connected {
             Ok(())
@@ -733,7 +767,7 @@ impl Backend for NatsBackend {
             // The audit line is written before the first attempt; a retry after
             // a lost race does not write it again.
             if let Some(hook) = hook.take() {
-                hook()?;
+                hook().await?;
             }
             match self
                 .publish(&b.secrets, &kv_key, revision, Op::Put, record.encode())
@@ -776,7 +810,7 @@ impl Backend for NatsBackend {
             // The audit line is written before the first attempt; a retry after
             // a lost race does not write it again.
             if let Some(hook) = hook.take() {
-                hook()?;
+                hook().await?;
             }
             match self
                 .publish(
@@ -824,7 +858,7 @@ impl Backend for NatsBackend {
             // The audit line is written before the first attempt; a retry after
             // a lost race does not write it again.
             if let Some(hook) = hook.take() {
-                hook()?;
+                hook().await?;
             }
             match self
                 .publish(&b.secrets, &kv_key, last.revision, Op::Put, record.encode())
@@ -856,7 +890,7 @@ impl Backend for NatsBackend {
             // The audit line is written before the first attempt; a retry after
             // a lost race does not write it again.
             if let Some(hook) = hook.take() {
-                hook()?;
+                hook().await?;
             }
             match self
                 .publish(&b.secrets, &kv_key, last.revision, Op::Purge, Vec::new())
@@ -994,7 +1028,7 @@ impl Backend for NatsBackend {
         // The audit line is written before the first attempt; a retry after
         // a lost race does not write it again.
         if let Some(hook) = hook.take() {
-            hook()?;
+            hook().await?;
         }
         match self
             .publish(&b.apikeys, &record.id, 0, Op::Put, encode_apikey(&record))
@@ -1063,7 +1097,7 @@ impl Backend for NatsBackend {
             // The audit line is written before the first attempt; a retry after
             // a lost race does not write it again.
             if let Some(hook) = hook.take() {
-                hook()?;
+                hook().await?;
             }
             match self
                 .publish(&b.apikeys, id, m.sequence, Op::Put, encode_apikey(&record))

@@ -108,7 +108,11 @@ where
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let value = work(conn)?;
             if let Some(hook) = hook {
-                hook()?;
+                futures_util::FutureExt::now_or_never(hook()).unwrap_or_else(|| {
+                    Err(StoreError::Unavailable(
+                        "a store hook waited on the sqlite writer".into(),
+                    ))
+                })?;
             }
             Ok(value)
         }))

@@ -307,3 +307,24 @@ async fn a_cli_revocation_while_the_server_runs_holds_within_a_second() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(app.get("k", &cred).await.status, 401);
 }
+
+#[tokio::test]
+async fn a_key_revoked_through_one_gateway_is_refused_by_another_at_once() {
+    nats_only!("two gateways share one store only on nats");
+    let a = spawn_app().await;
+    let b = spawn_with(Options::default().data_dir(&a.data_dir)).await;
+    let key = a.create_key("default", &[]);
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    let cred = Cred::ApiKey(key);
+    // Both gateways have the key in their cache now.
+    assert_eq!(a.get("k", &cred).await.status, 404);
+    assert_eq!(b.get("k", &cred).await.status, 404);
+    let r = a.revoke_api_key(&id, &a.admin()).await;
+    assert_eq!(r.status, 200);
+    // Well inside the cache's 1 s: only the watch can make b forget it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(b.get("k", &cred).await.status, 401);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert_eq!(a.get("k", &cred).await.status, 401);
+}

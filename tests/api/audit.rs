@@ -3,17 +3,41 @@
 
 use crate::helpers::*;
 
+/// The trail's text: audit.log, or on nats the stream as `audit export`
+/// writes it (the same lines).
+fn trail(data_dir: &std::path::Path) -> String {
+    if on_nats() {
+        let out = command(data_dir)
+            .args(["audit", "export"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    } else {
+        std::fs::read_to_string(data_dir.join("audit.log")).unwrap()
+    }
+}
+
 fn lines(app: &TestApp) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(app.data_dir.join("audit.log"))
-        .unwrap()
+    trail(&app.data_dir)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
+/// `strongroom audit verify` on the test's store (the stream on nats).
 fn verify(data_dir: &std::path::Path) -> (bool, String) {
+    verify_with(data_dir, &[])
+}
+
+fn verify_with(data_dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
     let out = command(data_dir)
         .args(["audit", "verify"])
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -94,7 +118,7 @@ async fn every_request_on_a_secret_or_key_leaves_one_line() {
         format!("apikey:{admin_id}"),
         "a key id guess for a refused key"
     );
-    let text = std::fs::read_to_string(app.data_dir.join("audit.log")).unwrap();
+    let text = trail(&app.data_dir);
     for secret in ["audit-canary-value", admin_key.as_str(), &wrong[20..]] {
         assert!(!text.contains(secret), "{secret} in the audit log");
     }
@@ -114,15 +138,19 @@ async fn app_with_lines() -> TestApp {
     app
 }
 
+/// Tampers with the trail's lines in audit.log. A stream denies edits and
+/// deletes, so on nats the stream is exported to audit.log first: the file
+/// verifier then checks exactly the stream's lines.
 fn rewrite(app: &TestApp, f: impl FnOnce(&mut Vec<String>)) {
     let path = app.data_dir.join("audit.log");
-    let mut lines: Vec<String> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut lines: Vec<String> = trail(&app.data_dir).lines().map(str::to_owned).collect();
     f(&mut lines);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Verifies audit.log (on nats: the exported, tampered copy).
+fn verify_file(data_dir: &std::path::Path) -> (bool, String) {
+    verify_with(data_dir, &["--store", "sqlite"])
 }
 
 #[tokio::test]
@@ -131,7 +159,7 @@ async fn verify_names_an_edited_line() {
     rewrite(&app, |l| {
         l[3] = l[3].replace("\"status\":200", "\"status\":404")
     });
-    let (ok, out) = verify(&app.data_dir);
+    let (ok, out) = verify_file(&app.data_dir);
     assert!(!ok);
     assert!(out.contains("line 4"), "{out}");
 }
@@ -142,7 +170,7 @@ async fn verify_names_where_a_line_was_removed() {
     rewrite(&app, |l| {
         l.remove(2);
     });
-    let (ok, out) = verify(&app.data_dir);
+    let (ok, out) = verify_file(&app.data_dir);
     assert!(!ok);
     assert!(out.contains("line 3"), "{out}");
 }
@@ -151,7 +179,7 @@ async fn verify_names_where_a_line_was_removed() {
 async fn verify_names_where_lines_were_reordered() {
     let app = app_with_lines().await;
     rewrite(&app, |l| l.swap(1, 4));
-    let (ok, out) = verify(&app.data_dir);
+    let (ok, out) = verify_file(&app.data_dir);
     assert!(!ok);
     assert!(out.contains("line 2"), "{out}");
 }
@@ -177,11 +205,17 @@ async fn when_the_audit_line_cannot_be_written_the_request_fails_503_and_changes
     let admin = app.admin();
     app.put("kept", "before", &admin).await;
     assert_eq!(app.terminate().code(), Some(0));
-    // A full disk: every write to the trail fails with ENOSPC.
+    // A full disk: every write to the trail fails with ENOSPC. On nats a
+    // full stream: it holds no more messages and refuses new ones.
     let path = app.data_dir.join("audit.log");
-    let saved = std::fs::read(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let mut saved = Vec::new();
+    if on_nats() {
+        nats_audit_full(&app.data_dir, true).await;
+    } else {
+        saved = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    }
     let broken = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     let r = broken.put("new", "never", &admin).await;
     assert_eq!((r.status, r.error()), (503, "service unavailable".into()));
@@ -200,8 +234,12 @@ async fn when_the_audit_line_cannot_be_written_the_request_fails_503_and_changes
     assert_eq!(r.status, 503);
     assert!(!r.body.contains("sr_"));
     drop(broken);
-    std::fs::remove_file(&path).unwrap();
-    std::fs::write(&path, saved).unwrap();
+    if on_nats() {
+        nats_audit_full(&app.data_dir, false).await;
+    } else {
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, saved).unwrap();
+    }
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     assert_eq!(again.get("new", &admin).await.status, 404);
     assert_eq!(again.get("kept", &admin).await.json()["value"], "before");
@@ -211,4 +249,65 @@ async fn when_the_audit_line_cannot_be_written_the_request_fails_503_and_changes
         1,
         "no key was minted"
     );
+}
+
+/// Makes the nats audit stream full (no more messages, new ones refused) or
+/// lifts that limit again.
+async fn nats_audit_full(data_dir: &std::path::Path, full: bool) {
+    use async_nats::jetstream::stream::DiscardPolicy;
+    let client = async_nats::connect(shared_nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("{}_audit", bucket_for(data_dir)))
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap().clone();
+    let mut config = info.config.clone();
+    if full {
+        config.max_messages = info.state.messages as i64;
+        config.discard = DiscardPolicy::New;
+    } else {
+        config.max_messages = -1;
+        config.discard = DiscardPolicy::Old;
+    }
+    js.update_stream(config).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_gateways_append_one_chain_to_the_stream() {
+    nats_only!("two gateways share one trail only on the nats store");
+    let a = spawn_app().await;
+    let b = spawn_with(Options::default().data_dir(&a.data_dir)).await;
+    let admin = a.admin();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (client, urls, admin) = (
+            a.client.clone(),
+            [a.url("/secrets"), b.url("/secrets")],
+            admin.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let Cred::ApiKey(key) = admin else {
+                unreachable!()
+            };
+            for i in 0..10 {
+                let body = serde_json::json!({ "key": format!("w{w}/{i}"), "value": "v" });
+                let r = client
+                    .put(&urls[(w + i) % 2])
+                    .header("X-Api-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (ok, out) = verify(&a.data_dir);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact, 80 lines"), "{out}");
+    assert_eq!(lines(&a).len(), 80);
 }

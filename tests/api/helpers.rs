@@ -1,5 +1,11 @@
 //! `spawn_app()`: starts the real `strongroom` binary on port 0 with a fresh
 //! temp data dir, captures its stderr (the log), and talks HTTP to it.
+//!
+//! The store is chosen by `STRONGROOM_TEST_STORE` (`sqlite`, the default, or
+//! `nats`). On nats every test process shares one `nats-server -js`, started
+//! on first use, and each data dir gets its own bucket named after it, so a
+//! restart on the same data dir (and `strongroom apikey create` against it)
+//! finds the same data. The data dir still holds the generated master key.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -48,12 +54,112 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
 
+/// A `strongroom` command on `data_dir` and, on nats, on its bucket.
 pub fn command(data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("STRONGROOM_DATA_DIR", data_dir);
+    if on_nats() {
+        cmd.env("STRONGROOM_STORE", "nats")
+            .env("STRONGROOM_NATS_URL", shared_nats_url())
+            .env("STRONGROOM_NATS_BUCKET", bucket_for(data_dir));
+    }
     cmd
+}
+
+/// True when this run tests the nats store (`STRONGROOM_TEST_STORE=nats`).
+pub fn on_nats() -> bool {
+    match std::env::var("STRONGROOM_TEST_STORE").as_deref() {
+        Ok("nats") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("STRONGROOM_TEST_STORE must be sqlite or nats, not {other:?}"),
+    }
+}
+
+/// Returns early, with the reason on stderr, from a test of several
+/// gateways on one store when this run tests sqlite (one process per file).
+macro_rules! nats_only {
+    ($reason:expr) => {
+        if !$crate::helpers::on_nats() {
+            eprintln!("skipped on sqlite: {}", $reason);
+            return;
+        }
+    };
+}
+
+/// The bucket of a data dir: stable across restarts, distinct per dir.
+pub fn bucket_for(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    format!("t{:016x}", h.finish())
+}
+
+/// The nats-server binary: `STRONGROOM_NATS_SERVER`, else `nats-server` on
+/// the PATH, else Debian's `/usr/sbin/nats-server`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("STRONGROOM_NATS_SERVER") {
+        return path.into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("nats-server"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < limit, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The URL of the nats-server this test process shares, started on first
+/// use. It runs under a small shell that holds a pipe from this process:
+/// when the test process exits (however it ends) the pipe closes, and the
+/// shell kills the server and removes its storage, so no server outlives
+/// `cargo test`.
+pub fn shared_nats_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("strongroom-nats-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let script = r#"dir=$1; shift; "$0" "$@" </dev/null >/dev/null 2>&1 & pid=$!; cat >/dev/null; kill $pid; wait $pid; rm -rf "$dir""#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(nats_server_binary())
+            .arg(&dir)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        // The pipe's write end stays open until this process exits.
+        std::mem::forget(child);
+        wait_for_port(port, Duration::from_secs(10));
+        format!("nats://127.0.0.1:{port}")
+    })
 }
 
 pub async fn spawn_with(options: Options) -> TestApp {
@@ -307,4 +413,64 @@ pub fn raw_request(base: &str, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The latest value of `key` in bucket `<bucket of data_dir><suffix>` on the
+/// shared nats-server, for tests that edit stored records out of band.
+pub async fn nats_kv_get(data_dir: &Path, suffix: &str, key: &str) -> Vec<u8> {
+    let kv = nats_kv(data_dir, suffix).await;
+    kv.get(key).await.unwrap().expect("a value").to_vec()
+}
+
+/// Puts `value` under `key` in bucket `<bucket of data_dir><suffix>`.
+pub async fn nats_kv_put(data_dir: &Path, suffix: &str, key: &str, value: Vec<u8>) {
+    let kv = nats_kv(data_dir, suffix).await;
+    kv.put(key, value.into()).await.unwrap();
+}
+
+async fn nats_kv(data_dir: &Path, suffix: &str) -> async_nats::jetstream::kv::Store {
+    let client = async_nats::connect(shared_nats_url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .get_key_value(format!("{}{suffix}", bucket_for(data_dir)))
+        .await
+        .unwrap()
+}
+
+/// The KV key of a secret on nats: hex of the tenant, '.', the key.
+pub fn nats_secret_key(tenant: &str, key: &str) -> String {
+    let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.{key}")
+}
+
+/// (stream, messages, last sequence) of every stream of a data dir's bucket
+/// on the shared nats-server: equal before and after means nothing changed.
+pub async fn nats_state(data_dir: &Path) -> Vec<(String, u64, u64)> {
+    let client = async_nats::connect(shared_nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let bucket = bucket_for(data_dir);
+    let mut out = Vec::new();
+    for name in ["", "_deks", "_apikeys", "_meta"]
+        .map(|s| format!("KV_{bucket}{s}"))
+        .into_iter()
+        .chain([format!("{bucket}_audit")])
+    {
+        if let Ok(mut stream) = js.get_stream(&name).await {
+            let state = stream.info().await.unwrap().state.clone();
+            out.push((name, state.messages, state.last_sequence));
+        }
+    }
+    out
+}
+
+/// The payloads of every message the stream retains for `key` in bucket
+/// `<bucket of data_dir><suffix>`, oldest first.
+pub async fn nats_kv_history(data_dir: &Path, suffix: &str, key: &str) -> Vec<Vec<u8>> {
+    use futures_util::StreamExt;
+    let kv = nats_kv(data_dir, suffix).await;
+    let mut history = kv.history(key).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(entry) = history.next().await {
+        out.push(entry.unwrap().value.to_vec());
+    }
+    out
 }

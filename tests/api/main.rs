@@ -1,11 +1,13 @@
 //! HTTP integration tests: each starts the real server and talks to it over
 //! loopback, as a client of the quiva secrets API would.
 
+#[macro_use]
 mod helpers;
 
 mod apikeys;
 mod audit;
 mod auth;
+mod cluster;
 mod durability;
 mod encryption;
 mod jwt_keys;

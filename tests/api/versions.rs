@@ -292,7 +292,15 @@ async fn destroy_removes_every_version_and_its_bytes() {
     app.put("doomed", "destroy-me-2", &admin).await;
     app.put("kept", "kept-value", &admin).await;
     // The sealed bytes as stored, to look for after the destroy.
-    let sealed: Vec<Vec<u8>> = {
+    // On nats a record is a 33-byte header and the sealed bytes.
+    let doomed = nats_secret_key("default", "doomed");
+    let sealed: Vec<Vec<u8>> = if on_nats() {
+        nats_kv_history(&app.data_dir, "", &doomed)
+            .await
+            .into_iter()
+            .map(|p| p[33..].to_vec())
+            .collect()
+    } else {
         let db = rusqlite::Connection::open(app.data_dir.join("strongroom.db")).unwrap();
         let mut stmt = db
             .prepare("SELECT sealed FROM versions WHERE key = 'doomed'")
@@ -325,6 +333,16 @@ async fn destroy_removes_every_version_and_its_bytes() {
             .status,
         404
     );
+    if on_nats() {
+        // A purge is a rollup: the stream keeps only the purge marker. (The
+        // file store frees the messages; it does not overwrite them on disk.)
+        let left = nats_kv_history(&app.data_dir, "", &doomed).await;
+        assert!(
+            left.iter().all(Vec::is_empty),
+            "{} messages left",
+            left.len()
+        );
+    }
     // Shutdown checkpoints the WAL into the database file.
     assert_eq!(app.terminate().code(), Some(0));
     for entry in std::fs::read_dir(&app.data_dir).unwrap() {
