@@ -3,7 +3,7 @@
 //! the shutdown future resolves, draining in-flight requests.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 
@@ -44,13 +44,83 @@ impl From<KeyringError> for StartError {
     }
 }
 
-/// A server ready to run: state built, listener bound.
+/// Shared slot for the application state: empty while the store has not
+/// answered yet (every route but `/healthz` then answers 503).
+pub type Ready = Arc<OnceLock<Arc<AppState>>>;
+
+/// A server ready to run: listener bound; state built, or being built in
+/// the background until the store answers.
 pub struct Application {
     pub listener: TcpListener,
-    pub state: Arc<AppState>,
+    pub ready: Ready,
+    pub store: Store,
     /// The bootstrap admin key, when this start created one.
     pub bootstrap_key: Option<zeroize::Zeroizing<String>>,
 }
+
+/// What start-up needs once the store answers. `finish` may be retried
+/// while the store is still coming up.
+struct Init {
+    store: Store,
+    keyring: Option<Keyring>,
+    jwt: Option<JwtVerifier>,
+    audit: Option<Audit>,
+    limits: Limits,
+}
+
+type Started = (Arc<AppState>, Option<zeroize::Zeroizing<String>>);
+
+impl Init {
+    /// Binds the master key to the store, issues the bootstrap key when the
+    /// store is new, and builds the state.
+    async fn finish(&mut self) -> Result<Started, StartError> {
+        let keyring = self.keyring.as_ref().expect("finish succeeds once");
+        keyring.bind().await?;
+        let bootstrap_key = if self.jwt.is_none() && !self.store.apikeys_exist().await? {
+            let mut scopes = Scope::all_secrets();
+            scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
+            let tenant = TenantId::parse("default").expect("valid tenant");
+            let key = apikeys::create(
+                &self.store,
+                tenant,
+                "bootstrap".into(),
+                scopes,
+                None,
+                no_hook(),
+            )
+            .await?;
+            Some(key.text)
+        } else {
+            None
+        };
+        let state = Arc::new(AppState {
+            store: self.store.clone(),
+            keyring: self.keyring.take().expect("finish succeeds once"),
+            auth: Authenticator::new(self.store.clone(), self.jwt.take()),
+            metrics: Metrics::default(),
+            limits: self.limits,
+            audit: Arc::new(self.audit.take().expect("finish succeeds once")),
+        });
+        Ok((state, bootstrap_key))
+    }
+}
+
+/// True for a start-up failure that a store still coming up explains.
+fn transient(e: &StartError) -> bool {
+    matches!(e, StartError::Store(StoreError::Unavailable(_)))
+}
+
+/// Prints the bootstrap key once, straight to stderr, never through the
+/// logger.
+pub fn print_bootstrap_key(key: &str) {
+    eprintln!(
+        "\nstrongroom: created the bootstrap admin API key for tenant 'default'.\n\
+         It is shown only this once; store it now:\n\n{key}\n"
+    );
+}
+
+/// How long start-up waits for the store before serving 503 meanwhile.
+const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Application {
     pub async fn build(args: &ServeArgs) -> Result<Application, StartError> {
@@ -91,18 +161,6 @@ impl Application {
             None => Audit::open(&args.store.data_dir.join("audit.log"))
                 .map_err(|e| StartError::Config(e.to_string()))?,
         };
-        wait_for_store(&store).await;
-        let keyring = Keyring::open(master, store.clone()).await?;
-        let bootstrap_key = if jwt.is_none() && !store.apikeys_exist().await? {
-            let mut scopes = Scope::all_secrets();
-            scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
-            let tenant = TenantId::parse("default").expect("valid tenant");
-            let key = apikeys::create(&store, tenant, "bootstrap".into(), scopes, None, no_hook())
-                .await?;
-            Some(key.text)
-        } else {
-            None
-        };
         let listener =
             TcpListener::bind(&args.listen)
                 .await
@@ -114,17 +172,60 @@ impl Application {
             max_request_bytes: args.max_request_bytes,
             max_value_bytes: args.max_value_bytes,
         };
-        let state = Arc::new(AppState {
+        let mut init = Init {
             store: store.clone(),
-            keyring,
-            auth: Authenticator::new(store, jwt),
-            metrics: Metrics::default(),
+            keyring: Some(Keyring::new(master, store.clone())),
+            jwt,
+            audit: Some(audit),
             limits,
-            audit: Arc::new(audit),
-        });
+        };
+        let ready: Ready = Arc::new(OnceLock::new());
+        let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {
+            Ok(Ok(())) => Some(init.finish().await),
+            _ => None,
+        };
+        let bootstrap_key = match first {
+            Some(Ok((state, key))) => {
+                let _ = ready.set(state);
+                key
+            }
+            Some(Err(e)) if !transient(&e) => return Err(e),
+            _ => {
+                // Serve (503) now; finish start-up when the store answers.
+                // A start-up error then (a wrong master key, say) ends the
+                // process as it would have at once.
+                tracing::warn!("store unavailable; answering 503 until it is reachable");
+                let slot = ready.clone();
+                tokio::spawn(async move {
+                    loop {
+                        wait_for_store(&init.store).await;
+                        match init.finish().await {
+                            Ok((state, key)) => {
+                                if let Some(key) = key {
+                                    print_bootstrap_key(&key);
+                                }
+                                let _ = slot.set(state);
+                                tracing::info!("store is reachable; serving");
+                                return;
+                            }
+                            Err(e) if transient(&e) => {
+                                tracing::warn!(error = %e, "start-up not finished; retrying");
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            }
+                            Err(e) => {
+                                eprintln!("strongroom: error: {e}");
+                                std::process::exit(1);
+                            }
+                        }
+                    }
+                });
+                None
+            }
+        };
         Ok(Application {
             listener,
-            state,
+            ready,
+            store,
             bootstrap_key,
         })
     }
@@ -184,14 +285,30 @@ fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
 /// accepting and waits for in-flight requests to finish.
 pub async fn run(
     listener: TcpListener,
-    state: Arc<AppState>,
+    ready: Ready,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // API-key last-use times are coalesced in memory and written every
-    // few seconds, not once per request.
-    let flusher = tokio::spawn({
-        let state = state.clone();
+    let background = tokio::spawn({
+        let ready = ready.clone();
         async move {
+            let state = loop {
+                match ready.get() {
+                    Some(state) => break state.clone(),
+                    None => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            };
+            // With a shared store another gateway may revoke a key: forget
+            // it here at once rather than when the cache entry lapses.
+            if let Some(mut changes) = state.store.watch_apikey_changes() {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    while let Some(id) = changes.recv().await {
+                        state.auth.forget_api_key(&id);
+                    }
+                });
+            }
+            // API-key last-use times are coalesced in memory and written
+            // every few seconds, not once per request.
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
             tick.tick().await;
             loop {
@@ -200,27 +317,16 @@ pub async fn run(
             }
         }
     });
-    // With a shared store another gateway may revoke a key: forget it here
-    // at once rather than when the cache entry lapses.
-    let watcher = state.store.watch_apikey_changes().map(|mut changes| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            while let Some(id) = changes.recv().await {
-                state.auth.forget_api_key(&id);
-            }
-        })
-    });
-    let app = api::router(state.clone());
+    let app = api::gated_router(ready.clone());
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    flusher.abort();
-    if let Some(watcher) = watcher {
-        watcher.abort();
+    background.abort();
+    if let Some(state) = ready.get() {
+        state.auth.flush_last_used().await;
     }
-    state.auth.flush_last_used().await;
     served
 }

@@ -14,6 +14,7 @@ mod secrets;
 
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
@@ -124,4 +125,27 @@ pub fn router(state: Arc<AppState>) -> Router {
             middleware::observe,
         ))
         .with_state(state)
+}
+
+/// The router while start-up may still be waiting for the store: `/healthz`
+/// always answers; every other request goes to the full router once the
+/// state exists, and answers 503 `service unavailable` until then.
+pub fn gated_router(ready: crate::server::Ready) -> Router {
+    let inner: Arc<std::sync::OnceLock<Router>> = Arc::default();
+    let gate = tower::service_fn(move |request: axum::extract::Request| {
+        let (ready, inner) = (ready.clone(), inner.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(match ready.get() {
+                Some(state) => {
+                    use tower::ServiceExt;
+                    let app = inner.get_or_init(|| router(state.clone())).clone();
+                    app.oneshot(request).await.into_response()
+                }
+                None => ApiError::Unavailable("store not reachable yet".into()).into_response(),
+            })
+        }
+    });
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .fallback_service(gate)
 }

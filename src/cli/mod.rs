@@ -116,20 +116,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let _log_guard = init_logging(&args.log_format);
     let app = Application::build(&args).await.map_err(|e| e.to_string())?;
     if let Some(key) = &app.bootstrap_key {
-        // Printed once, straight to stderr and never through the logger.
-        eprintln!(
-            "\nstrongroom: created the bootstrap admin API key for tenant 'default'.\n\
-             It is shown only this once; store it now:\n\n{}\n",
-            key.as_str()
-        );
+        server::print_bootstrap_key(key);
     }
     let addr = app.listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, "listening");
-    let store = app.state.store.clone();
-    server::run(app.listener, app.state, shutdown_signal())
+    server::run(app.listener, app.ready, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
-    store.close().await;
+    app.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

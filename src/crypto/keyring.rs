@@ -62,17 +62,31 @@ impl Keyring {
     /// Binds the KEK to the store: the first start records the KEK's check
     /// value; later starts refuse a different KEK before touching any data.
     pub async fn open(master: MasterKey, store: Store) -> Result<Keyring, KeyringError> {
-        let stored = store
-            .meta_init("master_key_check", master.check_value().to_vec())
-            .await?;
-        if !master.matches(&stored) {
-            return Err(CryptoError::WrongMasterKey.into());
-        }
-        Ok(Keyring {
+        let keyring = Keyring::new(master, store);
+        keyring.bind().await?;
+        Ok(keyring)
+    }
+
+    /// A keyring not yet checked against the store; call `bind` before use.
+    pub fn new(master: MasterKey, store: Store) -> Keyring {
+        Keyring {
             master,
             store,
             tenants: RwLock::new(HashMap::new()),
-        })
+        }
+    }
+
+    /// Records the KEK's check value on first start, or refuses a KEK that
+    /// differs from the recorded one. Safe to retry.
+    pub async fn bind(&self) -> Result<(), KeyringError> {
+        let stored = self
+            .store
+            .meta_init("master_key_check", self.master.check_value().to_vec())
+            .await?;
+        if !self.master.matches(&stored) {
+            return Err(CryptoError::WrongMasterKey.into());
+        }
+        Ok(())
     }
 
     /// A sealer for `tenant`'s current DEK, creating the DEK on first use.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::helpers::*;
+use crate::outage::wait_ready;
 
 struct Node {
     child: Child,
@@ -103,8 +104,16 @@ async fn two_gateways_on_an_r3_cluster_keep_every_acknowledged_write_through_a_n
         .env("STRONGROOM_NATS_REPLICAS", "3")
         .env("STRONGROOM_MASTER_KEY", &master);
     let a = spawn_with(options.clone()).await;
+    // A fresh R3 stream may still be electing its leader: the gateway then
+    // serves 503 until start-up finishes. Only then start the second one.
+    wait_ready(&a, Duration::from_secs(30)).await;
     let b = spawn_with(options.clone()).await;
-    assert!(a.bootstrap_key.is_some() && b.bootstrap_key.is_none());
+    wait_ready(&b, Duration::from_secs(30)).await;
+    let has_bootstrap = |app: &TestApp| app.log_text().lines().any(|l| l.starts_with("sr_"));
+    assert!(
+        has_bootstrap(&a) && !has_bootstrap(&b),
+        "one bootstrap key, from the first gateway"
+    );
     // A key issued by the CLI against the cluster works on both gateways.
     let mut cli = command(&a.data_dir);
     for (name, value) in &options.env {

@@ -12,6 +12,7 @@ mod durability;
 mod encryption;
 mod jwt_keys;
 mod ops;
+mod outage;
 mod tenancy;
 mod versions;
 mod wire;
