@@ -96,6 +96,9 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The queue's slots are allocated up front: 128k (the default)
+        // would cost 4 MB of memory for nothing at idle.
+        .buffered_lines_limit(8192)
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
