@@ -221,3 +221,72 @@ fn no_secret_value_ever_reaches_stderr() {
     }
     assert!(!s.log_text().contains(CANARY));
 }
+
+/// A TLS-terminating proxy in front of a test server, with a certificate
+/// from a private CA (`fixtures/tls/`).
+struct TlsProxy {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsProxy {
+    fn start(backend: &str) -> TlsProxy {
+        use std::io::BufRead;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli/fixtures");
+        let backend_port = backend.rsplit(':').next().unwrap();
+        let mut child = std::process::Command::new("python3")
+            .arg(format!("{dir}/tls_proxy.py"))
+            .arg(format!("{dir}/tls/server.pem"))
+            .arg(format!("{dir}/tls/server.key"))
+            .arg(backend_port)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the TLS proxy");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        TlsProxy {
+            child,
+            port: line.trim().parse().expect("the proxy prints its port"),
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_with_a_private_ca_works_with_ca_cert_and_fails_without() {
+    let s = Server::start();
+    let proxy = TlsProxy::start(&s.addr);
+    let addr = format!("https://127.0.0.1:{}", proxy.port);
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli/fixtures/tls/ca.pem");
+    let put = s.run(&[
+        "put",
+        "tls/k",
+        "over-tls-canary",
+        "--addr",
+        &addr,
+        "--ca-cert",
+        ca,
+    ]);
+    assert_success(&put, &["put over https"]);
+    let get = s.run(&["get", "tls/k", "--addr", &addr, "--ca-cert", ca]);
+    assert_success(&get, &["get over https"]);
+    assert_eq!(get.stdout, b"over-tls-canary");
+    // Without the private CA the server's certificate is not trusted.
+    let refused = s.run(&["get", "tls/k", "--addr", &addr]);
+    assert_ne!(code(&refused), 0);
+    let text = stderr(&refused);
+    assert!(
+        text.contains(&addr) || text.to_lowercase().contains("certificate"),
+        "{text}"
+    );
+    assert!(!text.contains("over-tls-canary"));
+}
