@@ -132,8 +132,8 @@ fn a_bad_ca_cert_path_is_a_clear_error() {
     assert!(one_line(&out).contains("junk.pem"));
 }
 
-/// A valid private CA loads (the server has no TLS yet, so https itself is
-/// not exercised; the certificate is added as a root and plain http works).
+/// A valid private CA loads and plain http keeps working with it (https
+/// through a private CA is tested below, behind a TLS proxy).
 #[test]
 fn a_valid_ca_cert_is_accepted() {
     let s = Server::start();
