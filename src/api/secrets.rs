@@ -14,15 +14,40 @@ use super::audit::AuditRecorder;
 use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
-use crate::auth::Action;
+use crate::auth::{Action, Principal};
 use crate::clock::{http_date, rfc3339};
 use crate::store::StoreError;
-use crate::types::is_valid_key_prefix;
+use crate::types::{is_valid_key_prefix, SecretKey};
 
 const SECRETS_PREFIX: &str = "/secrets/";
 /// Listing page size when `limit` is not given, and the largest allowed.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
+
+/// The steps every keyed operation begins with: authenticate, take the key
+/// from the path after `prefix` (400 with `op`'s text when it breaks the key
+/// rule), record both for the audit line, and require one of `actions` on
+/// the key (403).
+async fn authorize_key(
+    app: &AppState,
+    audit: &AuditRecorder,
+    headers: &HeaderMap,
+    uri: &Uri,
+    prefix: &str,
+    op: Op,
+    actions: &[Action],
+) -> Result<(Arc<Principal>, SecretKey), ApiError> {
+    let principal = app.principal(headers, audit).await?;
+    let key = request::key_from_path(uri.path(), prefix, op)?;
+    audit.key(key.as_str());
+    if !actions
+        .iter()
+        .any(|&action| principal.allows(action, key.as_str()))
+    {
+        return Err(ApiError::Forbidden);
+    }
+    Ok((principal, key))
+}
 
 fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
@@ -42,8 +67,7 @@ pub async fn put_secret(
     request::require_json(&headers)?;
     let bytes = request::read_body(&headers, body, app.limits.max_request_bytes).await?;
     let put = request::parse_put_body(&bytes)?;
-    let key = crate::types::SecretKey::parse(&put.key)
-        .map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
+    let key = SecretKey::parse(&put.key).map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
     audit.key(key.as_str());
     if put.value.len() > app.limits.max_value_bytes {
         return Err(ApiError::ValueTooLarge {
@@ -88,14 +112,18 @@ pub async fn get_secret(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
-    let key = request::key_from_path(uri.path(), SECRETS_PREFIX, Op::Get)?;
-    audit.key(key.as_str());
+    let (principal, key) = authorize_key(
+        &app,
+        &audit,
+        &headers,
+        &uri,
+        SECRETS_PREFIX,
+        Op::Get,
+        &[Action::Read],
+    )
+    .await?;
     let pairs = request::query_pairs(uri.query(), Op::Get)?;
     let version = request::version_param(&pairs, Op::Get)?;
-    if !principal.allows(Action::Read, key.as_str()) {
-        return Err(ApiError::Forbidden);
-    }
     let stored = app
         .store
         .get(&principal.tenant, &key, version)
@@ -133,13 +161,17 @@ pub async fn delete_secret(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
-    let key = request::key_from_path(uri.path(), SECRETS_PREFIX, Op::Delete)?;
-    audit.key(key.as_str());
+    let (principal, key) = authorize_key(
+        &app,
+        &audit,
+        &headers,
+        &uri,
+        SECRETS_PREFIX,
+        Op::Delete,
+        &[Action::Delete],
+    )
+    .await?;
     let precondition = request::precondition(&headers, Op::Delete)?;
-    if !principal.allows(Action::Delete, key.as_str()) {
-        return Err(ApiError::Forbidden);
-    }
     app.store
         .delete(&principal.tenant, &key, precondition, audit.hook(200))
         .await?;
@@ -252,14 +284,16 @@ pub async fn get_metadata(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
-    let key = request::key_from_path(uri.path(), METADATA_PREFIX, Op::Other)?;
-    audit.key(key.as_str());
-    if !principal.allows(Action::Read, key.as_str())
-        && !principal.allows(Action::List, key.as_str())
-    {
-        return Err(ApiError::Forbidden);
-    }
+    let (principal, key) = authorize_key(
+        &app,
+        &audit,
+        &headers,
+        &uri,
+        METADATA_PREFIX,
+        Op::Other,
+        &[Action::Read, Action::List],
+    )
+    .await?;
     let meta = app
         .store
         .metadata(&principal.tenant, &key)
@@ -290,12 +324,16 @@ pub async fn destroy_secret(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
-    let key = request::key_from_path(uri.path(), METADATA_PREFIX, Op::Other)?;
-    audit.key(key.as_str());
-    if !principal.allows(Action::Delete, key.as_str()) {
-        return Err(ApiError::Forbidden);
-    }
+    let (principal, key) = authorize_key(
+        &app,
+        &audit,
+        &headers,
+        &uri,
+        METADATA_PREFIX,
+        Op::Other,
+        &[Action::Delete],
+    )
+    .await?;
     app.store
         .destroy(&principal.tenant, &key, audit.hook(200))
         .await?;
@@ -308,12 +346,16 @@ pub async fn undelete_secret(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
-    let key = request::key_from_path(uri.path(), UNDELETE_PREFIX, Op::Other)?;
-    audit.key(key.as_str());
-    if !principal.allows(Action::Write, key.as_str()) {
-        return Err(ApiError::Forbidden);
-    }
+    let (principal, key) = authorize_key(
+        &app,
+        &audit,
+        &headers,
+        &uri,
+        UNDELETE_PREFIX,
+        Op::Other,
+        &[Action::Write],
+    )
+    .await?;
     app.store
         .undelete(&principal.tenant, &key, audit.hook(200))
         .await?;
