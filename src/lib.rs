@@ -7,12 +7,15 @@
 //! - `audit`: the hash-chained audit trail and its verifier.
 //! - `auth`: API keys, JWTs, scopes; resolves a request to a `Principal`.
 //! - `crypto`: the master key, per-tenant data keys, AES-256-GCM sealing.
-//! - `store`: the `Store` handle over a backend (`sqlite` today), with group
-//!   commit; never sees a plaintext value or an unwrapped key.
+//! - `store`: the `Store` handle over a backend (embedded `sqlite` with group
+//!   commit, or `nats` JetStream KV); never sees a plaintext value or an
+//!   unwrapped key.
 //! - `server`: start-up and the serve loop (`Application::build`, `run`).
-//! - `cli` and `config`: the `strongroom` command and its flags.
-//! - `metrics`, `clock`, `fsutil`, `types`: Prometheus counters, time formats,
-//!   owner-only files, and the validated `SecretKey` and `TenantId`.
+//! - `cli` and `config`: the `strongroom` command (server-side and client
+//!   commands) and its flags.
+//! - `metrics`, `clock`, `fsutil`, `hex`, `types`: Prometheus counters, time
+//!   formats, owner-only files, hex, and the validated `SecretKey` and
+//!   `TenantId`.
 
 pub mod api;
 pub mod audit;
