@@ -97,8 +97,9 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         // The queue's slots are allocated up front: 128k (the default)
-        // would cost 4 MB of memory for nothing at idle.
-        .buffered_lines_limit(8192)
+        // would cost 4 MB of memory for nothing at idle. When it is full,
+        // requests wait for the writer (lossy is off).
+        .buffered_lines_limit(1024)
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

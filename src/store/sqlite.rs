@@ -33,7 +33,13 @@ use crate::types::{SecretKey, TenantId};
 const MAX_BATCH: usize = 512;
 /// Current schema, kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
-const READERS: usize = 4;
+/// Read connections: one per core (reads run inline on the request's
+/// worker thread, so more could never be busy at once), at least two.
+fn reader_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+}
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
@@ -202,8 +208,8 @@ impl SqliteBackend {
             )
             .map_err(unavailable)?;
         migrate(&writer)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
+        let mut readers = Vec::with_capacity(reader_count());
+        for _ in 0..reader_count() {
             let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             readers.push(Mutex::new(conn));
         }
