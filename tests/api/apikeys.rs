@@ -32,13 +32,7 @@ async fn create_shows_the_key_once_and_it_works_with_default_scopes_for_90_days(
     let r = app.create_api_key(json!({ "name": "ci" }), &admin).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let body = r.json();
-    let mut fields: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort();
+    let fields = field_names(&body);
     assert_eq!(
         fields,
         ["created_at", "expires_at", "id", "key", "name", "scopes"]
@@ -80,8 +74,7 @@ async fn create_shows_the_key_once_and_it_works_with_default_scopes_for_90_days(
     let keys = listed.json()["apikeys"].as_array().unwrap().clone();
     assert_eq!(keys.len(), 2, "bootstrap and ci");
     let ci = keys.iter().find(|k| k["name"] == "ci").unwrap();
-    let mut fields: Vec<&str> = ci.as_object().unwrap().keys().map(String::as_str).collect();
-    fields.sort();
+    let fields = field_names(ci);
     assert_eq!(
         fields,
         [

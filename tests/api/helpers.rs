@@ -474,3 +474,15 @@ pub async fn nats_kv_history(data_dir: &Path, suffix: &str, key: &str) -> Vec<Ve
     }
     out
 }
+
+/// The field names of a JSON object, sorted: for asserting a body's shape.
+pub fn field_names(value: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    names
+}

@@ -251,8 +251,7 @@ async fn metadata_has_the_documented_shape_and_no_value() {
     assert_eq!(r.status, 200);
     assert!(!r.body.contains("metadata-canary"));
     let m = r.json();
-    let mut fields: Vec<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
-    fields.sort();
+    let fields = field_names(&m);
     assert_eq!(
         fields,
         [
@@ -268,8 +267,7 @@ async fn metadata_has_the_documented_shape_and_no_value() {
     assert_eq!(m["current_version"], 2);
     assert_eq!(m["deleted"], false);
     for v in m["versions"].as_array().unwrap() {
-        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        fields.sort();
+        let fields = field_names(v);
         assert_eq!(fields, ["created_at", "deleted", "version"]);
         assert!(is_rfc3339_utc(v["created_at"].as_str().unwrap()));
     }
@@ -394,13 +392,7 @@ async fn listing_returns_metadata_in_byte_order_without_values() {
     );
     assert!(body["next_cursor"].is_null());
     let first = &body["secrets"][0];
-    let mut fields: Vec<&str> = first
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort();
+    let fields = field_names(first);
     assert_eq!(fields, ["created_at", "key", "updated_at", "version"]);
     let r = app.list("?prefix=a/", &admin).await.json();
     assert_eq!(r["secrets"].as_array().unwrap().len(), 2);
