@@ -79,6 +79,20 @@ pub enum Precondition {
     Absent,
 }
 
+impl Precondition {
+    /// Checks the condition against the live current version (`None` when
+    /// no live secret exists: absent, or soft-deleted). Every backend decides
+    /// with this, so the engines cannot disagree.
+    pub fn check(self, live: Option<u64>) -> Result<(), StoreError> {
+        match self {
+            Precondition::None => Ok(()),
+            Precondition::Version(want) if live == Some(want) => Ok(()),
+            Precondition::Absent if live.is_none() => Ok(()),
+            _ => Err(StoreError::VersionMismatch),
+        }
+    }
+}
+
 /// Called by a backend once a change is certain (preconditions hold) and
 /// before it is durable; an `Err` aborts the change. The API layer writes the
 /// request's audit line here, so a request whose audit line cannot be

@@ -749,12 +749,7 @@ impl Backend for NatsBackend {
         for _ in 0..MAX_ATTEMPTS {
             let (revision, current) = self.head(&b.secrets, &kv_key).await?;
             let live = current.filter(|c| !c.1).map(|c| c.0);
-            match precondition {
-                Precondition::None => {}
-                Precondition::Version(want) if live == Some(want) => {}
-                Precondition::Absent if live.is_none() => {}
-                _ => return Err(StoreError::VersionMismatch),
-            }
+            precondition.check(live)?;
             let version = current.map_or(1, |c| c.0 + 1);
             let now = now_ms();
             let record = Record {
@@ -799,13 +794,7 @@ impl Backend for NatsBackend {
             let Some(mut record) = last.record.filter(|_| last.op == Op::Put) else {
                 return Err(StoreError::NotFound);
             };
-            match precondition {
-                Precondition::Version(want) if want != record.version => {
-                    return Err(StoreError::VersionMismatch)
-                }
-                Precondition::Absent => return Err(StoreError::VersionMismatch),
-                _ => {}
-            }
+            precondition.check(Some(record.version))?;
             record.written_at = now_ms();
             // The audit line is written before the first attempt; a retry after
             // a lost race does not write it again.

@@ -454,12 +454,7 @@ impl Backend for SqliteBackend {
         self.write(Some(hook), move |c| {
             let cur = current(c, &tenant, &key)?;
             let live = cur.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
-            match precondition {
-                Precondition::None => {}
-                Precondition::Version(want) if live == Some(want) => {}
-                Precondition::Absent if live.is_none() => {}
-                _ => return Err(StoreError::VersionMismatch),
-            }
+            precondition.check(live)?;
             let version = cur.map_or(1, |(v, _)| v + 1);
             let sealed = sealer(version)?;
             let now = now_ms();
@@ -499,13 +494,7 @@ impl Backend for SqliteBackend {
                 Some((v, false)) => v,
                 _ => return Err(StoreError::NotFound),
             };
-            match precondition {
-                Precondition::Version(want) if want != version => {
-                    return Err(StoreError::VersionMismatch)
-                }
-                Precondition::Absent => return Err(StoreError::VersionMismatch),
-                _ => {}
-            }
+            precondition.check(Some(version))?;
             set_deleted(c, &tenant, &key, version, true)
         })
         .await
