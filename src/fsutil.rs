@@ -35,3 +35,30 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Opens (creating, mode 0600) `path` and takes an exclusive advisory lock
+/// on it, held until the returned file is dropped or the process ends
+/// (also by SIGKILL). `Ok(None)` when another process holds it.
+pub fn lock_exclusive(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(err),
+            };
+        }
+    }
+    Ok(Some(file))
+}

@@ -16,7 +16,7 @@ use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::metrics::Metrics;
-use crate::store::{no_hook, Store, StoreError};
+use crate::store::{no_hook, Engine, Store, StoreError};
 use crate::types::TenantId;
 
 /// Why the server could not start; printed as one line before exiting 1.
@@ -56,6 +56,8 @@ pub struct Application {
     pub store: Store,
     /// The bootstrap admin key, when this start created one.
     pub bootstrap_key: Option<zeroize::Zeroizing<String>>,
+    /// The embedded store's data-dir lock, held while serving.
+    _data_dir_lock: Option<std::fs::File>,
 }
 
 /// What start-up needs once the store answers. `finish` may be retried
@@ -119,6 +121,23 @@ pub fn print_bootstrap_key(key: &str) {
     );
 }
 
+/// Locks `<data-dir>/serve.lock`, refusing to start when another server
+/// holds it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("serve.lock");
+    match crate::fsutil::lock_exclusive(&path) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(StartError::Config(format!(
+            "data dir {} is in use by another strongroom server",
+            dir.display()
+        ))),
+        Err(e) => Err(StartError::Config(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// How long start-up waits for the store before serving 503 meanwhile.
 const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -143,6 +162,12 @@ impl Application {
                 args.store.data_dir.display()
             ))
         })?;
+        // One server per embedded store: its audit chain and its read
+        // cache both assume this process makes every change.
+        let data_dir_lock = match args.store.store_config().engine {
+            Engine::Sqlite => Some(lock_data_dir(&args.store.data_dir)?),
+            Engine::Nats => None,
+        };
         let (master, origin) = MasterKey::load(
             args.master_key.as_deref(),
             args.master_key_file.as_deref(),
@@ -223,6 +248,7 @@ impl Application {
             }
         };
         Ok(Application {
+            _data_dir_lock: data_dir_lock,
             listener,
             ready,
             store,

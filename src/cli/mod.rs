@@ -7,6 +7,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod dotenv;
+mod logfmt;
 pub mod run;
 
 use std::process::ExitCode;
@@ -101,16 +102,18 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
         // requests wait for the writer (lossy is off), so it must absorb
         // bursts: 8,192 lines (256 KB) keeps that wait out of tail latency.
         .buffered_lines_limit(8192)
-        .finish(std::io::stderr());
+        // The worker flushes whenever its queue runs empty, so a buffer
+        // turns a burst of lines into one write(2) and never holds a line
+        // back while the server is idle.
+        .finish(std::io::BufWriter::with_capacity(
+            32 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     if format == "json" {
-        builder
-            .json()
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
+        builder.event_format(logfmt::JsonLine).init();
     } else {
         builder.init();
     }

@@ -6,6 +6,7 @@
 //! closure the backend calls once it knows the version number the write gets
 //! (the version is part of the ciphertext's associated data).
 
+mod cache;
 pub mod nats;
 pub mod sqlite;
 

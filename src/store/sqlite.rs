@@ -16,12 +16,13 @@
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::cache::ReadCache;
 use super::{
     ApiKeyRecord, Backend, Hook, ListedSecret, Precondition, Sealer, SecretMetadata, StoreError,
     StoredVersion, VersionInfo, WrappedDek,
@@ -91,6 +92,8 @@ CREATE INDEX IF NOT EXISTS apikeys_by_tenant ON apikeys (tenant, created_at);
 /// batch's COMMIT has returned.
 trait Job: Send {
     fn apply(&mut self, conn: &Connection) -> bool;
+    /// The secret `(tenant, key)` this job may change, for the read cache.
+    fn secret(&self) -> Option<&(String, String)>;
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
@@ -101,6 +104,7 @@ struct Pending<T, F> {
     hook: Option<Hook>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    secret: Option<(String, String)>,
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -126,6 +130,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn secret(&self) -> Option<&(String, String)> {
+        self.secret.as_ref()
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
@@ -154,6 +162,7 @@ pub struct SqliteBackend {
     next_reader: AtomicUsize,
     writer: mpsc::Sender<Message>,
     max_versions: u64,
+    cache: Arc<ReadCache>,
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -214,15 +223,18 @@ impl SqliteBackend {
             readers.push(Mutex::new(conn));
         }
         let (tx, rx) = mpsc::channel::<Message>();
+        let cache = Arc::new(ReadCache::default());
+        let writer_cache = cache.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, &writer_cache))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteBackend {
             readers,
             next_reader: AtomicUsize::new(0),
             writer: tx,
             max_versions: u64::from(max_versions.max(1)),
+            cache,
         })
     }
 
@@ -246,12 +258,33 @@ impl SqliteBackend {
         hook: Option<Hook>,
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_job(None, hook, work).await
+    }
+
+    /// `write` for a job that may change the secret `(tenant, key)`: the
+    /// writer drops it from the read cache after COMMIT, before answering.
+    async fn write_secret<T: Send + 'static>(
+        &self,
+        secret: (String, String),
+        hook: Hook,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_job(Some(secret), Some(hook), work).await
+    }
+
+    async fn write_job<T: Send + 'static>(
+        &self,
+        secret: Option<(String, String)>,
+        hook: Option<Hook>,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
             work: Some(work),
             hook,
             result: None,
             reply,
+            secret,
         });
         self.writer
             .send(Message::Job(job))
@@ -283,7 +316,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 /// The writer thread: one transaction and one fsync per batch of jobs.
-fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>) {
+fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, cache: &ReadCache) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while let Ok(first) = messages.recv() {
@@ -299,7 +332,7 @@ fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, &mut batch);
+            commit_batch(&conn, &mut batch, cache);
         }
         if let Some(done) = closing.take() {
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -317,7 +350,7 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, cache: &ReadCache) {
     if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
@@ -339,6 +372,11 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         let _ = conn.execute_batch("ROLLBACK");
         unavailable(e)
     });
+    // Before any caller hears back, so a read after an acknowledged change
+    // cannot be served what the change replaced.
+    for (tenant, key) in batch.iter().filter_map(|job| job.secret()) {
+        cache.invalidate(tenant, key);
+    }
     for job in batch.drain(..) {
         job.finish(commit.clone());
     }
@@ -419,17 +457,9 @@ impl Backend for SqliteBackend {
                 sealed: r.get(2)?,
             })
         };
-        self.read(|c| match version {
-            None => c
-                .prepare_cached(
-                    "SELECT v.version, v.created_at, v.sealed FROM secrets s JOIN versions v
-                       ON v.tenant = s.tenant AND v.key = s.key AND v.version = s.current_version
-                     WHERE s.tenant = ?1 AND s.key = ?2 AND s.deleted = 0",
-                )?
-                .query_row(params![tenant.as_str(), key.as_str()], row)
-                .optional(),
-            Some(n) => c
-                .prepare_cached(
+        if let Some(n) = version {
+            return self.read(|c| {
+                c.prepare_cached(
                     "SELECT version, created_at, sealed FROM versions
                      WHERE tenant = ?1 AND key = ?2 AND version = ?3 AND deleted = 0",
                 )?
@@ -437,8 +467,26 @@ impl Backend for SqliteBackend {
                     params![tenant.as_str(), key.as_str(), n.min(i64::MAX as u64) as i64],
                     row,
                 )
-                .optional(),
-        })
+                .optional()
+            });
+        }
+        let epoch = match self.cache.get(tenant.as_str(), key.as_str()) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(epoch) => epoch,
+        };
+        let found = self.read(|c| {
+            c.prepare_cached(
+                "SELECT v.version, v.created_at, v.sealed FROM secrets s JOIN versions v
+                   ON v.tenant = s.tenant AND v.key = s.key AND v.version = s.current_version
+                 WHERE s.tenant = ?1 AND s.key = ?2 AND s.deleted = 0",
+            )?
+            .query_row(params![tenant.as_str(), key.as_str()], row)
+            .optional()
+        })?;
+        if let Some(found) = &found {
+            self.cache.fill(epoch, tenant.as_str(), key.as_str(), found);
+        }
+        Ok(found)
     }
 
     async fn put(
@@ -451,7 +499,8 @@ impl Backend for SqliteBackend {
     ) -> Result<u64, StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
         let max_versions = self.max_versions;
-        self.write(Some(hook), move |c| {
+        let secret = (tenant.clone(), key.clone());
+        self.write_secret(secret, hook, move |c| {
             let cur = current(c, &tenant, &key)?;
             let live = cur.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
             precondition.check(live)?;
@@ -489,7 +538,8 @@ impl Backend for SqliteBackend {
         hook: Hook,
     ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
-        self.write(Some(hook), move |c| {
+        let secret = (tenant.clone(), key.clone());
+        self.write_secret(secret, hook, move |c| {
             let version = match current(c, &tenant, &key)? {
                 Some((v, false)) => v,
                 _ => return Err(StoreError::NotFound),
@@ -507,7 +557,8 @@ impl Backend for SqliteBackend {
         hook: Hook,
     ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
-        self.write(Some(hook), move |c| match current(c, &tenant, &key)? {
+        let secret = (tenant.clone(), key.clone());
+        self.write_secret(secret, hook, move |c| match current(c, &tenant, &key)? {
             Some((version, true)) => set_deleted(c, &tenant, &key, version, false),
             _ => Err(StoreError::NotFound),
         })
@@ -521,7 +572,8 @@ impl Backend for SqliteBackend {
         hook: Hook,
     ) -> Result<(), StoreError> {
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
-        self.write(Some(hook), move |c| {
+        let secret = (tenant.clone(), key.clone());
+        self.write_secret(secret, hook, move |c| {
             let gone = c
                 .execute(
                     "DELETE FROM secrets WHERE tenant = ?1 AND key = ?2",
