@@ -143,3 +143,72 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     assert_eq!(again.get("slow", &admin).await.json()["value"], "made it");
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    if on_nats() {
+        return; // gateways over nats share the store by design
+    }
+    let app = spawn_app().await;
+    let admin = app.admin();
+    assert_eq!(app.put("k", "first", &admin).await.status, 200);
+    let out = command(&app.data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another strongroom server"),
+        "{stderr}"
+    );
+    // The first server is undisturbed.
+    assert_eq!(app.get("k", &admin).await.json()["value"], "first");
+}
+
+/// Readers polling a key while one writer changes it never see a value
+/// older than the last acknowledged write, and a GET after an acknowledged
+/// delete answers 404 (the read cache is invalidated before a write is
+/// answered).
+#[tokio::test]
+async fn reads_never_go_back_behind_an_acknowledged_write() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin();
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (app, admin, acked, done) = (app.clone(), admin.clone(), acked.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let floor = acked.load(std::sync::atomic::Ordering::SeqCst);
+                let reply = app.get("race", &admin).await;
+                if floor == 0 {
+                    continue;
+                }
+                assert_eq!(reply.status, 200, "a read after write {floor} failed");
+                let seen: u64 = reply.json()["value"].as_str().unwrap().parse().unwrap();
+                assert!(
+                    seen >= floor,
+                    "read {seen} after write {floor} was acknowledged"
+                );
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for i in 1..=200u64 {
+        assert_eq!(app.put("race", &i.to_string(), &admin).await.status, 200);
+        acked.store(i, std::sync::atomic::Ordering::SeqCst);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    assert_eq!(app.get("race", &admin).await.json()["value"], "200");
+    assert_eq!(app.delete("race", &admin).await.status, 200);
+    assert_eq!(app.get("race", &admin).await.status, 404);
+    assert_eq!(app.put("race", "again", &admin).await.status, 200);
+    assert_eq!(app.get("race", &admin).await.json()["value"], "again");
+}
