@@ -8,6 +8,7 @@ pub mod client;
 pub mod commands;
 pub mod dotenv;
 mod logfmt;
+mod logwriter;
 pub mod run;
 
 use std::process::ExitCode;
@@ -86,29 +87,15 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Starts the logger. Lines go to stderr from a background thread, so a
-/// request never waits on the terminal or the log collector; the returned
-/// guard flushes what is queued when dropped. The queue blocks rather than
-/// drops when full: no log line is lost.
-fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Starts the logger. Lines go to stderr from a background thread in
+/// batches (`logwriter`), so a request never waits on the terminal or the
+/// log collector; the returned guard writes what is queued when dropped.
+fn init_logging(format: &str) -> logwriter::Guard {
     // The NATS client logs every reconnect attempt at info; the store's own
     // warnings say what matters.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // The queue's slots are allocated up front: 128k (the default)
-        // would cost 4 MB of memory for nothing at idle. When it is full,
-        // requests wait for the writer (lossy is off), so it must absorb
-        // bursts: 8,192 lines (256 KB) keeps that wait out of tail latency.
-        .buffered_lines_limit(8192)
-        // The worker flushes whenever its queue runs empty, so a buffer
-        // turns a burst of lines into one write(2) and never holds a line
-        // back while the server is idle.
-        .finish(std::io::BufWriter::with_capacity(
-            32 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = logwriter::spawn(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
