@@ -1,13 +1,21 @@
 //! Store scale benchmark (not a test): loads N secrets (default 1,000,000)
 //! into the embedded store through the same sealing and group-commit path a
 //! PUT takes, then reports the time of one listing page of 100 under a
-//! prefix and the latency of a GET (read + decrypt) at N keys against a
-//! store of 1,000 keys, medians of many samples.
+//! prefix, and the latency of a GET at N keys against a store of 1,000
+//! keys, medians of many samples: end to end (the real server on each
+//! store, one keep-alive connection over loopback, the latency a client
+//! sees) and the store's part alone (read + decrypt, in process).
 //!
 //! Run: `cargo bench --bench scale` (`STRONGROOM_BENCH_KEYS` changes N).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::Engine as _;
 
 use strongroom::crypto::{Keyring, MasterKey};
 use strongroom::store::{no_hook, Engine, Precondition, Store, StoreConfig, StoreError};
@@ -15,12 +23,13 @@ use strongroom::types::{SecretKey, TenantId};
 
 const GROUPS: usize = 1000;
 const WRITERS: usize = 256;
+const MASTER_KEY: [u8; 32] = [7; 32];
 
 struct Bench {
     store: Store,
     keyring: Arc<Keyring>,
     tenant: TenantId,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn key_name(i: usize) -> String {
@@ -41,7 +50,7 @@ async fn open() -> Bench {
     };
     let store = Store::open(&config).await.unwrap();
     let keyring = Arc::new(
-        Keyring::open(MasterKey::from_bytes(&[7; 32]), store.clone())
+        Keyring::open(MasterKey::from_bytes(&MASTER_KEY), store.clone())
             .await
             .unwrap(),
     );
@@ -49,7 +58,7 @@ async fn open() -> Bench {
         store,
         keyring,
         tenant: TenantId::parse("bench").unwrap(),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -162,6 +171,194 @@ async fn list_latencies(bench: &Bench, n: usize, samples: usize) -> Vec<Duration
     out
 }
 
+/// The real server (the `strongroom` binary) serving a store's data dir,
+/// with an API key of the bench tenant.
+struct Server {
+    child: Child,
+    port: u16,
+    conn: TcpStream,
+    api_key: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let bin = env!("CARGO_BIN_EXE_strongroom");
+        let master = base64::engine::general_purpose::STANDARD.encode(MASTER_KEY);
+        let created = Command::new(bin)
+            .args(["apikey", "create", "--tenant", "bench", "--name", "bench"])
+            .env("STRONGROOM_DATA_DIR", data_dir)
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{created:?}");
+        let api_key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(data_dir.join("server.log")).unwrap();
+        // The server on the second core, the client on the first: every
+        // request crosses cores the same way for both stores (left to the
+        // scheduler, whether a server shares the client's core swings the
+        // round trip by tens of microseconds).
+        let child = Command::new("taskset")
+            .args([
+                "-c",
+                "1",
+                bin,
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("STRONGROOM_DATA_DIR", data_dir)
+            .env("STRONGROOM_MASTER_KEY", master)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let conn = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(conn) => break conn,
+                Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("server did not listen: {e}"),
+            }
+        };
+        conn.set_nodelay(true).unwrap();
+        Server {
+            child,
+            port,
+            conn,
+            api_key,
+        }
+    }
+
+    /// Reads every one of the `n` keys once over `connections` more
+    /// connections, as a server that has been running has (the in-process
+    /// measurement warms the same way).
+    fn warm(&self, n: usize, connections: usize) {
+        std::thread::scope(|scope| {
+            for c in 0..connections {
+                scope.spawn(move || {
+                    let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+                    conn.set_nodelay(true).unwrap();
+                    let mut other = Conn {
+                        conn: &mut conn,
+                        api_key: &self.api_key,
+                    };
+                    for i in (c..n).step_by(connections) {
+                        other.get(&key_name(i));
+                    }
+                });
+            }
+        });
+    }
+
+    fn get(&mut self, key: &str) -> Vec<u8> {
+        Conn {
+            conn: &mut self.conn,
+            api_key: &self.api_key,
+        }
+        .get(key)
+    }
+}
+
+/// A kept-alive connection to a `Server`.
+struct Conn<'a> {
+    conn: &'a mut TcpStream,
+    api_key: &'a str,
+}
+
+impl Conn<'_> {
+    /// One GET over the kept-alive connection; returns the value's body.
+    fn get(&mut self, key: &str) -> Vec<u8> {
+        let request = format!(
+            "GET /secrets/{key} HTTP/1.1\r\nHost: bench\r\nX-Api-Key: {}\r\n\r\n",
+            self.api_key
+        );
+        self.conn.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::with_capacity(512);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.conn.read(&mut buf).unwrap();
+            assert!(n > 0, "server closed the connection");
+            response.extend_from_slice(&buf[..n]);
+            let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            if response.len() >= end + 4 + length {
+                return response.split_off(end + 4);
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pin_to_first_core() {
+    // SAFETY: a zeroed cpu_set_t is valid; we pass its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// End-to-end GET latencies on both servers, interleaved in rounds so both
+/// see the same machine; keys drawn at random from each store.
+fn http_latencies(
+    small: &mut Server,
+    small_n: usize,
+    big: &mut Server,
+    n: usize,
+    samples: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x as usize) % m
+    };
+    // A warm-up round for the measuring connections, not counted.
+    for _ in 0..1000 {
+        small.get(&key_name(next(small_n)));
+        big.get(&key_name(next(n)));
+    }
+    for _ in 0..samples / 1000 {
+        for (server, m, out) in [(&mut *big, n, &mut b), (&mut *small, small_n, &mut a)] {
+            for _ in 0..1000 {
+                let key = key_name(next(m));
+                let started = Instant::now();
+                let body = server.get(&key);
+                out.push(started.elapsed());
+                assert!(body.windows(6).any(|w| w == b"value-"));
+            }
+        }
+    }
+    (a, b)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
@@ -170,7 +367,7 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = std::env::var("STRONGROOM_BENCH_KEYS")
         .ok()
@@ -197,7 +394,26 @@ async fn main() {
     let get_big = get_latencies(&big, n, 20_000).await;
     let list = list_latencies(&big, n, 2_000).await;
 
+    // The real server on each store (the bench's own handles closed first:
+    // one process per data dir).
+    let (small_dir, big_dir) = (small.dir.path().to_owned(), big.dir.path().to_owned());
+    big.store.close().await;
+    small.store.close().await;
+    pin_to_first_core();
+    let (http_small, http_big) = {
+        let mut big_server = Server::start(&big_dir);
+        let mut small_server = Server::start(&small_dir);
+        tokio::task::block_in_place(|| {
+            small_server.warm(small_n, 3);
+            big_server.warm(n, 3);
+        });
+        tokio::task::block_in_place(|| {
+            http_latencies(&mut small_server, small_n, &mut big_server, n, 20_000)
+        })
+    };
+
     let (gs, gb) = (median(get_small.clone()), median(get_big.clone()));
+    let (hs, hb) = (median(http_small.clone()), median(http_big.clone()));
     println!();
     println!("| measure | median | p99 |");
     println!("|---|---|---|");
@@ -207,20 +423,29 @@ async fn main() {
         ms(p99(list))
     );
     println!(
-        "| GET (read + decrypt), {small_n} keys | {} | {} |",
+        "| GET over HTTP, end to end, {small_n} keys | {} | {} |",
+        us(hs),
+        us(p99(http_small))
+    );
+    println!(
+        "| GET over HTTP, end to end, {n} keys | {} | {} |",
+        us(hb),
+        us(p99(http_big))
+    );
+    println!(
+        "| GET store part (read + decrypt), {small_n} keys | {} | {} |",
         us(gs),
         us(p99(get_small))
     );
     println!(
-        "| GET (read + decrypt), {n} keys | {} | {} |",
+        "| GET store part (read + decrypt), {n} keys | {} | {} |",
         us(gb),
         us(p99(get_big))
     );
     println!();
     println!(
-        "GET at {n} keys / GET at {small_n} keys: {:.2}x",
+        "GET end to end at {n} keys / at {small_n} keys: {:.2}x (store part alone: {:.2}x)",
+        hb.as_secs_f64() / hs.as_secs_f64(),
         gb.as_secs_f64() / gs.as_secs_f64()
     );
-    big.store.close().await;
-    small.store.close().await;
 }

@@ -474,14 +474,19 @@ impl Backend for SqliteBackend {
             Ok(hit) => return Ok(Some(hit)),
             Err(epoch) => epoch,
         };
+        // The current version is the key's newest row in `versions`, and
+        // its `deleted` mirrors the key's (every change keeps both so): one
+        // B-tree descent instead of one per table.
         let found = self.read(|c| {
             c.prepare_cached(
-                "SELECT v.version, v.created_at, v.sealed FROM secrets s JOIN versions v
-                   ON v.tenant = s.tenant AND v.key = s.key AND v.version = s.current_version
-                 WHERE s.tenant = ?1 AND s.key = ?2 AND s.deleted = 0",
+                "SELECT version, created_at, sealed, deleted FROM versions
+                 WHERE tenant = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
             )?
-            .query_row(params![tenant.as_str(), key.as_str()], row)
+            .query_row(params![tenant.as_str(), key.as_str()], |r| {
+                (!r.get::<_, bool>(3)?).then(|| row(r)).transpose()
+            })
             .optional()
+            .map(Option::flatten)
         })?;
         if let Some(found) = &found {
             self.cache.fill(epoch, tenant.as_str(), key.as_str(), found);
