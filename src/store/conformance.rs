@@ -146,6 +146,16 @@ async fn soft_delete_undelete_destroy(s: &Store) {
         Err(StoreError::NotFound)
     ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "w@2");
+    // A PUT on a soft-deleted key is the next version and live; the
+    // deleted version stays deleted.
+    s.delete(&tn, &key, Precondition::None, no_hook())
+        .await
+        .unwrap();
+    s.put(&tn, &key, Precondition::None, sealer("x"), no_hook())
+        .await
+        .unwrap();
+    assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "x@3");
+    assert!(s.get(&tn, &key, Some(2)).await.unwrap().is_none());
     s.destroy(&tn, &key, no_hook()).await.unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
