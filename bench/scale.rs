@@ -304,6 +304,27 @@ impl Conn<'_> {
     }
 }
 
+impl Server {
+    /// Stops the server with SIGTERM (so its log is complete) and returns
+    /// the handler latencies of its last `count` requests, from the access
+    /// log: the time spent inside the server, without the network.
+    fn stop(mut self, data_dir: &Path, count: usize) -> Vec<Duration> {
+        // SAFETY: signalling a child this struct owns.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap();
+        let latencies: Vec<Duration> = log
+            .lines()
+            .filter(|l| l.contains("\"strongroom::access\""))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["fields"]["latency_us"].as_u64())
+            .map(Duration::from_micros)
+            .collect();
+        assert!(latencies.len() >= count, "access log incomplete");
+        latencies[latencies.len() - count..].to_vec()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -400,7 +421,7 @@ async fn main() {
     big.store.close().await;
     small.store.close().await;
     pin_to_first_core();
-    let (http_small, http_big) = {
+    let (http_small, http_big, inside_small, inside_big) = {
         let mut big_server = Server::start(&big_dir);
         let mut small_server = Server::start(&small_dir);
         tokio::task::block_in_place(|| {
@@ -412,9 +433,12 @@ async fn main() {
             unsafe { libc::sync() };
             std::thread::sleep(Duration::from_secs(2));
         });
-        tokio::task::block_in_place(|| {
+        let (a, b) = tokio::task::block_in_place(|| {
             http_latencies(&mut small_server, small_n, &mut big_server, n, 20_000)
-        })
+        });
+        let inside_small = small_server.stop(&small_dir, a.len());
+        let inside_big = big_server.stop(&big_dir, b.len());
+        (a, b, inside_small, inside_big)
     };
 
     let (gs, gb) = (median(get_small.clone()), median(get_big.clone()));
@@ -436,6 +460,16 @@ async fn main() {
         "| GET over HTTP, end to end, {n} keys | {} | {} |",
         us(hb),
         us(p99(http_big))
+    );
+    println!(
+        "| GET inside the server (access-log latency), {small_n} keys | {} | {} |",
+        us(median(inside_small.clone())),
+        us(p99(inside_small.clone()))
+    );
+    println!(
+        "| GET inside the server (access-log latency), {n} keys | {} | {} |",
+        us(median(inside_big.clone())),
+        us(p99(inside_big.clone()))
     );
     println!(
         "| GET store part (read + decrypt), {small_n} keys | {} | {} |",

@@ -238,14 +238,18 @@ impl SqliteBackend {
         })
     }
 
-    /// Runs `f` on a reader connection, preferring one nobody holds.
+    /// Runs `f` on a reader connection: the first one nobody holds, so a
+    /// lightly loaded server keeps reading through the same connection
+    /// (each connection has its own memory map of the file and its own
+    /// statements, which stay warm that way); only when all are busy does
+    /// it wait, on one chosen in turn.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..self.readers.len() {
-            if let Ok(conn) = self.readers[(start + i) % self.readers.len()].try_lock() {
+        for reader in &self.readers {
+            if let Ok(conn) = reader.try_lock() {
                 return f(&conn).map_err(unavailable);
             }
         }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         let conn = self.readers[start % self.readers.len()]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
