@@ -157,8 +157,10 @@ async fn list_latencies(bench: &Bench, n: usize, samples: usize) -> Vec<Duration
     let mut out = Vec::with_capacity(samples);
     for s in 0..samples {
         let prefix = format!("app{:03}/", s % GROUPS);
-        // Alternate first pages and pages that start after a cursor.
-        let after = (s % 2 == 1).then(|| key_name(n / 2 / GROUPS * GROUPS + s % GROUPS));
+        // Alternate first pages and pages that start after a cursor (when
+        // each group has keys after the cursor).
+        let after =
+            (s % 2 == 1 && n >= 2 * GROUPS).then(|| key_name(n / 2 / GROUPS * GROUPS + s % GROUPS));
         let started = Instant::now();
         let rows = bench
             .store
