@@ -186,6 +186,13 @@ impl Application {
             None => Audit::open(&args.store.data_dir.join("audit.log"))
                 .map_err(|e| StartError::Config(e.to_string()))?,
         };
+        // The sqlite writer writes each batch's audit lines with one write
+        // before its COMMIT.
+        if let Some(barrier) = audit.commit_barrier() {
+            if store.set_commit_barrier(barrier) {
+                audit.stage_changes();
+            }
+        }
         let listener =
             TcpListener::bind(&args.listen)
                 .await

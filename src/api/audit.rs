@@ -54,6 +54,16 @@ impl AuditRecorder {
     /// Writes the line with `status`, once. (The hook and the middleware
     /// run one after the other, never at once.)
     pub async fn write(&self, status: u16) -> Result<(), crate::audit::AuditError> {
+        self.write_line(status, false).await
+    }
+
+    /// `write`, or from inside a change's transaction (`in_change`), where
+    /// the file trail stages the line for the batch's COMMIT.
+    async fn write_line(
+        &self,
+        status: u16,
+        in_change: bool,
+    ) -> Result<(), crate::audit::AuditError> {
         if self.0.written.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -62,20 +72,25 @@ impl AuditRecorder {
             entry.status = status;
             entry.clone()
         };
-        self.0.audit.append(&entry).await?;
+        if in_change {
+            self.0.audit.append_in_change(&entry).await?;
+        } else {
+            self.0.audit.append(&entry).await?;
+        }
         self.0.written.store(true, Ordering::Release);
         Ok(())
     }
 
     /// A store hook that writes the line with `status` inside the change's
-    /// transaction (sqlite) or before its publish (nats), aborting the
-    /// change when the line cannot be written.
+    /// transaction (sqlite: staged, and written with the batch's other lines
+    /// before its COMMIT) or before its publish (nats), aborting the change
+    /// when the line cannot be written.
     pub fn hook(&self, status: u16) -> Hook {
         let recorder = self.clone();
         Box::new(move || {
             Box::pin(async move {
                 recorder
-                    .write(status)
+                    .write_line(status, true)
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("audit: {e}")))
             })

@@ -14,9 +14,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::clock::{now_ms, rfc3339};
+use crate::store::CommitBarrier;
 
 pub mod nats;
 
@@ -44,9 +46,9 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
     out.push(',');
 }
 
-/// The text of one line chained to `prev` (without the newline) and its
-/// hash: the SHA-256 of everything before `,"hash"`.
-pub(crate) fn render(entry: &AuditEntry, prev: &str) -> (String, String) {
+/// The line's text up to its chain fields: everything but `prev` and
+/// `hash`, which only the append that orders it can fill in.
+pub(crate) fn render_body(entry: &AuditEntry) -> String {
     let mut line = String::with_capacity(320);
     line.push('{');
     push_field(&mut line, "time", Some(&rfc3339(now_ms())));
@@ -59,6 +61,12 @@ pub(crate) fn render(entry: &AuditEntry, prev: &str) -> (String, String) {
     line.push_str(&entry.status.to_string());
     line.push(',');
     push_field(&mut line, "client", entry.client.as_deref());
+    line
+}
+
+/// Chains a `render_body` text to `prev`: appends `prev` and `hash` (the
+/// SHA-256 of everything before `,"hash"`) and returns the hash.
+pub(crate) fn chain(line: &mut String, prev: &str) -> String {
     line.push_str("\"prev\":\"");
     line.push_str(prev);
     line.push('"');
@@ -66,6 +74,14 @@ pub(crate) fn render(entry: &AuditEntry, prev: &str) -> (String, String) {
     line.push_str(",\"hash\":\"");
     line.push_str(&hash);
     line.push_str("\"}");
+    hash
+}
+
+/// The text of one line chained to `prev` (without the newline) and its
+/// hash.
+pub(crate) fn render(entry: &AuditEntry, prev: &str) -> (String, String) {
+    let mut line = render_body(entry);
+    let hash = chain(&mut line, prev);
     (line, hash)
 }
 
@@ -92,13 +108,79 @@ pub(crate) fn chain_hash(line: &[u8]) -> String {
 struct FileSink {
     path: PathBuf,
     file: File,
+    /// The hash of the last line chained (written or staged).
     prev: String,
+    /// The hash of the last line written.
+    written: String,
+    /// Lines chained but not written yet (staged by changes of the batch
+    /// the sqlite writer is running); written ahead of any later line.
+    pending: Vec<u8>,
+    /// Writes that failed: each dropped the lines pending then.
+    failures: u64,
+}
+
+impl FileSink {
+    /// Chains `line` (a `render_body`) after the last line and queues it.
+    fn chain(&mut self, mut line: String) {
+        self.prev = chain(&mut line, &self.prev);
+        line.push('\n');
+        self.pending.extend_from_slice(line.as_bytes());
+    }
+
+    /// Writes the pending lines with one write(2). On failure they are
+    /// dropped and the chain continues from the last line written.
+    fn write_pending(&mut self) -> Result<(), AuditError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.file.write_all(&self.pending);
+        self.pending.clear();
+        match result {
+            Ok(()) => {
+                self.written.clone_from(&self.prev);
+                Ok(())
+            }
+            Err(source) => {
+                self.prev.clone_from(&self.written);
+                self.failures += 1;
+                Err(AuditError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// `<data-dir>/audit.log`: appends are serialised by the mutex (the chain
+/// needs a total order).
+struct FileLog {
+    sink: Mutex<FileSink>,
+    /// Set once the store writes staged lines before each COMMIT
+    /// (`CommitBarrier`); until then staging is appending.
+    staged: AtomicBool,
+}
+
+impl CommitBarrier for FileLog {
+    fn begin(&self) -> u64 {
+        lock_briefly(&self.sink).failures
+    }
+
+    /// Writes what the batch staged (and any line staged meanwhile) in one
+    /// write(2); fails if that write, or any since `begin`, failed, since
+    /// the batch's lines may then be lost.
+    fn before_commit(&self, token: u64) -> Result<(), String> {
+        let mut sink = lock_briefly(&self.sink);
+        sink.write_pending().map_err(|e| format!("audit: {e}"))?;
+        if sink.failures != token {
+            return Err("audit: a write of the audit log failed".into());
+        }
+        Ok(())
+    }
 }
 
 enum Sink {
-    /// `<data-dir>/audit.log`; appends are serialised by the mutex (the
-    /// chain needs a total order).
-    File(Mutex<FileSink>),
+    File(Arc<FileLog>),
     /// A JetStream stream (nats store), shared by every gateway.
     Nats(Box<nats::NatsSink>),
 }
@@ -151,10 +233,16 @@ impl Audit {
             GENESIS.to_owned()
         };
         Ok(Audit {
-            sink: Sink::File(Mutex::new(FileSink {
-                path: path.to_owned(),
-                file,
-                prev,
+            sink: Sink::File(Arc::new(FileLog {
+                sink: Mutex::new(FileSink {
+                    path: path.to_owned(),
+                    file,
+                    written: prev.clone(),
+                    prev,
+                    pending: Vec::new(),
+                    failures: 0,
+                }),
+                staged: AtomicBool::new(false),
             })),
         })
     }
@@ -171,23 +259,68 @@ impl Audit {
     /// request must fail if this fails.
     pub async fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         match &self.sink {
-            Sink::File(sink) => {
-                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-                let (mut line, hash) = render(entry, &sink.prev);
-                line.push('\n');
-                let sink = &mut *sink;
-                sink.file
-                    .write_all(line.as_bytes())
-                    .map_err(|source| AuditError::Io {
-                        path: sink.path.display().to_string(),
-                        source,
-                    })?;
-                sink.prev = hash;
-                Ok(())
+            Sink::File(log) => {
+                // Everything but the chain fields is rendered before taking
+                // the lock, which is held only to hash and write.
+                let line = render_body(entry);
+                let mut sink = lock_briefly(&log.sink);
+                sink.chain(line);
+                sink.write_pending()
             }
             Sink::Nats(sink) => sink.append(entry).await,
         }
     }
+
+    /// The line of a change, from inside the change's transaction: with
+    /// the file trail and the barrier installed (`commit_barrier`), it is
+    /// chained now and written with its batch's other lines just before
+    /// the COMMIT; otherwise it is appended at once.
+    pub async fn append_in_change(&self, entry: &AuditEntry) -> Result<(), AuditError> {
+        match &self.sink {
+            Sink::File(log) if log.staged.load(Ordering::Acquire) => {
+                let line = render_body(entry);
+                lock_briefly(&log.sink).chain(line);
+                Ok(())
+            }
+            _ => self.append(entry).await,
+        }
+    }
+
+    /// The barrier the embedded store's writer must run around each batch
+    /// so lines from `append_in_change` are written before its COMMIT;
+    /// `None` for the stream trail, which appends at once.
+    pub fn commit_barrier(&self) -> Option<Arc<dyn CommitBarrier>> {
+        match &self.sink {
+            Sink::File(log) => Some(log.clone() as Arc<dyn CommitBarrier>),
+            Sink::Nats(_) => None,
+        }
+    }
+
+    /// Called once the store has installed `commit_barrier`: from then on
+    /// `append_in_change` stages lines instead of writing each at once.
+    pub fn stage_changes(&self) {
+        if let Sink::File(log) = &self.sink {
+            log.staged.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Takes a lock that is only ever held for a few microseconds (one hash and
+/// one write(2)): spins for about that long before sleeping on it, since a
+/// worker put to sleep and woken again costs more than the wait.
+fn lock_briefly<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    for _ in 0..64 {
+        match lock.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+    lock.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The chain hash of the last line of `file`, or the genesis value when empty.
@@ -331,5 +464,71 @@ mod tests {
             verify(&path).unwrap(),
             Verdict::Broken { line: 3, .. }
         ));
+    }
+
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures_util::FutureExt::now_or_never(f).expect("a file append does not wait")
+    }
+
+    fn keys(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn staged_lines_are_written_before_the_commit_in_chain_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path).unwrap();
+        let barrier = audit.commit_barrier().unwrap();
+        // Before the store installs the barrier, a change's line is written
+        // at once.
+        now(audit.append_in_change(&entry(0))).unwrap();
+        assert_eq!(keys(&path).len(), 1);
+        audit.stage_changes();
+
+        let token = barrier.begin();
+        now(audit.append_in_change(&entry(1))).unwrap();
+        assert_eq!(keys(&path).len(), 1, "a staged line waits for the batch");
+        // A read's line meanwhile is written at once, after the staged one.
+        now(audit.append(&entry(2))).unwrap();
+        now(audit.append_in_change(&entry(3))).unwrap();
+        barrier.before_commit(token).unwrap();
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\"", "\"k3\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 4 });
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_batch_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path).unwrap();
+        let barrier = audit.commit_barrier().unwrap();
+        audit.stage_changes();
+        now(audit.append(&entry(0))).unwrap();
+        let Sink::File(log) = &audit.sink else {
+            unreachable!()
+        };
+        let swap = |file: File| std::mem::replace(&mut log.sink.lock().unwrap().file, file);
+
+        // The disk fills while a batch is staged: a read's write fails and
+        // drops the staged line with its own, so the batch must fail too.
+        let token = barrier.begin();
+        now(audit.append_in_change(&entry(1))).unwrap();
+        let real = swap(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        assert!(now(audit.append(&entry(2))).is_err());
+        swap(real);
+        assert!(barrier.before_commit(token).is_err());
+
+        // Later lines chain on from the last line written.
+        let token = barrier.begin();
+        now(audit.append_in_change(&entry(3))).unwrap();
+        barrier.before_commit(token).unwrap();
+        now(audit.append(&entry(4))).unwrap();
+        assert_eq!(keys(&path), ["\"k0\"", "\"k3\"", "\"k4\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 3 });
     }
 }

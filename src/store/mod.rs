@@ -107,6 +107,17 @@ pub type Hook = Box<dyn FnOnce() -> HookFuture + Send>;
 /// What a `Hook` returns.
 pub type HookFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
+/// Lets the embedded engine's writer thread bracket each batch it commits:
+/// `begin` before the batch's first job, `before_commit` just before its
+/// COMMIT. An `Err` from `before_commit` rolls the whole batch back and
+/// every job in it fails `Unavailable`. The file audit trail is one: hooks
+/// stage their lines and it writes a batch's lines with one write(2) here.
+pub trait CommitBarrier: Send + Sync {
+    /// Called before the batch's first job; the token goes to `before_commit`.
+    fn begin(&self) -> u64;
+    fn before_commit(&self, token: u64) -> Result<(), String>;
+}
+
 /// A hook that does nothing, for changes made outside a request (the CLI,
 /// the bootstrap key, tests).
 pub fn no_hook() -> Hook {
@@ -331,6 +342,16 @@ impl Store {
             backend: Arc::new(backend),
             max_versions: config.max_versions,
         })
+    }
+
+    /// Installs the barrier the embedded engine's writer calls around each
+    /// batch (see `CommitBarrier`); the nats engine has no batches and
+    /// ignores it. At most once; returns whether it was installed.
+    pub fn set_commit_barrier(&self, barrier: Arc<dyn CommitBarrier>) -> bool {
+        match &*self.backend {
+            Backends::Sqlite(b) => b.set_commit_barrier(barrier),
+            Backends::Nats(_) => false,
+        }
     }
 
     /// The NATS connection of the nats engine, shared with the audit stream
