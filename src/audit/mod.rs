@@ -306,10 +306,11 @@ impl Audit {
 }
 
 /// Takes a lock that is only ever held for a few microseconds (one hash and
-/// one write(2)): spins for about that long before sleeping on it, since a
-/// worker put to sleep and woken again costs more than the wait.
+/// one write(2)): spins for about that long (512 pause instructions, a few
+/// microseconds) before sleeping on it, since a worker put to sleep and
+/// woken again costs more than the wait.
 fn lock_briefly<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    for _ in 0..64 {
+    for _ in 0..16 {
         match lock.try_lock() {
             Ok(guard) => return guard,
             Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
