@@ -311,11 +311,16 @@ pub struct Store {
     max_versions: u32,
 }
 
+/// Calls the backend. The nats engine's futures are boxed: they are many
+/// kilobytes (retry loops over the client's requests), and unboxed they
+/// would size every caller's future and stack frame, the embedded engine's
+/// request path included, for a network round trip that dwarfs the
+/// allocation.
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &*$self.backend {
             Backends::Sqlite($b) => $call.await,
-            Backends::Nats($b) => $call.await,
+            Backends::Nats($b) => Box::pin($call).await,
         }
     };
 }
@@ -373,9 +378,11 @@ impl Store {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let backend = self.backend.clone();
+        // Boxed inside the task: the watch's future is tens of kilobytes, and
+        // built in place it would size the stack frame of every caller.
         tokio::spawn(async move {
             if let Backends::Nats(b) = &*backend {
-                b.watch_apikeys(tx).await;
+                Box::pin(b.watch_apikeys(tx)).await;
             }
         });
         Some(rx)
