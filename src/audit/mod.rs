@@ -416,9 +416,7 @@ mod tests {
     fn write(path: &Path, n: u16) {
         let audit = Audit::open(path).unwrap();
         for i in 0..n {
-            futures_util::FutureExt::now_or_never(audit.append(&entry(i)))
-                .expect("a file append does not wait")
-                .unwrap();
+            now(audit.append(&entry(i))).unwrap();
         }
     }
 

@@ -380,7 +380,7 @@ fn commit_batch(
     cache: &ReadCache,
     barrier: Option<&dyn CommitBarrier>,
 ) {
-    let token = barrier.map(|b| b.begin());
+    let barrier = barrier.map(|b| (b, b.begin()));
     if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
@@ -398,12 +398,11 @@ fn commit_batch(
             let _ = exec_cached(conn, "RELEASE job");
         }
     }
-    let ready = match (barrier, token) {
-        (Some(barrier), Some(token)) => barrier
+    let ready = barrier.map_or(Ok(()), |(barrier, token)| {
+        barrier
             .before_commit(token)
-            .map_err(StoreError::Unavailable),
-        _ => Ok(()),
-    };
+            .map_err(StoreError::Unavailable)
+    });
     let commit = ready.and_then(|()| exec_cached(conn, "COMMIT").map_err(unavailable));
     if commit.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
