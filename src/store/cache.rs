@@ -9,8 +9,14 @@
 //! and before answering, so a read that raced a change can never leave the
 //! older version behind, and a GET that starts after a write was
 //! acknowledged never sees what it replaced.
+//!
+//! A key is admitted on its second miss, not its first (a doorkeeper, as in
+//! TinyLFU): reads spread over far more keys than the cache holds would
+//! otherwise replace an entry on every miss, paying allocations for entries
+//! nobody reads again.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use super::StoredVersion;
@@ -18,6 +24,10 @@ use super::StoredVersion;
 /// Entries kept at most; when full the cache starts over (no bookkeeping
 /// per hit). At about 200 bytes each this bounds it near 2 MB.
 const CAPACITY: usize = 8192;
+/// Bits of the doorkeeper (128 KiB, allocated at the first miss). It starts
+/// over after `SEEN_BITS / 8` first sightings, so at most an eighth of its
+/// bits are set and a key seen once passes for seen twice rarely.
+const SEEN_BITS: usize = 1 << 20;
 
 #[derive(Default)]
 pub(super) struct ReadCache {
@@ -31,6 +41,32 @@ struct State {
     len: usize,
     /// tenant → key → current version.
     tenants: HashMap<String, HashMap<String, StoredVersion>>,
+    /// The doorkeeper: one bit per hash of the keys that missed once.
+    seen: Vec<u64>,
+    seen_count: usize,
+    hasher: std::hash::RandomState,
+}
+
+impl State {
+    /// Whether `key` missed before (since the doorkeeper last started
+    /// over); remembers that it has now.
+    fn seen_before(&mut self, tenant: &str, key: &str) -> bool {
+        if self.seen.is_empty() {
+            self.seen = vec![0; SEEN_BITS / 64];
+        }
+        let hash = self.hasher.hash_one((tenant, key)) as usize % SEEN_BITS;
+        let (word, bit) = (hash / 64, 1u64 << (hash % 64));
+        if self.seen[word] & bit != 0 {
+            return true;
+        }
+        self.seen[word] |= bit;
+        self.seen_count += 1;
+        if self.seen_count >= SEEN_BITS / 8 {
+            self.seen.fill(0);
+            self.seen_count = 0;
+        }
+        false
+    }
 }
 
 impl ReadCache {
@@ -50,10 +86,10 @@ impl ReadCache {
     }
 
     /// Remembers what a read found, unless a change committed since the
-    /// read began (`epoch` from `get`).
+    /// read began (`epoch` from `get`), or the key missed for the first time.
     pub(super) fn fill(&self, epoch: u64, tenant: &str, key: &str, found: &StoredVersion) {
         let mut state = self.state();
-        if state.epoch != epoch {
+        if state.epoch != epoch || !state.seen_before(tenant, key) {
             return;
         }
         if state.len >= CAPACITY {
@@ -93,9 +129,33 @@ mod tests {
         }
     }
 
+    /// A read that missed, as `SqliteBackend::get` makes it.
+    fn read(cache: &ReadCache, key: &str, found: u64) {
+        if let Err(epoch) = cache.get("t", key) {
+            cache.fill(epoch, "t", key, &v(found));
+        }
+    }
+
+    #[test]
+    fn a_key_is_kept_from_its_second_miss() {
+        let cache = ReadCache::default();
+        read(&cache, "k", 1);
+        assert!(cache.get("t", "k").is_err(), "kept at its first miss");
+        read(&cache, "k", 1);
+        assert_eq!(cache.get("t", "k").unwrap().version, 1);
+        // Keys read once each, many more than the cache holds, neither
+        // fill it nor push out what it holds.
+        for i in 0..4 * CAPACITY {
+            read(&cache, &i.to_string(), 1);
+        }
+        assert!(cache.state().len < CAPACITY / 4);
+        assert_eq!(cache.get("t", "k").unwrap().version, 1);
+    }
+
     #[test]
     fn a_read_that_raced_a_change_does_not_fill() {
         let cache = ReadCache::default();
+        read(&cache, "k", 1); // seen once: the next miss fills
         let epoch = cache.get("t", "k").unwrap_err();
         cache.invalidate("t", "k"); // a change commits while the read runs
         cache.fill(epoch, "t", "k", &v(1));
@@ -113,8 +173,9 @@ mod tests {
     fn stays_within_capacity() {
         let cache = ReadCache::default();
         for i in 0..CAPACITY + 10 {
-            let epoch = cache.get("t", &i.to_string()).unwrap_err();
-            cache.fill(epoch, "t", &i.to_string(), &v(1));
+            read(&cache, &i.to_string(), 1);
+            read(&cache, &i.to_string(), 1);
+            assert!(cache.get("t", &i.to_string()).is_ok());
         }
         let state = cache.state();
         assert!(state.len <= CAPACITY);

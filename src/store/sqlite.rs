@@ -12,10 +12,14 @@
 //! Reads run inline on the calling task over a small pool of read-only
 //! connections: WAL readers never block the writer or each other, and a read
 //! of one row takes microseconds, less than a hop to a blocking thread.
+//! Reads of secrets keep their connection's read transaction open from one
+//! read to the next until a batch commits (`Reader`): beginning and ending a
+//! WAL read transaction takes two fcntl(2) locks and cost as much as the
+//! lookup itself.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -157,9 +161,39 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
+/// A read-only connection, and the read transaction it may keep open.
+///
+/// A read of secrets (`SqliteBackend::read_secrets`) reuses the open
+/// transaction while no batch has committed since it began, and starts a
+/// new one otherwise, so it sees every change acknowledged before it
+/// started: the writer counts a batch (`commits`) after its COMMIT and
+/// before answering, and a transaction's count is read before it begins.
+/// Other reads (API keys, which other processes may add, and the rest)
+/// always run in a transaction of their own. The writer ends idle readers'
+/// transactions after each batch, so an idle reader never holds an old
+/// snapshot that would keep checkpoints from emptying the WAL.
+struct Reader {
+    conn: Connection,
+    /// `commits` when the open read transaction began; `None` when the
+    /// connection holds none.
+    snapshot: Option<u64>,
+}
+
+impl Reader {
+    /// Ends the open read transaction, if any.
+    fn end(&mut self) {
+        self.snapshot = None;
+        if !self.conn.is_autocommit() && exec_cached(&self.conn, "COMMIT").is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 pub struct SqliteBackend {
-    readers: Vec<Mutex<Connection>>,
+    readers: Arc<[Mutex<Reader>]>,
     next_reader: AtomicUsize,
+    /// Batches committed (see `Reader`).
+    commits: Arc<AtomicU64>,
     writer: mpsc::Sender<Message>,
     max_versions: u64,
     cache: Arc<ReadCache>,
@@ -227,20 +261,30 @@ impl SqliteBackend {
         let mut readers = Vec::with_capacity(reader_count());
         for _ in 0..reader_count() {
             let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            readers.push(Mutex::new(conn));
+            readers.push(Mutex::new(Reader {
+                conn,
+                snapshot: None,
+            }));
         }
+        let readers: Arc<[Mutex<Reader>]> = readers.into();
+        let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel::<Message>();
         let cache = Arc::new(ReadCache::default());
-        let writer_cache = cache.clone();
         let barrier: Arc<OnceLock<Arc<dyn CommitBarrier>>> = Arc::default();
-        let writer_barrier = barrier.clone();
+        let shared = Shared {
+            cache: cache.clone(),
+            barrier: barrier.clone(),
+            readers: readers.clone(),
+            commits: commits.clone(),
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, &writer_cache, &writer_barrier))
+            .spawn(move || writer_loop(writer, rx, &shared))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteBackend {
             readers,
             next_reader: AtomicUsize::new(0),
+            commits,
             writer: tx,
             max_versions: u64::from(max_versions.max(1)),
             cache,
@@ -253,22 +297,55 @@ impl SqliteBackend {
         self.barrier.set(barrier).is_ok()
     }
 
-    /// Runs `f` on a reader connection: the first one nobody holds, so a
-    /// lightly loaded server keeps reading through the same connection
-    /// (each connection has its own memory map of the file and its own
-    /// statements, which stay warm that way); only when all are busy does
-    /// it wait, on one chosen in turn.
+    /// Runs `f` on a reader connection in a read transaction of its own.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        for reader in &self.readers {
-            if let Ok(conn) = reader.try_lock() {
-                return f(&conn).map_err(unavailable);
+        self.with_reader(|reader| {
+            reader.end();
+            f(&reader.conn)
+        })
+    }
+
+    /// Runs `f` on a reader connection in the read transaction it holds
+    /// open, unless a batch has committed since that began (see `Reader`).
+    /// Only for reads of secrets, which no other process writes.
+    fn read_secrets<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.with_reader(|reader| {
+            let commits = self.commits.load(Ordering::Acquire);
+            if reader.snapshot != Some(commits) {
+                reader.end();
+                exec_cached(&reader.conn, "BEGIN")?;
+                reader.snapshot = Some(commits);
+            }
+            let out = f(&reader.conn);
+            if out.is_err() {
+                reader.end();
+            }
+            out
+        })
+    }
+
+    /// Runs `f` on the first reader nobody holds, so a lightly loaded
+    /// server keeps reading through the same connection (each connection
+    /// has its own memory map of the file and its own statements, which
+    /// stay warm that way); only when all are busy does it wait, on one
+    /// chosen in turn.
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut Reader) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        for reader in self.readers.iter() {
+            if let Ok(mut reader) = reader.try_lock() {
+                return f(&mut reader).map_err(unavailable);
             }
         }
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let conn = self.readers[start % self.readers.len()]
+        let mut reader = self.readers[start % self.readers.len()]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&conn).map_err(unavailable)
+        f(&mut reader).map_err(unavailable)
     }
 
     /// Queues `work` for the writer and waits until its batch is durable.
@@ -334,13 +411,16 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     .map_err(unavailable)
 }
 
+/// What the writer thread shares with the readers.
+struct Shared {
+    cache: Arc<ReadCache>,
+    barrier: Arc<OnceLock<Arc<dyn CommitBarrier>>>,
+    readers: Arc<[Mutex<Reader>]>,
+    commits: Arc<AtomicU64>,
+}
+
 /// The writer thread: one transaction and one fsync per batch of jobs.
-fn writer_loop(
-    conn: Connection,
-    messages: mpsc::Receiver<Message>,
-    cache: &ReadCache,
-    barrier: &OnceLock<Arc<dyn CommitBarrier>>,
-) {
+fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Shared) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while let Ok(first) = messages.recv() {
@@ -356,9 +436,12 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, &mut batch, cache, barrier.get().map(|b| &**b));
+            commit_batch(&conn, &mut batch, shared);
         }
         if let Some(done) = closing.take() {
+            for reader in shared.readers.iter() {
+                reader.lock().unwrap_or_else(|p| p.into_inner()).end();
+            }
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
                 tracing::warn!(error = %e, "checkpoint at close failed; the WAL is replayed at next open");
             }
@@ -374,13 +457,8 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn commit_batch(
-    conn: &Connection,
-    batch: &mut Vec<Box<dyn Job>>,
-    cache: &ReadCache,
-    barrier: Option<&dyn CommitBarrier>,
-) {
-    let barrier = barrier.map(|b| (b, b.begin()));
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared) {
+    let barrier = shared.barrier.get().map(|b| (&**b, b.begin()));
     if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
@@ -409,8 +487,17 @@ fn commit_batch(
     }
     // Before any caller hears back, so a read after an acknowledged change
     // cannot be served what the change replaced.
+    shared.commits.fetch_add(1, Ordering::Release);
     for (tenant, key) in batch.iter().filter_map(|job| job.secret()) {
-        cache.invalidate(tenant, key);
+        shared.cache.invalidate(tenant, key);
+    }
+    // Readers' open transactions are stale now: end those of the idle
+    // ones, so no old snapshot outlives the batch and keeps checkpoints
+    // from emptying the WAL (a busy reader ends its own at its next read).
+    for reader in shared.readers.iter() {
+        if let Ok(mut reader) = reader.try_lock() {
+            reader.end();
+        }
     }
     for job in batch.drain(..) {
         job.finish(commit.clone());
@@ -493,7 +580,7 @@ impl Backend for SqliteBackend {
             })
         };
         if let Some(n) = version {
-            return self.read(|c| {
+            return self.read_secrets(|c| {
                 c.prepare_cached(
                     "SELECT version, created_at, sealed FROM versions
                      WHERE tenant = ?1 AND key = ?2 AND version = ?3 AND deleted = 0",
@@ -512,7 +599,7 @@ impl Backend for SqliteBackend {
         // The current version is the key's newest row in `versions`, and
         // its `deleted` mirrors the key's (every change keeps both so): one
         // B-tree descent instead of one per table.
-        let found = self.read(|c| {
+        let found = self.read_secrets(|c| {
             c.prepare_cached(
                 "SELECT version, created_at, sealed, deleted FROM versions
                  WHERE tenant = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
@@ -639,7 +726,7 @@ impl Backend for SqliteBackend {
         tenant: &TenantId,
         key: &SecretKey,
     ) -> Result<Option<SecretMetadata>, StoreError> {
-        self.read(|c| {
+        self.read_secrets(|c| {
             let head = c
                 .prepare_cached(
                     "SELECT current_version, created_at, updated_at, deleted FROM secrets WHERE tenant = ?1 AND key = ?2",
@@ -675,7 +762,7 @@ impl Backend for SqliteBackend {
         let upper = format!("{prefix}~");
         let lower = after.filter(|a| *a >= prefix).unwrap_or(prefix);
         let inclusive = after.is_none_or(|a| a < prefix);
-        self.read(|c| {
+        self.read_secrets(|c| {
             let sql = if inclusive {
                 "SELECT key, current_version, created_at, updated_at FROM secrets
                  WHERE tenant = ?1 AND key >= ?2 AND key < ?3 AND deleted = 0 ORDER BY key LIMIT ?4"
@@ -856,4 +943,103 @@ fn set_deleted(
     .and_then(|mut s| s.execute(params![tenant, key, version as i64, deleted]))
     .map_err(unavailable)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::no_hook;
+
+    fn sealer(text: &'static str) -> super::Sealer {
+        Box::new(move |_| Ok(text.as_bytes().to_vec()))
+    }
+
+    /// A reader busy while a batch commits keeps its (now stale) read
+    /// transaction; its next read of secrets must begin a new one and see
+    /// the acknowledged change, for the current version (past the read
+    /// cache), an older version, the metadata and the listing alike.
+    #[tokio::test]
+    async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteBackend::open(&dir.path().join("s.db"), 10).unwrap();
+        let (tenant, key) = (
+            TenantId::parse("t").unwrap(),
+            SecretKey::parse("app/one").unwrap(),
+        );
+        store
+            .put(&tenant, &key, Precondition::None, sealer("one"), no_hook())
+            .await
+            .unwrap();
+        // Every reader opens a read transaction on the first version.
+        for reader in store.readers.iter() {
+            let mut reader = reader.lock().unwrap();
+            let commits = store.commits.load(Ordering::Acquire);
+            exec_cached(&reader.conn, "BEGIN").unwrap();
+            reader.snapshot = Some(commits);
+            let n: i64 = reader
+                .conn
+                .query_row("SELECT count(*) FROM versions", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        // Busy readers: the writer cannot end their transactions.
+        let held: Vec<_> = store.readers.iter().map(|r| r.lock().unwrap()).collect();
+        let put = store.put(&tenant, &key, Precondition::None, sealer("two"), no_hook());
+        let version = tokio::time::timeout(Duration::from_secs(10), put)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, 2);
+        assert!(held.iter().all(|r| r.snapshot.is_some()));
+        drop(held);
+
+        let current = store.get(&tenant, &key, None).await.unwrap().unwrap();
+        assert_eq!(
+            (current.version, current.sealed.as_slice()),
+            (2, &b"two"[..])
+        );
+        let by_number = store.get(&tenant, &key, Some(2)).await.unwrap().unwrap();
+        assert_eq!(by_number.sealed, b"two");
+        let meta = store.metadata(&tenant, &key).await.unwrap().unwrap();
+        assert_eq!((meta.current_version, meta.versions.len()), (2, 2));
+        let listed = store.list(&tenant, "app/", None, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].version, 2);
+        store.close().await;
+    }
+
+    /// The writer ends idle readers' transactions after each batch, and all
+    /// of them before the checkpoint at close, which then empties the WAL.
+    #[tokio::test]
+    async fn idle_readers_release_their_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteBackend::open(&path, 10).unwrap();
+        let (tenant, key) = (
+            TenantId::parse("t").unwrap(),
+            SecretKey::parse("app/one").unwrap(),
+        );
+        store
+            .put(&tenant, &key, Precondition::None, sealer("one"), no_hook())
+            .await
+            .unwrap();
+        assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
+        assert!(store
+            .readers
+            .iter()
+            .any(|r| r.lock().unwrap().snapshot.is_some()));
+        store
+            .put(&tenant, &key, Precondition::None, sealer("two"), no_hook())
+            .await
+            .unwrap();
+        for reader in store.readers.iter() {
+            let reader = reader.lock().unwrap();
+            assert_eq!(reader.snapshot, None);
+            assert!(reader.conn.is_autocommit());
+        }
+        assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
+        store.close().await;
+        let wal = std::fs::metadata(dir.path().join("s.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the checkpoint at close left the WAL non-empty");
+    }
 }
