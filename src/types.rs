@@ -47,7 +47,9 @@ impl SecretKey {
         if edge(bytes[0]) || edge(bytes[bytes.len() - 1]) {
             return Err(NameError::BadEdge);
         }
-        if text.contains("..") || text.contains("//") {
+        // One pass over byte pairs: `str::contains` with a two-byte needle
+        // calls memcmp per position, and this runs on every request.
+        if bytes.windows(2).any(|w| w[0] == w[1] && edge(w[0])) {
             return Err(NameError::EmptySegment);
         }
         Ok(SecretKey(text.to_owned()))
