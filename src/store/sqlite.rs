@@ -19,7 +19,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -161,20 +161,32 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
+/// What readers know of the writer's batches.
+#[derive(Default)]
+struct Batches {
+    /// Batches committed, counted after COMMIT and before answering.
+    committed: AtomicU64,
+    /// Whether a batch is under way: a read then ends its transaction
+    /// at once, as the batch's checkpoint cannot pass a reader's snapshot.
+    writing: AtomicBool,
+}
+
 /// A read-only connection, and the read transaction it may keep open.
 ///
 /// A read of secrets (`SqliteBackend::read_secrets`) reuses the open
 /// transaction while no batch has committed since it began, and starts a
 /// new one otherwise, so it sees every change acknowledged before it
-/// started: the writer counts a batch (`commits`) after its COMMIT and
-/// before answering, and a transaction's count is read before it begins.
+/// started: the writer counts a batch (`Batches::committed`) after its
+/// COMMIT and before answering, and a transaction's count is read before it
+/// begins.
 /// Other reads (API keys, which other processes may add, and the rest)
 /// always run in a transaction of their own. The writer ends idle readers'
-/// transactions after each batch, so an idle reader never holds an old
-/// snapshot that would keep checkpoints from emptying the WAL.
+/// transactions before and after each batch, and a read made while a batch
+/// is under way ends its own, so a snapshot stays open only while no writes
+/// come and does not keep checkpoints from emptying the WAL.
 struct Reader {
     conn: Connection,
-    /// `commits` when the open read transaction began; `None` when the
+    /// `Batches::committed` when the open read transaction began; `None` when the
     /// connection holds none.
     snapshot: Option<u64>,
 }
@@ -192,8 +204,8 @@ impl Reader {
 pub struct SqliteBackend {
     readers: Arc<[Mutex<Reader>]>,
     next_reader: AtomicUsize,
-    /// Batches committed (see `Reader`).
-    commits: Arc<AtomicU64>,
+    /// The writer's progress (see `Reader`).
+    batches: Arc<Batches>,
     writer: mpsc::Sender<Message>,
     max_versions: u64,
     cache: Arc<ReadCache>,
@@ -267,7 +279,7 @@ impl SqliteBackend {
             }));
         }
         let readers: Arc<[Mutex<Reader>]> = readers.into();
-        let commits = Arc::new(AtomicU64::new(0));
+        let batches = Arc::new(Batches::default());
         let (tx, rx) = mpsc::channel::<Message>();
         let cache = Arc::new(ReadCache::default());
         let barrier: Arc<OnceLock<Arc<dyn CommitBarrier>>> = Arc::default();
@@ -275,7 +287,7 @@ impl SqliteBackend {
             cache: cache.clone(),
             barrier: barrier.clone(),
             readers: readers.clone(),
-            commits: commits.clone(),
+            batches: batches.clone(),
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -284,7 +296,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             readers,
             next_reader: AtomicUsize::new(0),
-            commits,
+            batches,
             writer: tx,
             max_versions: u64::from(max_versions.max(1)),
             cache,
@@ -313,14 +325,14 @@ impl SqliteBackend {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         self.with_reader(|reader| {
-            let commits = self.commits.load(Ordering::Acquire);
-            if reader.snapshot != Some(commits) {
+            let committed = self.batches.committed.load(Ordering::SeqCst);
+            if reader.snapshot != Some(committed) {
                 reader.end();
                 exec_cached(&reader.conn, "BEGIN")?;
-                reader.snapshot = Some(commits);
+                reader.snapshot = Some(committed);
             }
             let out = f(&reader.conn);
-            if out.is_err() {
+            if out.is_err() || self.batches.writing.load(Ordering::SeqCst) {
                 reader.end();
             }
             out
@@ -416,7 +428,7 @@ struct Shared {
     cache: Arc<ReadCache>,
     barrier: Arc<OnceLock<Arc<dyn CommitBarrier>>>,
     readers: Arc<[Mutex<Reader>]>,
-    commits: Arc<AtomicU64>,
+    batches: Arc<Batches>,
 }
 
 /// The writer thread: one transaction and one fsync per batch of jobs.
@@ -457,8 +469,22 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Ends the read transactions of the readers nobody is using. Before a
+/// batch, so that its COMMIT's checkpoint can copy every frame and the WAL
+/// can start over from its beginning (neither can pass a reader's
+/// snapshot); after it, so that no idle reader keeps a stale one.
+fn release_idle_readers(shared: &Shared) {
+    for reader in shared.readers.iter() {
+        if let Ok(mut reader) = reader.try_lock() {
+            reader.end();
+        }
+    }
+}
+
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared) {
     let barrier = shared.barrier.get().map(|b| (&**b, b.begin()));
+    shared.batches.writing.store(true, Ordering::SeqCst);
+    release_idle_readers(shared);
     if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
@@ -487,18 +513,14 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Share
     }
     // Before any caller hears back, so a read after an acknowledged change
     // cannot be served what the change replaced.
-    shared.commits.fetch_add(1, Ordering::Release);
+    shared.batches.committed.fetch_add(1, Ordering::SeqCst);
     for (tenant, key) in batch.iter().filter_map(|job| job.secret()) {
         shared.cache.invalidate(tenant, key);
     }
-    // Readers' open transactions are stale now: end those of the idle
-    // ones, so no old snapshot outlives the batch and keeps checkpoints
-    // from emptying the WAL (a busy reader ends its own at its next read).
-    for reader in shared.readers.iter() {
-        if let Ok(mut reader) = reader.try_lock() {
-            reader.end();
-        }
-    }
+    // Readers' open transactions are stale now (a busy reader ends its
+    // own at its next read).
+    release_idle_readers(shared);
+    shared.batches.writing.store(false, Ordering::SeqCst);
     for job in batch.drain(..) {
         job.finish(commit.clone());
     }
@@ -973,9 +995,9 @@ mod tests {
         // Every reader opens a read transaction on the first version.
         for reader in store.readers.iter() {
             let mut reader = reader.lock().unwrap();
-            let commits = store.commits.load(Ordering::Acquire);
+            let committed = store.batches.committed.load(Ordering::SeqCst);
             exec_cached(&reader.conn, "BEGIN").unwrap();
-            reader.snapshot = Some(commits);
+            reader.snapshot = Some(committed);
             let n: i64 = reader
                 .conn
                 .query_row("SELECT count(*) FROM versions", [], |r| r.get(0))
@@ -1008,8 +1030,9 @@ mod tests {
         store.close().await;
     }
 
-    /// The writer ends idle readers' transactions after each batch, and all
-    /// of them before the checkpoint at close, which then empties the WAL.
+    /// The writer ends idle readers' transactions after each batch, a read
+    /// during a batch ends its own, and the writer ends all of them before
+    /// the checkpoint at close, which then empties the WAL.
     #[tokio::test]
     async fn idle_readers_release_their_snapshots() {
         let dir = tempfile::tempdir().unwrap();
@@ -1037,6 +1060,15 @@ mod tests {
             assert_eq!(reader.snapshot, None);
             assert!(reader.conn.is_autocommit());
         }
+        // A read made while a batch is under way keeps no snapshot: the
+        // batch's checkpoint could not pass it.
+        store.batches.writing.store(true, Ordering::SeqCst);
+        assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
+        assert!(store
+            .readers
+            .iter()
+            .all(|r| r.lock().unwrap().snapshot.is_none()));
+        store.batches.writing.store(false, Ordering::SeqCst);
         assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
         store.close().await;
         let wal = std::fs::metadata(dir.path().join("s.db-wal")).map_or(0, |m| m.len());
