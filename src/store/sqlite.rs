@@ -448,7 +448,12 @@ fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Sha
             }
         }
         if !batch.is_empty() {
+            // Around the whole batch, so every way out of it (a failed
+            // BEGIN too) clears the flag.
+            shared.batches.writing.store(true, Ordering::SeqCst);
+            release_idle_readers(shared);
             commit_batch(&conn, &mut batch, shared);
+            shared.batches.writing.store(false, Ordering::SeqCst);
         }
         if let Some(done) = closing.take() {
             for reader in shared.readers.iter() {
@@ -483,8 +488,6 @@ fn release_idle_readers(shared: &Shared) {
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared) {
     let barrier = shared.barrier.get().map(|b| (&**b, b.begin()));
-    shared.batches.writing.store(true, Ordering::SeqCst);
-    release_idle_readers(shared);
     if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
@@ -518,9 +521,9 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Share
         shared.cache.invalidate(tenant, key);
     }
     // Readers' open transactions are stale now (a busy reader ends its
-    // own at its next read).
+    // own at its next read); ended before answering, so an idle reader
+    // never holds a snapshot older than an acknowledged change.
     release_idle_readers(shared);
-    shared.batches.writing.store(false, Ordering::SeqCst);
     for job in batch.drain(..) {
         job.finish(commit.clone());
     }
@@ -976,12 +979,8 @@ mod tests {
         Box::new(move |_| Ok(text.as_bytes().to_vec()))
     }
 
-    /// A reader busy while a batch commits keeps its (now stale) read
-    /// transaction; its next read of secrets must begin a new one and see
-    /// the acknowledged change, for the current version (past the read
-    /// cache), an older version, the metadata and the listing alike.
-    #[tokio::test]
-    async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
+    /// A store in a temp dir holding version 1 ("one") of `t`/`app/one`.
+    async fn one_version() -> (tempfile::TempDir, SqliteBackend, TenantId, SecretKey) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteBackend::open(&dir.path().join("s.db"), 10).unwrap();
         let (tenant, key) = (
@@ -992,6 +991,16 @@ mod tests {
             .put(&tenant, &key, Precondition::None, sealer("one"), no_hook())
             .await
             .unwrap();
+        (dir, store, tenant, key)
+    }
+
+    /// A reader busy while a batch commits keeps its (now stale) read
+    /// transaction; its next read of secrets must begin a new one and see
+    /// the acknowledged change, for the current version (past the read
+    /// cache), an older version, the metadata and the listing alike.
+    #[tokio::test]
+    async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
+        let (_dir, store, tenant, key) = one_version().await;
         // Every reader opens a read transaction on the first version.
         for reader in store.readers.iter() {
             let mut reader = reader.lock().unwrap();
@@ -1035,17 +1044,7 @@ mod tests {
     /// the checkpoint at close, which then empties the WAL.
     #[tokio::test]
     async fn idle_readers_release_their_snapshots() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = SqliteBackend::open(&path, 10).unwrap();
-        let (tenant, key) = (
-            TenantId::parse("t").unwrap(),
-            SecretKey::parse("app/one").unwrap(),
-        );
-        store
-            .put(&tenant, &key, Precondition::None, sealer("one"), no_hook())
-            .await
-            .unwrap();
+        let (dir, store, tenant, key) = one_version().await;
         assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
         assert!(store
             .readers
