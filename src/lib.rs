@@ -26,6 +26,7 @@ pub mod config;
 pub mod crypto;
 pub mod fsutil;
 pub mod hex;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod store;

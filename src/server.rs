@@ -350,13 +350,7 @@ pub async fn run(
             }
         }
     });
-    let app = api::gated_router(ready.clone());
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served = crate::http::serve(listener, api::gated_router(ready.clone()), shutdown).await;
     background.abort();
     if let Some(state) = ready.get() {
         state.auth.flush_last_used().await;

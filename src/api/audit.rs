@@ -5,7 +5,7 @@
 //! handler. If a line cannot be written the client gets 503: a read's value
 //! is never sent and a change is rolled back.
 
-use std::net::SocketAddr;
+use crate::http::ClientAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -131,8 +131,8 @@ pub async fn audited(
         .unwrap_or_default();
     let client = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|c| c.0 .0.to_string());
     let recorder = AuditRecorder(Arc::new(Inner {
         audit: app.audit.clone(),
         entry: Mutex::new(AuditEntry {

@@ -1,0 +1,236 @@
+//! Serves the router on one single-threaded runtime per core: an acceptor
+//! hands each connection to the shard holding the fewest, and that shard's
+//! thread runs every request on it, so a request never wakes another thread.
+
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The client's address, as the audit trail records it.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, Shard>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, Shard>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// How many shards: one per core the process may use.
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops
+/// accepting and waits for every shard's in-flight requests to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let mut shards = Vec::new();
+    for i in 0..shard_count() {
+        shards.push(ShardHandle::start(i, local, app.clone(), stopped.clone())?);
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let shard = shards
+                    .iter()
+                    .min_by_key(|s| s.open.load(Ordering::Relaxed))
+                    .expect("at least one shard");
+                shard.hand(stream, addr)?;
+            }
+            // Out of file descriptors or the like: wait, as axum::serve
+            // does, rather than spin.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let mut result = Ok(());
+    for shard in shards {
+        drop(shard.conns);
+        let outcome = shard.done.await.unwrap_or_else(|_| {
+            Err(io::Error::other(
+                "an HTTP shard thread ended without a result",
+            ))
+        });
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    result
+}
+
+/// The acceptor's side of one shard.
+struct ShardHandle {
+    conns: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    /// Connections the shard holds open.
+    open: Arc<AtomicUsize>,
+    done: oneshot::Receiver<io::Result<()>>,
+}
+
+impl ShardHandle {
+    fn start(
+        i: usize,
+        local: SocketAddr,
+        app: Router,
+        mut stopped: watch::Receiver<bool>,
+    ) -> io::Result<ShardHandle> {
+        let (conns, rx) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done) = oneshot::channel();
+        let listener = Shard {
+            conns: rx,
+            local,
+            open: open.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                let outcome = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(
+                            axum::serve(
+                                listener,
+                                app.into_make_service_with_connect_info::<ClientAddr>(),
+                            )
+                            .with_graceful_shutdown(async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            })
+                            .into_future(),
+                        )
+                    });
+                let _ = done_tx.send(outcome);
+            })?;
+        Ok(ShardHandle { conns, open, done })
+    }
+
+    fn hand(&self, stream: TcpStream, addr: SocketAddr) -> io::Result<()> {
+        let stream = stream.into_std()?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if self.conns.send((stream, addr)).is_err() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::other("an HTTP shard stopped"));
+        }
+        Ok(())
+    }
+}
+
+/// One shard's listener: the connections the acceptor hands it.
+pub struct Shard {
+    conns: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    local: SocketAddr,
+    open: Arc<AtomicUsize>,
+}
+
+impl Listener for Shard {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let Some((stream, addr)) = self.conns.recv().await else {
+                // The acceptor has stopped; graceful shutdown ends this
+                // shard's serve loop.
+                return std::future::pending().await;
+            };
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let open = self.open.clone();
+                    return (Counted { stream, open }, addr);
+                }
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cannot register a connection");
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A connection that gives its shard's open count back when it closes.
+pub struct Counted {
+    stream: TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Counted {
+    fn stream(self: std::pin::Pin<&mut Self>) -> std::pin::Pin<&mut TcpStream> {
+        std::pin::Pin::new(&mut self.get_mut().stream)
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
