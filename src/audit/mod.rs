@@ -117,6 +117,15 @@ struct FileSink {
     pending: Vec<u8>,
     /// Writes that failed: each dropped the lines pending then.
     failures: u64,
+    /// What the last failed write said, for the appends whose lines it
+    /// dropped.
+    last_failure: Option<(std::io::ErrorKind, String)>,
+    /// Lines chained so far (the sequence number of the last one).
+    chained: u64,
+    /// Lines whose write has been tried (written, or dropped by a failure).
+    settled: u64,
+    /// write(2) calls tried.
+    writes: u64,
 }
 
 impl FileSink {
@@ -125,6 +134,7 @@ impl FileSink {
         self.prev = chain(&mut line, &self.prev);
         line.push('\n');
         self.pending.extend_from_slice(line.as_bytes());
+        self.chained += 1;
     }
 
     /// Writes the pending lines with one write(2). On failure they are
@@ -135,6 +145,8 @@ impl FileSink {
         }
         let result = self.file.write_all(&self.pending);
         self.pending.clear();
+        self.settled = self.chained;
+        self.writes += 1;
         match result {
             Ok(()) => {
                 self.written.clone_from(&self.prev);
@@ -143,6 +155,7 @@ impl FileSink {
             Err(source) => {
                 self.prev.clone_from(&self.written);
                 self.failures += 1;
+                self.last_failure = Some((source.kind(), source.to_string()));
                 Err(AuditError::Io {
                     path: self.path.display().to_string(),
                     source,
@@ -241,6 +254,10 @@ impl Audit {
                     prev,
                     pending: Vec::new(),
                     failures: 0,
+                    last_failure: None,
+                    chained: 0,
+                    settled: 0,
+                    writes: 0,
                 }),
                 staged: AtomicBool::new(false),
             })),
@@ -255,17 +272,41 @@ impl Audit {
         }
     }
 
-    /// Appends one line (one write, or one acknowledged publish); the
-    /// request must fail if this fails.
+    /// Appends one line (written, or published and acknowledged, before
+    /// this returns); the request must fail if this fails.
+    ///
+    /// To the file, appends combine: each chains its line, lets the other
+    /// requests its thread has ready chain theirs, and the first back
+    /// writes them all with one write(2).
     pub async fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         match &self.sink {
             Sink::File(log) => {
                 // Everything but the chain fields is rendered before taking
                 // the lock, which is held only to hash and write.
                 let line = render_body(entry);
+                let (seq, failures) = {
+                    let mut sink = lock_briefly(&log.sink);
+                    sink.chain(line);
+                    (sink.chained, sink.failures)
+                };
+                tokio::task::yield_now().await;
                 let mut sink = lock_briefly(&log.sink);
-                sink.chain(line);
-                sink.write_pending()
+                if sink.settled < seq {
+                    sink.write_pending()?;
+                }
+                // A write since this line was chained failed: it may have
+                // dropped the line.
+                if sink.failures != failures {
+                    let (kind, text) = sink.last_failure.clone().unwrap_or((
+                        std::io::ErrorKind::Other,
+                        "a write of the audit log failed".into(),
+                    ));
+                    return Err(AuditError::Io {
+                        path: sink.path.display().to_string(),
+                        source: std::io::Error::new(kind, text),
+                    });
+                }
+                Ok(())
             }
             Sink::Nats(sink) => sink.append(entry).await,
         }
@@ -465,8 +506,12 @@ mod tests {
         ));
     }
 
+    /// Runs `f` to the end on a single-threaded runtime, as a shard does.
     fn now<T>(f: impl std::future::Future<Output = T>) -> T {
-        futures_util::FutureExt::now_or_never(f).expect("a file append does not wait")
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     fn keys(path: &Path) -> Vec<String> {
@@ -529,5 +574,43 @@ mod tests {
         now(audit.append(&entry(4))).unwrap();
         assert_eq!(keys(&path), ["\"k0\"", "\"k3\"", "\"k4\""]);
         assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 3 });
+    }
+
+    #[test]
+    fn appends_on_one_thread_share_a_write_and_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path).unwrap();
+        let Sink::File(log) = &audit.sink else {
+            unreachable!()
+        };
+        let swap = |file: File| std::mem::replace(&mut log.sink.lock().unwrap().file, file);
+        let entries = [entry(0), entry(1), entry(2)];
+        let three = || async {
+            tokio::join!(
+                audit.append(&entries[0]),
+                audit.append(&entries[1]),
+                audit.append(&entries[2])
+            )
+        };
+
+        // All three chain before the first writes; one write(2) takes them.
+        let (a, b, c) = now(three());
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(log.sink.lock().unwrap().writes, 1);
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\""]);
+
+        // When that write fails, every append whose line it held fails,
+        // also those that did not make the write themselves.
+        let real = swap(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let (a, b, c) = now(three());
+        swap(real);
+        for outcome in [a, b, c] {
+            let error = outcome.unwrap_err().to_string();
+            assert!(error.contains("No space left"), "{error}");
+        }
+        now(audit.append(&entry(3))).unwrap();
+        assert_eq!(keys(&path).len(), 4);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 4 });
     }
 }
