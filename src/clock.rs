@@ -13,17 +13,26 @@ pub fn now_ms() -> i64 {
 
 /// `2026-11-26T13:15:08.123Z`: RFC 3339, UTC, millisecond precision.
 pub fn rfc3339(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, ms);
+    out
+}
+
+/// Appends `rfc3339(ms)` to `out`.
+pub fn push_rfc3339(out: &mut String, ms: i64) {
+    use std::fmt::Write;
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
 }
 
 /// `Thu, 26 Nov 2026 13:15:08 GMT`, for HTTP date headers.

@@ -119,11 +119,8 @@ pub async fn audited(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("", MatchedPath::as_str);
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -139,7 +136,7 @@ pub async fn audited(
             request_id,
             tenant: None,
             subject: None,
-            action: action(request.method(), &route),
+            action: action(request.method(), route),
             key: None,
             status: 0,
             client,

@@ -49,11 +49,9 @@ pub async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // A MatchedPath clone shares its text; no copy per request.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let id = request_id(&request);
     request
         .extensions_mut()
@@ -61,7 +59,7 @@ pub async fn observe(
     let mut response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.observe(method, &route, status, elapsed);
+    state.metrics.observe(method, route, status, elapsed);
     tracing::info!(
         target: "strongroom::access",
         method,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{now_ms, push_rfc3339};
 use crate::store::CommitBarrier;
 
 pub mod nats;
@@ -40,26 +40,53 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
     out.push_str(name);
     out.push_str("\":");
     match value {
-        Some(v) => out.push_str(&serde_json::to_string(v).expect("strings serialise")),
+        Some(v) => push_json_str(out, v),
         None => out.push_str("null"),
     }
     out.push(',');
 }
 
+/// Appends `value` as a JSON string (quotes, backslashes and control
+/// characters escaped), without the allocation `serde_json::to_string` makes.
+fn push_json_str(out: &mut String, value: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in value.bytes().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.push_str(&value[plain..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        plain = i + 1;
+    }
+    out.push_str(&value[plain..]);
+    out.push('"');
+}
+
 /// The line's text up to its chain fields: everything but `prev` and
 /// `hash`, which only the append that orders it can fill in.
 pub(crate) fn render_body(entry: &AuditEntry) -> String {
+    use std::fmt::Write;
     let mut line = String::with_capacity(320);
-    line.push('{');
-    push_field(&mut line, "time", Some(&rfc3339(now_ms())));
+    line.push_str("{\"time\":\"");
+    push_rfc3339(&mut line, now_ms());
+    line.push_str("\",");
     push_field(&mut line, "request_id", Some(&entry.request_id));
     push_field(&mut line, "tenant", entry.tenant.as_deref());
     push_field(&mut line, "subject", entry.subject.as_deref());
     push_field(&mut line, "action", Some(entry.action));
     push_field(&mut line, "key", entry.key.as_deref());
-    line.push_str("\"status\":");
-    line.push_str(&entry.status.to_string());
-    line.push(',');
+    let _ = write!(line, "\"status\":{},", entry.status);
     push_field(&mut line, "client", entry.client.as_deref());
     line
 }
@@ -612,5 +639,28 @@ mod tests {
         now(audit.append(&entry(3))).unwrap();
         assert_eq!(keys(&path).len(), 4);
         assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 4 });
+    }
+
+    #[test]
+    fn fields_are_escaped_as_json_strings() {
+        for value in [
+            "plain/key",
+            "quote\" back\\ slash",
+            "nl\n cr\r tab\t bell\u{7} nul\0",
+            "ключ/🔑",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, value);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, value);
+        }
+        let mut e = entry(1);
+        e.key = Some("a\"b\u{1}".into());
+        let line: serde_json::Value =
+            serde_json::from_str(&format!("{}\"x\":0}}", render_body(&e))).unwrap();
+        assert_eq!(line["key"], "a\"b\u{1}");
+        assert_eq!(line["status"], e.status);
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
     }
 }
