@@ -5,7 +5,6 @@
 //! handler. If a line cannot be written the client gets 503: a read's value
 //! is never sent and a change is rolled back.
 
-use crate::http::ClientAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +18,7 @@ use super::middleware::RequestId;
 use super::AppState;
 use crate::audit::{Audit, AuditEntry};
 use crate::auth::Principal;
+use crate::http::ClientAddr;
 use crate::store::{Hook, StoreError};
 
 /// The audit line of one request, filled in as the request is handled.
@@ -67,16 +67,10 @@ impl AuditRecorder {
         if self.0.written.load(Ordering::Acquire) {
             return Ok(());
         }
-        let entry = {
-            let mut entry = self.entry();
-            entry.status = status;
-            entry.clone()
-        };
-        if in_change {
-            self.0.audit.append_in_change(&entry).await?;
-        } else {
-            self.0.audit.append(&entry).await?;
-        }
+        self.0
+            .audit
+            .record(&self.0.entry, status, in_change)
+            .await?;
         self.0.written.store(true, Ordering::Release);
         Ok(())
     }

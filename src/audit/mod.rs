@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::{now_ms, push_rfc3339};
@@ -199,6 +199,67 @@ struct FileLog {
     /// Set once the store writes staged lines before each COMMIT
     /// (`CommitBarrier`); until then staging is appending.
     staged: AtomicBool,
+    /// `FileSink::settled` and `failures` as of the last write, so an
+    /// append whose line another append wrote returns without the lock.
+    settled: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl FileLog {
+    /// Appends `line` (a `render_body`). Appends combine: each chains its
+    /// line, lets the other requests its thread has ready chain theirs,
+    /// and the first back writes them all with one write(2).
+    async fn append(&self, line: String) -> Result<(), AuditError> {
+        let (seq, failures) = {
+            let mut sink = lock_briefly(&self.sink);
+            sink.chain(line);
+            (sink.chained, sink.failures)
+        };
+        tokio::task::yield_now().await;
+        if self.settled.load(Ordering::Acquire) >= seq
+            && self.failures.load(Ordering::Acquire) == failures
+        {
+            return Ok(());
+        }
+        let mut sink = lock_briefly(&self.sink);
+        if sink.settled < seq {
+            self.write_pending(&mut sink)?;
+        }
+        // A write since this line was chained failed: it may have dropped
+        // the line.
+        if sink.failures != failures {
+            let (kind, text) = sink.last_failure.clone().unwrap_or((
+                std::io::ErrorKind::Other,
+                "a write of the audit log failed".into(),
+            ));
+            return Err(AuditError::Io {
+                path: sink.path.display().to_string(),
+                source: std::io::Error::new(kind, text),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stages `line` for the running batch's COMMIT once the barrier is
+    /// installed; appends it until then.
+    async fn append_in_change(&self, line: String) -> Result<(), AuditError> {
+        if self.staged.load(Ordering::Acquire) {
+            lock_briefly(&self.sink).chain(line);
+            Ok(())
+        } else {
+            self.append(line).await
+        }
+    }
+
+    /// `FileSink::write_pending`, then publishes its outcome: `failures`
+    /// before `settled`, so whoever sees its line settled also sees
+    /// whether that write failed.
+    fn write_pending(&self, sink: &mut FileSink) -> Result<(), AuditError> {
+        let result = sink.write_pending();
+        self.failures.store(sink.failures, Ordering::Release);
+        self.settled.store(sink.settled, Ordering::Release);
+        result
+    }
 }
 
 impl CommitBarrier for FileLog {
@@ -211,7 +272,8 @@ impl CommitBarrier for FileLog {
     /// the batch's lines may then be lost.
     fn before_commit(&self, token: u64) -> Result<(), String> {
         let mut sink = lock_briefly(&self.sink);
-        sink.write_pending().map_err(|e| format!("audit: {e}"))?;
+        self.write_pending(&mut sink)
+            .map_err(|e| format!("audit: {e}"))?;
         if sink.failures != token {
             return Err("audit: a write of the audit log failed".into());
         }
@@ -223,6 +285,12 @@ enum Sink {
     File(Arc<FileLog>),
     /// A JetStream stream (nats store), shared by every gateway.
     Nats(Box<nats::NatsSink>),
+}
+
+/// A line ready to append: rendered for the file, copied for the stream.
+enum Prepared<'a> {
+    File(&'a FileLog, String),
+    Nats(&'a nats::NatsSink, AuditEntry),
 }
 
 /// The append-only trail: a file, or a JetStream stream with the nats store.
@@ -287,6 +355,8 @@ impl Audit {
                     writes: 0,
                 }),
                 staged: AtomicBool::new(false),
+                settled: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
             })),
         })
     }
@@ -301,40 +371,9 @@ impl Audit {
 
     /// Appends one line (written, or published and acknowledged, before
     /// this returns); the request must fail if this fails.
-    ///
-    /// To the file, appends combine: each chains its line, lets the other
-    /// requests its thread has ready chain theirs, and the first back
-    /// writes them all with one write(2).
     pub async fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         match &self.sink {
-            Sink::File(log) => {
-                // Everything but the chain fields is rendered before taking
-                // the lock, which is held only to hash and write.
-                let line = render_body(entry);
-                let (seq, failures) = {
-                    let mut sink = lock_briefly(&log.sink);
-                    sink.chain(line);
-                    (sink.chained, sink.failures)
-                };
-                tokio::task::yield_now().await;
-                let mut sink = lock_briefly(&log.sink);
-                if sink.settled < seq {
-                    sink.write_pending()?;
-                }
-                // A write since this line was chained failed: it may have
-                // dropped the line.
-                if sink.failures != failures {
-                    let (kind, text) = sink.last_failure.clone().unwrap_or((
-                        std::io::ErrorKind::Other,
-                        "a write of the audit log failed".into(),
-                    ));
-                    return Err(AuditError::Io {
-                        path: sink.path.display().to_string(),
-                        source: std::io::Error::new(kind, text),
-                    });
-                }
-                Ok(())
-            }
+            Sink::File(log) => log.append(render_body(entry)).await,
             Sink::Nats(sink) => sink.append(entry).await,
         }
     }
@@ -345,12 +384,33 @@ impl Audit {
     /// the COMMIT; otherwise it is appended at once.
     pub async fn append_in_change(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         match &self.sink {
-            Sink::File(log) if log.staged.load(Ordering::Acquire) => {
-                let line = render_body(entry);
-                lock_briefly(&log.sink).chain(line);
-                Ok(())
+            Sink::File(log) => log.append_in_change(render_body(entry)).await,
+            Sink::Nats(sink) => sink.append(entry).await,
+        }
+    }
+
+    /// `append` (or, `in_change`, `append_in_change`) of the entry a
+    /// request is filling in, with `status` set: the file trail renders it
+    /// under the lock; only the stream trail, which may retry, copies it.
+    pub async fn record(
+        &self,
+        entry: &Mutex<AuditEntry>,
+        status: u16,
+        in_change: bool,
+    ) -> Result<(), AuditError> {
+        // The entry's lock ends before any await.
+        let prepared = {
+            let mut entry = entry.lock().unwrap_or_else(|p| p.into_inner());
+            entry.status = status;
+            match &self.sink {
+                Sink::File(log) => Prepared::File(log, render_body(&entry)),
+                Sink::Nats(sink) => Prepared::Nats(sink, entry.clone()),
             }
-            _ => self.append(entry).await,
+        };
+        match prepared {
+            Prepared::File(log, line) if in_change => log.append_in_change(line).await,
+            Prepared::File(log, line) => log.append(line).await,
+            Prepared::Nats(sink, entry) => sink.append(&entry).await,
         }
     }
 
