@@ -350,7 +350,13 @@ pub async fn run(
             }
         }
     });
-    let served = crate::http::serve(listener, api::gated_router(ready.clone()), shutdown).await;
+    // Started: the full router. Still waiting for the store: the gate in
+    // front of it, which adds a second routing step to every request.
+    let app = match ready.get() {
+        Some(state) => api::router(state.clone()),
+        None => api::gated_router(ready.clone()),
+    };
+    let served = crate::http::serve(listener, app, shutdown).await;
     background.abort();
     if let Some(state) = ready.get() {
         state.auth.flush_last_used().await;
