@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod fsutil;
 pub mod hex;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -11,7 +11,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{now_ms, write_rfc3339};
+use crate::json::{write_str as write_json_str, Escaped};
 
 /// Formats each event as one JSON object (spans are not recorded).
 pub struct JsonLine;
@@ -29,7 +30,7 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        writer.write_str(&rfc3339(now_ms()))?;
+        write_rfc3339(&mut writer, now_ms())?;
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_str("\",\"fields\":{")?;
@@ -97,53 +98,9 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
-/// `s` as a JSON string literal.
-fn write_json_str(out: &mut impl Write, s: &str) -> fmt::Result {
-    out.write_char('"')?;
-    Escaped(out).write_str(s)?;
-    out.write_char('"')
-}
-
-/// Escapes what passes through it for the inside of a JSON string.
-struct Escaped<'a, W: Write>(&'a mut W);
-
-impl<W: Write> Write for Escaped<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut plain = 0;
-        for (i, c) in s.char_indices() {
-            let escape = match c {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                c if (c as u32) < 0x20 => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[plain..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{:04x}", c as u32)?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            plain = i + c.len_utf8();
-        }
-        self.0.write_str(&s[plain..])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_what_json_requires() {
-        let mut out = String::new();
-        write_json_str(&mut out, "a\"b\\c\nd\u{1}é").unwrap();
-        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
-        let parsed: String = serde_json::from_str(&out).unwrap();
-        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
-    }
 
     #[test]
     fn a_line_is_one_json_object_with_the_fields() {
