@@ -1,6 +1,8 @@
 //! Serves the router on one single-threaded runtime per core: an acceptor
 //! hands each connection to the shard holding the fewest, and that shard's
-//! thread runs every request on it, so a request never wakes another thread.
+//! thread parses, handles and answers every request on it, so requests do
+//! not wake a second worker (a work-stealing runtime's workers woke each
+//! other on every request here).
 
 use std::future::{Future, IntoFuture};
 use std::io;
@@ -15,7 +17,7 @@ use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// The client's address, as the audit trail records it.
 #[derive(Clone, Copy, Debug)]
@@ -33,17 +35,17 @@ fn shard_count() -> usize {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for every shard's in-flight requests to finish.
+/// accepting and waits for every shard to answer the connections it was
+/// handed and finish their in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
     let mut shards = Vec::new();
     for i in 0..shard_count() {
-        shards.push(ShardHandle::start(i, local, app.clone(), stopped.clone())?);
+        shards.push(ShardHandle::start(i, local, app.clone())?);
     }
     tokio::pin!(shutdown);
     loop {
@@ -53,14 +55,21 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, addr)) => {
-                let shard = shards
+                // A shard whose thread has ended is never chosen again; with
+                // none left, stop as if asked to.
+                let Some(shard) = shards
                     .iter()
+                    .filter(|s| !s.conns.is_closed())
                     .min_by_key(|s| s.open.load(Ordering::Relaxed))
-                    .expect("at least one shard");
-                shard.hand(stream, addr)?;
+                else {
+                    tracing::error!("every HTTP shard has stopped");
+                    break;
+                };
+                if let Err(e) = shard.hand(stream, addr) {
+                    tracing::warn!(error = %e, "cannot hand a connection to a shard; closed it");
+                }
             }
-            // Out of file descriptors or the like: wait, as axum::serve
-            // does, rather than spin.
+            // Out of file descriptors or the like: wait rather than spin.
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -68,7 +77,8 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let _ = stop.send(true);
+    // Each shard serves what is queued for it, then shuts down gracefully
+    // once its queue is closed and empty.
     let mut result = Ok(());
     for shard in shards {
         drop(shard.conns);
@@ -93,39 +103,32 @@ struct ShardHandle {
 }
 
 impl ShardHandle {
-    fn start(
-        i: usize,
-        local: SocketAddr,
-        app: Router,
-        mut stopped: watch::Receiver<bool>,
-    ) -> io::Result<ShardHandle> {
+    /// Builds the shard's runtime here, so a failure to build it fails
+    /// start-up, and runs it on a thread of its own.
+    fn start(i: usize, local: SocketAddr, app: Router) -> io::Result<ShardHandle> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (conns, rx) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
         let (done_tx, done) = oneshot::channel();
+        let drained = Arc::new(Notify::new());
         let listener = Shard {
             conns: rx,
             local,
             open: open.clone(),
+            drained: drained.clone(),
         };
         std::thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
-                let outcome = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .and_then(|rt| {
-                        rt.block_on(
-                            axum::serve(
-                                listener,
-                                app.into_make_service_with_connect_info::<ClientAddr>(),
-                            )
-                            .with_graceful_shutdown(async move {
-                                let _ = stopped.wait_for(|stop| *stop).await;
-                            })
-                            .into_future(),
-                        )
-                    });
-                let _ = done_tx.send(outcome);
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<ClientAddr>(),
+                )
+                .with_graceful_shutdown(async move { drained.notified().await })
+                .into_future();
+                let _ = done_tx.send(runtime.block_on(serve));
             })?;
         Ok(ShardHandle { conns, open, done })
     }
@@ -135,7 +138,7 @@ impl ShardHandle {
         self.open.fetch_add(1, Ordering::Relaxed);
         if self.conns.send((stream, addr)).is_err() {
             self.open.fetch_sub(1, Ordering::Relaxed);
-            return Err(io::Error::other("an HTTP shard stopped"));
+            return Err(io::Error::other("the shard has stopped"));
         }
         Ok(())
     }
@@ -146,6 +149,9 @@ pub struct Shard {
     conns: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     local: SocketAddr,
     open: Arc<AtomicUsize>,
+    /// Notified once the acceptor has closed the queue and it is empty: the
+    /// shard's graceful shutdown.
+    drained: Arc<Notify>,
 }
 
 impl Listener for Shard {
@@ -155,8 +161,8 @@ impl Listener for Shard {
     async fn accept(&mut self) -> (Counted, SocketAddr) {
         loop {
             let Some((stream, addr)) = self.conns.recv().await else {
-                // The acceptor has stopped; graceful shutdown ends this
-                // shard's serve loop.
+                // Every queued connection has been taken: shut down.
+                self.drained.notify_one();
                 return std::future::pending().await;
             };
             match TcpStream::from_std(stream) {

@@ -360,6 +360,7 @@ pub async fn run(
     background.abort();
     if let Some(state) = ready.get() {
         state.auth.flush_last_used().await;
+        state.audit.flush();
     }
     served
 }

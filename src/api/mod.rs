@@ -114,7 +114,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(audited)
-        .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
@@ -124,6 +123,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             middleware::observe,
         ))
+        // Liveness probes stay out of the access log and the metrics, as
+        // they are while start-up waits for the store (`gated_router`).
+        .route("/healthz", get(ops::healthz))
         .with_state(state)
 }
 

@@ -114,11 +114,15 @@ struct FileSink {
     prev: String,
     /// The hash of the last line written.
     written: String,
-    /// Lines chained but not written yet (staged by changes of the batch
-    /// the sqlite writer is running); written ahead of any later line.
+    /// Lines chained but not written yet: staged by the changes of the
+    /// batch the sqlite writer is running, or waiting for the write that
+    /// appends combine into. Written ahead of any later line.
     pending: Vec<u8>,
     /// Writes that failed: each dropped the lines pending then.
     failures: u64,
+    /// The lines the last failed writes dropped, as sequence ranges
+    /// (after, upto], newest last; at most `DROPPED_KEPT`.
+    dropped: std::collections::VecDeque<(u64, u64)>,
     /// What the last failed write said, for the appends whose lines it
     /// dropped.
     last_failure: Option<(std::io::ErrorKind, String)>,
@@ -126,11 +130,45 @@ struct FileSink {
     chained: u64,
     /// Lines whose write has been tried (written, or dropped by a failure).
     settled: u64,
-    /// write(2) calls tried.
+    /// Writes of the pending lines tried (each one `write_all`).
     writes: u64,
 }
 
+/// How many failed writes' ranges a `FileSink` remembers. An append checks
+/// its line within a scheduler tick of chaining it; one older than that many
+/// failures is taken as dropped.
+const DROPPED_KEPT: usize = 64;
+
 impl FileSink {
+    /// Whether a failed write dropped line `seq`, chained when `failures`
+    /// writes had failed.
+    fn was_dropped(&self, seq: u64, failures: u64) -> bool {
+        let since = (self.failures - failures) as usize;
+        if since > self.dropped.len() {
+            return since > 0;
+        }
+        self.dropped
+            .iter()
+            .rev()
+            .take(since)
+            .any(|&(after, upto)| after < seq && seq <= upto)
+    }
+
+    /// Fails if a failed write dropped line `seq` (see `was_dropped`).
+    fn outcome(&self, seq: u64, failures: u64) -> Result<(), AuditError> {
+        if !self.was_dropped(seq, failures) {
+            return Ok(());
+        }
+        let (kind, text) = self.last_failure.clone().unwrap_or((
+            std::io::ErrorKind::Other,
+            "a write of the audit log failed".into(),
+        ));
+        Err(AuditError::Io {
+            path: self.path.display().to_string(),
+            source: std::io::Error::new(kind, text),
+        })
+    }
+
     /// Chains `line` (a `render_body`) after the last line and queues it.
     fn chain(&mut self, mut line: String) {
         self.prev = chain(&mut line, &self.prev);
@@ -147,7 +185,7 @@ impl FileSink {
         }
         let result = self.file.write_all(&self.pending);
         self.pending.clear();
-        self.settled = self.chained;
+        let after = std::mem::replace(&mut self.settled, self.chained);
         self.writes += 1;
         match result {
             Ok(()) => {
@@ -158,6 +196,10 @@ impl FileSink {
                 self.prev.clone_from(&self.written);
                 self.failures += 1;
                 self.last_failure = Some((source.kind(), source.to_string()));
+                if self.dropped.len() == DROPPED_KEPT {
+                    self.dropped.pop_front();
+                }
+                self.dropped.push_back((after, self.chained));
                 Err(AuditError::Io {
                     path: self.path.display().to_string(),
                     source,
@@ -198,31 +240,30 @@ impl FileLog {
         }
         let mut sink = lock_briefly(&self.sink);
         if sink.settled < seq {
+            // Our write: its error is ours too, and every line it held
+            // is dropped.
             self.write_pending(&mut sink)?;
         }
-        // A write since this line was chained failed: it may have dropped
-        // the line.
-        if sink.failures != failures {
-            let (kind, text) = sink.last_failure.clone().unwrap_or((
-                std::io::ErrorKind::Other,
-                "a write of the audit log failed".into(),
-            ));
-            return Err(AuditError::Io {
-                path: sink.path.display().to_string(),
-                source: std::io::Error::new(kind, text),
-            });
-        }
-        Ok(())
+        sink.outcome(seq, failures)
+    }
+
+    /// Appends `line` with a write of its own, at once (no yield): for a
+    /// change's line before the barrier is installed, which the store's
+    /// hook needs ready without waiting.
+    fn append_now(&self, line: String) -> Result<(), AuditError> {
+        let mut sink = lock_briefly(&self.sink);
+        sink.chain(line);
+        self.write_pending(&mut sink)
     }
 
     /// Stages `line` for the running batch's COMMIT once the barrier is
     /// installed; appends it until then.
-    async fn append_in_change(&self, line: String) -> Result<(), AuditError> {
+    fn append_in_change(&self, line: String) -> Result<(), AuditError> {
         if self.staged.load(Ordering::Acquire) {
             lock_briefly(&self.sink).chain(line);
             Ok(())
         } else {
-            self.append(line).await
+            self.append_now(line)
         }
     }
 
@@ -324,6 +365,7 @@ impl Audit {
                     prev,
                     pending: Vec::new(),
                     failures: 0,
+                    dropped: Default::default(),
                     last_failure: None,
                     chained: 0,
                     settled: 0,
@@ -359,7 +401,7 @@ impl Audit {
     /// the COMMIT; otherwise it is appended at once.
     pub async fn append_in_change(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         match &self.sink {
-            Sink::File(log) => log.append_in_change(render_body(entry)).await,
+            Sink::File(log) => log.append_in_change(render_body(entry)),
             Sink::Nats(sink) => sink.append(entry).await,
         }
     }
@@ -383,9 +425,20 @@ impl Audit {
             }
         };
         match prepared {
-            Prepared::File(log, line) if in_change => log.append_in_change(line).await,
+            Prepared::File(log, line) if in_change => log.append_in_change(line),
             Prepared::File(log, line) => log.append(line).await,
             Prepared::Nats(sink, entry) => sink.append(&entry).await,
+        }
+    }
+
+    /// Writes any line still pending (one whose request was cancelled
+    /// while its append waited), at shutdown.
+    pub fn flush(&self) {
+        if let Sink::File(log) = &self.sink {
+            let mut sink = lock_briefly(&log.sink);
+            if let Err(e) = log.write_pending(&mut sink) {
+                tracing::error!(error = %e, "audit: pending lines could not be written");
+            }
         }
     }
 
@@ -685,5 +738,39 @@ mod tests {
         assert_eq!(line["key"], "a\"b\u{1}");
         assert_eq!(line["status"], e.status);
         assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_failed_write_fails_only_the_appends_whose_lines_it_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path).unwrap();
+        let Sink::File(log) = &audit.sink else {
+            unreachable!()
+        };
+        let swap = |file: File| std::mem::replace(&mut log.sink.lock().unwrap().file, file);
+        let entries = [entry(0), entry(1), entry(2)];
+        // Polled in order: lines 0 and 1 are chained, line 0's append
+        // writes both, then line 2's write fails before line 1's append
+        // looks at the outcome.
+        let failing = async {
+            tokio::task::yield_now().await;
+            let real = swap(OpenOptions::new().append(true).open("/dev/full").unwrap());
+            let outcome = audit.append_in_change(&entries[2]).await;
+            swap(real);
+            outcome
+        };
+        let (a, c, b) = now(futures_util::future::join3(
+            audit.append(&entries[0]),
+            failing,
+            audit.append(&entries[1]),
+        ));
+        assert!(c.is_err(), "the failed write's own line fails");
+        assert!(
+            a.is_ok() && b.is_ok(),
+            "{a:?} {b:?}: their lines were written"
+        );
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 2 });
     }
 }
