@@ -1,6 +1,6 @@
-//! The benchmark baseline: an axum hello-world on the same runtime settings
-//! as strongroom, answering 40 bytes of JSON. `bench/run` measures strongroom
-//! against it in the same run.
+//! The benchmark baseline: a plain axum hello-world (`#[tokio::main]`,
+//! `axum::serve`), answering 40 bytes of JSON, as the performance issue
+//! defines it. `bench/run` measures strongroom against it in the same run.
 
 use axum::routing::get;
 use axum::Router;
