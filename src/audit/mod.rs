@@ -621,6 +621,31 @@ mod tests {
         ));
     }
 
+    /// A file trail in a fresh temp dir (which lives as long as the guard).
+    fn file_trail() -> (tempfile::TempDir, PathBuf, Audit) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path).unwrap();
+        (dir, path, audit)
+    }
+
+    fn file_log(audit: &Audit) -> &FileLog {
+        let Sink::File(log) = &audit.sink else {
+            unreachable!("a file trail")
+        };
+        log
+    }
+
+    /// Puts `file` under the trail in place of its file; returns that one.
+    fn swap_file(audit: &Audit, file: File) -> File {
+        std::mem::replace(&mut file_log(audit).sink.lock().unwrap().file, file)
+    }
+
+    /// A file whose every write fails with ENOSPC.
+    fn full_disk() -> File {
+        OpenOptions::new().append(true).open("/dev/full").unwrap()
+    }
+
     /// Runs `f` to the end on a single-threaded runtime, as a shard does.
     fn now<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
@@ -639,9 +664,7 @@ mod tests {
 
     #[test]
     fn staged_lines_are_written_before_the_commit_in_chain_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let audit = Audit::open(&path).unwrap();
+        let (_dir, path, audit) = file_trail();
         let barrier = audit.commit_barrier().unwrap();
         // Before the store installs the barrier, a change's line is written
         // at once.
@@ -662,24 +685,18 @@ mod tests {
 
     #[test]
     fn a_failed_write_fails_the_batch_and_the_chain_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let audit = Audit::open(&path).unwrap();
+        let (_dir, path, audit) = file_trail();
         let barrier = audit.commit_barrier().unwrap();
         audit.stage_changes();
         now(audit.append(&entry(0))).unwrap();
-        let Sink::File(log) = &audit.sink else {
-            unreachable!()
-        };
-        let swap = |file: File| std::mem::replace(&mut log.sink.lock().unwrap().file, file);
 
         // The disk fills while a batch is staged: a read's write fails and
         // drops the staged line with its own, so the batch must fail too.
         let token = barrier.begin();
         now(audit.append_in_change(&entry(1))).unwrap();
-        let real = swap(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let real = swap_file(&audit, full_disk());
         assert!(now(audit.append(&entry(2))).is_err());
-        swap(real);
+        swap_file(&audit, real);
         assert!(barrier.before_commit(token).is_err());
 
         // Later lines chain on from the last line written.
@@ -693,13 +710,7 @@ mod tests {
 
     #[test]
     fn appends_on_one_thread_share_a_write_and_its_outcome() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let audit = Audit::open(&path).unwrap();
-        let Sink::File(log) = &audit.sink else {
-            unreachable!()
-        };
-        let swap = |file: File| std::mem::replace(&mut log.sink.lock().unwrap().file, file);
+        let (_dir, path, audit) = file_trail();
         let entries = [entry(0), entry(1), entry(2)];
         let three = || async {
             tokio::join!(
@@ -712,14 +723,14 @@ mod tests {
         // All three chain before the first writes; one write(2) takes them.
         let (a, b, c) = now(three());
         assert!(a.is_ok() && b.is_ok() && c.is_ok());
-        assert_eq!(log.sink.lock().unwrap().writes, 1);
+        assert_eq!(file_log(&audit).sink.lock().unwrap().writes, 1);
         assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\""]);
 
         // When that write fails, every append whose line it held fails,
         // also those that did not make the write themselves.
-        let real = swap(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let real = swap_file(&audit, full_disk());
         let (a, b, c) = now(three());
-        swap(real);
+        swap_file(&audit, real);
         for outcome in [a, b, c] {
             let error = outcome.unwrap_err().to_string();
             assert!(error.contains("No space left"), "{error}");
@@ -742,22 +753,16 @@ mod tests {
 
     #[test]
     fn a_failed_write_fails_only_the_appends_whose_lines_it_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let audit = Audit::open(&path).unwrap();
-        let Sink::File(log) = &audit.sink else {
-            unreachable!()
-        };
-        let swap = |file: File| std::mem::replace(&mut log.sink.lock().unwrap().file, file);
+        let (_dir, path, audit) = file_trail();
         let entries = [entry(0), entry(1), entry(2)];
         // Polled in order: lines 0 and 1 are chained, line 0's append
         // writes both, then line 2's write fails before line 1's append
         // looks at the outcome.
         let failing = async {
             tokio::task::yield_now().await;
-            let real = swap(OpenOptions::new().append(true).open("/dev/full").unwrap());
+            let real = swap_file(&audit, full_disk());
             let outcome = audit.append_in_change(&entries[2]).await;
-            swap(real);
+            swap_file(&audit, real);
             outcome
         };
         let (a, c, b) = now(futures_util::future::join3(
