@@ -386,29 +386,16 @@ impl Audit {
         }
     }
 
-    /// Appends one line (written, or published and acknowledged, before
-    /// this returns); the request must fail if this fails.
-    pub async fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
-        match &self.sink {
-            Sink::File(log) => log.append(render_body(entry)).await,
-            Sink::Nats(sink) => sink.append(entry).await,
-        }
-    }
-
-    /// The line of a change, from inside the change's transaction: with
-    /// the file trail and the barrier installed (`commit_barrier`), it is
-    /// chained now and written with its batch's other lines just before
-    /// the COMMIT; otherwise it is appended at once.
-    pub async fn append_in_change(&self, entry: &AuditEntry) -> Result<(), AuditError> {
-        match &self.sink {
-            Sink::File(log) => log.append_in_change(render_body(entry)),
-            Sink::Nats(sink) => sink.append(entry).await,
-        }
-    }
-
-    /// `append` (or, `in_change`, `append_in_change`) of the entry a
-    /// request is filling in, with `status` set: the file trail renders it
-    /// under the lock; only the stream trail, which may retry, copies it.
+    /// Appends the line of the entry a request is filling in, with
+    /// `status` set: written, or published and acknowledged, before this
+    /// returns; the request must fail if this fails. The file trail renders
+    /// it under the entry's lock; only the stream trail, which may retry,
+    /// copies it.
+    ///
+    /// `in_change`: the line of a change, from inside the change's
+    /// transaction. With the file trail and the barrier installed
+    /// (`commit_barrier`), it is chained now and written with its batch's
+    /// other lines just before the COMMIT; otherwise it is appended at once.
     pub async fn record(
         &self,
         entry: &Mutex<AuditEntry>,
@@ -443,7 +430,8 @@ impl Audit {
     }
 
     /// The barrier the embedded store's writer must run around each batch
-    /// so lines from `append_in_change` are written before its COMMIT;
+    /// so changes' lines (`record` with `in_change`) are written before its
+    /// COMMIT;
     /// `None` for the stream trail, which appends at once.
     pub fn commit_barrier(&self) -> Option<Arc<dyn CommitBarrier>> {
         match &self.sink {
@@ -453,7 +441,7 @@ impl Audit {
     }
 
     /// Called once the store has installed `commit_barrier`: from then on
-    /// `append_in_change` stages lines instead of writing each at once.
+    /// changes' lines are staged instead of written each at once.
     pub fn stage_changes(&self) {
         if let Sink::File(log) = &self.sink {
             log.staged.store(true, Ordering::Release);
@@ -569,10 +557,24 @@ mod tests {
         }
     }
 
+    /// A read's line, through `record` as the API layer appends it.
+    async fn append(audit: &Audit, entry: &AuditEntry) -> Result<(), AuditError> {
+        audit
+            .record(&Mutex::new(entry.clone()), entry.status, false)
+            .await
+    }
+
+    /// A change's line, from inside its transaction.
+    async fn append_in_change(audit: &Audit, entry: &AuditEntry) -> Result<(), AuditError> {
+        audit
+            .record(&Mutex::new(entry.clone()), entry.status, true)
+            .await
+    }
+
     fn write(path: &Path, n: u16) {
         let audit = Audit::open(path).unwrap();
         for i in 0..n {
-            now(audit.append(&entry(i))).unwrap();
+            now(append(&audit, &entry(i))).unwrap();
         }
     }
 
@@ -668,16 +670,16 @@ mod tests {
         let barrier = audit.commit_barrier().unwrap();
         // Before the store installs the barrier, a change's line is written
         // at once.
-        now(audit.append_in_change(&entry(0))).unwrap();
+        now(append_in_change(&audit, &entry(0))).unwrap();
         assert_eq!(keys(&path).len(), 1);
         audit.stage_changes();
 
         let token = barrier.begin();
-        now(audit.append_in_change(&entry(1))).unwrap();
+        now(append_in_change(&audit, &entry(1))).unwrap();
         assert_eq!(keys(&path).len(), 1, "a staged line waits for the batch");
         // A read's line meanwhile is written at once, after the staged one.
-        now(audit.append(&entry(2))).unwrap();
-        now(audit.append_in_change(&entry(3))).unwrap();
+        now(append(&audit, &entry(2))).unwrap();
+        now(append_in_change(&audit, &entry(3))).unwrap();
         barrier.before_commit(token).unwrap();
         assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\"", "\"k3\""]);
         assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 4 });
@@ -688,22 +690,22 @@ mod tests {
         let (_dir, path, audit) = file_trail();
         let barrier = audit.commit_barrier().unwrap();
         audit.stage_changes();
-        now(audit.append(&entry(0))).unwrap();
+        now(append(&audit, &entry(0))).unwrap();
 
         // The disk fills while a batch is staged: a read's write fails and
         // drops the staged line with its own, so the batch must fail too.
         let token = barrier.begin();
-        now(audit.append_in_change(&entry(1))).unwrap();
+        now(append_in_change(&audit, &entry(1))).unwrap();
         let real = swap_file(&audit, full_disk());
-        assert!(now(audit.append(&entry(2))).is_err());
+        assert!(now(append(&audit, &entry(2))).is_err());
         swap_file(&audit, real);
         assert!(barrier.before_commit(token).is_err());
 
         // Later lines chain on from the last line written.
         let token = barrier.begin();
-        now(audit.append_in_change(&entry(3))).unwrap();
+        now(append_in_change(&audit, &entry(3))).unwrap();
         barrier.before_commit(token).unwrap();
-        now(audit.append(&entry(4))).unwrap();
+        now(append(&audit, &entry(4))).unwrap();
         assert_eq!(keys(&path), ["\"k0\"", "\"k3\"", "\"k4\""]);
         assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 3 });
     }
@@ -714,9 +716,9 @@ mod tests {
         let entries = [entry(0), entry(1), entry(2)];
         let three = || async {
             tokio::join!(
-                audit.append(&entries[0]),
-                audit.append(&entries[1]),
-                audit.append(&entries[2])
+                append(&audit, &entries[0]),
+                append(&audit, &entries[1]),
+                append(&audit, &entries[2])
             )
         };
 
@@ -735,7 +737,7 @@ mod tests {
             let error = outcome.unwrap_err().to_string();
             assert!(error.contains("No space left"), "{error}");
         }
-        now(audit.append(&entry(3))).unwrap();
+        now(append(&audit, &entry(3))).unwrap();
         assert_eq!(keys(&path).len(), 4);
         assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 4 });
     }
@@ -761,14 +763,14 @@ mod tests {
         let failing = async {
             tokio::task::yield_now().await;
             let real = swap_file(&audit, full_disk());
-            let outcome = audit.append_in_change(&entries[2]).await;
+            let outcome = append_in_change(&audit, &entries[2]).await;
             swap_file(&audit, real);
             outcome
         };
         let (a, c, b) = now(futures_util::future::join3(
-            audit.append(&entries[0]),
+            append(&audit, &entries[0]),
             failing,
-            audit.append(&entries[1]),
+            append(&audit, &entries[1]),
         ));
         assert!(c.is_err(), "the failed write's own line fails");
         assert!(
