@@ -52,9 +52,10 @@ pub fn write_rfc3339(out: &mut impl std::fmt::Write, ms: i64) -> std::fmt::Resul
     out.write_str(std::str::from_utf8(&text).expect("digits are ASCII"))
 }
 
-/// `Thu, 26 Nov 2026 13:15:08 GMT`, for HTTP date headers.
-pub fn http_date(ms: i64) -> String {
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+/// `Thu, 26 Nov 2026 13:15:08 GMT`, for HTTP date headers (its `Display`
+/// writes that text).
+pub fn http_date(ms: i64) -> httpdate::HttpDate {
+    httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
@@ -84,7 +85,7 @@ mod tests {
         assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(
-            http_date(1_795_698_908_123),
+            http_date(1_795_698_908_123).to_string(),
             "Thu, 26 Nov 2026 13:15:08 GMT"
         );
     }

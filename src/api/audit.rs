@@ -1,20 +1,18 @@
-//! Per-request audit recording. The `audited` middleware gives each request
-//! on a secret or API-key route an `AuditRecorder`; handlers fill in the
-//! principal and key; a change's line is written by the store `Hook` inside
-//! the change's transaction, every other line by the middleware after the
-//! handler. If a line cannot be written the client gets 503: a read's value
+//! Per-request audit recording. The request middleware (`begin`) gives each
+//! request on a secret or API-key route an `AuditRecorder`; handlers fill in
+//! the principal and key; a change's line is written by the store `Hook`
+//! inside the change's transaction, every other line by the middleware after
+//! the handler (`finish`). If a line cannot be written the client gets 503: a read's value
 //! is never sent and a change is rolled back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::middleware::RequestId;
 use super::AppState;
 use crate::audit::{Audit, AuditEntry};
 use crate::auth::Principal;
@@ -32,10 +30,8 @@ struct Inner {
 }
 
 impl AuditRecorder {
-    pub fn principal(&self, principal: &Principal) {
-        let mut entry = self.entry();
-        entry.tenant = Some(principal.tenant.to_string());
-        entry.subject = Some(principal.subject.clone());
+    pub fn principal(&self, principal: &Arc<Principal>) {
+        self.entry().principal = Some(principal.clone());
     }
 
     /// The subject of a refused credential: at most a public key id.
@@ -92,8 +88,16 @@ impl AuditRecorder {
     }
 }
 
+/// The audited action of a request to `route`: every route that reaches a
+/// secret or an API key has one; any other request is "other" and is not
+/// audited. HEAD is answered by the GET handlers, so it is audited as GET.
 fn action(method: &Method, route: &str) -> &'static str {
-    match (method.as_str(), route) {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, route) {
         ("PUT", "/secrets") => "secrets.write",
         ("GET", "/secrets") => "secrets.list",
         ("GET", _) if route.starts_with("/secrets/") => "secrets.read",
@@ -108,29 +112,30 @@ fn action(method: &Method, route: &str) -> &'static str {
     }
 }
 
-pub async fn audited(
-    State(app): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("", MatchedPath::as_str);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+/// Starts the audit line of a request to an audited route (`route` is its
+/// template) and hands the recorder to the handler in the request's
+/// extensions; `None` for a request that is not audited.
+pub(super) fn begin(
+    app: &AppState,
+    request: &mut Request,
+    route: &str,
+    request_id: &str,
+) -> Option<AuditRecorder> {
+    let action = action(request.method(), route);
+    if action == "other" {
+        return None;
+    }
     let client = request
         .extensions()
         .get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0 .0.to_string());
+        .map(|c| c.0 .0);
     let recorder = AuditRecorder(Arc::new(Inner {
         audit: app.audit.clone(),
         entry: Mutex::new(AuditEntry {
-            request_id,
-            tenant: None,
+            request_id: Arc::from(request_id),
+            principal: None,
             subject: None,
-            action: action(request.method(), route),
+            action,
             key: None,
             status: 0,
             client,
@@ -138,7 +143,13 @@ pub async fn audited(
         written: AtomicBool::new(false),
     }));
     request.extensions_mut().insert(recorder.clone());
-    let response = next.run(request).await;
+    Some(recorder)
+}
+
+/// Writes the line with the response's status, unless the handler's change
+/// already wrote it; answers 503 instead of `response` when the line cannot
+/// be written.
+pub(super) async fn finish(recorder: AuditRecorder, response: Response) -> Response {
     match recorder.write(response.status().as_u16()).await {
         Ok(()) => response,
         Err(e) => ApiError::Unavailable(format!("audit: {e}")).into_response(),

@@ -1,6 +1,9 @@
-//! Per-request bookkeeping: a request id, one access-log line (method, route
-//! template, status, latency, request id: never a key, value or header), and
-//! the request metrics.
+//! Per-request bookkeeping: a request id, the audit line of a request that
+//! reaches a secret or an API key (`audit::begin`), one access-log line
+//! (method, route template, status, latency, request id: never a key, value
+//! or header), and the request metrics. One middleware for all of it: each
+//! axum middleware layer costs a boxed service clone and a boxed future per
+//! request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +18,8 @@ use super::AppState;
 use crate::metrics::method_label;
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain,
-/// else a process-unique one.
+/// else a process-unique one: a random prefix fixed at start and a counter,
+/// in hex (`1a2b3c4d-7f`).
 fn request_id(request: &Request) -> HeaderValue {
     if let Some(given) = request.headers().get("x-request-id") {
         let ok = given.len() <= 64
@@ -30,17 +34,23 @@ fn request_id(request: &Request) -> HeaderValue {
     }
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
+    let prefix = *PREFIX.get_or_init(|| {
         let bytes = crate::crypto::seal::random_bytes::<4>();
         u32::from_be_bytes(*bytes)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix:08x}-{n:x}")).expect("hex is a valid header")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 8 + 1 + 16];
+    for (i, slot) in text[..8].iter_mut().enumerate() {
+        *slot = HEX[(prefix >> (28 - 4 * i)) as usize & 15];
+    }
+    text[8] = b'-';
+    let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+    for (i, slot) in text[9..9 + digits].iter_mut().enumerate() {
+        *slot = HEX[(n >> (4 * (digits - 1 - i))) as usize & 15];
+    }
+    HeaderValue::from_bytes(&text[..9 + digits]).expect("hex is a valid header")
 }
-
-/// The request id, for handlers and the audit trail.
-#[derive(Clone)]
-pub struct RequestId(pub String);
 
 pub async fn observe(
     State(state): State<Arc<AppState>>,
@@ -53,17 +63,18 @@ pub async fn observe(
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let id = request_id(&request);
-    request
-        .extensions_mut()
-        .insert(RequestId(id.to_str().unwrap_or("").to_owned()));
+    let recorder = super::audit::begin(&state, &mut request, route, id.to_str().unwrap_or(""));
     let mut response = next.run(request).await;
+    if let Some(recorder) = recorder {
+        response = super::audit::finish(recorder, response).await;
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(method, route, status, elapsed);
     tracing::info!(
         target: "strongroom::access",
         method,
-        route = %route,
+        route,
         status,
         latency_us = elapsed.as_micros() as u64,
         request_id = id.to_str().unwrap_or(""),
@@ -71,4 +82,50 @@ pub async fn observe(
     );
     response.headers_mut().insert("x-request-id", id);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_a_fixed_prefix_and_a_hex_counter() {
+        let request = Request::new(axum::body::Body::empty());
+        let ids: Vec<String> = (0..40)
+            .map(|_| request_id(&request).to_str().unwrap().to_owned())
+            .collect();
+        let prefix = &ids[0][..9];
+        for pair in ids.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(a.starts_with(prefix) && b.starts_with(prefix), "{a} {b}");
+            assert_eq!(a.as_bytes()[8], b'-');
+            let (a, b) = (
+                u64::from_str_radix(&a[9..], 16).unwrap(),
+                u64::from_str_radix(&b[9..], 16).unwrap(),
+            );
+            // Other tests in this process may take ids in between.
+            assert!(b > a, "{a:x} then {b:x}");
+        }
+        for id in &ids {
+            let counter = &id[9..];
+            assert!(
+                !counter.is_empty() && (counter == "0" || !counter.starts_with('0')),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_caller_id_is_kept_and_anything_else_replaced() {
+        let with = |value: &str| {
+            let mut request = Request::new(axum::body::Body::empty());
+            request
+                .headers_mut()
+                .insert("x-request-id", HeaderValue::from_str(value).unwrap());
+            request_id(&request).to_str().unwrap().to_owned()
+        };
+        assert_eq!(with("abc-123_x.y"), "abc-123_x.y");
+        assert_ne!(with("has space"), "has space");
+        assert_ne!(with(&"a".repeat(65)), "a".repeat(65));
+    }
 }

@@ -87,7 +87,8 @@ impl AppState {
 
 /// Builds the router with every route and the per-request middleware.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Everything that reaches a secret or an API key is audited.
+    // Everything that reaches a secret or an API key is audited: `observe`
+    // starts its audit line (`audit::begin` knows these routes).
     let audited = Router::new()
         .route(
             "/secrets",
@@ -107,11 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/undelete/{*key}", post(secrets::undelete_secret))
         .route("/apikeys", post(apikeys::create).get(apikeys::list))
-        .route("/apikeys/{*id}", delete(apikeys::revoke))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            audit::audited,
-        ));
+        .route("/apikeys/{*id}", delete(apikeys::revoke));
     Router::new()
         .merge(audited)
         .route("/readyz", get(ops::readyz))

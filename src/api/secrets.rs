@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -53,8 +53,22 @@ fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
 }
 
+/// A header value formatted on the stack: the value's own copy is its only
+/// allocation. `None` when the text is longer than 64 bytes or not a valid
+/// header value.
+fn header_value(text: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let unused = {
+        let mut rest = &mut buf[..];
+        rest.write_fmt(text).ok()?;
+        rest.len()
+    };
+    HeaderValue::from_bytes(&buf[..buf.len() - unused]).ok()
+}
+
 fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+    header_value(format_args!("\"{version}\"")).expect("digits are a valid header")
 }
 
 pub async fn put_secret(
@@ -109,14 +123,14 @@ struct SecretBody<'a> {
 pub async fn get_secret(
     State(app): State<Arc<AppState>>,
     Extension(audit): Extension<AuditRecorder>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (uri, headers) = (req.uri(), req.headers());
     let (principal, key) = authorize_key(
         &app,
         &audit,
-        &headers,
-        &uri,
+        headers,
+        uri,
         SECRETS_PREFIX,
         Op::Get,
         &[Action::Read],
@@ -148,7 +162,7 @@ pub async fn get_secret(
     let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag(stored.version));
-    if let Ok(date) = HeaderValue::from_str(&http_date(stored.created_at)) {
+    if let Some(date) = header_value(format_args!("{}", http_date(stored.created_at))) {
         headers.insert(header::LAST_MODIFIED, date);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -158,20 +172,20 @@ pub async fn get_secret(
 pub async fn delete_secret(
     State(app): State<Arc<AppState>>,
     Extension(audit): Extension<AuditRecorder>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (uri, headers) = (req.uri(), req.headers());
     let (principal, key) = authorize_key(
         &app,
         &audit,
-        &headers,
-        &uri,
+        headers,
+        uri,
         SECRETS_PREFIX,
         Op::Delete,
         &[Action::Delete],
     )
     .await?;
-    let precondition = request::precondition(&headers, Op::Delete)?;
+    let precondition = request::precondition(headers, Op::Delete)?;
     app.store
         .delete(&principal.tenant, &key, precondition, audit.hook(200))
         .await?;
@@ -195,10 +209,10 @@ struct ListBody {
 pub async fn list_secrets(
     State(app): State<Arc<AppState>>,
     Extension(audit): Extension<AuditRecorder>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
+    let (uri, headers) = (req.uri(), req.headers());
+    let principal = app.principal(headers, &audit).await?;
     let pairs = request::query_pairs(uri.query(), Op::Other)?;
     let param = |name: &str| {
         pairs
@@ -281,14 +295,14 @@ struct MetadataBody<'a> {
 pub async fn get_metadata(
     State(app): State<Arc<AppState>>,
     Extension(audit): Extension<AuditRecorder>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (uri, headers) = (req.uri(), req.headers());
     let (principal, key) = authorize_key(
         &app,
         &audit,
-        &headers,
-        &uri,
+        headers,
+        uri,
         METADATA_PREFIX,
         Op::Other,
         &[Action::Read, Action::List],
@@ -321,14 +335,14 @@ pub async fn get_metadata(
 pub async fn destroy_secret(
     State(app): State<Arc<AppState>>,
     Extension(audit): Extension<AuditRecorder>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (uri, headers) = (req.uri(), req.headers());
     let (principal, key) = authorize_key(
         &app,
         &audit,
-        &headers,
-        &uri,
+        headers,
+        uri,
         METADATA_PREFIX,
         Op::Other,
         &[Action::Delete],
@@ -343,14 +357,14 @@ pub async fn destroy_secret(
 pub async fn undelete_secret(
     State(app): State<Arc<AppState>>,
     Extension(audit): Extension<AuditRecorder>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (uri, headers) = (req.uri(), req.headers());
     let (principal, key) = authorize_key(
         &app,
         &audit,
-        &headers,
-        &uri,
+        headers,
+        uri,
         UNDELETE_PREFIX,
         Op::Other,
         &[Action::Write],

@@ -13,25 +13,31 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::auth::Principal;
 use crate::clock::{now_ms, write_rfc3339};
 use crate::store::CommitBarrier;
 
 pub mod nats;
 
-/// What one line records.
+/// What one line records. The request id and the principal are shared
+/// with the request, not copied.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    pub request_id: String,
-    pub tenant: Option<String>,
+    pub request_id: Arc<str>,
+    /// Who was authenticated: the line's tenant and subject.
+    pub principal: Option<Arc<Principal>>,
+    /// The subject of a refused credential (at most an API key's public id),
+    /// when there is no principal.
     pub subject: Option<String>,
     pub action: &'static str,
     pub key: Option<String>,
     pub status: u16,
-    pub client: Option<String>,
+    pub client: Option<SocketAddr>,
 }
 
 /// Appends `"name":<JSON string or null>,` to `out`.
@@ -57,12 +63,23 @@ pub(crate) fn render_body(entry: &AuditEntry) -> String {
     let _ = write_rfc3339(&mut line, now_ms());
     line.push_str("\",");
     push_field(&mut line, "request_id", Some(&entry.request_id));
-    push_field(&mut line, "tenant", entry.tenant.as_deref());
-    push_field(&mut line, "subject", entry.subject.as_deref());
+    let principal = entry.principal.as_deref();
+    push_field(&mut line, "tenant", principal.map(|p| p.tenant.as_str()));
+    push_field(
+        &mut line,
+        "subject",
+        principal.map_or(entry.subject.as_deref(), |p| Some(&p.subject)),
+    );
     push_field(&mut line, "action", Some(entry.action));
     push_field(&mut line, "key", entry.key.as_deref());
     let _ = write!(line, "\"status\":{},", entry.status);
-    push_field(&mut line, "client", entry.client.as_deref());
+    // An address's text needs no JSON escaping.
+    match entry.client {
+        Some(addr) => {
+            let _ = write!(line, "\"client\":\"{addr}\",");
+        }
+        None => push_field(&mut line, "client", None),
+    }
     line
 }
 
@@ -547,13 +564,17 @@ mod tests {
 
     fn entry(i: u16) -> AuditEntry {
         AuditEntry {
-            request_id: format!("r{i}"),
-            tenant: Some("t".into()),
-            subject: Some("apikey:abc".into()),
+            request_id: format!("r{i}").into(),
+            principal: Some(Arc::new(Principal {
+                tenant: crate::types::TenantId::parse("t").unwrap(),
+                subject: "apikey:abc".into(),
+                scopes: Vec::new(),
+            })),
+            subject: None,
             action: "secrets.read",
             key: Some(format!("k{i}")),
             status: 200,
-            client: Some("127.0.0.1:1".into()),
+            client: Some("127.0.0.1:1".parse().unwrap()),
         }
     }
 
