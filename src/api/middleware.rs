@@ -10,18 +10,21 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
 use crate::metrics::method_label;
 
+/// A constant, so answering with it allocates no header name.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// A request id: the caller's `X-Request-Id` when it is short and plain,
 /// else a process-unique one: a random prefix fixed at start and a counter,
 /// in hex (`1a2b3c4d-7f`).
 fn request_id(request: &Request) -> HeaderValue {
-    if let Some(given) = request.headers().get("x-request-id") {
+    if let Some(given) = request.headers().get(X_REQUEST_ID) {
         let ok = given.len() <= 64
             && !given.is_empty()
             && given
@@ -80,7 +83,7 @@ pub async fn observe(
         request_id = id.to_str().unwrap_or(""),
         "request"
     );
-    response.headers_mut().insert("x-request-id", id);
+    response.headers_mut().insert(X_REQUEST_ID, id);
     response
 }
 

@@ -5,6 +5,7 @@
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
 use serde::Deserialize;
+use std::borrow::Cow;
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, Op};
@@ -96,10 +97,11 @@ pub fn key_from_path(path: &str, prefix: &str, op: Op) -> Result<SecretKey, ApiE
     SecretKey::parse(&decoded).map_err(|e| ApiError::bad(op, e.to_string()))
 }
 
-/// Decodes `%XX` escapes; `None` on a bad escape or non-UTF-8 result.
-pub fn percent_decode(text: &str) -> Option<String> {
+/// Decodes `%XX` escapes; `None` on a bad escape or non-UTF-8 result. Text
+/// without escapes is borrowed, not copied.
+pub fn percent_decode(text: &str) -> Option<Cow<'_, str>> {
     if !text.contains('%') {
-        return Some(text.to_owned());
+        return Some(Cow::Borrowed(text));
     }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -115,7 +117,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// The query string's parameters, percent-decoded (`+` is a space).
@@ -125,6 +127,7 @@ pub fn query_pairs(query: Option<&str>, op: Op) -> Result<Vec<(String, String)>,
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
         let decode = |s: &str| {
             percent_decode(&s.replace('+', " "))
+                .map(Cow::into_owned)
                 .ok_or_else(|| ApiError::bad(op, "query string is not valid percent-encoded UTF-8"))
         };
         pairs.push((decode(name)?, decode(value)?));

@@ -159,7 +159,14 @@ pub async fn get_secret(
         value,
     })
     .map_err(|e| ApiError::Internal(format!("serialising a secret: {e}")))?;
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag(stored.version));
     if let Some(date) = header_value(format_args!("{}", http_date(stored.created_at))) {

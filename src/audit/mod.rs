@@ -58,7 +58,8 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
 /// `hash`, which only the append that orders it can fill in.
 pub(crate) fn render_body(entry: &AuditEntry) -> String {
     use std::fmt::Write;
-    let mut line = String::with_capacity(320);
+    // Room for the chain fields too (`chain` appends about 150 bytes).
+    let mut line = String::with_capacity(512);
     line.push_str("{\"time\":\"");
     let _ = write_rfc3339(&mut line, now_ms());
     line.push_str("\",");
@@ -431,7 +432,10 @@ impl Audit {
         match prepared {
             Prepared::File(log, line) if in_change => log.append_in_change(line),
             Prepared::File(log, line) => log.append(line).await,
-            Prepared::Nats(sink, entry) => sink.append(&entry).await,
+            // Boxed: the stream append's future is large, and inline it
+            // would make every request's future (moved into a box by each
+            // layer) as large.
+            Prepared::Nats(sink, entry) => Box::pin(sink.append(&entry)).await,
         }
     }
 

@@ -250,7 +250,9 @@ impl Authenticator {
             if !scheme.eq_ignore_ascii_case("bearer") {
                 return Err(AuthError::Malformed);
             }
-            return self.verify_token(token.trim()).await;
+            // Boxed: JWT verification's future is large, and inline it would
+            // make every request's future as large.
+            return Box::pin(self.verify_token(token.trim())).await;
         }
         Err(AuthError::Missing)
     }

@@ -40,9 +40,13 @@ pub struct ValueContext<'a> {
     pub version: u64,
 }
 
+const VALUE_AAD_TAG: &[u8] = b"strongroom/value/v1";
+
 fn value_aad(ctx: &ValueContext<'_>) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(32 + ctx.tenant.len() + ctx.key.len());
-    aad.extend_from_slice(b"strongroom/value/v1");
+    // The tag, two length-prefixed fields and the version: one allocation.
+    let mut aad =
+        Vec::with_capacity(VALUE_AAD_TAG.len() + 4 + 4 + 8 + ctx.tenant.len() + ctx.key.len());
+    aad.extend_from_slice(VALUE_AAD_TAG);
     push_field(&mut aad, ctx.tenant.as_bytes());
     push_field(&mut aad, ctx.key.as_bytes());
     aad.extend_from_slice(&ctx.version.to_be_bytes());
