@@ -13,10 +13,12 @@
 //! - `server`: start-up and the serve loop (`Application::build`, `run`).
 //! - `cli` and `config`: the `strongroom` command (server-side and client
 //!   commands) and its flags.
+//! - `accesslog`: the one log line per request.
 //! - `metrics`, `clock`, `fsutil`, `hex`, `types`: Prometheus counters, time
 //!   formats, owner-only files, hex, and the validated `SecretKey` and
 //!   `TenantId`.
 
+pub mod accesslog;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -74,15 +74,13 @@ pub async fn observe(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(method, route, status, elapsed);
-    tracing::info!(
-        target: "strongroom::access",
+    crate::accesslog::record(&crate::accesslog::Access {
         method,
         route,
         status,
-        latency_us = elapsed.as_micros() as u64,
-        request_id = id.to_str().unwrap_or(""),
-        "request"
-    );
+        latency_us: elapsed.as_micros() as u64,
+        request_id: id.to_str().unwrap_or(""),
+    });
     response.headers_mut().insert(X_REQUEST_ID, id);
     response
 }

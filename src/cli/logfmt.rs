@@ -137,4 +137,47 @@ mod tests {
         assert!(line["target"].as_str().unwrap().contains("logfmt"));
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
+
+    #[test]
+    fn the_access_line_written_directly_is_the_tracing_events_line() {
+        use crate::accesslog::{format_line, Access};
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let access = Access {
+            method: "GET",
+            route: "/secrets/{*key}",
+            status: 200,
+            latency_us: 1234,
+            request_id: "1a2b3c4d-7f",
+        };
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLine)
+            .with_writer(move || writer.clone())
+            .finish();
+        // The fallback of `accesslog::record`, which no test installs a
+        // sink for.
+        tracing::subscriber::with_default(subscriber, || crate::accesslog::record(&access));
+        let traced = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let mut direct = String::new();
+        format_line(&mut direct, 0, &access).unwrap();
+        // Equal but for the timestamp.
+        let strip = |line: &str| line.split_once("\",\"level\"").unwrap().1.to_owned();
+        assert_eq!(strip(&traced), strip(&direct));
+        assert!(direct.starts_with("{\"timestamp\":\"1970-01-01T00:00:00.000Z\""));
+        let parsed: serde_json::Value = serde_json::from_str(direct.trim_end()).unwrap();
+        assert_eq!(parsed["fields"]["latency_us"], 1234);
+        assert_eq!(parsed["target"], "strongroom::access");
+    }
 }

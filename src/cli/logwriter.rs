@@ -95,8 +95,9 @@ fn run(shared: &Shared, mut out: impl Write) {
     }
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl BatchWriter {
+    /// Queues `line`, which should be whole lines.
+    pub fn write_line(&self, line: &[u8]) {
         let mut state = self.0.state();
         while state.buf.len() >= FULL && !state.closed {
             state = self
@@ -111,6 +112,12 @@ impl Write for BatchWriter {
         if was_empty {
             self.0.pending.notify_one();
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.write_line(line);
         Ok(line.len())
     }
 

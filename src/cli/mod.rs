@@ -96,10 +96,12 @@ fn init_logging(format: &str) -> logwriter::Guard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let (writer, guard) = logwriter::spawn(std::io::stderr());
+    let access = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     if format == "json" {
+        crate::accesslog::install(move |line| access.write_line(line));
         builder.event_format(logfmt::JsonLine).init();
     } else {
         builder.init();
