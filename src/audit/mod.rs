@@ -54,6 +54,21 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
     out.push(',');
 }
 
+/// Appends `n` in decimal, without `core::fmt`.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("digits are ASCII"));
+}
+
 /// The line's text up to its chain fields: everything but `prev` and
 /// `hash`, which only the append that orders it can fill in.
 pub(crate) fn render_body(entry: &AuditEntry) -> String {
@@ -73,9 +88,23 @@ pub(crate) fn render_body(entry: &AuditEntry) -> String {
     );
     push_field(&mut line, "action", Some(entry.action));
     push_field(&mut line, "key", entry.key.as_deref());
-    let _ = write!(line, "\"status\":{},", entry.status);
+    line.push_str("\"status\":");
+    push_decimal(&mut line, u64::from(entry.status));
+    line.push(',');
     // An address's text needs no JSON escaping.
     match entry.client {
+        Some(SocketAddr::V4(addr)) => {
+            line.push_str("\"client\":\"");
+            for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push('.');
+                }
+                push_decimal(&mut line, u64::from(octet));
+            }
+            line.push(':');
+            push_decimal(&mut line, u64::from(addr.port()));
+            line.push_str("\",");
+        }
         Some(addr) => {
             let _ = write!(line, "\"client\":\"{addr}\",");
         }
@@ -579,6 +608,26 @@ mod tests {
             key: Some(format!("k{i}")),
             status: 200,
             client: Some("127.0.0.1:1".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_line_holds_the_status_and_the_client_address_as_text() {
+        for (client, text, status) in [
+            (Some("10.0.0.255:65535"), Some("10.0.0.255:65535"), 503),
+            (Some("0.0.0.0:0"), Some("0.0.0.0:0"), 0),
+            (Some("[::1]:8210"), Some("[::1]:8210"), 200),
+            (None, None, 65535),
+        ] {
+            let mut e = entry(1);
+            e.client = client.map(|c| c.parse().unwrap());
+            e.status = status;
+            let (line, hash) = render(&e, &"0".repeat(64));
+            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(parsed["client"].as_str(), text, "{line}");
+            assert_eq!(parsed["status"], status, "{line}");
+            assert_eq!(parsed["hash"], hash);
+            assert_eq!(hash, chain_hash(line.as_bytes()));
         }
     }
 
