@@ -5,6 +5,7 @@
 //! axum middleware layer costs a boxed service clone and a boxed future per
 //! request.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -55,34 +56,41 @@ fn request_id(request: &Request) -> HeaderValue {
     HeaderValue::from_bytes(&text[..9 + digits]).expect("hex is a valid header")
 }
 
-pub async fn observe(
+// Not an async fn, on purpose: see the comment in the body.
+#[allow(clippy::manual_async_fn)]
+pub fn observe(
     State(state): State<Arc<AppState>>,
     mut request: Request,
     next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    // A MatchedPath clone shares its text; no copy per request.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let id = request_id(&request);
-    let recorder = super::audit::begin(&state, &mut request, route, id.to_str().unwrap_or(""));
-    let mut response = next.run(request).await;
-    if let Some(recorder) = recorder {
-        response = super::audit::finish(recorder, response).await;
+) -> impl Future<Output = Response> {
+    // An async block holds the request once (an async fn's future holds it
+    // twice), and this future is allocated and moved on every request.
+    async move {
+        let started = Instant::now();
+        let method = method_label(request.method());
+        // A MatchedPath clone shares its text; no copy per request.
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let id = request_id(&request);
+        let request_id = id.to_str().unwrap_or("");
+        let recorder = super::audit::begin(&state, &mut request, route, request_id);
+        let mut response = next.run(request).await;
+        if let Some(recorder) = recorder {
+            response = super::audit::finish(recorder, response).await;
+        }
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        state.metrics.observe(method, route, status, elapsed);
+        crate::accesslog::record(&crate::accesslog::Access {
+            method,
+            route,
+            status,
+            latency_us: elapsed.as_micros() as u64,
+            request_id: id.to_str().unwrap_or(""),
+        });
+        response.headers_mut().insert(X_REQUEST_ID, id);
+        response
     }
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    state.metrics.observe(method, route, status, elapsed);
-    crate::accesslog::record(&crate::accesslog::Access {
-        method,
-        route,
-        status,
-        latency_us: elapsed.as_micros() as u64,
-        request_id: id.to_str().unwrap_or(""),
-    });
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    response
 }
 
 #[cfg(test)]

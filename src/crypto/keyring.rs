@@ -137,6 +137,13 @@ impl Keyring {
                 return Ok(keys.clone());
             }
         }
+        // Boxed: the load's future is large, and inline it would make every
+        // request's future (which awaits this one) as large.
+        Box::pin(self.load_keys(tenant)).await
+    }
+
+    /// `tenant_keys` when the cache cannot answer.
+    async fn load_keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, KeyringError> {
         let mut wrapped = self.store.deks(tenant).await?;
         if wrapped.is_empty() {
             // First write for this tenant: make DEK 1. Two gateways racing
