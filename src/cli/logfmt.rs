@@ -102,8 +102,8 @@ impl Visit for Fields<'_, '_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_line_is_one_json_object_with_the_fields() {
+    /// What the json format writes for the events `emit` records.
+    fn capture(emit: impl FnOnce()) -> String {
         use std::sync::{Arc, Mutex};
         #[derive(Clone, Default)]
         struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -122,10 +122,16 @@ mod tests {
             .event_format(JsonLine)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = sink.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_the_fields() {
+        let text = capture(|| {
             tracing::info!(method = "GET", status = 200u16, route = %"/secrets/{*key}", ok = true, "request \"x\"");
         });
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1);
         let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(line["level"], "INFO");
@@ -141,18 +147,6 @@ mod tests {
     #[test]
     fn the_access_line_written_directly_is_the_tracing_events_line() {
         use crate::accesslog::{format_line, Access};
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let access = Access {
             method: "GET",
             route: "/secrets/{*key}",
@@ -160,16 +154,9 @@ mod tests {
             latency_us: 1234,
             request_id: "1a2b3c4d-7f",
         };
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(JsonLine)
-            .with_writer(move || writer.clone())
-            .finish();
         // The fallback of `accesslog::record`, which no test installs a
         // sink for.
-        tracing::subscriber::with_default(subscriber, || crate::accesslog::record(&access));
-        let traced = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let traced = capture(|| crate::accesslog::record(&access));
         let mut direct = String::new();
         format_line(&mut direct, 0, &access).unwrap();
         // Equal but for the timestamp.
