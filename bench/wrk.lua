@@ -6,7 +6,8 @@ local api_key = os.getenv("API_KEY") or ""
 local keys = tonumber(os.getenv("KEYS") or "1000")
 local token = os.getenv("TOKEN")
 local counter = 0
-local thread_id = 0
+-- thread_id is a global: setup() sets it in each thread's Lua state (a
+-- local here would hide it, and every thread would be thread 0).
 
 local threads = {}
 function setup(thread)
@@ -32,6 +33,7 @@ local prepared = {}
 local put_head
 
 function init(args)
+  thread_id = thread_id or 0
   if mode == "hello" then
     prepared[0] = wrk.format("GET", "/hello")
   elseif mode == "get" then

@@ -41,7 +41,7 @@ pub fn record(access: &Access<'_>) {
         tracing::info!(
             target: "strongroom::access",
             method = access.method,
-            route = access.route,
+            route = %access.route,
             status = access.status,
             latency_us = access.latency_us,
             request_id = access.request_id,

@@ -1,5 +1,5 @@
-//! Per-request audit recording. The request middleware (`begin`) gives each
-//! request on a secret or API-key route an `AuditRecorder`; handlers fill in
+//! Per-request audit recording. The request middleware, through `begin`,
+//! gives each request on a secret or API-key route an `AuditRecorder`; handlers fill in
 //! the principal and key; a change's line is written by the store `Hook`
 //! inside the change's transaction, every other line by the middleware after
 //! the handler (`finish`). If a line cannot be written the client gets 503: a read's value
@@ -153,5 +153,57 @@ pub(super) async fn finish(recorder: AuditRecorder, response: Response) -> Respo
     match recorder.write(response.status().as_u16()).await {
         Ok(()) => response,
         Err(e) => ApiError::Unavailable(format!("audit: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route of `api::router`'s audited group, with each method it
+    /// answers (HEAD with its GET): each must have an action, or its
+    /// handler would find no recorder. Keep in step with the router.
+    #[test]
+    fn every_audited_route_has_an_action_and_nothing_else_does() {
+        let audited = [
+            ("PUT", "/secrets"),
+            ("GET", "/secrets"),
+            ("HEAD", "/secrets"),
+            ("GET", "/secrets/"),
+            ("HEAD", "/secrets/"),
+            ("DELETE", "/secrets/"),
+            ("GET", "/secrets/{*key}"),
+            ("HEAD", "/secrets/{*key}"),
+            ("DELETE", "/secrets/{*key}"),
+            ("GET", "/metadata/{*key}"),
+            ("HEAD", "/metadata/{*key}"),
+            ("DELETE", "/metadata/{*key}"),
+            ("POST", "/undelete/{*key}"),
+            ("POST", "/apikeys"),
+            ("GET", "/apikeys"),
+            ("HEAD", "/apikeys"),
+            ("DELETE", "/apikeys/{*id}"),
+        ];
+        for (method, route) in audited {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_ne!(action(&method, route), "other", "{method} {route}");
+        }
+        let not_audited = [
+            ("GET", "/readyz"),
+            ("GET", "/metrics"),
+            ("GET", "/openapi.json"),
+            ("GET", "/healthz"),
+            ("GET", "unmatched"),
+            ("POST", "/secrets"),
+            ("PATCH", "/secrets/{*key}"),
+            ("OPTIONS", "/secrets/{*key}"),
+            ("PUT", "/metadata/{*key}"),
+            ("GET", "/undelete/{*key}"),
+            ("GET", "/apikeys/{*id}"),
+        ];
+        for (method, route) in not_audited {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(action(&method, route), "other", "{method} {route}");
+        }
     }
 }

@@ -43,6 +43,12 @@ fn request_id(request: &Request) -> HeaderValue {
         u32::from_be_bytes(*bytes)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let (text, len) = format_id(prefix, n);
+    HeaderValue::from_bytes(&text[..len]).expect("hex is a valid header")
+}
+
+/// `{prefix:08x}-{n:x}` without `core::fmt`: the text and its length.
+fn format_id(prefix: u32, n: u64) -> ([u8; 25], usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 8 + 1 + 16];
     for (i, slot) in text[..8].iter_mut().enumerate() {
@@ -53,7 +59,7 @@ fn request_id(request: &Request) -> HeaderValue {
     for (i, slot) in text[9..9 + digits].iter_mut().enumerate() {
         *slot = HEX[(n >> (4 * (digits - 1 - i))) as usize & 15];
     }
-    HeaderValue::from_bytes(&text[..9 + digits]).expect("hex is a valid header")
+    (text, 9 + digits)
 }
 
 // Not an async fn, on purpose: see the comment in the body.
@@ -121,6 +127,19 @@ mod tests {
                 !counter.is_empty() && (counter == "0" || !counter.starts_with('0')),
                 "{id}"
             );
+        }
+    }
+
+    #[test]
+    fn an_id_is_the_prefix_in_8_hex_digits_and_the_counter_in_hex() {
+        for prefix in [0, 1, 0xdead_beef, u32::MAX] {
+            for n in [0, 0xf, 0x10, 0x1234_5678_9abc, u64::MAX] {
+                let (text, len) = format_id(prefix, n);
+                assert_eq!(
+                    std::str::from_utf8(&text[..len]).unwrap(),
+                    format!("{prefix:08x}-{n:x}")
+                );
+            }
         }
     }
 

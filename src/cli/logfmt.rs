@@ -1,7 +1,8 @@
 //! The JSON log line: `{"timestamp","level","fields":{..},"target"}`, the
 //! shape of tracing-subscriber's JSON format, written straight into the line
-//! buffer by a field visitor instead of through serde, because the access
-//! line is written on every request.
+//! buffer by a field visitor instead of through serde. (The access line,
+//! written on every request, is formatted in the same shape by
+//! `accesslog.rs` without going through tracing.)
 
 use std::fmt::{self, Write};
 
