@@ -6,11 +6,11 @@
 //! with any other format it is an ordinary tracing event.
 
 use std::cell::RefCell;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::OnceLock;
 
 use crate::clock::{now_ms, write_rfc3339};
-use crate::json::write_str;
+use crate::json::{push_u64, write_str};
 
 /// One request's line.
 pub struct Access<'a> {
@@ -67,11 +67,11 @@ pub fn format_line(out: &mut String, now_ms: i64, access: &Access<'_>) -> fmt::R
     write_str(out, access.method)?;
     out.push_str(",\"route\":");
     write_str(out, access.route)?;
-    write!(
-        out,
-        ",\"status\":{},\"latency_us\":{},\"request_id\":",
-        access.status, access.latency_us
-    )?;
+    out.push_str(",\"status\":");
+    push_u64(out, u64::from(access.status));
+    out.push_str(",\"latency_us\":");
+    push_u64(out, access.latency_us);
+    out.push_str(",\"request_id\":");
     write_str(out, access.request_id)?;
     out.push_str("},\"target\":\"strongroom::access\"}\n");
     Ok(())

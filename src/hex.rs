@@ -1,8 +1,10 @@
 //! Lowercase hex, for key ids, audit hashes and NATS key prefixes.
 
+/// The lowercase hex digits, by value.
+pub const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Encodes `bytes` as lowercase hex.
 pub fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(bytes.len() * 2);
     for &b in bytes {
         out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);

@@ -49,15 +49,15 @@ fn request_id(request: &Request) -> HeaderValue {
 
 /// `{prefix:08x}-{n:x}` without `core::fmt`: the text and its length.
 fn format_id(prefix: u32, n: u64) -> ([u8; 25], usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    use crate::hex::DIGITS;
     let mut text = [0u8; 8 + 1 + 16];
     for (i, slot) in text[..8].iter_mut().enumerate() {
-        *slot = HEX[(prefix >> (28 - 4 * i)) as usize & 15];
+        *slot = DIGITS[(prefix >> (28 - 4 * i)) as usize & 15];
     }
     text[8] = b'-';
     let digits = (16 - n.leading_zeros() as usize / 4).max(1);
     for (i, slot) in text[9..9 + digits].iter_mut().enumerate() {
-        *slot = HEX[(n >> (4 * (digits - 1 - i))) as usize & 15];
+        *slot = DIGITS[(n >> (4 * (digits - 1 - i))) as usize & 15];
     }
     (text, 9 + digits)
 }
@@ -92,7 +92,7 @@ pub fn observe(
             route,
             status,
             latency_us: elapsed.as_micros() as u64,
-            request_id: id.to_str().unwrap_or(""),
+            request_id,
         });
         response.headers_mut().insert(X_REQUEST_ID, id);
         response

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::Principal;
 use crate::clock::{now_ms, write_rfc3339};
+use crate::json::push_u64;
 use crate::store::CommitBarrier;
 
 pub mod nats;
@@ -54,21 +55,6 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
     out.push(',');
 }
 
-/// Appends `n` in decimal, without `core::fmt`.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("digits are ASCII"));
-}
-
 /// The line's text up to its chain fields: everything but `prev` and
 /// `hash`, which only the append that orders it can fill in.
 pub(crate) fn render_body(entry: &AuditEntry) -> String {
@@ -89,7 +75,7 @@ pub(crate) fn render_body(entry: &AuditEntry) -> String {
     push_field(&mut line, "action", Some(entry.action));
     push_field(&mut line, "key", entry.key.as_deref());
     line.push_str("\"status\":");
-    push_decimal(&mut line, u64::from(entry.status));
+    push_u64(&mut line, u64::from(entry.status));
     line.push(',');
     // An address's text needs no JSON escaping.
     match entry.client {
@@ -99,10 +85,10 @@ pub(crate) fn render_body(entry: &AuditEntry) -> String {
                 if i > 0 {
                     line.push('.');
                 }
-                push_decimal(&mut line, u64::from(octet));
+                push_u64(&mut line, u64::from(octet));
             }
             line.push(':');
-            push_decimal(&mut line, u64::from(addr.port()));
+            push_u64(&mut line, u64::from(addr.port()));
             line.push_str("\",");
         }
         Some(addr) => {
