@@ -1,7 +1,7 @@
 //! Wall-clock time as unix milliseconds, and its two text forms on the wire:
 //! RFC 3339 (JSON bodies) and IMF-fixdate (`Last-Modified`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the unix epoch; every stored timestamp uses this.
 pub fn now_ms() -> i64 {
@@ -52,10 +52,37 @@ pub fn write_rfc3339(out: &mut impl std::fmt::Write, ms: i64) -> std::fmt::Resul
     out.write_str(std::str::from_utf8(&text).expect("digits are ASCII"))
 }
 
-/// `Thu, 26 Nov 2026 13:15:08 GMT`, for HTTP date headers (its `Display`
-/// writes that text).
-pub fn http_date(ms: i64) -> httpdate::HttpDate {
-    httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+/// The last instant an IMF-fixdate can show (its year has four digits).
+const LAST_HTTP_DATE_MS: i64 = 253_402_300_799_999;
+
+/// `Thu, 26 Nov 2026 13:15:08 GMT` (IMF-fixdate, RFC 9110), for HTTP date
+/// headers; instants before 1970 read as its start, and after 9999 as its
+/// end. Formatted by hand: it is on every GET of a secret.
+pub fn http_date(ms: i64) -> String {
+    let secs = ms.clamp(0, LAST_HTTP_DATE_MS) / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    const WEEKDAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let mut text = *b"Thu, 00 Jan 0000 00:00:00 GMT";
+    text[..3].copy_from_slice(WEEKDAYS[(days % 7) as usize]);
+    text[8..11].copy_from_slice(MONTHS[m as usize - 1]);
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(5, 2, i64::from(d));
+    put(12, 4, y);
+    put(17, 2, rem / 3600);
+    put(20, 2, rem % 3600 / 60);
+    put(23, 2, rem % 60);
+    String::from_utf8(text.to_vec()).expect("the date is ASCII")
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
@@ -75,6 +102,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn formats_known_instants() {
@@ -85,8 +113,34 @@ mod tests {
         assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(
-            http_date(1_795_698_908_123).to_string(),
+            http_date(1_795_698_908_123),
             "Thu, 26 Nov 2026 13:15:08 GMT"
         );
+        assert_eq!(http_date(-5), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+
+    #[test]
+    fn http_dates_match_httpdate_over_the_whole_range() {
+        let reference = |ms: i64| {
+            httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+        };
+        // The last millisecond of every day of 1970..=2104 (so every leap
+        // day and weekday), then a spread of instants up to the end of 9999.
+        let mut instants: Vec<i64> = (0..49_000).map(|day| day * 86_400_000 - 1).collect();
+        instants[0] = 0;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            instants.push((x % 253_402_300_800_000) as i64);
+        }
+        instants.push(LAST_HTTP_DATE_MS);
+        for ms in instants {
+            assert_eq!(http_date(ms), reference(ms), "{ms}");
+        }
+        for ms in [LAST_HTTP_DATE_MS + 1, i64::MAX] {
+            assert_eq!(http_date(ms), "Fri, 31 Dec 9999 23:59:59 GMT");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
@@ -54,22 +54,13 @@ fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
 }
 
-/// A header value formatted on the stack: the value's own copy is its only
-/// allocation. `None` when the text is longer than 64 bytes or not a valid
-/// header value.
-fn header_value(text: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
-    use std::io::Write;
-    let mut buf = [0u8; 64];
-    let unused = {
-        let mut rest = &mut buf[..];
-        rest.write_fmt(text).ok()?;
-        rest.len()
-    };
-    HeaderValue::from_bytes(&buf[..buf.len() - unused]).ok()
-}
-
 fn etag(version: u64) -> HeaderValue {
-    header_value(format_args!("\"{version}\"")).expect("digits are a valid header")
+    let mut text = String::with_capacity(22);
+    text.push('"');
+    crate::json::push_u64(&mut text, version);
+    text.push('"');
+    // Bytes takes the text over: one allocation, no copy.
+    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("digits are a valid header")
 }
 
 pub async fn put_secret(
@@ -176,7 +167,8 @@ pub fn get_secret(
             .into_response();
         let headers = response.headers_mut();
         headers.insert(header::ETAG, etag(stored.version));
-        if let Some(date) = header_value(format_args!("{}", http_date(stored.created_at))) {
+        if let Ok(date) = HeaderValue::from_maybe_shared(Bytes::from(http_date(stored.created_at)))
+        {
             headers.insert(header::LAST_MODIFIED, date);
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
