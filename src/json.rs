@@ -32,6 +32,14 @@ pub struct Escaped<'a, W: Write>(pub &'a mut W);
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Most text has nothing to escape: one pass without an early exit
+        // (so the compiler vectorises it), then one copy.
+        let special = s.bytes().fold(false, |any, b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if !special {
+            return self.0.write_str(s);
+        }
         let mut plain = 0;
         // Every byte that needs escaping is ASCII, so slicing at it keeps
         // to character boundaries.
