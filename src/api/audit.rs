@@ -153,10 +153,11 @@ pub(super) fn begin(
 /// already wrote it; answers 503 instead of `response` when the line cannot
 /// be written.
 ///
-/// Boxed, and not an async fn (whose future would hold `response` twice):
-/// this future lives inside the request middleware's, and without the box
-/// that one outgrows the allocator's per-thread cache (1 KB), which costs
-/// every request a trip through malloc's slow path and a consolidation.
+/// The write's future is boxed, and this is not an async fn (whose future
+/// would hold `response` twice): this future lives inside the request
+/// middleware's, which would otherwise outgrow the largest block malloc's
+/// per-thread cache serves (about 1 KB) and cost every request a trip
+/// through malloc's slow path and a consolidation of its free lists.
 #[allow(clippy::manual_async_fn)]
 pub(super) fn finish(
     recorder: AuditRecorder,
