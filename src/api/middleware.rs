@@ -2,18 +2,20 @@
 //! reaches a secret or an API key (`audit::begin`), one access-log line
 //! (method, route template, status, latency, request id: never a key, value
 //! or header), and the request metrics. One middleware for all of it: each
-//! axum middleware layer costs a boxed service clone and a boxed future per
-//! request.
+//! layer costs a boxed future per request.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
+use tower::{Layer, Service};
 
 use super::AppState;
 use crate::metrics::method_label;
@@ -62,40 +64,80 @@ fn format_id(prefix: u32, n: u64) -> ([u8; 25], usize) {
     (text, 9 + digits)
 }
 
-// Not an async fn, on purpose: see the comment in the body.
-#[allow(clippy::manual_async_fn)]
-pub fn observe(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> impl Future<Output = Response> {
-    // An async block holds the request once (an async fn's future holds it
-    // twice), and this future is allocated and moved on every request.
-    async move {
+/// The request middleware as a tower layer (`Router::layer`, so it runs
+/// after routing and sees the route template). Written by hand rather than
+/// with `axum::middleware::from_fn`, which per request clones the inner
+/// service into a box, boxes it again as `Next`, and boxes the inner future
+/// once more on the way through: this layer boxes only its own future.
+#[derive(Clone)]
+pub struct ObserveLayer(pub Arc<AppState>);
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            state: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    state: Arc<AppState>,
+    inner: S,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let method = method_label(request.method());
         // A MatchedPath clone shares its text; no copy per request.
         let matched = request.extensions().get::<MatchedPath>().cloned();
-        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
         let id = request_id(&request);
-        let request_id = id.to_str().unwrap_or("");
-        let recorder = super::audit::begin(&state, &mut request, route, request_id);
-        let mut response = next.run(request).await;
-        if let Some(recorder) = recorder {
-            response = super::audit::finish(recorder, response).await;
-        }
-        let elapsed = started.elapsed();
-        let status = response.status().as_u16();
-        state.metrics.observe(method, route, status, elapsed);
-        crate::accesslog::record(&crate::accesslog::Access {
-            method,
-            route,
-            status,
-            latency_us: elapsed.as_micros() as u64,
-            request_id,
-        });
-        response.headers_mut().insert(X_REQUEST_ID, id);
-        response
+        let recorder = super::audit::begin(
+            &self.state,
+            &mut request,
+            matched.as_ref().map_or("unmatched", MatchedPath::as_str),
+            id.to_str().unwrap_or(""),
+        );
+        // Called here, not inside the future: `poll_ready` above was the
+        // inner service's, so it needs no clone to stay ready.
+        let answer = self.inner.call(request);
+        let state = self.state.clone();
+        Box::pin(async move {
+            let Ok(mut response) = answer.await;
+            if let Some(recorder) = recorder {
+                response = super::audit::finish(recorder, response).await;
+            }
+            let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let request_id = id.to_str().unwrap_or("");
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            state.metrics.observe(method, route, status, elapsed);
+            crate::accesslog::record(&crate::accesslog::Access {
+                method,
+                route,
+                status,
+                latency_us: elapsed.as_micros() as u64,
+                request_id,
+            });
+            response.headers_mut().insert(X_REQUEST_ID, id);
+            Ok(response)
+        })
     }
 }
 

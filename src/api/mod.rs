@@ -116,10 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ))
+        .layer(middleware::ObserveLayer(state.clone()))
         // Liveness probes stay out of the access log and the metrics, as
         // they are while start-up waits for the store (`gated_router`).
         .route("/healthz", get(ops::healthz))
