@@ -12,7 +12,13 @@ pub fn write_str(out: &mut impl Write, s: &str) -> fmt::Result {
 }
 
 /// Appends `n` as a JSON number (decimal digits), without `core::fmt`.
-pub fn push_u64(out: &mut String, mut n: u64) {
+pub fn push_u64(out: &mut String, n: u64) {
+    let (digits, at) = u64_digits(n);
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("digits are ASCII"));
+}
+
+/// `n`'s decimal digits at the end of a buffer, and where they start.
+pub fn u64_digits(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -23,7 +29,7 @@ pub fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("digits are ASCII"));
+    (digits, at)
 }
 
 /// Escapes what passes through it for the inside of a JSON string: quotes,
