@@ -36,19 +36,13 @@ pub fn write_rfc3339(out: &mut impl std::fmt::Write, ms: i64) -> std::fmt::Resul
         );
     }
     let mut text = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut value: i64| {
-        for i in (at..at + width).rev() {
-            text[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, y);
-    put(5, 2, i64::from(m));
-    put(8, 2, i64::from(d));
-    put(11, 2, rem / 3600);
-    put(14, 2, rem % 3600 / 60);
-    put(17, 2, rem % 60);
-    put(20, 3, millis);
+    put_digits(&mut text, 0, 4, y);
+    put_digits(&mut text, 5, 2, i64::from(m));
+    put_digits(&mut text, 8, 2, i64::from(d));
+    put_digits(&mut text, 11, 2, rem / 3600);
+    put_digits(&mut text, 14, 2, rem % 3600 / 60);
+    put_digits(&mut text, 17, 2, rem % 60);
+    put_digits(&mut text, 20, 3, millis);
     out.write_str(std::str::from_utf8(&text).expect("digits are ASCII"))
 }
 
@@ -71,18 +65,21 @@ pub fn http_date(ms: i64) -> String {
     let mut text = *b"Thu, 00 Jan 0000 00:00:00 GMT";
     text[..3].copy_from_slice(WEEKDAYS[(days % 7) as usize]);
     text[8..11].copy_from_slice(MONTHS[m as usize - 1]);
-    let mut put = |at: usize, width: usize, mut value: i64| {
-        for i in (at..at + width).rev() {
-            text[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(5, 2, i64::from(d));
-    put(12, 4, y);
-    put(17, 2, rem / 3600);
-    put(20, 2, rem % 3600 / 60);
-    put(23, 2, rem % 60);
+    put_digits(&mut text, 5, 2, i64::from(d));
+    put_digits(&mut text, 12, 4, y);
+    put_digits(&mut text, 17, 2, rem / 3600);
+    put_digits(&mut text, 20, 2, rem % 3600 / 60);
+    put_digits(&mut text, 23, 2, rem % 60);
     String::from_utf8(text.to_vec()).expect("the date is ASCII")
+}
+
+/// Writes `value` (non-negative) as `width` decimal digits, zero-padded, at
+/// `text[at..]`.
+fn put_digits(text: &mut [u8], at: usize, width: usize, mut value: i64) {
+    for slot in text[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
