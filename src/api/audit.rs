@@ -1,9 +1,9 @@
 //! Per-request audit recording. The request middleware, through `begin`,
-//! gives each request on a secret or API-key route an `AuditRecorder`; handlers fill in
-//! the principal and key; a change's line is written by the store `Hook`
-//! inside the change's transaction, every other line by the middleware after
-//! the handler (`finish`). If a line cannot be written the client gets 503: a read's value
-//! is never sent and a change is rolled back.
+//! gives each request on a secret or API-key route an `AuditRecorder`;
+//! handlers fill in the principal and key; a change's line is written by the
+//! store `Hook` inside the change's transaction, every other line by the
+//! middleware after the handler (`finish`). If a line cannot be written the
+//! client gets 503: a read's value is never sent and a change is rolled back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
