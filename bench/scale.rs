@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use strongroom::crypto::{Keyring, MasterKey};
-use strongroom::store::{no_hook, Engine, Precondition, Store, StoreConfig, StoreError};
+use strongroom::store::{Engine, Precondition, Store, StoreConfig};
 use strongroom::types::{SecretKey, TenantId};
 
 const GROUPS: usize = 1000;
@@ -76,20 +76,10 @@ async fn load(bench: &Bench, n: usize) -> Duration {
             while i < n {
                 let key = SecretKey::parse(&key_name(i)).unwrap();
                 let sealer = keyring.sealer(&tenant).await.unwrap();
-                let name = key.as_str().to_owned();
                 let value = format!("value-{i:07}-{}", "x".repeat(32));
+                let seal = |v| sealer.seal(key.as_str(), v, value.as_bytes());
                 store
-                    .put(
-                        &tenant,
-                        &key,
-                        Precondition::None,
-                        Box::new(move |v| {
-                            sealer
-                                .seal(&name, v, value.as_bytes())
-                                .map_err(|_| StoreError::Seal)
-                        }),
-                        no_hook(),
-                    )
+                    .put(&tenant, &key, Precondition::None, seal, None)
                     .await
                     .unwrap();
                 i += WRITERS;

@@ -1,5 +1,7 @@
 //! Wall-clock time as unix milliseconds, and its two text forms on the wire:
-//! RFC 3339 (JSON bodies) and IMF-fixdate (`Last-Modified`).
+//! RFC 3339 (JSON bodies and log lines, written by hand without allocating:
+//! it is on every audit and access line) and IMF-fixdate (`Last-Modified`,
+//! by `httpdate`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,26 +53,10 @@ const LAST_HTTP_DATE_MS: i64 = 253_402_300_799_999;
 
 /// `Thu, 26 Nov 2026 13:15:08 GMT` (IMF-fixdate, RFC 9110), for HTTP date
 /// headers; instants before 1970 read as its start, and after 9999 as its
-/// end. Formatted by hand: it is on every GET of a secret.
+/// end (where `httpdate` would panic).
 pub fn http_date(ms: i64) -> String {
-    let secs = ms.clamp(0, LAST_HTTP_DATE_MS) / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    const WEEKDAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let mut text = *b"Thu, 00 Jan 0000 00:00:00 GMT";
-    text[..3].copy_from_slice(WEEKDAYS[(days % 7) as usize]);
-    text[8..11].copy_from_slice(MONTHS[m as usize - 1]);
-    put_digits(&mut text, 5, 2, i64::from(d));
-    put_digits(&mut text, 12, 4, y);
-    put_digits(&mut text, 17, 2, rem / 3600);
-    put_digits(&mut text, 20, 2, rem % 3600 / 60);
-    put_digits(&mut text, 23, 2, rem % 60);
-    String::from_utf8(text.to_vec()).expect("the date is ASCII")
+    let ms = ms.clamp(0, LAST_HTTP_DATE_MS) as u64;
+    httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 /// Writes `value` (non-negative) as `width` decimal digits, zero-padded, at

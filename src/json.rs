@@ -1,6 +1,6 @@
-//! JSON string literals and numbers written straight into a buffer, for the
-//! lines that are formatted by hand on every request (the access log and the
-//! audit trail) rather than through serde.
+//! JSON string literals written straight into a buffer, for the lines that
+//! are formatted by hand on every request (the access log and the audit
+//! trail) rather than through serde.
 
 use std::fmt::{self, Write};
 
@@ -9,27 +9,6 @@ pub fn write_str(out: &mut impl Write, s: &str) -> fmt::Result {
     out.write_char('"')?;
     Escaped(out).write_str(s)?;
     out.write_char('"')
-}
-
-/// Appends `n` as a JSON number (decimal digits), without `core::fmt`.
-pub fn push_u64(out: &mut String, n: u64) {
-    let (digits, at) = u64_digits(n);
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("digits are ASCII"));
-}
-
-/// `n`'s decimal digits at the end of a buffer, and where they start.
-pub fn u64_digits(mut n: u64) -> ([u8; 20], usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    (digits, at)
 }
 
 /// Escapes what passes through it for the inside of a JSON string: quotes,
@@ -84,15 +63,6 @@ mod tests {
             let mut out = String::new();
             write_str(&mut out, value).unwrap();
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), value);
-        }
-    }
-
-    #[test]
-    fn numbers_are_their_decimal_digits() {
-        for n in [0, 7, 10, 200, 65_535, u64::MAX] {
-            let mut out = String::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string());
         }
     }
 }

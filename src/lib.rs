@@ -2,23 +2,24 @@
 //! secrets API, with versions, scopes and envelope encryption.
 //!
 //! Modules, and what each owns:
-//! - `api`: HTTP routes, request parsing, error mapping. The only module that
-//!   knows HTTP and JSON.
-//! - `audit`: the hash-chained audit trail and its verifier.
+//! - `api`: HTTP routes (one table, `api::routes`), request parsing, who may
+//!   call what, error mapping. With `http`, the only module that knows HTTP.
+//! - `audit`: what an audit line says, and the verifier of a whole trail.
 //! - `auth`: API keys, JWTs, scopes; resolves a request to a `Principal`.
 //! - `crypto`: the master key, per-tenant data keys, AES-256-GCM sealing.
-//! - `store`: the `Store` handle over a backend (embedded `sqlite` with group
-//!   commit, or `nats` JetStream KV); never sees a plaintext value or an
+//! - `store`: the `Store` handle: the rules (`store::model`) over an engine
+//!   (embedded `sqlite` with group commit, or `nats` JetStream KV), and the
+//!   audit trail each engine keeps; never sees a plaintext value or an
 //!   unwrapped key.
 //! - `server`: start-up and the serve loop (`Application::build`, `run`).
 //! - `cli` and `config`: the `strongroom` command (server-side and client
 //!   commands) and its flags.
-//! - `accesslog`: the one log line per request.
-//! - `metrics`, `clock`, `fsutil`, `hex`, `types`: Prometheus counters, time
-//!   formats, owner-only files, hex, and the validated `SecretKey` and
-//!   `TenantId`.
+//! - `log`: JSON log lines on stderr and the one access line per request.
+//! - `http`: the HTTP server under the router (per-core shards).
+//! - `metrics`, `clock`, `json`, `fsutil`, `types`: Prometheus counters,
+//!   time formats, JSON string escaping, owner-only files, and the
+//!   validated `SecretKey` and `TenantId`.
 
-pub mod accesslog;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -27,9 +28,9 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod fsutil;
-pub mod hex;
 pub mod http;
 pub mod json;
+pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod store;

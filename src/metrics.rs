@@ -34,20 +34,6 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-/// Maps a method to a static label so arbitrary methods cannot grow the set.
-pub fn method_label(method: &axum::http::Method) -> &'static str {
-    match method.as_str() {
-        "GET" => "GET",
-        "PUT" => "PUT",
-        "POST" => "POST",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "PATCH" => "PATCH",
-        "OPTIONS" => "OPTIONS",
-        _ => "other",
-    }
-}
-
 impl Metrics {
     /// Counts one request; `route` must be a route template.
     pub fn observe(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {

@@ -7,8 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState, Limits};
-use crate::audit::Audit;
+use crate::api::{self, AppState, Limits, Ready};
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::auth::{apikeys, Authenticator, Scope};
 use crate::config::ServeArgs;
@@ -16,7 +15,7 @@ use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::metrics::Metrics;
-use crate::store::{no_hook, Engine, Store, StoreError};
+use crate::store::{Store, StoreError, Trail};
 use crate::types::TenantId;
 
 /// Why the server could not start; printed as one line before exiting 1.
@@ -44,10 +43,6 @@ impl From<KeyringError> for StartError {
     }
 }
 
-/// Shared slot for the application state: empty while the store has not
-/// answered yet (every route but `/healthz` then answers 503).
-pub type Ready = Arc<OnceLock<Arc<AppState>>>;
-
 /// A server ready to run: listener bound; state built, or being built in
 /// the background until the store answers.
 pub struct Application {
@@ -56,8 +51,6 @@ pub struct Application {
     pub store: Store,
     /// The bootstrap admin key, when this start created one.
     pub bootstrap_key: Option<zeroize::Zeroizing<String>>,
-    /// The embedded store's data-dir lock, held while serving.
-    _data_dir_lock: Option<std::fs::File>,
 }
 
 /// What start-up needs once the store answers. `finish` may be retried
@@ -65,8 +58,8 @@ pub struct Application {
 struct Init {
     store: Store,
     keyring: Option<Keyring>,
+    trail: Trail,
     jwt: Option<JwtVerifier>,
-    audit: Option<Audit>,
     limits: Limits,
 }
 
@@ -82,26 +75,19 @@ impl Init {
             let mut scopes = Scope::all_secrets();
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
             let tenant = TenantId::parse("default").expect("valid tenant");
-            let key = apikeys::create(
-                &self.store,
-                tenant,
-                "bootstrap".into(),
-                scopes,
-                None,
-                no_hook(),
-            )
-            .await?;
+            let key = apikeys::create(&self.store, tenant, "bootstrap".into(), scopes, None, None)
+                .await?;
             Some(key.text)
         } else {
             None
         };
         let state = Arc::new(AppState {
             store: self.store.clone(),
+            trail: self.trail.clone(),
             keyring: self.keyring.take().expect("finish succeeds once"),
             auth: Authenticator::new(self.store.clone(), self.jwt.take()),
             metrics: Metrics::default(),
             limits: self.limits,
-            audit: Arc::new(self.audit.take().expect("finish succeeds once")),
         });
         Ok((state, bootstrap_key))
     }
@@ -119,23 +105,6 @@ pub fn print_bootstrap_key(key: &str) {
         "\nstrongroom: created the bootstrap admin API key for tenant 'default'.\n\
          It is shown only this once; store it now:\n\n{key}\n"
     );
-}
-
-/// Locks `<data-dir>/serve.lock`, refusing to start when another server
-/// holds it.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
-    let path = dir.join("serve.lock");
-    match crate::fsutil::lock_exclusive(&path) {
-        Ok(Some(file)) => Ok(file),
-        Ok(None) => Err(StartError::Config(format!(
-            "data dir {} is in use by another strongroom server",
-            dir.display()
-        ))),
-        Err(e) => Err(StartError::Config(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
-    }
 }
 
 /// How long start-up waits for the store before serving 503 meanwhile.
@@ -162,12 +131,6 @@ impl Application {
                 args.store.data_dir.display()
             ))
         })?;
-        // One server per embedded store: its audit chain and its read
-        // cache both assume this process makes every change.
-        let data_dir_lock = match args.store.store_config().engine {
-            Engine::Sqlite => Some(lock_data_dir(&args.store.data_dir)?),
-            Engine::Nats => None,
-        };
         let (master, origin) = MasterKey::load(
             args.master_key.as_deref(),
             args.master_key_file.as_deref(),
@@ -179,20 +142,8 @@ impl Application {
                 "using a master key stored beside the data; in production set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE and keep it elsewhere"
             );
         }
-        let store = Store::open(&args.store.store_config()).await?;
-        // With the nats store the trail is a stream all gateways share.
-        let audit = match store.nats_client() {
-            Some(client) => Audit::nats(client, &args.store.nats_bucket, args.store.nats_replicas),
-            None => Audit::open(&args.store.data_dir.join("audit.log"))
-                .map_err(|e| StartError::Config(e.to_string()))?,
-        };
-        // The sqlite writer writes each batch's audit lines with one write
-        // before its COMMIT.
-        if let Some(barrier) = audit.commit_barrier() {
-            if store.set_commit_barrier(barrier) {
-                audit.stage_changes();
-            }
-        }
+        let opened = Store::open_with_trail(&args.store.store_config()).await?;
+        let store = opened.store;
         let listener =
             TcpListener::bind(&args.listen)
                 .await
@@ -207,8 +158,8 @@ impl Application {
         let mut init = Init {
             store: store.clone(),
             keyring: Some(Keyring::new(master, store.clone())),
+            trail: opened.trail,
             jwt,
-            audit: Some(audit),
             limits,
         };
         let ready: Ready = Arc::new(OnceLock::new());
@@ -255,7 +206,6 @@ impl Application {
             }
         };
         Ok(Application {
-            _data_dir_lock: data_dir_lock,
             listener,
             ready,
             store,
@@ -360,7 +310,7 @@ pub async fn run(
     background.abort();
     if let Some(state) = ready.get() {
         state.auth.flush_last_used().await;
-        state.audit.flush();
+        state.trail.flush();
     }
     served
 }

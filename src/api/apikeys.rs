@@ -6,14 +6,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Serialize;
 
-use super::audit::AuditRecorder;
+use super::access::Caller;
 use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
-use crate::auth::{apikeys, parse_scopes, Action, Principal, Scope};
+use crate::auth::{apikeys, parse_scopes, Scope};
 use crate::clock::{now_ms, rfc3339};
 use crate::store::ApiKeyRecord;
 
@@ -41,18 +41,6 @@ fn info(r: ApiKeyRecord) -> KeyInfo {
         expires_at: r.expires_at.map(rfc3339),
         last_used_at: r.last_used_at.map(rfc3339),
     }
-}
-
-async fn admin(
-    app: &AppState,
-    headers: &HeaderMap,
-    audit: &AuditRecorder,
-) -> Result<Arc<Principal>, ApiError> {
-    let principal = app.principal(headers, audit).await?;
-    if !principal.allows(Action::ApiKeysAdmin, "") {
-        return Err(ApiError::Forbidden);
-    }
-    Ok(principal)
 }
 
 /// The body of `POST /apikeys`; unknown fields are ignored.
@@ -121,11 +109,10 @@ struct Created {
 
 pub async fn create(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
+    Caller { principal, audit }: Caller,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let principal = admin(&app, &headers, &audit).await?;
     request::require_json(&headers)?;
     let bytes = request::read_body(&headers, body, app.limits.max_request_bytes).await?;
     let wanted = parse_create(&bytes)?;
@@ -145,9 +132,10 @@ pub async fn create(
         wanted.name,
         scopes,
         wanted.expires_in_days,
-        audit.hook(201),
+        Some(audit.change_line(201)),
     )
     .await?;
+    audit.changed();
     let r = new.record;
     let body = Created {
         id: r.id,
@@ -167,10 +155,8 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    headers: HeaderMap,
+    Caller { principal, .. }: Caller,
 ) -> Result<Response, ApiError> {
-    let principal = admin(&app, &headers, &audit).await?;
     // Record pending use times first, so last_used_at is current.
     app.auth.flush_last_used().await;
     let keys = app.store.apikey_list(&principal.tenant).await?;
@@ -180,11 +166,9 @@ pub async fn list(
 
 pub async fn revoke(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
+    Caller { principal, audit }: Caller,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = admin(&app, &headers, &audit).await?;
     let raw = uri.path().strip_prefix("/apikeys/").unwrap_or("");
     let id = request::percent_decode(raw).unwrap_or_default();
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -195,8 +179,14 @@ pub async fn revoke(
     }
     audit.key(&id);
     app.store
-        .apikey_revoke(&principal.tenant, &id, now_ms(), audit.hook(200))
+        .apikey_revoke(
+            &principal.tenant,
+            &id,
+            now_ms(),
+            Some(audit.change_line(200)),
+        )
         .await?;
+    audit.changed();
     app.auth.forget_api_key(&id);
     Ok(Json(serde_json::json!({ "message": "success" })).into_response())
 }

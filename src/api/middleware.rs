@@ -1,5 +1,5 @@
-//! Per-request bookkeeping: a request id, the audit line of a request that
-//! reaches a secret or an API key (`audit::begin`), one access-log line
+//! Per-request bookkeeping: a request id, the audit line of a request to an
+//! audited route (`routes::find`, `audit::begin`), one access-log line
 //! (method, route template, status, latency, request id: never a key, value
 //! or header), and the request metrics. One middleware for all of it: each
 //! layer costs a boxed future per request.
@@ -18,7 +18,6 @@ use axum::response::Response;
 use tower::{Layer, Service};
 
 use super::AppState;
-use crate::metrics::method_label;
 
 /// A constant, so answering with it allocates no header name.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -49,19 +48,29 @@ fn request_id(request: &Request) -> HeaderValue {
     HeaderValue::from_bytes(&text[..len]).expect("hex is a valid header")
 }
 
-/// `{prefix:08x}-{n:x}` without `core::fmt`: the text and its length.
+/// `{prefix:08x}-{n:x}`, on the stack: the text and its length.
 fn format_id(prefix: u32, n: u64) -> ([u8; 25], usize) {
-    use crate::hex::DIGITS;
+    use std::io::Write;
     let mut text = [0u8; 8 + 1 + 16];
-    for (i, slot) in text[..8].iter_mut().enumerate() {
-        *slot = DIGITS[(prefix >> (28 - 4 * i)) as usize & 15];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    write!(cursor, "{prefix:08x}-{n:x}").expect("25 bytes hold the id");
+    let len = cursor.position() as usize;
+    (text, len)
+}
+
+/// Maps a method to a static label so arbitrary methods cannot grow the
+/// metrics' label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
     }
-    text[8] = b'-';
-    let digits = (16 - n.leading_zeros() as usize / 4).max(1);
-    for (i, slot) in text[9..9 + digits].iter_mut().enumerate() {
-        *slot = DIGITS[(n >> (4 * (digits - 1 - i))) as usize & 15];
-    }
-    (text, 9 + digits)
 }
 
 /// The request middleware as a tower layer (`Router::layer`, so it runs
@@ -108,12 +117,15 @@ where
         // A MatchedPath clone shares its text; no copy per request.
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let id = request_id(&request);
-        let recorder = super::audit::begin(
-            &self.state,
-            &mut request,
-            matched.as_ref().map_or("unmatched", MatchedPath::as_str),
-            id.to_str().unwrap_or(""),
-        );
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let recorder = super::routes::find(request.method(), route).map(|route| {
+            super::audit::begin(
+                &self.state.trail,
+                &mut request,
+                route,
+                id.to_str().unwrap_or(""),
+            )
+        });
         // Called here, not inside the future: `poll_ready` above was the
         // inner service's, so it needs no clone to stay ready.
         let answer = self.inner.call(request);
@@ -128,7 +140,7 @@ where
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
             state.metrics.observe(method, route, status, elapsed);
-            crate::accesslog::record(&crate::accesslog::Access {
+            crate::log::access::record(&crate::log::access::Access {
                 method,
                 route,
                 status,

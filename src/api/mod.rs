@@ -4,26 +4,26 @@
 //! Architecture invariant: only `api/` knows HTTP and JSON; it reaches data
 //! through `Store` and `Keyring`, and credentials through `Authenticator`.
 
+mod access;
 mod apikeys;
 pub mod audit;
 pub mod error;
 mod middleware;
 mod ops;
 mod request;
+pub mod routes;
 mod secrets;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::Router;
 
-use crate::audit::Audit;
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::Authenticator;
 use crate::crypto::Keyring;
 use crate::metrics::Metrics;
-use crate::store::Store;
-use audit::AuditRecorder;
+use crate::store::{Store, Trail};
 pub use error::ApiError;
 
 /// Size limits, configurable at start.
@@ -47,70 +47,22 @@ impl Default for Limits {
 /// Everything a handler needs, shared by all requests.
 pub struct AppState {
     pub store: Store,
+    /// Where the lines that record no change go (changes' lines go through
+    /// `store`).
+    pub trail: Trail,
     pub keyring: Keyring,
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub limits: Limits,
-    pub audit: Arc<Audit>,
 }
 
-impl AppState {
-    /// Authenticates a request, counting failures by reason.
-    async fn principal(
-        &self,
-        headers: &axum::http::HeaderMap,
-        audit: &AuditRecorder,
-    ) -> Result<Arc<Principal>, ApiError> {
-        let result = self.auth.authenticate(headers).await;
-        match &result {
-            Ok(principal) => audit.principal(principal),
-            Err(_) => audit.subject_guess(
-                headers
-                    .get("x-api-key")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|t| crate::auth::apikeys::key_id(t.trim()))
-                    .map(|id| format!("apikey:{id}")),
-            ),
-        }
-        result.map_err(|e| {
-            self.metrics.auth_failure(e.label());
-            tracing::info!(reason = e.label(), "authentication refused");
-            match e {
-                AuthError::StoreUnavailable => {
-                    ApiError::Unavailable("api key lookup failed".into())
-                }
-                _ => ApiError::Unauthorized,
-            }
-        })
-    }
-}
+/// Shared slot for the application state: empty while start-up waits for
+/// the store (every route but `/healthz` then answers 503).
+pub type Ready = Arc<OnceLock<Arc<AppState>>>;
 
 /// Builds the router with every route and the per-request middleware.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Everything that reaches a secret or an API key is audited: `observe`
-    // starts its audit line (`audit::begin` knows these routes).
-    let audited = Router::new()
-        .route(
-            "/secrets",
-            put(secrets::put_secret).get(secrets::list_secrets),
-        )
-        .route(
-            "/secrets/",
-            get(secrets::get_secret).delete(secrets::delete_secret),
-        )
-        .route(
-            "/secrets/{*key}",
-            get(secrets::get_secret).delete(secrets::delete_secret),
-        )
-        .route(
-            "/metadata/{*key}",
-            get(secrets::get_metadata).delete(secrets::destroy_secret),
-        )
-        .route("/undelete/{*key}", post(secrets::undelete_secret))
-        .route("/apikeys", post(apikeys::create).get(apikeys::list))
-        .route("/apikeys/{*id}", delete(apikeys::revoke));
-    Router::new()
-        .merge(audited)
+    routes::audited()
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
@@ -126,7 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The router while start-up may still be waiting for the store: `/healthz`
 /// always answers; every other request goes to the full router once the
 /// state exists, and answers 503 `service unavailable` until then.
-pub fn gated_router(ready: crate::server::Ready) -> Router {
+pub fn gated_router(ready: Ready) -> Router {
     let inner: Arc<std::sync::OnceLock<Router>> = Arc::default();
     let gate = tower::service_fn(move |request: axum::extract::Request| {
         let (ready, inner) = (ready.clone(), inner.clone());

@@ -97,27 +97,23 @@ pub fn key_from_path(path: &str, prefix: &str, op: Op) -> Result<SecretKey, ApiE
     SecretKey::parse(&decoded).map_err(|e| ApiError::bad(op, e.to_string()))
 }
 
-/// Decodes `%XX` escapes; `None` on a bad escape or non-UTF-8 result. Text
-/// without escapes is borrowed, not copied.
+/// Decodes `%XX` escapes; `None` on a bad escape (a `%` not followed by two
+/// hex digits, which `percent_encoding` would pass through as text) or a
+/// non-UTF-8 result. Text without escapes is borrowed, not copied.
 pub fn percent_decode(text: &str) -> Option<Cow<'_, str>> {
-    if !text.contains('%') {
-        return Some(Cow::Borrowed(text));
-    }
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let escapes_ok = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return None;
     }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
 }
 
 /// The query string's parameters, percent-decoded (`+` is a space).

@@ -1,54 +1,28 @@
 //! The secret operations: the three quiva operations (`PUT /secrets`,
-//! `GET /secrets/{key}`, `DELETE /secrets/{key}`) and listing.
+//! `GET /secrets/{key}`, `DELETE /secrets/{key}`), listing, metadata,
+//! undelete and destroy.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Serialize;
 
-use super::audit::AuditRecorder;
+use super::access::{Caller, Keyed};
 use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
-use crate::auth::{Action, Principal};
+use crate::auth::Action;
 use crate::clock::{http_date, rfc3339};
-use crate::store::StoreError;
+use crate::store::{Change, Precondition};
 use crate::types::{is_valid_key_prefix, SecretKey};
 
-const SECRETS_PREFIX: &str = "/secrets/";
 /// Listing page size when `limit` is not given, and the largest allowed.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-
-/// The steps every keyed operation begins with: authenticate, take the key
-/// from the path after `prefix` (400 with `op`'s text when it breaks the key
-/// rule), record both for the audit line, and require one of `actions` on
-/// the key (403).
-async fn authorize_key(
-    app: &AppState,
-    audit: &AuditRecorder,
-    headers: &HeaderMap,
-    uri: &Uri,
-    prefix: &str,
-    op: Op,
-    actions: &[Action],
-) -> Result<(Arc<Principal>, SecretKey), ApiError> {
-    let principal = app.principal(headers, audit).await?;
-    let key = request::key_from_path(uri.path(), prefix, op)?;
-    audit.key(key.as_str());
-    if !actions
-        .iter()
-        .any(|&action| principal.allows(action, key.as_str()))
-    {
-        return Err(ApiError::Forbidden);
-    }
-    Ok((principal, key))
-}
 
 fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
@@ -57,20 +31,19 @@ fn success() -> Response {
 /// `"<version>"`, formatted on the stack: the header value's own copy is
 /// its only allocation.
 fn etag(version: u64) -> HeaderValue {
-    let (digits, at) = crate::json::u64_digits(version);
-    let len = digits.len() - at;
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
     let mut text = [b'"'; 22];
-    text[1..=len].copy_from_slice(&digits[at..]);
-    HeaderValue::from_bytes(&text[..len + 2]).expect("digits are a valid header")
+    text[1..=digits.len()].copy_from_slice(digits);
+    HeaderValue::from_bytes(&text[..digits.len() + 2]).expect("digits are a valid header")
 }
 
 pub async fn put_secret(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
+    Caller { principal, audit }: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let principal = app.principal(&headers, &audit).await?;
     request::require_json(&headers)?;
     let bytes = request::read_body(&headers, body, app.limits.max_request_bytes).await?;
     let put = request::parse_put_body(&bytes)?;
@@ -86,22 +59,13 @@ pub async fn put_secret(
         return Err(ApiError::Forbidden);
     }
     let sealer = app.keyring.sealer(&principal.tenant).await?;
-    let key_text = key.as_str().to_owned();
-    let value = put.value;
+    let seal = |version| sealer.seal(key.as_str(), version, put.value.as_bytes());
+    let line = audit.change_line(200);
     let version = app
         .store
-        .put(
-            &principal.tenant,
-            &key,
-            precondition,
-            Box::new(move |version| {
-                sealer
-                    .seal(&key_text, version, value.as_bytes())
-                    .map_err(|_| StoreError::Seal)
-            }),
-            audit.hook(200),
-        )
+        .put(&principal.tenant, &key, precondition, seal, Some(line))
         .await?;
+    audit.changed();
     let mut response = success();
     response.headers_mut().insert(header::ETAG, etag(version));
     Ok(response)
@@ -113,93 +77,60 @@ struct SecretBody<'a> {
     value: &'a str,
 }
 
-// Not an async fn, on purpose: see the comment in the body.
-#[allow(clippy::manual_async_fn)]
-pub fn get_secret(
+pub async fn get_secret(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    req: Request,
-) -> impl Future<Output = Result<Response, ApiError>> {
-    // An async block holds the request once; an async fn's future holds it
-    // twice (argument and local), which is 240 bytes more to allocate and
-    // move on every read.
-    async move {
-        let (uri, headers) = (req.uri(), req.headers());
-        let (principal, key) = authorize_key(
-            &app,
-            &audit,
-            headers,
-            uri,
-            SECRETS_PREFIX,
-            Op::Get,
-            &[Action::Read],
+    Keyed { principal, key, .. }: Keyed,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let pairs = request::query_pairs(uri.query(), Op::Get)?;
+    let version = request::version_param(&pairs, Op::Get)?;
+    let stored = app
+        .store
+        .get(&principal.tenant, &key, version)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let plaintext = app
+        .keyring
+        .open_value(
+            &principal.tenant,
+            key.as_str(),
+            stored.version,
+            &stored.sealed,
         )
         .await?;
-        let pairs = request::query_pairs(uri.query(), Op::Get)?;
-        let version = request::version_param(&pairs, Op::Get)?;
-        let stored = app
-            .store
-            .get(&principal.tenant, &key, version)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        let plaintext = app
-            .keyring
-            .open_value(
-                &principal.tenant,
-                key.as_str(),
-                stored.version,
-                &stored.sealed,
-            )
-            .await?;
-        let value = std::str::from_utf8(&plaintext)
-            .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
-        let body = serde_json::to_vec(&SecretBody {
-            key: key.as_str(),
-            value,
-        })
-        .map_err(|e| ApiError::Internal(format!("serialising a secret: {e}")))?;
-        let mut response = (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::ETAG, etag(stored.version));
-        // The date's text is exactly as long as its buffer, so Bytes takes
-        // it over without a copy or a second allocation.
-        if let Ok(date) = HeaderValue::from_maybe_shared(Bytes::from(http_date(stored.created_at)))
-        {
-            headers.insert(header::LAST_MODIFIED, date);
-        }
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(response)
+    let value = std::str::from_utf8(&plaintext)
+        .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
+    let body = serde_json::to_vec(&SecretBody {
+        key: key.as_str(),
+        value,
+    })
+    .map_err(|e| ApiError::Internal(format!("serialising a secret: {e}")))?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag(stored.version));
+    // The date's text is exactly as long as its buffer, so Bytes takes it
+    // over without a copy or a second allocation.
+    if let Ok(date) = HeaderValue::from_maybe_shared(Bytes::from(http_date(stored.created_at))) {
+        headers.insert(header::LAST_MODIFIED, date);
     }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 pub async fn delete_secret(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    req: Request,
+    keyed: Keyed,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (uri, headers) = (req.uri(), req.headers());
-    let (principal, key) = authorize_key(
-        &app,
-        &audit,
-        headers,
-        uri,
-        SECRETS_PREFIX,
-        Op::Delete,
-        &[Action::Delete],
-    )
-    .await?;
-    let precondition = request::precondition(headers, Op::Delete)?;
-    app.store
-        .delete(&principal.tenant, &key, precondition, audit.hook(200))
-        .await?;
-    Ok(success())
+    let precondition = request::precondition(&headers, Op::Delete)?;
+    change(&app, keyed, Change::Delete, precondition).await
 }
 
 #[derive(Serialize)]
@@ -218,11 +149,9 @@ struct ListBody {
 
 pub async fn list_secrets(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    req: Request,
+    Caller { principal, .. }: Caller,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
-    let (uri, headers) = (req.uri(), req.headers());
-    let principal = app.principal(headers, &audit).await?;
     let pairs = request::query_pairs(uri.query(), Op::Other)?;
     let param = |name: &str| {
         pairs
@@ -282,9 +211,6 @@ pub async fn list_secrets(
     .into_response())
 }
 
-const METADATA_PREFIX: &str = "/metadata/";
-const UNDELETE_PREFIX: &str = "/undelete/";
-
 #[derive(Serialize)]
 struct VersionBody {
     version: u64,
@@ -304,20 +230,8 @@ struct MetadataBody<'a> {
 
 pub async fn get_metadata(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    req: Request,
+    Keyed { principal, key, .. }: Keyed,
 ) -> Result<Response, ApiError> {
-    let (uri, headers) = (req.uri(), req.headers());
-    let (principal, key) = authorize_key(
-        &app,
-        &audit,
-        headers,
-        uri,
-        METADATA_PREFIX,
-        Op::Other,
-        &[Action::Read, Action::List],
-    )
-    .await?;
     let meta = app
         .store
         .metadata(&principal.tenant, &key)
@@ -344,45 +258,36 @@ pub async fn get_metadata(
 
 pub async fn destroy_secret(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    req: Request,
+    keyed: Keyed,
 ) -> Result<Response, ApiError> {
-    let (uri, headers) = (req.uri(), req.headers());
-    let (principal, key) = authorize_key(
-        &app,
-        &audit,
-        headers,
-        uri,
-        METADATA_PREFIX,
-        Op::Other,
-        &[Action::Delete],
-    )
-    .await?;
-    app.store
-        .destroy(&principal.tenant, &key, audit.hook(200))
-        .await?;
-    Ok(success())
+    change(&app, keyed, Change::Destroy, Precondition::None).await
 }
 
 pub async fn undelete_secret(
     State(app): State<Arc<AppState>>,
-    Extension(audit): Extension<AuditRecorder>,
-    req: Request,
+    keyed: Keyed,
 ) -> Result<Response, ApiError> {
-    let (uri, headers) = (req.uri(), req.headers());
-    let (principal, key) = authorize_key(
-        &app,
-        &audit,
-        headers,
-        uri,
-        UNDELETE_PREFIX,
-        Op::Other,
-        &[Action::Write],
-    )
-    .await?;
+    change(&app, keyed, Change::Undelete, Precondition::None).await
+}
+
+/// A change of the key the path names, with its line.
+async fn change(
+    app: &AppState,
+    keyed: Keyed,
+    change: Change,
+    precondition: Precondition,
+) -> Result<Response, ApiError> {
+    let line = keyed.audit.change_line(200);
     app.store
-        .undelete(&principal.tenant, &key, audit.hook(200))
+        .change(
+            &keyed.principal.tenant,
+            &keyed.key,
+            change,
+            precondition,
+            Some(line),
+        )
         .await?;
+    keyed.audit.changed();
     Ok(success())
 }
 

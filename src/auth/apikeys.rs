@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::{AuthError, Principal, Scope};
 use crate::clock::now_ms;
 use crate::crypto::seal::random_bytes;
-use crate::store::{ApiKeyRecord, Hook, Store, StoreError};
+use crate::store::{ApiKeyRecord, LineBody, Store, StoreError};
 use crate::types::TenantId;
 
 /// Keys expire after this many days unless told otherwise (as quiva's do).
@@ -42,18 +42,19 @@ pub fn key_id(text: &str) -> Option<&str> {
     (id_ok && secret_ok).then_some(id)
 }
 
-/// Mints a key for `tenant` and stores its record.
+/// Mints a key for `tenant` and stores its record, with `line` as the audit
+/// line of its creation.
 pub async fn create(
     store: &Store,
     tenant: TenantId,
     name: String,
     scopes: Vec<Scope>,
     lifetime_days: Option<u32>,
-    hook: Hook,
+    line: Option<LineBody>,
 ) -> Result<NewApiKey, StoreError> {
     let id_bytes = random_bytes::<8>();
     let secret = random_bytes::<32>();
-    let id = crate::hex::encode(id_bytes.as_ref());
+    let id = hex::encode(id_bytes.as_ref());
     let text = Zeroizing::new(format!(
         "sr_{id}_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref())
@@ -71,7 +72,7 @@ pub async fn create(
         revoked_at: None,
         last_used_at: None,
     };
-    store.apikey_insert(record.clone(), hook).await?;
+    store.apikey_insert(record.clone(), line).await?;
     Ok(NewApiKey { text, record })
 }
 

@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
-
 use crate::store::Store;
 use crate::types::TenantId;
 
@@ -205,7 +203,16 @@ struct CachedKey {
     fetched: Instant,
 }
 
-/// Resolves request headers to a principal, with bounded caches so a known
+/// The one credential a request carries, as `api/` found it in the headers.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    /// `X-Api-Key`, trimmed.
+    ApiKey(&'a str),
+    /// The token of `Authorization: Bearer`, trimmed.
+    Bearer(&'a str),
+}
+
+/// Resolves a request's credential to a principal, with bounded caches so a known
 /// API key or JWT costs no store round trip and no signature check.
 pub struct Authenticator {
     store: Store,
@@ -232,29 +239,17 @@ impl Authenticator {
         self.jwt.is_some()
     }
 
-    /// A request carries exactly one credential: with both an API key and a
-    /// bearer token it is refused, so an invalid credential can never ride
-    /// along unnoticed beside a valid one.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
-        let authorization = headers.get(axum::http::header::AUTHORIZATION);
-        if headers.contains_key("x-api-key") && authorization.is_some() {
-            return Err(AuthError::Ambiguous);
-        }
-        if let Some(value) = headers.get("x-api-key") {
-            let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-            return self.verify_api_key(text.trim()).await;
-        }
-        if let Some(value) = authorization {
-            let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-            let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(AuthError::Malformed);
-            }
+    /// Verifies the request's credential.
+    pub async fn authenticate(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        match credential {
+            Credential::ApiKey(text) => self.verify_api_key(text).await,
             // Boxed: JWT verification's future is large, and inline it would
             // make every request's future as large.
-            return Box::pin(self.verify_token(token.trim())).await;
+            Credential::Bearer(token) => Box::pin(self.verify_token(token)).await,
         }
-        Err(AuthError::Missing)
     }
 
     async fn verify_api_key(&self, text: &str) -> Result<Arc<Principal>, AuthError> {

@@ -7,8 +7,6 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod dotenv;
-mod logfmt;
-mod logwriter;
 pub mod run;
 
 use std::process::ExitCode;
@@ -24,7 +22,7 @@ use crate::config::{
     AuditVerifyArgs, Cli, Command, ServeArgs,
 };
 use crate::server::{self, Application};
-use crate::store::{no_hook, Engine, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::types::TenantId;
 
 /// Entry point of the binary.
@@ -87,30 +85,8 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Starts the logger. Lines go to stderr from a background thread in
-/// batches (`logwriter`), so a request never waits on the terminal or the
-/// log collector; the returned guard writes what is queued when dropped.
-fn init_logging(format: &str) -> logwriter::Guard {
-    // The NATS client logs every reconnect attempt at info; the store's own
-    // warnings say what matters.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    let (writer, guard) = logwriter::spawn(std::io::stderr());
-    let access = writer.clone();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    if format == "json" {
-        crate::accesslog::install(move |line| access.write_line(line));
-        builder.event_format(logfmt::JsonLine).init();
-    } else {
-        builder.init();
-    }
-    guard
-}
-
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let _log_guard = init_logging(&args.log_format);
+    let _log_guard = crate::log::init(&args.log_format);
     let app = Application::build(&args).await.map_err(|e| e.to_string())?;
     if let Some(key) = &app.bootstrap_key {
         server::print_bootstrap_key(key);
@@ -167,7 +143,7 @@ async fn apikey_create(args: ApikeyCreateArgs) -> Result<(), String> {
         args.name,
         scopes,
         args.expires_in_days,
-        no_hook(),
+        None,
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -221,9 +197,7 @@ async fn apikey_revoke(args: ApikeyRevokeArgs) -> Result<(), String> {
     let store = Store::open(&args.store.store_config())
         .await
         .map_err(|e| e.to_string())?;
-    let result = store
-        .apikey_revoke(&tenant, &args.id, now_ms(), no_hook())
-        .await;
+    let result = store.apikey_revoke(&tenant, &args.id, now_ms(), None).await;
     store.close().await;
     match result {
         Ok(()) => Ok(()),
@@ -237,35 +211,9 @@ async fn apikey_revoke(args: ApikeyRevokeArgs) -> Result<(), String> {
 /// The trail's lines and its name for messages: the file, or the stream of
 /// the nats store.
 async fn audit_lines(args: &AuditVerifyArgs) -> Result<(String, Vec<Vec<u8>>), String> {
-    match args.store.store {
-        Engine::Sqlite => {
-            let path = args.store.data_dir.join("audit.log");
-            let text =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let lines = text
-                .split(|&b| b == b'\n')
-                .map(<[u8]>::to_vec)
-                .collect::<Vec<_>>();
-            // The file ends with a newline: no line after it.
-            let lines = match lines.split_last() {
-                Some((last, rest)) if last.is_empty() => rest.to_vec(),
-                _ => lines,
-            };
-            Ok((path.display().to_string(), lines))
-        }
-        Engine::Nats => {
-            let store = Store::open(&args.store.store_config())
-                .await
-                .map_err(|e| e.to_string())?;
-            let client = store.nats_client().expect("the nats store has a client");
-            let lines = crate::audit::nats::read_all(client, &args.store.nats_bucket)
-                .await
-                .map_err(|e| e.to_string());
-            store.close().await;
-            let (stream, _) = crate::audit::nats::names(&args.store.nats_bucket);
-            Ok((format!("stream {stream}"), lines?))
-        }
-    }
+    crate::store::read_trail(&args.store.store_config())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {

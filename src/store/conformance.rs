@@ -12,15 +12,16 @@ fn k(name: &str) -> SecretKey {
 }
 /// A stand-in sealer: the store treats sealed bytes as opaque, so the suite
 /// records the version it was asked to seal for.
-fn sealer(tag: &str) -> Sealer {
+fn sealer(tag: &str) -> impl FnMut(u64) -> Result<Vec<u8>, StoreError> {
     let tag = tag.to_owned();
-    Box::new(move |version| Ok(format!("{tag}@{version}").into_bytes()))
+    move |version| Ok(format!("{tag}@{version}").into_bytes())
 }
 fn text(v: &StoredVersion) -> String {
     String::from_utf8(v.sealed.clone()).unwrap()
 }
 
-pub(crate) async fn run_all(store: &Store) {
+pub(crate) async fn run_all(opened: &Opened, config: &StoreConfig) {
+    let store = &opened.store;
     put_assigns_increasing_versions(store).await;
     tenants_are_partitioned(store).await;
     preconditions_are_checked(store).await;
@@ -30,20 +31,20 @@ pub(crate) async fn run_all(store: &Store) {
     data_keys_are_created_once(store).await;
     api_keys_round_trip(store).await;
     meta_init_keeps_the_first_value(store).await;
-    hooks_run_once_and_can_veto(store).await;
+    lines_are_written_with_the_changes_that_happen(opened, config).await;
 }
 
 async fn put_assigns_increasing_versions(s: &Store) {
     let (tn, key) = (t("a"), k("app/one"));
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert_eq!(
-        s.put(&tn, &key, Precondition::None, sealer("x"), no_hook())
+        s.put(&tn, &key, Precondition::None, sealer("x"), None)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        s.put(&tn, &key, Precondition::None, sealer("y"), no_hook())
+        s.put(&tn, &key, Precondition::None, sealer("y"), None)
             .await
             .unwrap(),
         2
@@ -57,12 +58,13 @@ async fn put_assigns_increasing_versions(s: &Store) {
 
 async fn tenants_are_partitioned(s: &Store) {
     let key = k("shared/name");
-    s.put(&t("a"), &key, Precondition::None, sealer("a"), no_hook())
+    s.put(&t("a"), &key, Precondition::None, sealer("a"), None)
         .await
         .unwrap();
     assert!(s.get(&t("b"), &key, None).await.unwrap().is_none());
     assert!(matches!(
-        s.delete(&t("b"), &key, Precondition::None, no_hook()).await,
+        s.change(&t("b"), &key, Change::Delete, Precondition::None, None)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(s.metadata(&t("b"), &key).await.unwrap().is_none());
@@ -73,39 +75,39 @@ async fn tenants_are_partitioned(s: &Store) {
 async fn preconditions_are_checked(s: &Store) {
     let (tn, key) = (t("a"), k("cas"));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Absent, sealer("1"), no_hook())
+        s.put(&tn, &key, Precondition::Absent, sealer("1"), None)
             .await
             .unwrap(),
         1
     );
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Absent, sealer("x"), no_hook())
+        s.put(&tn, &key, Precondition::Absent, sealer("x"), None)
             .await,
         Err(StoreError::VersionMismatch)
     ));
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Version(7), sealer("x"), no_hook())
+        s.put(&tn, &key, Precondition::Version(7), sealer("x"), None)
             .await,
         Err(StoreError::VersionMismatch)
     ));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Version(1), sealer("2"), no_hook())
+        s.put(&tn, &key, Precondition::Version(1), sealer("2"), None)
             .await
             .unwrap(),
         2
     );
     assert!(matches!(
-        s.delete(&tn, &key, Precondition::Version(1), no_hook())
+        s.change(&tn, &key, Change::Delete, Precondition::Version(1), None)
             .await,
         Err(StoreError::VersionMismatch)
     ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "2@2");
-    s.delete(&tn, &key, Precondition::Version(2), no_hook())
+    s.change(&tn, &key, Change::Delete, Precondition::Version(2), None)
         .await
         .unwrap();
     // A soft-deleted key counts as absent for create-only writes.
     assert_eq!(
-        s.put(&tn, &key, Precondition::Absent, sealer("3"), no_hook())
+        s.put(&tn, &key, Precondition::Absent, sealer("3"), None)
             .await
             .unwrap(),
         3
@@ -114,20 +116,21 @@ async fn preconditions_are_checked(s: &Store) {
 
 async fn soft_delete_undelete_destroy(s: &Store) {
     let (tn, key) = (t("a"), k("soft"));
-    s.put(&tn, &key, Precondition::None, sealer("v"), no_hook())
+    s.put(&tn, &key, Precondition::None, sealer("v"), None)
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("w"), no_hook())
+    s.put(&tn, &key, Precondition::None, sealer("w"), None)
         .await
         .unwrap();
-    s.delete(&tn, &key, Precondition::None, no_hook())
+    s.change(&tn, &key, Change::Delete, Precondition::None, None)
         .await
         .unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(2)).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_some());
     assert!(matches!(
-        s.delete(&tn, &key, Precondition::None, no_hook()).await,
+        s.change(&tn, &key, Change::Delete, Precondition::None, None)
+            .await,
         Err(StoreError::NotFound)
     ));
     let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
@@ -140,32 +143,39 @@ async fn soft_delete_undelete_destroy(s: &Store) {
             .collect::<Vec<_>>(),
         [(1, false), (2, true)]
     );
-    s.undelete(&tn, &key, no_hook()).await.unwrap();
+    s.change(&tn, &key, Change::Undelete, Precondition::None, None)
+        .await
+        .unwrap();
     assert!(matches!(
-        s.undelete(&tn, &key, no_hook()).await,
+        s.change(&tn, &key, Change::Undelete, Precondition::None, None)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "w@2");
     // A PUT on a soft-deleted key is the next version and live; the
     // deleted version stays deleted.
-    s.delete(&tn, &key, Precondition::None, no_hook())
+    s.change(&tn, &key, Change::Delete, Precondition::None, None)
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("x"), no_hook())
+    s.put(&tn, &key, Precondition::None, sealer("x"), None)
         .await
         .unwrap();
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "x@3");
     assert!(s.get(&tn, &key, Some(2)).await.unwrap().is_none());
-    s.destroy(&tn, &key, no_hook()).await.unwrap();
+    s.change(&tn, &key, Change::Destroy, Precondition::None, None)
+        .await
+        .unwrap();
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
     assert!(s.metadata(&tn, &key).await.unwrap().is_none());
     assert!(matches!(
-        s.undelete(&tn, &key, no_hook()).await,
+        s.change(&tn, &key, Change::Undelete, Precondition::None, None)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.destroy(&tn, &key, no_hook()).await,
+        s.change(&tn, &key, Change::Destroy, Precondition::None, None)
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -174,7 +184,7 @@ async fn old_versions_are_pruned(s: &Store) {
     let (tn, key) = (t("a"), k("pruned"));
     let max = u64::from(s.max_versions());
     for _ in 0..max + 3 {
-        s.put(&tn, &key, Precondition::None, sealer("p"), no_hook())
+        s.put(&tn, &key, Precondition::None, sealer("p"), None)
             .await
             .unwrap();
     }
@@ -188,11 +198,11 @@ async fn old_versions_are_pruned(s: &Store) {
 async fn listing_pages_by_prefix(s: &Store) {
     let tn = t("lister");
     for name in ["p/c", "p/a", "p/b", "q/a", "p", "pa"] {
-        s.put(&tn, &k(name), Precondition::None, sealer("l"), no_hook())
+        s.put(&tn, &k(name), Precondition::None, sealer("l"), None)
             .await
             .unwrap();
     }
-    s.delete(&tn, &k("p/b"), Precondition::None, no_hook())
+    s.change(&tn, &k("p/b"), Change::Delete, Precondition::None, None)
         .await
         .unwrap();
     let keys = |rows: Vec<ListedSecret>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
@@ -251,7 +261,7 @@ async fn api_keys_round_trip(s: &Store) {
         revoked_at: None,
         last_used_at: None,
     };
-    s.apikey_insert(record.clone(), no_hook()).await.unwrap();
+    s.apikey_insert(record.clone(), None).await.unwrap();
     assert!(s.apikeys_exist().await.unwrap());
     assert_eq!(s.apikey_get("abc123").await.unwrap().unwrap(), record);
     assert_eq!(
@@ -265,10 +275,10 @@ async fn api_keys_round_trip(s: &Store) {
         Some(50)
     );
     assert!(matches!(
-        s.apikey_revoke(&t("other"), "abc123", 9, no_hook()).await,
+        s.apikey_revoke(&t("other"), "abc123", 9, None).await,
         Err(StoreError::NotFound)
     ));
-    s.apikey_revoke(&t("keys"), "abc123", 9, no_hook())
+    s.apikey_revoke(&t("keys"), "abc123", 9, None)
         .await
         .unwrap();
     assert_eq!(
@@ -283,73 +293,151 @@ async fn meta_init_keeps_the_first_value(s: &Store) {
     assert_eq!(s.meta_init("check", vec![2]).await.unwrap(), vec![1]);
 }
 
-/// A hook runs once for a change that happens, never for one refused by
-/// a precondition, and its error aborts the change.
-async fn hooks_run_once_and_can_veto(s: &Store) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let (tn, key) = (t("hooks"), k("h"));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counting = |calls: &Arc<AtomicUsize>| -> Hook {
-        let calls = calls.clone();
-        Box::new(move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Ok(()) })
-        })
-    };
-    let veto = || -> Hook {
-        Box::new(|| Box::pin(async { Err(StoreError::Unavailable("audit down".into())) }))
-    };
-    s.put(&tn, &key, Precondition::None, sealer("1"), counting(&calls))
+/// An audit line for request `id`.
+fn line(id: &str) -> Option<LineBody> {
+    Some(LineBody {
+        text: format!("{{\"request_id\":\"{id}\","),
+        request_id: id.into(),
+    })
+}
+
+/// The request ids of the trail's lines, in order.
+async fn trail_ids(config: &StoreConfig) -> Vec<String> {
+    read_trail(config)
+        .await
+        .unwrap()
+        .1
+        .iter()
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+        .map(|id| id.trim_matches('"').to_owned())
+        .collect()
+}
+
+/// A change's line is written once, with a change that happens, and never
+/// for one refused by a precondition or not found; lines that record no
+/// change go through the trail.
+async fn lines_are_written_with_the_changes_that_happen(opened: &Opened, config: &StoreConfig) {
+    let (s, tn, key) = (&opened.store, t("lines"), k("l"));
+    s.put(&tn, &key, Precondition::None, sealer("1"), line("put-1"))
         .await
         .unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
     let refused = s
         .put(
             &tn,
             &key,
             Precondition::Absent,
             sealer("x"),
-            counting(&calls),
+            line("put-412"),
         )
         .await;
     assert!(matches!(refused, Err(StoreError::VersionMismatch)));
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "no hook for a refused change"
-    );
-    assert!(matches!(
-        s.put(&tn, &key, Precondition::None, sealer("2"), veto())
-            .await,
-        Err(StoreError::Unavailable(_))
-    ));
-    assert!(matches!(
-        s.delete(&tn, &key, Precondition::None, veto()).await,
-        Err(StoreError::Unavailable(_))
-    ));
-    assert!(matches!(
-        s.destroy(&tn, &key, veto()).await,
-        Err(StoreError::Unavailable(_))
-    ));
-    let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
-    assert_eq!(
-        (cur.version, text(&cur)),
-        (1, "1@1".to_string()),
-        "vetoed changes left no trace"
-    );
-    s.delete(&tn, &key, Precondition::None, counting(&calls))
+    s.change(
+        &tn,
+        &key,
+        Change::Delete,
+        Precondition::Version(9),
+        line("del-412"),
+    )
+    .await
+    .unwrap_err();
+    s.change(
+        &tn,
+        &key,
+        Change::Delete,
+        Precondition::Version(1),
+        line("del-1"),
+    )
+    .await
+    .unwrap();
+    s.change(
+        &tn,
+        &k("absent"),
+        Change::Undelete,
+        Precondition::None,
+        line("undel-404"),
+    )
+    .await
+    .unwrap_err();
+    opened.trail.append(line("read-1").unwrap()).await.unwrap();
+    s.change(
+        &tn,
+        &key,
+        Change::Undelete,
+        Precondition::None,
+        line("undel-1"),
+    )
+    .await
+    .unwrap();
+    s.change(
+        &tn,
+        &key,
+        Change::Destroy,
+        Precondition::None,
+        line("destroy-1"),
+    )
+    .await
+    .unwrap();
+    let record = ApiKeyRecord {
+        id: "line0key".into(),
+        tenant: tn.clone(),
+        name: "n".into(),
+        scopes: vec![],
+        hash: [1; 32],
+        created_at: 1,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    s.apikey_insert(record, line("key-1")).await.unwrap();
+    s.apikey_revoke(&t("other"), "line0key", 5, line("revoke-404"))
+        .await
+        .unwrap_err();
+    s.apikey_revoke(&tn, "line0key", 5, line("revoke-1"))
         .await
         .unwrap();
-    assert!(matches!(
-        s.undelete(&tn, &key, veto()).await,
-        Err(StoreError::Unavailable(_))
-    ));
-    assert!(
-        s.get(&tn, &key, None).await.unwrap().is_none(),
-        "undelete vetoed"
+    assert_eq!(
+        trail_ids(config).await,
+        [
+            "put-1",
+            "del-1",
+            "read-1",
+            "undel-1",
+            "destroy-1",
+            "key-1",
+            "revoke-1"
+        ]
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let (_, lines) = read_trail(config).await.unwrap();
+    assert_eq!(
+        crate::audit::verify_lines(lines.into_iter().map(Ok::<_, ()>)).unwrap(),
+        crate::audit::Verdict::Intact { lines: 7 }
+    );
+}
+
+fn unavailable<T>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Unavailable(_)))
+}
+
+/// With a trail that cannot be written, no change happens and each fails
+/// `Unavailable`.
+async fn changes_fail_when_their_line_cannot_be_written(s: &Store) {
+    let (tn, key) = (t("veto"), k("v"));
+    assert!(unavailable(
+        s.put(&tn, &key, Precondition::None, sealer("2"), line("p"))
+            .await
+    ));
+    assert!(s.get(&tn, &key, None).await.unwrap().is_none());
+    s.put(&tn, &key, Precondition::None, sealer("1"), None)
+        .await
+        .unwrap();
+    for change in [Change::Delete, Change::Destroy] {
+        assert!(unavailable(
+            s.change(&tn, &key, change, Precondition::None, line("c"))
+                .await
+        ));
+    }
+    let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
+    assert_eq!((cur.version, text(&cur)), (1, "1@1".into()), "no trace");
 }
 
 fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
@@ -375,7 +463,7 @@ async fn create_only_race(store: &Store) {
                     &k("once"),
                     Precondition::Absent,
                     sealer(&i.to_string()),
-                    no_hook(),
+                    None,
                 )
                 .await
         }));
@@ -396,14 +484,14 @@ async fn create_only_race(store: &Store) {
 async fn one_version_survives_delete_and_undelete(s: &Store) {
     assert_eq!(s.max_versions(), 1);
     let (tn, key) = (t("one"), k("only"));
-    s.put(&tn, &key, Precondition::None, sealer("a"), no_hook())
+    s.put(&tn, &key, Precondition::None, sealer("a"), None)
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("b"), no_hook())
+    s.put(&tn, &key, Precondition::None, sealer("b"), None)
         .await
         .unwrap();
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
-    s.delete(&tn, &key, Precondition::Version(2), no_hook())
+    s.change(&tn, &key, Change::Delete, Precondition::Version(2), None)
         .await
         .unwrap();
     let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
@@ -415,11 +503,13 @@ async fn one_version_survives_delete_and_undelete(s: &Store) {
             .collect::<Vec<_>>(),
         [(2, true)]
     );
-    s.undelete(&tn, &key, no_hook()).await.unwrap();
+    s.change(&tn, &key, Change::Undelete, Precondition::None, None)
+        .await
+        .unwrap();
     let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
     assert_eq!((cur.version, text(&cur)), (2, "b@2".into()));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Version(2), sealer("c"), no_hook())
+        s.put(&tn, &key, Precondition::Version(2), sealer("c"), None)
             .await
             .unwrap(),
         3
@@ -440,8 +530,19 @@ async fn sqlite_keeps_one_version_through_delete_and_undelete() {
 #[tokio::test]
 async fn sqlite_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&sqlite_config(dir.path())).await.unwrap();
-    run_all(&store).await;
+    let config = sqlite_config(dir.path());
+    let opened = Store::open_with_trail(&config).await.unwrap();
+    run_all(&opened, &config).await;
+}
+
+#[tokio::test]
+async fn sqlite_changes_fail_when_the_trail_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("audit.log")).unwrap();
+    let opened = Store::open_with_trail(&sqlite_config(dir.path()))
+        .await
+        .unwrap();
+    changes_fail_when_their_line_cannot_be_written(&opened.store).await;
 }
 
 #[tokio::test]
@@ -483,12 +584,33 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nats_backend_conforms() {
         let server = NatsServer::start();
-        let store = Store::open(&nats_config(server.url(), "conform_1"))
+        let config = nats_config(server.url(), "conform_1");
+        let opened = Store::open_with_trail(&config).await.unwrap();
+        wait_ready(&opened.store, Duration::from_secs(10))
             .await
             .unwrap();
-        wait_ready(&store, Duration::from_secs(10)).await.unwrap();
-        run_all(&store).await;
-        store.close().await;
+        run_all(&opened, &config).await;
+        opened.store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_changes_fail_when_the_trail_cannot_be_written() {
+        use async_nats::jetstream::stream::DiscardPolicy;
+        let server = NatsServer::start();
+        let config = nats_config(server.url(), "veto_1");
+        let opened = Store::open_with_trail(&config).await.unwrap();
+        wait_ready(&opened.store, Duration::from_secs(10))
+            .await
+            .unwrap();
+        // The stream exists once a line was appended; then it takes no more.
+        opened.trail.append(line("first").unwrap()).await.unwrap();
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        let mut stream = js.get_stream("veto_1_audit").await.unwrap();
+        let mut full = stream.info().await.unwrap().config.clone();
+        full.max_messages = 1;
+        full.discard = DiscardPolicy::New;
+        js.update_stream(full).await.unwrap();
+        changes_fail_when_their_line_cannot_be_written(&opened.store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,13 +657,7 @@ mod nats {
         ));
         assert!(matches!(
             store
-                .put(
-                    &t("a"),
-                    &k("early"),
-                    Precondition::None,
-                    sealer("x"),
-                    no_hook()
-                )
+                .put(&t("a"), &k("early"), Precondition::None, sealer("x"), None)
                 .await,
             Err(StoreError::Unavailable(_))
         ));
@@ -551,13 +667,7 @@ mod nats {
             .expect("the store reconnects by itself");
         assert_eq!(
             store
-                .put(
-                    &t("a"),
-                    &k("late"),
-                    Precondition::None,
-                    sealer("y"),
-                    no_hook()
-                )
+                .put(&t("a"), &k("late"), Precondition::None, sealer("y"), None)
                 .await
                 .unwrap(),
             1

@@ -1,24 +1,42 @@
-//! Persistence: the `Store` handle the rest of the crate uses, the crate-private
-//! `Backend` trait each engine implements, and the records they exchange.
+//! Persistence: the `Store` handle the rest of the crate uses, over one of
+//! two engines (`sqlite`, embedded; `nats`, JetStream KV for stateless
+//! gateways), and the audit trail each engine keeps beside its data.
+//!
+//! - `model.rs`: the rules (versions, preconditions, soft delete, pruning,
+//!   metadata) and the records; written once, used by both engines;
+//! - `engine.rs`: the crate-private trait an engine implements;
+//! - `trail.rs`: audit lines as data, their chain, the `Trail` handle;
+//! - `conformance.rs`: the suite every engine passes.
 //!
 //! Architecture invariant: `store/` never sees a plaintext value or an
-//! unwrapped data key. Values arrive as sealed bytes, produced by a `Sealer`
-//! closure the backend calls once it knows the version number the write gets
-//! (the version is part of the ciphertext's associated data).
+//! unwrapped data key, and never calls up into `api/`, `audit/`, `auth/` or
+//! `crypto/`. A put arrives sealed for the version `model::next_version`
+//! gives; when a concurrent write takes that version first, `Store` asks the
+//! caller to seal again (`put`'s `seal`, run on the caller's task).
 
 mod cache;
+mod engine;
+pub mod model;
 pub mod nats;
 pub mod sqlite;
+pub mod trail;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use engine::{Backend, Observed, SecretWrite, Seen, WriteError};
+pub use model::{
+    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SecretMetadata,
+    StoredVersion, VersionInfo, WrappedDek,
+};
+pub use trail::{LineBody, Trail, TrailError};
+
 use crate::types::{SecretKey, TenantId};
 
-/// Errors a backend reports. "Not found" and "precondition failed" are
-/// answers, not failures; `Unavailable` means the backend could not do its job.
+/// Errors a store reports. "Not found" and "precondition failed" are
+/// answers, not failures; `Unavailable` means the store could not do its job.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -62,241 +80,15 @@ pub struct StoreConfig {
     pub max_versions: u32,
     /// NATS server URL(s), comma separated (nats engine).
     pub nats_url: String,
-    /// Name of the secrets bucket; `<name>_deks`, `<name>_apikeys` and
-    /// `<name>_meta` hold the rest (nats engine).
+    /// Name of the secrets bucket; `<name>_deks`, `<name>_apikeys`,
+    /// `<name>_meta` and the stream `<name>_audit` hold the rest (nats).
     pub nats_bucket: String,
     /// Replicas of each bucket (nats engine; 3 in a cluster).
     pub nats_replicas: usize,
 }
 
-/// A condition a write must meet, checked atomically with the write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
-    /// Unconditional.
-    None,
-    /// `If-Match`: the live current version must be this one.
-    Version(u64),
-    /// `If-None-Match: *`: no live secret may exist under the key.
-    Absent,
-}
-
-impl Precondition {
-    /// Checks the condition against the live current version (`None` when
-    /// no live secret exists: absent, or soft-deleted). Every backend decides
-    /// with this, so the engines cannot disagree.
-    pub fn check(self, live: Option<u64>) -> Result<(), StoreError> {
-        match self {
-            Precondition::None => Ok(()),
-            Precondition::Version(want) if live == Some(want) => Ok(()),
-            Precondition::Absent if live.is_none() => Ok(()),
-            _ => Err(StoreError::VersionMismatch),
-        }
-    }
-}
-
-/// Called by a backend once a change is certain (preconditions hold) and
-/// before it is durable; an `Err` aborts the change. The API layer writes the
-/// request's audit line here, so a request whose audit line cannot be
-/// written changes nothing.
-///
-/// The hook is async because the nats store's trail is a JetStream stream.
-/// The sqlite engine calls it on its writer thread and needs it ready at
-/// once (the file trail is); one that would wait fails the change.
-pub type Hook = Box<dyn FnOnce() -> HookFuture + Send>;
-
-/// What a `Hook` returns.
-pub type HookFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
-
-/// Lets the embedded engine's writer thread bracket each batch it commits:
-/// `begin` before the batch's first job, `before_commit` just before its
-/// COMMIT. An `Err` from `before_commit` rolls the whole batch back and
-/// every job in it fails `Unavailable`. The file audit trail is one: hooks
-/// stage their lines and it writes a batch's lines with one write(2) here.
-pub trait CommitBarrier: Send + Sync {
-    /// Called before the batch's first job; the token goes to `before_commit`.
-    fn begin(&self) -> u64;
-    fn before_commit(&self, token: u64) -> Result<(), String>;
-}
-
-/// A hook that does nothing, for changes made outside a request (the CLI,
-/// the bootstrap key, tests).
-pub fn no_hook() -> Hook {
-    Box::new(|| Box::pin(async { Ok(()) }))
-}
-
-/// Produces the sealed bytes for the version number the backend assigns. A
-/// backend that retries a write after losing a race (nats) calls it again
-/// with the new version; only the last call's bytes are stored.
-pub type Sealer = Box<dyn Fn(u64) -> Result<Vec<u8>, StoreError> + Send>;
-
-/// One stored version of a secret, still sealed.
-#[derive(Debug, Clone)]
-pub struct StoredVersion {
-    pub version: u64,
-    pub created_at: i64,
-    pub sealed: Vec<u8>,
-}
-
-/// A version as shown by metadata: never the value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionInfo {
-    pub version: u64,
-    pub created_at: i64,
-    pub deleted: bool,
-}
-
-/// A key's metadata and its retained versions, oldest first.
-#[derive(Debug, Clone)]
-pub struct SecretMetadata {
-    pub current_version: u64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub deleted: bool,
-    pub versions: Vec<VersionInfo>,
-}
-
-/// One row of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedSecret {
-    pub key: String,
-    pub version: u64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// A data key as stored: wrapped by the KEK.
-#[derive(Debug, Clone)]
-pub struct WrappedDek {
-    pub id: u32,
-    pub wrapped: Vec<u8>,
-}
-
-/// An API key as stored: the hash of its text, never the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
-    pub id: String,
-    pub tenant: TenantId,
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub hash: [u8; 32],
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    pub last_used_at: Option<i64>,
-}
-
-/// What an engine implements. Crate-private: callers use `Store`.
-pub(crate) trait Backend: Send + Sync {
-    /// Finishes queued writes and releases the backend; later writes fail.
-    fn close(&self) -> impl Future<Output = ()> + Send;
-
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// The live current version (`version == None`) or a given retained,
-    /// not-deleted version.
-    fn get(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-        version: Option<u64>,
-    ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
-
-    /// Writes the next version; returns its number.
-    fn put(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-        precondition: Precondition,
-        sealer: Sealer,
-        hook: Hook,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Soft delete of the live secret.
-    fn delete(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-        precondition: Precondition,
-        hook: Hook,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Restores a soft-deleted secret to its last version.
-    fn undelete(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-        hook: Hook,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Removes every version for good.
-    fn destroy(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-        hook: Hook,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    fn metadata(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-    ) -> impl Future<Output = Result<Option<SecretMetadata>, StoreError>> + Send;
-
-    /// Live keys under `prefix` strictly after `after`, in byte order.
-    fn list(
-        &self,
-        tenant: &TenantId,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<ListedSecret>, StoreError>> + Send;
-
-    fn deks(
-        &self,
-        tenant: &TenantId,
-    ) -> impl Future<Output = Result<Vec<WrappedDek>, StoreError>> + Send;
-
-    /// Inserts a DEK unless one with that id exists; true when inserted.
-    fn add_dek(
-        &self,
-        tenant: &TenantId,
-        dek: WrappedDek,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    fn apikey_insert(
-        &self,
-        record: ApiKeyRecord,
-        hook: Hook,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn apikey_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
-    fn apikey_list(
-        &self,
-        tenant: &TenantId,
-    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
-    /// Marks a key revoked; `NotFound` when the tenant has no such live key.
-    fn apikey_revoke(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-        at: i64,
-        hook: Hook,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn apikey_touch(
-        &self,
-        uses: Vec<(String, i64)>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn apikeys_exist(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// Stores `value` under `name` unless set; returns what is stored.
-    fn meta_init(
-        &self,
-        name: &str,
-        value: Vec<u8>,
-    ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
-}
+/// Attempts of one change while concurrent writers keep winning the race.
+const MAX_ATTEMPTS: usize = 32;
 
 enum Backends {
     Sqlite(sqlite::SqliteBackend),
@@ -311,61 +103,313 @@ pub struct Store {
     max_versions: u32,
 }
 
-/// Calls the backend. The nats engine's futures are boxed: they are many
-/// kilobytes (retry loops over the client's requests), and unboxed they
-/// would size every caller's future and stack frame, the embedded engine's
-/// request path included, for a network round trip that dwarfs the
-/// allocation.
+/// Calls the engine. The nats engine's futures are boxed: they are many
+/// kilobytes, and unboxed they would size every caller's future and stack
+/// frame, the embedded engine's request path included, for a network round
+/// trip that dwarfs the allocation.
 macro_rules! dispatch {
-    ($self:ident, $b:ident => $call:expr) => {
-        match &*$self.backend {
+    ($backend:expr, $b:ident => $call:expr) => {
+        match &*$backend {
             Backends::Sqlite($b) => $call.await,
             Backends::Nats($b) => Box::pin($call).await,
         }
     };
 }
 
+/// Runs `attempt` until it is not beaten by a concurrent writer; each
+/// attempt gets the state the last one left (`Err(Again(state))`).
+async fn retry<S, T, F, Fut>(mut state: S, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut(S) -> Fut,
+    Fut: Future<Output = Result<T, Attempt<S>>>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        match attempt(state).await {
+            Ok(done) => return Ok(done),
+            Err(Attempt::Again(next)) => state = next,
+            Err(Attempt::Failed(e)) => return Err(e),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "too many concurrent writers on one key".into(),
+    ))
+}
+
+/// How an attempt of `retry` ended when it did not succeed.
+enum Attempt<S> {
+    Again(S),
+    Failed(StoreError),
+}
+
+impl<S> From<StoreError> for Attempt<S> {
+    fn from(e: StoreError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+/// What a server opens: the store and the trail its engine keeps.
+pub struct Opened {
+    pub store: Store,
+    pub trail: Trail,
+}
+
 impl Store {
-    /// Opens (creating if needed) the configured engine.
+    /// Opens the configured engine without its trail, for tools that change
+    /// nothing a request would audit (the offline `apikey` commands).
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let backend = match config.engine {
             Engine::Sqlite => Backends::Sqlite(sqlite::SqliteBackend::open(
                 &config.data_dir.join("strongroom.db"),
                 config.max_versions,
+                None,
             )?),
             Engine::Nats => Backends::Nats(Box::new(
-                nats::NatsBackend::open(nats::NatsSettings {
-                    url: config.nats_url.clone(),
-                    bucket: config.nats_bucket.clone(),
-                    replicas: config.nats_replicas,
-                    max_versions: config.max_versions,
-                })
-                .await?,
+                nats::NatsBackend::open(nats::NatsSettings::from(config), false).await?,
             )),
         };
-        Ok(Store {
-            backend: Arc::new(backend),
-            max_versions: config.max_versions,
+        Ok(Store::over(backend, config))
+    }
+
+    /// Opens the configured engine and its trail (`<data-dir>/audit.log`,
+    /// or the stream `<bucket>_audit`), as a server needs them.
+    pub async fn open_with_trail(config: &StoreConfig) -> Result<Opened, StoreError> {
+        let (backend, trail) = match config.engine {
+            Engine::Sqlite => {
+                // One server per embedded store: its audit chain and its
+                // read cache both assume this process makes every change.
+                let lock = sqlite::lock_data_dir(&config.data_dir)?;
+                let file = Arc::new(
+                    sqlite::FileTrail::open(&config.data_dir.join("audit.log"))
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                );
+                let backend = sqlite::SqliteBackend::open(
+                    &config.data_dir.join("strongroom.db"),
+                    config.max_versions,
+                    Some(file.clone()),
+                )?
+                .holding(lock);
+                (Backends::Sqlite(backend), Trail::file(file))
+            }
+            Engine::Nats => {
+                let backend =
+                    nats::NatsBackend::open(nats::NatsSettings::from(config), true).await?;
+                let trail = Trail::stream(backend.trail().expect("opened with its trail"));
+                (Backends::Nats(Box::new(backend)), trail)
+            }
+        };
+        Ok(Opened {
+            store: Store::over(backend, config),
+            trail,
         })
     }
 
-    /// Installs the barrier the embedded engine's writer calls around each
-    /// batch (see `CommitBarrier`); the nats engine has no batches and
-    /// ignores it. At most once; returns whether it was installed.
-    pub fn set_commit_barrier(&self, barrier: Arc<dyn CommitBarrier>) -> bool {
-        match &*self.backend {
-            Backends::Sqlite(b) => b.set_commit_barrier(barrier),
-            Backends::Nats(_) => false,
+    fn over(backend: Backends, config: &StoreConfig) -> Store {
+        Store {
+            backend: Arc::new(backend),
+            max_versions: config.max_versions,
         }
     }
 
-    /// The NATS connection of the nats engine, shared with the audit stream
-    /// and the API-key watch; `None` for the embedded engine.
-    pub fn nats_client(&self) -> Option<async_nats::Client> {
-        match &*self.backend {
-            Backends::Sqlite(_) => None,
-            Backends::Nats(b) => Some(b.client().clone()),
+    pub fn max_versions(&self) -> u32 {
+        self.max_versions
+    }
+
+    /// Finishes queued writes and flushes; call once at shutdown.
+    pub async fn close(&self) {
+        dispatch!(self.backend, b => b.close())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.ping())
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        dispatch!(self.backend, b => b.get(tenant, key, version))
+    }
+
+    /// Writes the next version of `key`; returns its number. `seal` gives
+    /// the sealed value for a version number; it is called again when a
+    /// concurrent write took that number first. `line` is written in the
+    /// same unit of work as the change, and only if it happens.
+    pub async fn put<E>(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        precondition: Precondition,
+        mut seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
+        line: Option<LineBody>,
+    ) -> Result<u64, StoreError> {
+        let seen = dispatch!(self.backend, b => b.head(tenant, key))?;
+        retry(seen, |seen| {
+            let version = model::next_version(seen.head.as_ref());
+            let sealed = seal(version).map_err(|_| StoreError::Seal);
+            let line = line.clone();
+            async move {
+                let write = SecretWrite {
+                    seen: Seen::Read(seen),
+                    change: Change::Put {
+                        version,
+                        sealed: sealed?,
+                    },
+                    precondition,
+                    line,
+                };
+                self.write_once(tenant, key, write).await.map(|()| version)
+            }
+        })
+        .await
+    }
+
+    /// Soft delete (`Change::Delete`), undelete or destroy of `key`.
+    pub async fn change(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        change: Change,
+        precondition: Precondition,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        retry(Seen::Unread, |seen| {
+            let write = SecretWrite {
+                seen,
+                change: change.clone(),
+                precondition,
+                line: line.clone(),
+            };
+            async move {
+                self.write_once(tenant, key, write)
+                    .await
+                    .map_err(|attempt| match attempt {
+                        Attempt::Again(found) => Attempt::Again(Seen::Read(found)),
+                        Attempt::Failed(e) => Attempt::Failed(e),
+                    })
+            }
+        })
+        .await
+    }
+
+    /// One attempt at a secret's change, a lost race made into `Again`.
+    async fn write_once(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        write: SecretWrite,
+    ) -> Result<(), Attempt<Observed>> {
+        match dispatch!(self.backend, b => b.write(tenant, key, write)) {
+            Ok(()) => Ok(()),
+            Err(WriteError::Stale(found)) => Err(Attempt::Again(found)),
+            Err(WriteError::Conflict) => {
+                let found = dispatch!(self.backend, b => b.head(tenant, key))?;
+                Err(Attempt::Again(found))
+            }
+            Err(WriteError::Failed(e)) => Err(Attempt::Failed(e)),
         }
+    }
+
+    pub async fn metadata(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> Result<Option<SecretMetadata>, StoreError> {
+        dispatch!(self.backend, b => b.metadata(tenant, key))
+    }
+
+    /// Live keys under `prefix` strictly after `after`, in byte order.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedSecret>, StoreError> {
+        dispatch!(self.backend, b => b.list(tenant, prefix, after, limit))
+    }
+
+    pub async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
+        dispatch!(self.backend, b => b.deks(tenant))
+    }
+
+    /// Inserts a DEK unless one with that id exists; true when inserted.
+    pub async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.add_dek(tenant, dek))
+    }
+
+    pub async fn apikey_insert(
+        &self,
+        record: ApiKeyRecord,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.apikey_insert(record, line))
+    }
+
+    pub async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        dispatch!(self.backend, b => b.apikey_get(id))
+    }
+
+    pub async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        dispatch!(self.backend, b => b.apikey_list(tenant))
+    }
+
+    /// Revokes `tenant`'s key `id`; `NotFound` when it has no such live key.
+    pub async fn apikey_revoke(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: i64,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        let change = ApiKeyChange::Revoke {
+            tenant: tenant.clone(),
+            at,
+        };
+        self.apikey_update(id, &change, line).await
+    }
+
+    /// Records the last use of each key (id, time), skipping ids that are
+    /// gone.
+    pub async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        for (id, at) in uses {
+            match self
+                .apikey_update(&id, &ApiKeyChange::Touch { at }, None)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apikey_update(
+        &self,
+        id: &str,
+        change: &ApiKeyChange,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        retry((), |()| {
+            let line = line.clone();
+            async move {
+                dispatch!(self.backend, b => b.apikey_update(id, change, line)).map_err(again)
+            }
+        })
+        .await
+    }
+
+    pub async fn apikeys_exist(&self) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.apikeys_exist())
+    }
+
+    /// Stores `value` under `name` unless set; returns what is stored.
+    pub async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        retry((), |()| async {
+            dispatch!(self.backend, b => b.meta_init(name, &value)).map_err(again)
+        })
+        .await
     }
 
     /// Ids of API keys changed by anyone (another gateway, the CLI), as they
@@ -378,8 +422,7 @@ impl Store {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let backend = self.backend.clone();
-        // Boxed inside the task: the watch's future is tens of kilobytes, and
-        // built in place it would size the stack frame of every caller.
+        // Boxed inside the task: the watch's future is tens of kilobytes.
         tokio::spawn(async move {
             if let Backends::Nats(b) = &*backend {
                 Box::pin(b.watch_apikeys(tx)).await;
@@ -387,100 +430,44 @@ impl Store {
         });
         Some(rx)
     }
+}
 
-    pub fn max_versions(&self) -> u32 {
-        self.max_versions
+/// Every line of the trail of the configured store, oldest first, each
+/// without its newline, and a name for it in messages: `audit.log`, or the
+/// stream of the nats store. For `audit verify` and `audit export`.
+pub async fn read_trail(config: &StoreConfig) -> Result<(String, Vec<Vec<u8>>), StoreError> {
+    match config.engine {
+        Engine::Sqlite => {
+            let path = config.data_dir.join("audit.log");
+            let text = std::fs::read(&path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+            // The file ends with a newline: no line after it.
+            if lines.last().is_some_and(Vec::is_empty) {
+                lines.pop();
+            }
+            Ok((path.display().to_string(), lines))
+        }
+        Engine::Nats => {
+            let backend = nats::NatsBackend::open(nats::NatsSettings::from(config), false).await?;
+            let recorded = nats::read_all(backend.client(), &config.nats_bucket)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()));
+            backend.close().await;
+            Ok((
+                format!("stream {}_audit", config.nats_bucket),
+                recorded?.lines,
+            ))
+        }
     }
+}
 
-    /// Finishes queued writes and flushes; call once at shutdown.
-    pub async fn close(&self) {
-        dispatch!(self, b => b.close())
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, b => b.ping())
-    }
-    pub async fn get(
-        &self,
-        t: &TenantId,
-        k: &SecretKey,
-        v: Option<u64>,
-    ) -> Result<Option<StoredVersion>, StoreError> {
-        dispatch!(self, b => b.get(t, k, v))
-    }
-    pub async fn put(
-        &self,
-        t: &TenantId,
-        k: &SecretKey,
-        p: Precondition,
-        s: Sealer,
-        h: Hook,
-    ) -> Result<u64, StoreError> {
-        dispatch!(self, b => b.put(t, k, p, s, h))
-    }
-    pub async fn delete(
-        &self,
-        t: &TenantId,
-        k: &SecretKey,
-        p: Precondition,
-        h: Hook,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, b => b.delete(t, k, p, h))
-    }
-    pub async fn undelete(&self, t: &TenantId, k: &SecretKey, h: Hook) -> Result<(), StoreError> {
-        dispatch!(self, b => b.undelete(t, k, h))
-    }
-    pub async fn destroy(&self, t: &TenantId, k: &SecretKey, h: Hook) -> Result<(), StoreError> {
-        dispatch!(self, b => b.destroy(t, k, h))
-    }
-    pub async fn metadata(
-        &self,
-        t: &TenantId,
-        k: &SecretKey,
-    ) -> Result<Option<SecretMetadata>, StoreError> {
-        dispatch!(self, b => b.metadata(t, k))
-    }
-    pub async fn list(
-        &self,
-        t: &TenantId,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ListedSecret>, StoreError> {
-        dispatch!(self, b => b.list(t, prefix, after, limit))
-    }
-    pub async fn deks(&self, t: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
-        dispatch!(self, b => b.deks(t))
-    }
-    pub async fn add_dek(&self, t: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
-        dispatch!(self, b => b.add_dek(t, dek))
-    }
-    pub async fn apikey_insert(&self, record: ApiKeyRecord, h: Hook) -> Result<(), StoreError> {
-        dispatch!(self, b => b.apikey_insert(record, h))
-    }
-    pub async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        dispatch!(self, b => b.apikey_get(id))
-    }
-    pub async fn apikey_list(&self, t: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        dispatch!(self, b => b.apikey_list(t))
-    }
-    pub async fn apikey_revoke(
-        &self,
-        t: &TenantId,
-        id: &str,
-        at: i64,
-        h: Hook,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, b => b.apikey_revoke(t, id, at, h))
-    }
-    pub async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
-        dispatch!(self, b => b.apikey_touch(uses))
-    }
-    pub async fn apikeys_exist(&self) -> Result<bool, StoreError> {
-        dispatch!(self, b => b.apikeys_exist())
-    }
-    pub async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        dispatch!(self, b => b.meta_init(name, value))
+/// A write error of an attempt without state: a lost race is tried again.
+fn again(e: WriteError) -> Attempt<()> {
+    match e {
+        WriteError::Stale(_) | WriteError::Conflict => Attempt::Again(()),
+        WriteError::Failed(e) => Attempt::Failed(e),
     }
 }
 

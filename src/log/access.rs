@@ -1,7 +1,7 @@
 //! The access log: one line per request (method, route template, status,
 //! latency, request id: never a key, value or header). With the `json` log
 //! format the line is formatted here and handed straight to the log writer,
-//! the same JSON object `cli::logfmt` writes for a tracing event but without
+//! the same JSON object `log::format` writes for a tracing event but without
 //! tracing's per-event machinery, which cost more than the rest of the line;
 //! with any other format it is an ordinary tracing event.
 
@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::clock::{now_ms, write_rfc3339};
-use crate::json::{push_u64, write_str};
+use crate::json::write_str;
 
 /// One request's line.
 pub struct Access<'a> {
@@ -68,9 +68,9 @@ pub fn format_line(out: &mut String, now_ms: i64, access: &Access<'_>) -> fmt::R
     out.push_str(",\"route\":");
     write_str(out, access.route)?;
     out.push_str(",\"status\":");
-    push_u64(out, u64::from(access.status));
+    out.push_str(itoa::Buffer::new().format(access.status));
     out.push_str(",\"latency_us\":");
-    push_u64(out, access.latency_us);
+    out.push_str(itoa::Buffer::new().format(access.latency_us));
     out.push_str(",\"request_id\":");
     write_str(out, access.request_id)?;
     out.push_str("},\"target\":\"strongroom::access\"}\n");

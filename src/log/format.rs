@@ -2,7 +2,7 @@
 //! shape of tracing-subscriber's JSON format, written straight into the line
 //! buffer by a field visitor instead of through serde. (The access line,
 //! written on every request, is formatted in the same shape by
-//! `accesslog.rs` without going through tracing.)
+//! `access.rs` without going through tracing.)
 
 use std::fmt::{self, Write};
 
@@ -141,13 +141,13 @@ mod tests {
         assert_eq!(line["fields"]["status"], 200);
         assert_eq!(line["fields"]["route"], "/secrets/{*key}");
         assert_eq!(line["fields"]["ok"], true);
-        assert!(line["target"].as_str().unwrap().contains("logfmt"));
+        assert!(line["target"].as_str().unwrap().contains("log::format"));
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
     fn the_access_line_written_directly_is_the_tracing_events_line() {
-        use crate::accesslog::{format_line, Access};
+        use crate::log::access::{format_line, Access};
         let access = Access {
             method: "GET",
             route: "/secrets/{*key}",
@@ -155,9 +155,9 @@ mod tests {
             latency_us: 1234,
             request_id: "1a2b3c4d-7f",
         };
-        // The fallback of `accesslog::record`, which no test installs a
+        // The fallback of `log::access::record`, which no test installs a
         // sink for.
-        let traced = capture(|| crate::accesslog::record(&access));
+        let traced = capture(|| crate::log::access::record(&access));
         let mut direct = String::new();
         format_line(&mut direct, 0, &access).unwrap();
         // Equal but for the timestamp.

@@ -1,0 +1,144 @@
+//! Who the caller is and whether the route lets them in: the credential is
+//! found in the headers here and verified by `auth/`; the route table
+//! (`routes::Access`) says what must be allowed. Handlers take the result as
+//! an extractor: `Caller` (authenticated, and a tenant-wide scope checked)
+//! or `Keyed` (also the key named by the path, checked against the route's
+//! scopes).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+
+use super::audit::AuditRecorder;
+use super::error::ApiError;
+use super::request;
+use super::routes::Access;
+use super::AppState;
+use crate::auth::{AuthError, Credential, Principal};
+use crate::types::SecretKey;
+
+/// The request's one credential. With both an API key and a bearer token it
+/// is refused, so an invalid credential can never ride along unnoticed
+/// beside a valid one.
+pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
+    let authorization = headers.get(header::AUTHORIZATION);
+    let api_key = headers.get("x-api-key");
+    match (api_key, authorization) {
+        (Some(_), Some(_)) => Err(AuthError::Ambiguous),
+        (Some(value), None) => {
+            let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+            Ok(Credential::ApiKey(text.trim()))
+        }
+        (None, Some(value)) => {
+            let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+            let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::Malformed);
+            }
+            Ok(Credential::Bearer(token.trim()))
+        }
+        (None, None) => Err(AuthError::Missing),
+    }
+}
+
+/// Authenticates a request, records who it was for the audit line, and
+/// counts failures by reason.
+pub async fn principal(
+    app: &AppState,
+    headers: &HeaderMap,
+    audit: &AuditRecorder,
+) -> Result<Arc<Principal>, ApiError> {
+    let result = match credential(headers) {
+        Ok(credential) => app.auth.authenticate(credential).await,
+        Err(e) => Err(e),
+    };
+    match &result {
+        Ok(principal) => audit.principal(principal),
+        Err(_) => audit.subject_guess(
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| crate::auth::apikeys::key_id(t.trim()))
+                .map(|id| format!("apikey:{id}")),
+        ),
+    }
+    result.map_err(|e| {
+        app.metrics.auth_failure(e.label());
+        tracing::info!(reason = e.label(), "authentication refused");
+        match e {
+            AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
+            _ => ApiError::Unauthorized,
+        }
+    })
+}
+
+/// The request's audit recorder, which the middleware gives every audited
+/// route.
+fn recorder(parts: &Parts) -> Result<AuditRecorder, ApiError> {
+    parts
+        .extensions
+        .get::<AuditRecorder>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("an audited route without a recorder".into()))
+}
+
+/// An authenticated caller; for a tenant-wide route, one allowed its action.
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    pub audit: AuditRecorder,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let audit = recorder(parts)?;
+        let principal = principal(app, &parts.headers, &audit).await?;
+        if let Access::Tenant(action) = audit.route().access {
+            if !principal.allows(action, "") {
+                return Err(ApiError::Forbidden);
+            }
+        }
+        Ok(Caller { principal, audit })
+    }
+}
+
+/// An authenticated caller allowed one of the route's scopes on the key the
+/// path names.
+pub struct Keyed {
+    pub principal: Arc<Principal>,
+    pub key: SecretKey,
+    pub audit: AuditRecorder,
+}
+
+impl FromRequestParts<Arc<AppState>> for Keyed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let audit = recorder(parts)?;
+        let Access::Key { prefix, op, needs } = audit.route().access else {
+            return Err(ApiError::Internal(
+                "a keyed handler on a route without a key".into(),
+            ));
+        };
+        let principal = principal(app, &parts.headers, &audit).await?;
+        let key = request::key_from_path(parts.uri.path(), prefix, op)?;
+        audit.key(key.as_str());
+        if !needs.iter().any(|&a| principal.allows(a, key.as_str())) {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Keyed {
+            principal,
+            key,
+            audit,
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! What an engine implements (crate-private: callers use `Store`). An engine
+//! reads and writes; what a write means is `model::decide`'s. A write is one
+//! attempt: an engine that loses a race to a concurrent writer says so
+//! (`WriteError::Stale`), and `Store` tries again, so there is one retry loop
+//! for every engine.
+
+use std::future::Future;
+
+use super::model::{
+    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SecretMetadata,
+    StoredVersion, WrappedDek,
+};
+use super::trail::LineBody;
+use super::StoreError;
+use crate::types::{SecretKey, TenantId};
+
+/// A key's head as read, with the engine's token for that exact state (the
+/// NATS subject sequence, which a compare-and-set writes against; 0 where
+/// an engine has none). A destroyed key has no head but may have a revision.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observed {
+    pub head: Option<Head>,
+    pub revision: u64,
+}
+
+/// What `Store` knows of a key's head when it asks for a write.
+#[derive(Debug, Clone)]
+pub(crate) enum Seen {
+    /// Not read: the engine reads it inside its unit of work.
+    Unread,
+    /// Read before the change was prepared (a put is sealed for the version
+    /// after it).
+    Read(Observed),
+}
+
+/// A change to one secret, ready to write.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretWrite {
+    pub seen: Seen,
+    pub change: Change,
+    pub precondition: Precondition,
+    /// The request's audit line, written in the same unit of work.
+    pub line: Option<LineBody>,
+}
+
+/// Why one attempt at a write did not happen.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// A concurrent write changed the key first; try again against the
+    /// head the engine found.
+    Stale(Observed),
+    /// A concurrent write changed the key first; read its head again.
+    Conflict,
+    /// An answer (not found, version mismatch) or a failure.
+    Failed(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Failed(e)
+    }
+}
+
+pub(crate) trait Backend: Send + Sync {
+    /// Finishes queued writes and releases the engine; later writes fail.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The key's newest version and whether it is deleted.
+    fn head(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> impl Future<Output = Result<Observed, StoreError>> + Send;
+
+    /// The live current version (`version == None`) or a given retained,
+    /// not-deleted version.
+    fn get(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+
+    /// One attempt at a change: reads the head inside the engine's unit of
+    /// work, asks the model, writes the effect and the line.
+    fn write(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        write: SecretWrite,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    fn metadata(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> impl Future<Output = Result<Option<SecretMetadata>, StoreError>> + Send;
+
+    /// Live keys under `prefix` strictly after `after`, in byte order.
+    fn list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ListedSecret>, StoreError>> + Send;
+
+    fn deks(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<WrappedDek>, StoreError>> + Send;
+
+    /// Inserts a DEK unless one with that id exists; true when inserted.
+    fn add_dek(
+        &self,
+        tenant: &TenantId,
+        dek: WrappedDek,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn apikey_insert(
+        &self,
+        record: ApiKeyRecord,
+        line: Option<LineBody>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn apikey_get(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    fn apikey_list(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+
+    /// One attempt at changing a stored record (`NotFound` when there is
+    /// none).
+    fn apikey_update(
+        &self,
+        id: &str,
+        change: &ApiKeyChange,
+        line: Option<LineBody>,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    fn apikeys_exist(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// One attempt at storing `value` under `name` unless set; returns what
+    /// is stored.
+    fn meta_init(
+        &self,
+        name: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>, WriteError>> + Send;
+}

@@ -1,0 +1,247 @@
+//! The clustered engine: NATS JetStream KV buckets, so gateways keep no state
+//! of their own and any number can run behind a load balancer.
+//!
+//! - `connection.rs`: the client and the buckets (`<bucket>` for secrets,
+//!   with history `max_versions`, which prunes old versions; `_deks`,
+//!   `_apikeys`, `_meta`);
+//! - `records.rs`: the bytes of every value, and a key's state from its
+//!   history;
+//! - `kv.rs`: the one compare-and-set publish, and the reads;
+//! - `secrets.rs`, `apikeys.rs`: the operations;
+//! - `trail.rs`: the audit stream `<bucket>_audit`.
+//!
+//! A write is one compare-and-set attempt (`Nats-Expected-Last-Subject-
+//! Sequence` of the message it read); a lost race is reported to `Store`,
+//! which reads and tries again.
+
+mod apikeys;
+mod connection;
+mod kv;
+mod records;
+mod secrets;
+mod trail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::engine::{Backend, Observed, SecretWrite, WriteError};
+use super::model::{
+    ApiKeyChange, ApiKeyRecord, ListedSecret, SecretMetadata, StoredVersion, WrappedDek,
+};
+use super::trail::LineBody;
+use super::{StoreConfig, StoreError};
+use crate::types::{SecretKey, TenantId};
+use connection::Connection;
+pub use trail::{read_all, Intent, Recorded, StreamTrail};
+
+/// Longest a JetStream request or a listing may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `open` needs.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// Name of the secrets bucket; the other buckets are named after it.
+    pub bucket: String,
+    pub replicas: usize,
+    /// History of the secrets bucket, 1..=64.
+    pub max_versions: u32,
+}
+
+impl From<&StoreConfig> for NatsSettings {
+    fn from(config: &StoreConfig) -> Self {
+        NatsSettings {
+            url: config.nats_url.clone(),
+            bucket: config.nats_bucket.clone(),
+            replicas: config.nats_replicas,
+            max_versions: config.max_versions,
+        }
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    // NATS error texts name operations and codes, never payloads.
+    StoreError::Unavailable(format!("nats {what}: {e}"))
+}
+
+pub struct NatsBackend {
+    conn: Connection,
+    settings: NatsSettings,
+    trail: Option<Arc<StreamTrail>>,
+}
+
+impl NatsBackend {
+    /// Starts connecting in the background; with `trail`, also starts the
+    /// audit stream's publisher (call inside the runtime).
+    pub async fn open(settings: NatsSettings, trail: bool) -> Result<Self, StoreError> {
+        let conn = Connection::connect(settings.clone()).await?;
+        let trail = trail.then(|| {
+            Arc::new(StreamTrail::new(
+                conn.client.clone(),
+                &settings.bucket,
+                settings.replicas,
+            ))
+        });
+        Ok(NatsBackend {
+            conn,
+            settings,
+            trail,
+        })
+    }
+
+    pub(super) fn client(&self) -> async_nats::Client {
+        self.conn.client.clone()
+    }
+
+    pub(super) fn trail(&self) -> Option<Arc<StreamTrail>> {
+        self.trail.clone()
+    }
+
+    pub(super) async fn watch_apikeys(&self, tx: tokio::sync::mpsc::Sender<String>) {
+        apikeys::watch(self, tx).await
+    }
+
+    /// Publishes a change with its audit line: first the request's intent
+    /// (a trail that cannot take it stops the change before it happens),
+    /// then the change, whose message carries the request's id, then the
+    /// line, so the line records only a change that happened. If the line
+    /// cannot be appended, the change stands and the request answers 503;
+    /// the intent without a line is what `audit verify` then reports.
+    async fn change(
+        &self,
+        store: &async_nats::jetstream::kv::Store,
+        message: kv::Publish<'_>,
+        line: Option<LineBody>,
+    ) -> Result<u64, WriteError> {
+        let trail = match (&line, &self.trail) {
+            (None, _) => None,
+            (Some(_), Some(trail)) => Some(trail),
+            (Some(_), None) => {
+                return Err(StoreError::Unavailable(
+                    "a change with an audit line on a store opened without its trail".into(),
+                )
+                .into())
+            }
+        };
+        let request_id = line.as_ref().map(|l| &*l.request_id);
+        if let (Some(trail), Some(id)) = (trail, request_id) {
+            let intent = Intent {
+                request_id: id.to_owned(),
+                subject: format!("{}{}", store.prefix, message.key),
+                after: message.expected,
+            };
+            trail
+                .intend(intent)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        let sequence = kv::publish(&self.conn.js, store, message, request_id).await?;
+        if let (Some(trail), Some(line)) = (trail, line) {
+            trail
+                .append(line)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{e}; the change was made")))?;
+        }
+        Ok(sequence)
+    }
+}
+
+impl Backend for NatsBackend {
+    async fn close(&self) {
+        if self.conn.connected().is_ok() {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.conn.client.flush()).await;
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let b = self.conn.buckets().await?;
+        b.secrets
+            .stream
+            .get_info()
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("ping", e))
+    }
+
+    async fn head(&self, tenant: &TenantId, key: &SecretKey) -> Result<Observed, StoreError> {
+        secrets::head(self, tenant, key).await
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        secrets::get(self, tenant, key, version).await
+    }
+
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        write: SecretWrite,
+    ) -> Result<(), WriteError> {
+        secrets::write(self, tenant, key, write).await
+    }
+
+    async fn metadata(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> Result<Option<SecretMetadata>, StoreError> {
+        secrets::metadata(self, tenant, key).await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedSecret>, StoreError> {
+        secrets::list(self, tenant, prefix, after, limit).await
+    }
+
+    async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
+        apikeys::deks(self, tenant).await
+    }
+
+    async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
+        apikeys::add_dek(self, tenant, dek).await
+    }
+
+    async fn apikey_insert(
+        &self,
+        record: ApiKeyRecord,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        apikeys::insert(self, record, line).await
+    }
+
+    async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        apikeys::get(self, id).await
+    }
+
+    async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        apikeys::list(self, tenant).await
+    }
+
+    async fn apikey_update(
+        &self,
+        id: &str,
+        change: &ApiKeyChange,
+        line: Option<LineBody>,
+    ) -> Result<(), WriteError> {
+        apikeys::update(self, id, change, line).await
+    }
+
+    async fn apikeys_exist(&self) -> Result<bool, StoreError> {
+        apikeys::any(self).await
+    }
+
+    async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {
+        apikeys::meta_init(self, name, value).await
+    }
+}

@@ -1,0 +1,209 @@
+//! Secrets on the nats engine: each key is a KV subject in `<bucket>`, each
+//! change one compare-and-set message against the key's last revision, and a
+//! change's audit line is appended to the trail once its message is stored,
+//! so the line records the outcome the request really had.
+//!
+//! Reads of one key go to the stream leader (`STREAM.MSG.GET`), so a read
+//! after an acknowledged write sees it. Listing walks the last message per
+//! subject with a headers-only ordered consumer, so no values are loaded.
+
+use super::kv::{self, Publish};
+use super::records::{tenant_key, Entry, Op, Record, State};
+use super::NatsBackend;
+use crate::clock::now_ms;
+use crate::store::engine::{Observed, SecretWrite, Seen, WriteError};
+use crate::store::model::{
+    self, Change, Effect, ListedSecret, Refusal, SecretMetadata, StoredVersion,
+};
+use crate::store::StoreError;
+use crate::types::{SecretKey, TenantId};
+
+/// A key's head and the record at its current version (what undelete puts
+/// back and a delete marker carries), from its last message, reading the
+/// history only for a marker that carries no record.
+async fn observe(
+    backend: &NatsBackend,
+    kv_key: &str,
+) -> Result<(Observed, Option<Record>), StoreError> {
+    let b = backend.conn.buckets().await?;
+    let Some(last) = kv::last_entry(&b.secrets, kv_key).await? else {
+        return Ok((Observed::default(), None));
+    };
+    let revision = last.revision;
+    let (head, record) = match last.head() {
+        Some(head) => (head, last.record),
+        None => {
+            let state = State::from_history(&kv::history(&b.secrets, kv_key).await?);
+            let record = state.current_record();
+            (state.head, record)
+        }
+    };
+    Ok((Observed { head, revision }, record))
+}
+
+pub(super) async fn head(
+    backend: &NatsBackend,
+    tenant: &TenantId,
+    key: &SecretKey,
+) -> Result<Observed, StoreError> {
+    observe(backend, &tenant_key(tenant, key.as_str()))
+        .await
+        .map(|(observed, _)| observed)
+}
+
+pub(super) async fn get(
+    backend: &NatsBackend,
+    tenant: &TenantId,
+    key: &SecretKey,
+    version: Option<u64>,
+) -> Result<Option<StoredVersion>, StoreError> {
+    let b = backend.conn.buckets().await?;
+    let kv_key = tenant_key(tenant, key.as_str());
+    let last = kv::last_entry(&b.secrets, &kv_key).await?;
+    let live = last.filter(|e| e.op == Op::Put).and_then(|e| e.record);
+    match (version, live) {
+        (None, live) => Ok(live.map(Record::stored)),
+        (Some(n), Some(r)) if r.version == n => Ok(Some(r.stored())),
+        (Some(n), _) => {
+            let state = State::from_history(&kv::history(&b.secrets, &kv_key).await?);
+            Ok(match state.versions.get(&n) {
+                Some((_, false, Some(r))) => Some(r.clone().stored()),
+                _ => None,
+            })
+        }
+    }
+}
+
+pub(super) async fn write(
+    backend: &NatsBackend,
+    tenant: &TenantId,
+    key: &SecretKey,
+    write: SecretWrite,
+) -> Result<(), WriteError> {
+    let b = backend.conn.buckets().await?;
+    let kv_key = tenant_key(tenant, key.as_str());
+    // A put was sealed against the head `Store` read; the other changes
+    // need the current record, which only a read here gives.
+    let (seen, record) = match (&write.change, write.seen) {
+        (Change::Put { .. }, Seen::Read(seen)) => (seen, None),
+        _ => observe(backend, &kv_key).await?,
+    };
+    let now = now_ms();
+    let effect = match model::decide(
+        seen.head.as_ref(),
+        &write.change,
+        write.precondition,
+        backend.settings.max_versions.into(),
+        now,
+    ) {
+        Ok(effect) => effect,
+        Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
+        Err(Refusal::Stale) => return Err(WriteError::Stale(seen)),
+    };
+    let rewritten = |record: Option<Record>| {
+        let mut record = record.ok_or(StoreError::NotFound)?;
+        record.written_at = now;
+        Ok::<_, StoreError>(record.encode())
+    };
+    let (op, payload) = match (effect, write.change) {
+        (
+            Effect::Put {
+                version,
+                key_created_at,
+                ..
+            },
+            Change::Put { sealed, .. },
+        ) => {
+            // The bucket's history prunes old versions: `prune_through`
+            // needs no message.
+            let record = Record {
+                version,
+                created_at: now,
+                key_created_at,
+                written_at: now,
+                sealed,
+            };
+            (Op::Put, record.encode())
+        }
+        (Effect::SetDeleted { deleted: true, .. }, _) => (Op::Delete, rewritten(record)?),
+        (Effect::SetDeleted { deleted: false, .. }, _) => (Op::Put, rewritten(record)?),
+        (Effect::Destroy, _) => (Op::Purge, Vec::new()),
+        (Effect::Put { .. }, _) => unreachable!("the model puts only for a put"),
+    };
+    let change = Publish {
+        key: &kv_key,
+        expected: seen.revision,
+        op,
+        payload,
+    };
+    backend
+        .change(&b.secrets, change, write.line)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn metadata(
+    backend: &NatsBackend,
+    tenant: &TenantId,
+    key: &SecretKey,
+) -> Result<Option<SecretMetadata>, StoreError> {
+    let b = backend.conn.buckets().await?;
+    let kv_key = tenant_key(tenant, key.as_str());
+    let state = State::from_history(&kv::history(&b.secrets, &kv_key).await?);
+    Ok(state
+        .head
+        .as_ref()
+        .map(|head| SecretMetadata::from_parts(head, state.versions())))
+}
+
+pub(super) async fn list(
+    backend: &NatsBackend,
+    tenant: &TenantId,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ListedSecret>, StoreError> {
+    let b = backend.conn.buckets().await?;
+    let tenant_hex = hex::encode(tenant.as_str());
+    let mut keys: Vec<String> = kv::scan_last(
+        &backend.conn.client,
+        &b.secrets,
+        &format!("{tenant_hex}.>"),
+        true,
+    )
+    .await?
+    .into_iter()
+    .filter(|(_, op, _)| *op == Op::Put)
+    .filter_map(|(k, _, _)| {
+        k.strip_prefix(&tenant_hex)
+            .and_then(|k| k.strip_prefix('.'))
+            .map(str::to_owned)
+    })
+    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+    .collect();
+    keys.sort_unstable();
+    let mut rows = Vec::with_capacity(limit.min(keys.len()));
+    for name in keys {
+        if rows.len() >= limit {
+            break;
+        }
+        // The scan loaded no values; the latest record gives the numbers
+        // (and skips a key deleted since the scan).
+        let entry: Option<Entry> =
+            kv::last_entry(&b.secrets, &format!("{tenant_hex}.{name}")).await?;
+        if let Some(Entry {
+            op: Op::Put,
+            record: Some(r),
+            ..
+        }) = entry
+        {
+            rows.push(ListedSecret {
+                key: name,
+                version: r.version,
+                created_at: r.key_created_at,
+                updated_at: r.written_at,
+            });
+        }
+    }
+    Ok(rows)
+}

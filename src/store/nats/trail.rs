@@ -1,0 +1,346 @@
+//! The nats engine's trail: every gateway appends to one JetStream stream,
+//! `<bucket>_audit`. Subject `<bucket>.audit` holds the chain: a message
+//! holds one or more lines, each the exact text of a file line, separated by
+//! newlines, so under load the lines of requests waiting together go out in
+//! one acknowledged publish (group commit). Subject `<bucket>.intent` holds
+//! intents: before a change is published, its request id and the KV subject
+//! and revision it writes against, so that a trail that cannot be written
+//! stops the change before it happens, and a gateway that dies between the
+//! change and its line leaves a record `audit verify` names.
+//!
+//! The chain stays one chain across gateways: every chain publish carries
+//! `Nats-Expected-Last-Subject-Sequence` (the sequence of the message whose
+//! last line is the new lines' `prev`); a gateway that loses the race
+//! re-reads the last message and chains its lines again. The stream denies
+//! deletes and purges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, StorageType};
+use async_nats::jetstream::{self};
+use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, OnceCell};
+
+use crate::store::trail::{chain, chain_hash, LineBody, TrailError, GENESIS};
+
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Attempts of one append while other gateways keep winning the race.
+const MAX_ATTEMPTS: usize = 64;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most lines or intents in one message (a line is a few hundred bytes).
+const MAX_BATCH: usize = 256;
+
+/// What a gateway records before it publishes a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub request_id: String,
+    /// The KV subject the change is published on.
+    pub subject: String,
+    /// The subject's revision the change is written against.
+    pub after: u64,
+}
+
+/// Stream name, chain subject and intent subject of the trail of `bucket`.
+pub fn names(bucket: &str) -> (String, String, String) {
+    (
+        format!("{bucket}_audit"),
+        format!("{bucket}.audit"),
+        format!("{bucket}.intent"),
+    )
+}
+
+/// Requests queue their lines (and intents) for a publisher task of each
+/// kind, which batches whatever is waiting into one message. The task, not
+/// the request, owns the publish, so a request that goes away (its client
+/// disconnected) cannot abandon the lines of others.
+pub struct StreamTrail {
+    inner: Arc<Inner>,
+    lines: mpsc::UnboundedSender<Waiting<LineBody>>,
+    intents: mpsc::UnboundedSender<Waiting<Intent>>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream_name: String,
+    subject: String,
+    intent_subject: String,
+    replicas: usize,
+    stream: OnceCell<stream::Stream>,
+}
+
+type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
+
+fn failed(what: &str, e: impl std::fmt::Display) -> TrailError {
+    // NATS error texts name operations and codes, never payloads.
+    TrailError(format!("audit stream {what}: {e}"))
+}
+
+impl StreamTrail {
+    /// Must be called inside the runtime: it starts the publisher tasks.
+    pub fn new(client: async_nats::Client, bucket: &str, replicas: usize) -> StreamTrail {
+        let (stream_name, subject, intent_subject) = names(bucket);
+        let inner = Arc::new(Inner {
+            js: jetstream::ContextBuilder::new()
+                .timeout(REQUEST_TIMEOUT)
+                .build(client.clone()),
+            client,
+            stream_name,
+            subject,
+            intent_subject,
+            replicas: replicas.max(1),
+            stream: OnceCell::new(),
+        });
+        let (lines, queued_lines) = mpsc::unbounded_channel();
+        let (intents, queued_intents) = mpsc::unbounded_channel();
+        tokio::spawn(lines_publisher(inner.clone(), queued_lines));
+        tokio::spawn(intents_publisher(inner.clone(), queued_intents));
+        StreamTrail {
+            inner,
+            lines,
+            intents,
+        }
+    }
+
+    /// Appends one line; answers once the stream has acknowledged it.
+    pub async fn append(&self, line: LineBody) -> Result<(), TrailError> {
+        self.send(&self.lines, line).await
+    }
+
+    /// Records an intent; answers once the stream has acknowledged it.
+    pub async fn intend(&self, intent: Intent) -> Result<(), TrailError> {
+        self.send(&self.intents, intent).await
+    }
+
+    async fn send<T>(
+        &self,
+        queue: &mpsc::UnboundedSender<Waiting<T>>,
+        item: T,
+    ) -> Result<(), TrailError> {
+        // Fail fast while disconnected rather than queue behind a timeout.
+        self.inner.stream().await?;
+        let stopped = || TrailError("audit publisher stopped".into());
+        let (answer, answered) = oneshot::channel();
+        queue.send((item, answer)).map_err(|_| stopped())?;
+        answered.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Takes what is waiting, up to `MAX_BATCH`, after the first.
+fn drain<T>(first: T, queue: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(more) => batch.push(more),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers every request of a batch with its publish's outcome.
+fn answer<T>(batch: Vec<Waiting<T>>, outcome: &Result<(), TrailError>) {
+    for (_, answer) in batch {
+        let _ = answer.send(outcome.clone());
+    }
+}
+
+/// Publishes the lines waiting, a batch per message, in order.
+async fn lines_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Waiting<LineBody>>) {
+    // Sequence and hash of the last line, as far as this gateway knows;
+    // `None`: read it from the stream before the next publish.
+    let mut tail: Option<(u64, String)> = None;
+    while let Some(first) = queue.recv().await {
+        let batch = drain(first, &mut queue);
+        let outcome = match inner.stream().await {
+            Ok(stream) => inner.publish_lines(stream, &mut tail, &batch).await,
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            tail = None;
+        }
+        answer(batch, &outcome);
+    }
+}
+
+/// Publishes the intents waiting, a batch per message (one JSON object a
+/// line).
+async fn intents_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Waiting<Intent>>) {
+    while let Some(first) = queue.recv().await {
+        let batch = drain(first, &mut queue);
+        let payload: Vec<String> = batch
+            .iter()
+            .map(|(intent, _)| serde_json::to_string(intent).expect("serializable"))
+            .collect();
+        let outcome = inner
+            .publish(&inner.intent_subject, HeaderMap::new(), payload.join("\n"))
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("publish intent", e));
+        answer(batch, &outcome);
+    }
+}
+
+impl Inner {
+    /// The stream, found or created on first use while connected; a stream
+    /// made before intents existed gets their subject.
+    async fn stream(&self) -> Result<&stream::Stream, TrailError> {
+        if !super::connection::is_connected(&self.client) {
+            return Err(TrailError("not connected to NATS".into()));
+        }
+        self.stream
+            .get_or_try_init(|| async {
+                let subjects = vec![self.subject.clone(), self.intent_subject.clone()];
+                if let Ok(mut found) = self.js.get_stream(&self.stream_name).await {
+                    let config = &found.cached_info().config;
+                    if config.subjects != subjects {
+                        let mut config = config.clone();
+                        config.subjects = subjects;
+                        self.js
+                            .update_stream(config)
+                            .await
+                            .map_err(|e| failed("update stream", e))?;
+                        found.info().await.map_err(|e| failed("stream info", e))?;
+                    }
+                    return Ok(found);
+                }
+                // Another gateway may create it at the same time; creating
+                // an identical stream twice succeeds.
+                self.js
+                    .create_stream(stream::Config {
+                        name: self.stream_name.clone(),
+                        description: Some("strongroom audit trail".into()),
+                        subjects,
+                        storage: StorageType::File,
+                        num_replicas: self.replicas,
+                        deny_delete: true,
+                        deny_purge: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| failed("create stream", e))
+            })
+            .await
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: String,
+    ) -> Result<u64, async_nats::jetstream::context::PublishError> {
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_owned(), headers, payload.into())
+            .await?;
+        Ok(ack.await?.sequence)
+    }
+
+    /// Sequence and hash of the last line (0 and the genesis hash when none).
+    async fn read_tail(&self, stream: &stream::Stream) -> Result<(u64, String), TrailError> {
+        match stream.get_last_raw_message_by_subject(&self.subject).await {
+            Ok(m) => Ok((m.sequence, chain_hash(last_line(&m.payload)))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                Ok((0, GENESIS.to_owned()))
+            }
+            Err(e) => Err(failed("read last line", e)),
+        }
+    }
+
+    /// Publishes `batch` as one message chained to the tail, retrying while
+    /// other gateways win the race.
+    async fn publish_lines(
+        &self,
+        stream: &stream::Stream,
+        tail: &mut Option<(u64, String)>,
+        batch: &[Waiting<LineBody>],
+    ) -> Result<(), TrailError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (sequence, mut prev) = match tail.take() {
+                Some(known) => known,
+                None => self.read_tail(stream).await?,
+            };
+            let mut payload = String::with_capacity(batch.len() * 320);
+            for (body, _) in batch {
+                let (line, hash) = chain(&body.text, &prev);
+                if !payload.is_empty() {
+                    payload.push('\n');
+                }
+                payload.push_str(&line);
+                prev = hash;
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                EXPECTED_LAST_SUBJECT_SEQUENCE,
+                sequence.to_string().as_str(),
+            );
+            match self.publish(&self.subject, headers, payload).await {
+                Ok(sequence) => {
+                    *tail = Some((sequence, prev));
+                    return Ok(());
+                }
+                // Another gateway appended first: re-read the tail.
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
+                // The lines may or may not be stored; the tail is re-read.
+                Err(e) => return Err(failed("publish", e)),
+            }
+        }
+        Err(TrailError("too many gateways appending at once".into()))
+    }
+}
+
+/// The last line of a message.
+fn last_line(payload: &[u8]) -> &[u8] {
+    payload.rsplit(|&b| b == b'\n').next().unwrap_or(payload)
+}
+
+/// Everything the trail of `bucket` holds, oldest first.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The chain's lines, each without a newline.
+    pub lines: Vec<Vec<u8>>,
+    pub intents: Vec<Intent>,
+}
+
+/// Reads the whole trail of `bucket`.
+pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Recorded, TrailError> {
+    let (stream_name, subject, intent_subject) = names(bucket);
+    let js = jetstream::ContextBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .build(client);
+    let mut stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| failed(&format!("open stream {stream_name}"), e))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| failed("stream info", e))?
+        .state
+        .clone();
+    let mut recorded = Recorded::default();
+    if state.messages == 0 {
+        return Ok(recorded);
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        let m = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        let parts = m.payload.split(|&b| b == b'\n');
+        if m.subject.as_str() == subject {
+            recorded.lines.extend(parts.map(<[u8]>::to_vec));
+        } else if m.subject.as_str() == intent_subject {
+            for part in parts {
+                let intent = serde_json::from_slice(part).map_err(|_| {
+                    TrailError(format!("intent at sequence {sequence} is unreadable"))
+                })?;
+                recorded.intents.push(intent);
+            }
+        }
+    }
+    Ok(recorded)
+}

@@ -1,0 +1,313 @@
+//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`,
+//! its audit trail `audit.log` beside it, and a read cache of hot keys.
+//!
+//! - `schema.rs`: tables, migration, how connections are opened;
+//! - `writer.rs`: the writer thread and its group commit;
+//! - `reads.rs`: the pool of read connections and their snapshots;
+//! - `secrets.rs`, `apikeys.rs`: the SQL;
+//! - `trail.rs`: the audit file.
+
+mod apikeys;
+mod reads;
+mod schema;
+mod secrets;
+mod trail;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use super::cache::ReadCache;
+use super::engine::{Backend, Observed, SecretWrite, WriteError};
+use super::model::{
+    self, ApiKeyChange, ApiKeyRecord, Change, ListedSecret, Refusal, SecretMetadata, StoredVersion,
+    WrappedDek,
+};
+use super::trail::LineBody;
+use super::StoreError;
+use crate::clock::now_ms;
+use crate::types::{SecretKey, TenantId};
+use reads::Readers;
+pub use trail::FileTrail;
+use writer::{Batches, JobSpec, Shared, Writer};
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Runs one statement from the connection's statement cache: the same few
+/// transaction statements run for every job and read.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+pub struct SqliteBackend {
+    readers: Arc<Readers>,
+    batches: Arc<Batches>,
+    writer: Writer,
+    max_versions: u64,
+    cache: Arc<ReadCache>,
+    /// The data dir's lock, held while a server serves it.
+    _lock: Option<std::fs::File>,
+}
+
+/// Locks `<data-dir>/serve.lock`, refusing when another server holds it.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("serve.lock");
+    match crate::fsutil::lock_exclusive(&path) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(StoreError::Unavailable(format!(
+            "data dir {} is in use by another strongroom server",
+            dir.display()
+        ))),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path`; with `trail`,
+    /// changes write their lines to it.
+    pub fn open(
+        path: &Path,
+        max_versions: u32,
+        trail: Option<Arc<FileTrail>>,
+    ) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            crate::fsutil::create_private_dir(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        // Owner-only: created empty with mode 0600 before SQLite opens it
+        // (an empty file is a new database), and SQLite gives the -wal and
+        // -shm files the same mode as the database.
+        if !path.exists() {
+            crate::fsutil::write_private_file(path, b"").map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+            })?;
+        }
+        let conn = schema::open_writer(path)?;
+        let readers = Arc::new(Readers::open(path)?);
+        let batches = Arc::new(Batches::default());
+        let cache = Arc::new(ReadCache::default());
+        let writer = Writer::start(
+            conn,
+            Shared {
+                cache: cache.clone(),
+                readers: readers.clone(),
+                batches: batches.clone(),
+                trail,
+            },
+        )?;
+        Ok(SqliteBackend {
+            readers,
+            batches,
+            writer,
+            max_versions: u64::from(max_versions.max(1)),
+            cache,
+            _lock: None,
+        })
+    }
+
+    /// The engine, holding `lock` for as long as it lives.
+    pub fn holding(self, lock: std::fs::File) -> Self {
+        SqliteBackend {
+            _lock: Some(lock),
+            ..self
+        }
+    }
+
+    fn read_secrets<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.readers.read_secrets(&self.batches, f)
+    }
+
+    /// A job that changes no secret and writes no line.
+    fn plain() -> JobSpec {
+        JobSpec {
+            secret: None,
+            line: None,
+        }
+    }
+}
+
+impl Backend for SqliteBackend {
+    async fn close(&self) {
+        self.writer.close().await;
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers
+            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    async fn head(&self, tenant: &TenantId, key: &SecretKey) -> Result<Observed, StoreError> {
+        let head = self.read_secrets(|c| secrets::head(c, tenant.as_str(), key.as_str()))?;
+        Ok(Observed { head, revision: 0 })
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let (t, k) = (tenant.as_str(), key.as_str());
+        if let Some(n) = version {
+            return self.read_secrets(|c| secrets::version(c, t, k, n));
+        }
+        let epoch = match self.cache.get(t, k) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(epoch) => epoch,
+        };
+        let found = self.read_secrets(|c| secrets::current(c, t, k))?;
+        if let Some(found) = &found {
+            self.cache.fill(epoch, t, k, found);
+        }
+        Ok(found)
+    }
+
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        write: SecretWrite,
+    ) -> Result<(), WriteError> {
+        let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
+        let spec = JobSpec {
+            secret: Some((tenant.clone(), key.clone())),
+            line: write.line,
+        };
+        let (change, precondition, max_versions) =
+            (write.change, write.precondition, self.max_versions);
+        self.writer
+            .run(spec, move |c| {
+                let head = secrets::head(c, &tenant, &key).map_err(unavailable)?;
+                let now = now_ms();
+                let effect =
+                    match model::decide(head.as_ref(), &change, precondition, max_versions, now) {
+                        Ok(effect) => effect,
+                        Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
+                        Err(Refusal::Stale) => {
+                            return Err(WriteError::Stale(Observed { head, revision: 0 }))
+                        }
+                    };
+                let sealed = match &change {
+                    Change::Put { sealed, .. } => sealed.as_slice(),
+                    _ => &[],
+                };
+                secrets::apply(c, &tenant, &key, &effect, sealed, now).map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn metadata(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> Result<Option<SecretMetadata>, StoreError> {
+        let (t, k) = (tenant.as_str(), key.as_str());
+        self.read_secrets(|c| {
+            let Some(head) = secrets::head(c, t, k)? else {
+                return Ok(None);
+            };
+            let versions = secrets::versions(c, t, k)?;
+            Ok(Some(SecretMetadata::from_parts(&head, versions)))
+        })
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedSecret>, StoreError> {
+        self.read_secrets(|c| secrets::list(c, tenant.as_str(), prefix, after, limit))
+    }
+
+    async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
+        self.readers.read(|c| apikeys::deks(c, tenant.as_str()))
+    }
+
+    async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.writer
+            .run(Self::plain(), move |c| {
+                apikeys::add_dek(c, &tenant, &dek).map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn apikey_insert(
+        &self,
+        record: ApiKeyRecord,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        let spec = JobSpec { secret: None, line };
+        self.writer
+            .run(spec, move |c| {
+                apikeys::insert(c, &record).map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.readers.read(|c| apikeys::get(c, id))
+    }
+
+    async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.readers.read(|c| apikeys::list(c, tenant.as_str()))
+    }
+
+    async fn apikey_update(
+        &self,
+        id: &str,
+        change: &ApiKeyChange,
+        line: Option<LineBody>,
+    ) -> Result<(), WriteError> {
+        let (id, change) = (id.to_owned(), change.clone());
+        let spec = JobSpec { secret: None, line };
+        self.writer
+            .run(spec, move |c| {
+                let record = apikeys::get(c, &id)
+                    .map_err(unavailable)?
+                    .ok_or(StoreError::NotFound)?;
+                if let Some(updated) = change.apply(&record)? {
+                    apikeys::update(c, &updated).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn apikeys_exist(&self) -> Result<bool, StoreError> {
+        self.readers.read(apikeys::any)
+    }
+
+    async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {
+        if let Some(stored) = self.readers.read(|c| apikeys::meta(c, name))? {
+            return Ok(stored);
+        }
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.writer
+            .run(Self::plain(), move |c| {
+                apikeys::meta_insert(c, &name, &value).map_err(unavailable)?;
+                apikeys::meta(c, &name)
+                    .map_err(unavailable)?
+                    .ok_or_else(|| StoreError::Unavailable("meta value vanished".into()))
+            })
+            .await
+            .map_err(WriteError::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

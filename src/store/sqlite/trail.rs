@@ -1,0 +1,544 @@
+//! `<data-dir>/audit.log`, the embedded engine's trail. Two kinds of lines
+//! reach it: a batch's change lines, which the writer thread writes with one
+//! write(2) just before the batch's COMMIT (`write_batch`, then
+//! `end_batch`), and every other line (reads, refusals), which requests
+//! append themselves (`append`).
+//!
+//! Appends combine: each queues its line, yields once so the other requests
+//! its thread has ready queue theirs, and the first one back chains and
+//! writes them all with one write(2); the others find their line settled.
+//! While a batch's COMMIT is under way its lines are the last in the file and
+//! queued lines wait: if the COMMIT fails, the batch's lines are cut off
+//! again, so no line claims a change that did not happen.
+//!
+//! A write is all or nothing: after a failed or short write the file is cut
+//! back to its last whole line and the chain continues from there; every
+//! append whose line that write held fails.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::store::trail::{chain, chain_hash, LineBody, TrailError, GENESIS};
+
+/// How many failed writes' ticket ranges are remembered. An append looks at
+/// its outcome within a scheduler tick of queueing; one older than that many
+/// failures is taken as dropped.
+const DROPPED_KEPT: usize = 64;
+
+pub struct FileTrail {
+    sink: Mutex<Sink>,
+    /// `Sink::settled` and `failures` as of the last write, so an append
+    /// whose line another append wrote returns without the lock.
+    settled: AtomicU64,
+    failures: AtomicU64,
+    /// Woken when queued lines settle after a batch's COMMIT.
+    settle: tokio::sync::Notify,
+}
+
+struct Sink {
+    path: PathBuf,
+    file: File,
+    /// The file's length: the end of its last whole line.
+    len: u64,
+    /// The hash of the last line written.
+    prev: String,
+    /// Bodies queued by `append`, tickets `settled + 1 ..= issued`.
+    queue: Vec<String>,
+    issued: u64,
+    /// Tickets whose write has been tried (written, or dropped by a failure).
+    settled: u64,
+    /// Writes that failed; each dropped the tickets it held.
+    failures: u64,
+    /// Ticket ranges (after, upto] the last failed writes dropped, newest last.
+    dropped: VecDeque<(u64, u64)>,
+    last_failure: Option<String>,
+    /// Where the running batch's lines begin, while its COMMIT is under way.
+    committing: Option<(u64, String)>,
+    /// Writes tried, for tests.
+    writes: u64,
+}
+
+impl Sink {
+    /// Whether a failed write dropped `ticket`, issued when `failures`
+    /// writes had failed.
+    fn was_dropped(&self, ticket: u64, failures: u64) -> bool {
+        let since = (self.failures - failures) as usize;
+        if since > self.dropped.len() {
+            return since > 0;
+        }
+        self.dropped
+            .iter()
+            .rev()
+            .take(since)
+            .any(|&(after, upto)| after < ticket && ticket <= upto)
+    }
+
+    fn outcome(&self, ticket: u64, failures: u64) -> Result<(), TrailError> {
+        if !self.was_dropped(ticket, failures) {
+            return Ok(());
+        }
+        let cause = self
+            .last_failure
+            .clone()
+            .unwrap_or_else(|| "a write failed".into());
+        Err(TrailError(format!("{}: {cause}", self.path.display())))
+    }
+
+    /// Chains the queued lines and then `batch`'s and writes them with one
+    /// write(2). Returns where `batch`'s lines begin (length, prev).
+    fn write(&mut self, batch: &[LineBody]) -> Result<(u64, String), TrailError> {
+        let mut text = Vec::with_capacity((self.queue.len() + batch.len()) * 400);
+        let mut prev = self.prev.clone();
+        for body in std::mem::take(&mut self.queue) {
+            push_line(&mut text, &mut prev, &body);
+        }
+        let batch_start = (self.len + text.len() as u64, prev.clone());
+        for body in batch {
+            push_line(&mut text, &mut prev, &body.text);
+        }
+        let upto = self.issued;
+        let after = std::mem::replace(&mut self.settled, upto);
+        if text.is_empty() {
+            return Ok(batch_start);
+        }
+        self.writes += 1;
+        match self.file.write_all(&text) {
+            Ok(()) => {
+                self.len += text.len() as u64;
+                self.prev = prev;
+                Ok(batch_start)
+            }
+            Err(e) => {
+                // All or nothing: cut off whatever part of the write landed.
+                let cut = self.file.set_len(self.len);
+                self.failures += 1;
+                let cause = match cut {
+                    Ok(()) => e.to_string(),
+                    Err(c) => format!("{e}; cutting back the partial line also failed: {c}"),
+                };
+                self.last_failure = Some(cause.clone());
+                if self.dropped.len() == DROPPED_KEPT {
+                    self.dropped.pop_front();
+                }
+                self.dropped.push_back((after, upto));
+                Err(TrailError(format!("{}: {cause}", self.path.display())))
+            }
+        }
+    }
+}
+
+impl FileTrail {
+    /// Opens (creating, mode 0600) the trail and finds the hash of its last
+    /// line so the chain continues across restarts. A partial last line (a
+    /// write cut short by a crash) is cut off first.
+    pub fn open(path: &Path) -> Result<FileTrail, TrailError> {
+        let io = |e: std::io::Error| TrailError(format!("{}: {e}", path.display()));
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(io)?;
+        let (len, prev) = if file.metadata().map_err(io)?.is_file() {
+            whole_lines(&mut file).map_err(io)?
+        } else {
+            // A device (tests use /dev/full): nothing to read back.
+            (0, GENESIS.to_owned())
+        };
+        Ok(FileTrail {
+            sink: Mutex::new(Sink {
+                path: path.to_owned(),
+                file,
+                len,
+                prev,
+                queue: Vec::new(),
+                issued: 0,
+                settled: 0,
+                failures: 0,
+                dropped: VecDeque::new(),
+                last_failure: None,
+                committing: None,
+                writes: 0,
+            }),
+            settled: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            settle: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Appends a line that records no change.
+    pub async fn append(&self, body: LineBody) -> Result<(), TrailError> {
+        let (ticket, failures) = {
+            let mut sink = lock_briefly(&self.sink);
+            sink.queue.push(body.text);
+            sink.issued += 1;
+            (sink.issued, sink.failures)
+        };
+        tokio::task::yield_now().await;
+        loop {
+            if self.settled.load(Ordering::Acquire) >= ticket
+                && self.failures.load(Ordering::Acquire) == failures
+            {
+                return Ok(());
+            }
+            let notified = self.settle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut sink = lock_briefly(&self.sink);
+                if sink.settled < ticket && sink.committing.is_none() {
+                    // Our write: its error is ours too.
+                    let result = sink.write(&[]);
+                    self.publish(&sink);
+                    result?;
+                }
+                if sink.settled >= ticket {
+                    return sink.outcome(ticket, failures);
+                }
+            }
+            // A batch's COMMIT is under way; `end_batch` writes our line.
+            notified.await;
+        }
+    }
+
+    /// Writes a batch's change lines (after whatever is queued) with one
+    /// write(2), before the batch's COMMIT. Until `end_batch`, appends wait.
+    pub(super) fn write_batch(&self, lines: &[LineBody]) -> Result<(), TrailError> {
+        let mut sink = lock_briefly(&self.sink);
+        let result = sink.write(lines);
+        if let Ok(start) = &result {
+            sink.committing = Some(start.clone());
+        }
+        self.publish(&sink);
+        self.settle.notify_waiters();
+        result.map(|_| ())
+    }
+
+    /// After the COMMIT of a batch whose lines `write_batch` wrote: when it
+    /// failed, cuts those lines off again; then writes what queued meanwhile.
+    pub(super) fn end_batch(&self, committed: bool) {
+        let mut sink = lock_briefly(&self.sink);
+        if let Some((len, prev)) = sink.committing.take() {
+            if !committed {
+                if let Err(e) = sink.file.set_len(len) {
+                    tracing::error!(error = %e, "audit: cannot cut off the lines of a batch that did not commit");
+                }
+                sink.len = len;
+                sink.prev = prev;
+            }
+        }
+        if !sink.queue.is_empty() {
+            if let Err(e) = sink.write(&[]) {
+                tracing::error!(error = %e, "audit: queued lines could not be written");
+            }
+        }
+        self.publish(&sink);
+        self.settle.notify_waiters();
+    }
+
+    /// Writes any line still queued, at shutdown.
+    pub fn flush(&self) {
+        let mut sink = lock_briefly(&self.sink);
+        if !sink.queue.is_empty() && sink.committing.is_none() {
+            if let Err(e) = sink.write(&[]) {
+                tracing::error!(error = %e, "audit: queued lines could not be written");
+            }
+        }
+        self.publish(&sink);
+        self.settle.notify_waiters();
+    }
+
+    /// Publishes the sink's outcome: `failures` before `settled`, so whoever
+    /// sees its line settled also sees whether that write failed.
+    fn publish(&self, sink: &Sink) {
+        self.failures.store(sink.failures, Ordering::Release);
+        self.settled.store(sink.settled, Ordering::Release);
+    }
+}
+
+/// Chains `body` after `prev`, appends the line to `text`, and moves `prev`
+/// on to it.
+fn push_line(text: &mut Vec<u8>, prev: &mut String, body: &str) {
+    let (line, hash) = chain(body, prev);
+    text.extend_from_slice(line.as_bytes());
+    text.push(b'\n');
+    *prev = hash;
+}
+
+/// Takes a lock that is only ever held for a few microseconds (one hash and
+/// one write(2)): spins for about that long before sleeping on it, since a
+/// thread put to sleep and woken again costs more than the wait.
+fn lock_briefly<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    for _ in 0..16 {
+        match lock.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+    lock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The length of the file's whole lines and the chain hash of the last one
+/// (the genesis value when empty); a partial last line is cut off.
+fn whole_lines(file: &mut File) -> std::io::Result<(u64, String)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((0, GENESIS.to_owned()));
+    }
+    // Read back far enough to hold the last line (lines are short).
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let whole = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(at) => at + 1,
+        None if start == 0 => 0,
+        None => tail.len(),
+    };
+    let whole_len = start + whole as u64;
+    if whole_len < len {
+        file.set_len(whole_len)?;
+    }
+    let text = &tail[..whole];
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if whole_len == 0 {
+        return Ok((0, GENESIS.to_owned()));
+    }
+    let last = text.rsplit(|&b| b == b'\n').next().unwrap_or(text);
+    Ok((whole_len, chain_hash(last)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify, Verdict};
+
+    fn line(i: u16) -> LineBody {
+        LineBody {
+            text: format!("{{\"request_id\":\"r{i}\",\"key\":\"k{i}\","),
+            request_id: format!("r{i}").into(),
+        }
+    }
+
+    /// A trail in a fresh temp dir (which lives as long as the guard).
+    fn file_trail() -> (tempfile::TempDir, PathBuf, FileTrail) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let trail = FileTrail::open(&path).unwrap();
+        (dir, path, trail)
+    }
+
+    /// Puts `file` under the trail in place of its file; returns that one.
+    fn swap_file(trail: &FileTrail, file: File) -> File {
+        std::mem::replace(&mut trail.sink.lock().unwrap().file, file)
+    }
+
+    /// A file whose every write fails with ENOSPC.
+    fn full_disk() -> File {
+        OpenOptions::new().append(true).open("/dev/full").unwrap()
+    }
+
+    /// Runs `f` to the end on a single-threaded runtime, as a shard does.
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn keys(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_continues_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        for round in 0..2 {
+            let trail = FileTrail::open(&path).unwrap();
+            for i in 0..3 {
+                now(trail.append(line(round * 3 + i))).unwrap();
+            }
+        }
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 6 });
+    }
+
+    #[test]
+    fn edits_removals_and_reorders_name_the_first_bad_line() {
+        let (_dir, path, trail) = file_trail();
+        for i in 0..5 {
+            now(trail.append(line(i))).unwrap();
+        }
+        let original = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = original.lines().collect();
+
+        let edited = original.replacen("\"k2\"", "\"k9\"", 1);
+        std::fs::write(&path, edited).unwrap();
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Broken { line: 3, .. }
+        ));
+
+        let removed: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| *l)
+            .collect();
+        std::fs::write(&path, removed.join("\n") + "\n").unwrap();
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Broken { line: 2, .. }
+        ));
+
+        let mut swapped = lines.clone();
+        swapped.swap(2, 3);
+        std::fs::write(&path, swapped.join("\n") + "\n").unwrap();
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Broken { line: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_batch_is_written_before_its_commit_and_appends_wait_for_it() {
+        let (_dir, path, trail) = file_trail();
+        now(trail.append(line(0))).unwrap();
+        let queued = {
+            let mut sink = trail.sink.lock().unwrap();
+            sink.queue.push(line(1).text);
+            sink.issued += 1;
+            sink.issued
+        };
+        // The batch's write takes the queued line first, then its own.
+        trail.write_batch(&[line(2), line(3)]).unwrap();
+        assert_eq!(trail.settled.load(Ordering::Acquire), queued);
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\"", "\"k3\""]);
+        // While the COMMIT is under way a read's line waits for it.
+        let waiting = std::thread::scope(|scope| {
+            let append = scope.spawn(|| now(trail.append(line(4))));
+            while trail.sink.lock().unwrap().queue.is_empty() {
+                std::thread::yield_now();
+            }
+            assert_eq!(keys(&path).len(), 4, "a line waits for the COMMIT");
+            trail.end_batch(true);
+            append.join().unwrap()
+        });
+        waiting.unwrap();
+        assert_eq!(keys(&path).len(), 5);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 5 });
+    }
+
+    #[test]
+    fn a_batch_that_does_not_commit_leaves_no_line() {
+        let (_dir, path, trail) = file_trail();
+        now(trail.append(line(0))).unwrap();
+        trail.write_batch(&[line(1), line(2)]).unwrap();
+        trail.end_batch(false);
+        now(trail.append(line(3))).unwrap();
+        assert_eq!(keys(&path), ["\"k0\"", "\"k3\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 2 });
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_batch_and_the_chain_continues() {
+        let (_dir, path, trail) = file_trail();
+        now(trail.append(line(0))).unwrap();
+        let real = swap_file(&trail, full_disk());
+        assert!(trail.write_batch(&[line(1)]).is_err());
+        trail.end_batch(false);
+        swap_file(&trail, real);
+        trail.write_batch(&[line(2)]).unwrap();
+        trail.end_batch(true);
+        now(trail.append(line(3))).unwrap();
+        assert_eq!(keys(&path), ["\"k0\"", "\"k2\"", "\"k3\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 3 });
+    }
+
+    #[test]
+    fn appends_on_one_thread_share_a_write_and_its_outcome() {
+        let (_dir, path, trail) = file_trail();
+        let trail = &trail;
+        let three = |base: u16| async move {
+            tokio::join!(
+                trail.append(line(base)),
+                trail.append(line(base + 1)),
+                trail.append(line(base + 2))
+            )
+        };
+
+        // All three queue before the first writes; one write(2) takes them.
+        let (a, b, c) = now(three(0));
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(trail.sink.lock().unwrap().writes, 1);
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\""]);
+
+        // When that write fails, every append whose line it held fails,
+        // also those that did not make the write themselves.
+        let real = swap_file(trail, full_disk());
+        let (a, b, c) = now(three(3));
+        swap_file(trail, real);
+        for outcome in [a, b, c] {
+            let error = outcome.unwrap_err().to_string();
+            assert!(error.contains("No space left"), "{error}");
+        }
+        now(trail.append(line(6))).unwrap();
+        assert_eq!(keys(&path).len(), 4);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 4 });
+    }
+
+    #[test]
+    fn a_failed_write_fails_only_the_appends_whose_lines_it_dropped() {
+        let (_dir, path, trail) = file_trail();
+        // Polled in order: lines 0 and 1 are queued, line 0's append writes
+        // both, then line 2's write fails before line 1's append looks at
+        // the outcome.
+        let failing = async {
+            tokio::task::yield_now().await;
+            let real = swap_file(&trail, full_disk());
+            let outcome = trail.append(line(2)).await;
+            swap_file(&trail, real);
+            outcome
+        };
+        let (a, c, b) = now(futures_util::future::join3(
+            trail.append(line(0)),
+            failing,
+            trail.append(line(1)),
+        ));
+        assert!(c.is_err(), "the failed write's own line fails");
+        assert!(
+            a.is_ok() && b.is_ok(),
+            "{a:?} {b:?}: their lines were written"
+        );
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 2 });
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_off_at_open() {
+        let (_dir, path, trail) = file_trail();
+        now(trail.append(line(0))).unwrap();
+        drop(trail);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"time\":\"2026").unwrap();
+        let trail = FileTrail::open(&path).unwrap();
+        now(trail.append(line(1))).unwrap();
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 2 });
+    }
+}

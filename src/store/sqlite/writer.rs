@@ -1,0 +1,260 @@
+//! The writer thread and its group commit. One thread owns the only write
+//! connection: it blocks for the first queued job, drains whatever else is
+//! queued (up to `MAX_BATCH`), runs each job inside its own SAVEPOINT in one
+//! transaction, writes the batch's audit lines with one write(2), and
+//! COMMITs once. With `synchronous=FULL` the COMMIT returns only after the
+//! WAL is fsync'd, and only then is each job's caller answered, so an
+//! acknowledged write survives a crash and N writers waiting together share
+//! one fsync. A job that fails (a precondition, say) rolls back to its
+//! savepoint without disturbing its batch mates, and leaves no line.
+//!
+//! Jobs arrive ready to apply: values are sealed and lines rendered on the
+//! request's own thread, so the writer only runs SQL, chains lines and
+//! commits.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::reads::Readers;
+use super::trail::FileTrail;
+use super::{exec_cached, unavailable};
+use crate::store::cache::ReadCache;
+use crate::store::trail::LineBody;
+use crate::store::StoreError;
+
+/// Most jobs committed by one fsync.
+const MAX_BATCH: usize = 512;
+
+/// What readers know of the writer's batches.
+#[derive(Default)]
+pub(super) struct Batches {
+    /// Batches committed, counted after COMMIT and before answering.
+    pub committed: AtomicU64,
+    /// Whether a batch is under way: a read then ends its transaction at
+    /// once, as the batch's checkpoint cannot pass a reader's snapshot.
+    pub writing: AtomicBool,
+}
+
+/// A unit of work: `apply` runs inside the batch's transaction (under a
+/// savepoint), `finish` answers the caller once the batch's COMMIT returned.
+trait Job: Send {
+    /// Runs the work; true when it succeeded (the savepoint is kept).
+    fn apply(&mut self, conn: &Connection) -> bool;
+    /// The audit line of a job that succeeded, for the batch's write.
+    fn take_line(&mut self) -> Option<LineBody>;
+    /// The secret `(tenant, key)` this job may change, for the read cache.
+    fn secret(&self) -> Option<&(String, String)>;
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Pending<T, E, F> {
+    work: Option<F>,
+    line: Option<LineBody>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+    secret: Option<(String, String)>,
+}
+
+impl<T, E, F> Job for Pending<T, E, F>
+where
+    T: Send,
+    E: From<StoreError> + Send,
+    F: FnOnce(&Connection) -> Result<T, E> + Send,
+{
+    fn apply(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a job is applied once");
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into()).into()));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn take_line(&mut self) -> Option<LineBody> {
+        self.line.take()
+    }
+
+    fn secret(&self) -> Option<&(String, String)> {
+        self.secret.as_ref()
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let outcome = match commit {
+            Err(e) => Err(e.into()),
+            Ok(()) => self.result.unwrap_or_else(|| {
+                Err(StoreError::Unavailable("write was not applied".into()).into())
+            }),
+        };
+        // The caller may have gone away (client disconnected); the write
+        // stands either way.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// What the writer thread receives.
+enum Message {
+    Job(Box<dyn Job>),
+    /// Commit what is queued, checkpoint the WAL into the database file and
+    /// stop; answered when done.
+    Close(oneshot::Sender<()>),
+}
+
+/// The request side of the writer thread.
+pub(super) struct Writer {
+    queue: mpsc::Sender<Message>,
+}
+
+/// What the writer thread shares with the readers.
+pub(super) struct Shared {
+    pub cache: Arc<ReadCache>,
+    pub readers: Arc<Readers>,
+    pub batches: Arc<Batches>,
+    pub trail: Option<Arc<FileTrail>>,
+}
+
+/// What one job needs besides its work.
+pub(super) struct JobSpec {
+    /// The secret it may change, dropped from the read cache after COMMIT.
+    pub secret: Option<(String, String)>,
+    /// Its audit line, written with the batch when the job succeeds.
+    pub line: Option<LineBody>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("writer thread has stopped".into())
+}
+
+impl Writer {
+    pub(super) fn start(conn: Connection, shared: Shared) -> Result<Writer, StoreError> {
+        let (queue, messages) = mpsc::channel::<Message>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, messages, &shared))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok(Writer { queue })
+    }
+
+    /// Queues `work` and waits until its batch is durable.
+    pub(super) async fn run<T, E>(
+        &self,
+        spec: JobSpec,
+        work: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending {
+            work: Some(work),
+            line: spec.line,
+            result: None,
+            reply,
+            secret: spec.secret,
+        });
+        self.queue
+            .send(Message::Job(job))
+            .map_err(|_| E::from(stopped()))?;
+        answer.await.map_err(|_| E::from(stopped()))?
+    }
+
+    /// Commits what is queued, checkpoints, and stops the thread.
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Message::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Shared) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = None;
+    while let Ok(first) = messages.recv() {
+        match first {
+            Message::Job(job) => batch.push(job),
+            Message::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < MAX_BATCH {
+            match messages.try_recv() {
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            shared.batches.writing.store(true, Ordering::SeqCst);
+            shared.readers.release_idle();
+            let commit = commit_batch(&conn, &mut batch, shared.trail.as_deref());
+            // Before any caller hears back, so a read after an acknowledged
+            // change cannot be served what the change replaced.
+            shared.batches.committed.fetch_add(1, Ordering::SeqCst);
+            for (tenant, key) in batch.iter().filter_map(|job| job.secret()) {
+                shared.cache.invalidate(tenant, key);
+            }
+            shared.batches.writing.store(false, Ordering::SeqCst);
+            // Readers' open transactions are stale now (a busy reader ends
+            // its own at its next read); ended before answering, so an idle
+            // reader never holds a snapshot older than an acknowledged change.
+            shared.readers.release_idle();
+            for job in batch.drain(..) {
+                job.finish(commit.clone());
+            }
+        }
+        if let Some(done) = closing.take() {
+            shared.readers.release_all();
+            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(error = %e, "checkpoint at close failed; the WAL is replayed at next open");
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Applies the batch in one transaction, writes its lines, and commits.
+fn commit_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    trail: Option<&FileTrail>,
+) -> Result<(), StoreError> {
+    exec_cached(conn, "BEGIN IMMEDIATE").map_err(unavailable)?;
+    let mut lines = Vec::new();
+    for job in batch.iter_mut() {
+        let savepoint = exec_cached(conn, "SAVEPOINT job");
+        let ok = savepoint.is_ok() && job.apply(conn);
+        if ok {
+            let _ = exec_cached(conn, "RELEASE job");
+            lines.extend(job.take_line());
+        } else {
+            let _ = exec_cached(conn, "ROLLBACK TO job");
+            let _ = exec_cached(conn, "RELEASE job");
+        }
+    }
+    let written = match (lines.is_empty(), trail) {
+        (true, _) => Ok(false),
+        (false, Some(trail)) => trail
+            .write_batch(&lines)
+            .map(|()| true)
+            .map_err(|e| StoreError::Unavailable(e.to_string())),
+        (false, None) => Err(StoreError::Unavailable(
+            "a change with an audit line on a store opened without its trail".into(),
+        )),
+    };
+    let commit = written.and_then(|written| {
+        exec_cached(conn, "COMMIT")
+            .map(|()| written)
+            .map_err(unavailable)
+    });
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    if let (Some(trail), false) = (trail, lines.is_empty()) {
+        trail.end_batch(commit.is_ok());
+    }
+    commit.map(|_| ())
+}
