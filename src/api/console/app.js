@@ -1064,6 +1064,8 @@ function viewAudit() {
   const tbody = h("tbody");
   const count = h("p", { class: "count", role: "status", id: "audit-count" });
   const more = button("Load more lines", () => load(false), { id: "audit-more", hidden: true });
+  const toEnd = button("Load to the end", () => loadToEnd(), { id: "audit-end", hidden: true });
+  const newest = h("input", { type: "checkbox", id: "audit-newest" });
   const table = h("table", { class: "list", id: "audit-list" },
     h("caption", { class: "visually-hidden" }, "Audit lines, oldest first"),
     h("thead", null, h("tr", null, ["Time", "Action", "Key", "Outcome", "Subject", "Client"].map((t) => h("th", { scope: "col" }, t)))),
@@ -1074,7 +1076,8 @@ function viewAudit() {
   function render() {
     const q = filterIn.value.trim().toLowerCase();
     const shownLines = q ? lines.filter((l) => [l.action, l.key, l.subject, String(l.status)].some((x) => x && String(x).toLowerCase().includes(q))) : lines;
-    const rows = shownLines.map((l) => h("tr", { class: "audit-row" },
+    const ordered = newest.checked ? [...shownLines].reverse() : shownLines;
+    const rows = ordered.map((l) => h("tr", { class: "audit-row" },
       h("td", { "data-label": "Time" }, timeEl(l.time)),
       h("td", { "data-label": "Action" }, h("code", null, String(l.action ?? "—"))),
       h("td", { "data-label": "Key" }, l.key ? String(l.key) : h("span", { class: "muted" }, "—")),
@@ -1085,6 +1088,14 @@ function viewAudit() {
     tbody.replaceChildren(...rows);
     count.textContent = "Loaded " + lines.length + (lines.length === 1 ? " line" : " lines") + (q ? ", " + shownLines.length + " match" : "") + (next !== null ? "; more follow." : ".");
     more.hidden = next === null;
+    toEnd.hidden = next === null;
+  }
+
+  /** Follows `next` until the end (at most 25 pages, 5,000 lines, a click). */
+  async function loadToEnd() {
+    for (let i = 0; i < 25 && next !== null && alive(v); i += 1) {
+      if (!(await load(false))) break;
+    }
   }
 
   async function load(reset) {
@@ -1096,22 +1107,26 @@ function viewAudit() {
       next = page.next;
       msg.replaceChildren();
       render();
+      return true;
     } catch (e) {
-      if (!alive(v)) return;
+      if (!alive(v)) return false;
       showError(msg, e, { op: "audit" });
       if (isStatus(e, 404)) table.hidden = true;
+      return false;
     } finally {
       more.disabled = false;
     }
   }
   filterIn.addEventListener("input", () => render());
+  newest.addEventListener("change", () => render());
 
   viewEl.append(title,
-    h("p", { class: "lede" }, "Every request that reached a secret or an API key, allowed or refused, oldest first. Values and credentials are never recorded."),
+    h("p", { class: "lede" }, "Every request that reached a secret or an API key, allowed or refused, in the order it was written (tick Newest first to turn the loaded lines around). Values and credentials are never recorded."),
     h("div", { class: "toolbar" },
       h("label", { for: "audit-filter" }, "Filter the loaded lines"), filterIn,
+      h("div", { class: "check" }, newest, h("label", { for: "audit-newest" }, "Newest first")),
       button("Reload", () => load(true), { id: "audit-reload" })),
-    msg, table, h("div", { class: "list-footer" }, count, more));
+    msg, table, h("div", { class: "list-footer" }, count, more, toEnd));
   load(true).catch(() => {});
   return title;
 }
