@@ -208,21 +208,33 @@ async fn apikey_revoke(args: ApikeyRevokeArgs) -> Result<(), String> {
     }
 }
 
-/// The trail's lines and its name for messages: the file, or the stream of
-/// the nats store.
-async fn audit_lines(args: &AuditVerifyArgs) -> Result<(String, Vec<Vec<u8>>), String> {
+async fn audit_trail(args: &AuditVerifyArgs) -> Result<crate::store::RecordedTrail, String> {
     crate::store::read_trail(&args.store.store_config())
         .await
         .map_err(|e| e.to_string())
 }
 
+/// Checks the chain, then names each change whose gateway stopped before its
+/// line: the chain is intact, but an auditor must know of these.
 async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
-    let (name, lines) = audit_lines(&args).await?;
-    let verdict =
-        crate::audit::verify_lines(lines.into_iter().map(Ok::<_, ()>)).expect("lines in memory");
+    let trail = audit_trail(&args).await?;
+    let name = &trail.name;
+    let verdict = crate::audit::verify_lines(trail.lines.into_iter().map(Ok::<_, ()>))
+        .expect("lines in memory");
     match verdict {
         Verdict::Intact { lines } => {
             println!("{name}: intact, {lines} lines");
+            for u in &trail.unfinished {
+                let made = match u.made {
+                    Some(true) => "the change was made",
+                    Some(false) => "the change was not made",
+                    None => "whether the change was made is no longer known",
+                };
+                println!(
+                    "{name}: request {} on {} has no line (its gateway stopped before writing it): {made}",
+                    u.request_id, u.subject
+                );
+            }
             Ok(())
         }
         Verdict::Broken { line, reason } => Err(format!("{name}: line {line} is bad: {reason}")),
@@ -231,9 +243,9 @@ async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
 
 async fn audit_export(args: AuditVerifyArgs) -> Result<(), String> {
     use std::io::Write;
-    let (_, lines) = audit_lines(&args).await?;
+    let trail = audit_trail(&args).await?;
     let mut out = std::io::stdout().lock();
-    for line in lines {
+    for line in trail.lines {
         out.write_all(&line)
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| format!("cannot write: {e}"))?;

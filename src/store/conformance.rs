@@ -306,7 +306,7 @@ async fn trail_ids(config: &StoreConfig) -> Vec<String> {
     read_trail(config)
         .await
         .unwrap()
-        .1
+        .lines
         .iter()
         .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["request_id"].to_string())
         .map(|id| id.trim_matches('"').to_owned())
@@ -407,9 +407,10 @@ async fn lines_are_written_with_the_changes_that_happen(opened: &Opened, config:
             "revoke-1"
         ]
     );
-    let (_, lines) = read_trail(config).await.unwrap();
+    let trail = read_trail(config).await.unwrap();
+    assert_eq!(trail.unfinished, [], "every change begun has its line");
     assert_eq!(
-        crate::audit::verify_lines(lines.into_iter().map(Ok::<_, ()>)).unwrap(),
+        crate::audit::verify_lines(trail.lines.into_iter().map(Ok::<_, ()>)).unwrap(),
         crate::audit::Verdict::Intact { lines: 7 }
     );
 }

@@ -31,7 +31,7 @@ pub use model::{
     ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SecretMetadata,
     StoredVersion, VersionInfo, WrappedDek,
 };
-pub use trail::{LineBody, Trail, TrailError};
+pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinished};
 
 use crate::types::{SecretKey, TenantId};
 
@@ -429,37 +429,6 @@ impl Store {
             }
         });
         Some(rx)
-    }
-}
-
-/// Every line of the trail of the configured store, oldest first, each
-/// without its newline, and a name for it in messages: `audit.log`, or the
-/// stream of the nats store. For `audit verify` and `audit export`.
-pub async fn read_trail(config: &StoreConfig) -> Result<(String, Vec<Vec<u8>>), StoreError> {
-    match config.engine {
-        Engine::Sqlite => {
-            let path = config.data_dir.join("audit.log");
-            let text = std::fs::read(&path).map_err(|e| {
-                StoreError::Unavailable(format!("cannot read {}: {e}", path.display()))
-            })?;
-            let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
-            // The file ends with a newline: no line after it.
-            if lines.last().is_some_and(Vec::is_empty) {
-                lines.pop();
-            }
-            Ok((path.display().to_string(), lines))
-        }
-        Engine::Nats => {
-            let backend = nats::NatsBackend::open(nats::NatsSettings::from(config), false).await?;
-            let recorded = nats::read_all(backend.client(), &config.nats_bucket)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()));
-            backend.close().await;
-            Ok((
-                format!("stream {}_audit", config.nats_bucket),
-                recorded?.lines,
-            ))
-        }
     }
 }
 

@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use super::{nats, sqlite};
+use super::engine::Backend;
+use super::{nats, sqlite, Engine, StoreConfig, StoreError};
 
 /// One audit line as data: the text up to its chain fields (a JSON object's
 /// opening and fields, each followed by a comma: `{"time":…,"client":…,`),
@@ -104,6 +105,65 @@ impl Trail {
     pub fn flush(&self) {
         if let Kind::File(file) = &self.0 {
             file.flush();
+        }
+    }
+}
+
+/// A whole trail as `audit verify` and `audit export` read it.
+#[derive(Debug)]
+pub struct RecordedTrail {
+    /// What to call it in messages: `audit.log`'s path, or the stream.
+    pub name: String,
+    /// Every line, oldest first, each without its newline.
+    pub lines: Vec<Vec<u8>>,
+    /// Changes begun with no line of their request (nats; none on sqlite,
+    /// whose lines commit with their changes).
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// An intent no line answers: its gateway stopped between the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub request_id: String,
+    /// The KV subject it was to change.
+    pub subject: String,
+    /// Whether the change was made; `None` when pruning took the evidence.
+    pub made: Option<bool>,
+}
+
+/// Reads the whole trail of the configured store.
+pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreError> {
+    match config.engine {
+        Engine::Sqlite => {
+            let path = config.data_dir.join("audit.log");
+            let text = std::fs::read(&path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+            // The file ends with a newline: no line after it.
+            if lines.last().is_some_and(Vec::is_empty) {
+                lines.pop();
+            }
+            Ok(RecordedTrail {
+                name: path.display().to_string(),
+                lines,
+                unfinished: Vec::new(),
+            })
+        }
+        Engine::Nats => {
+            let backend = nats::NatsBackend::open(nats::NatsSettings::from(config), false).await?;
+            let read = async {
+                let recorded = nats::read_all(backend.client(), &config.nats_bucket).await?;
+                let unfinished = nats::unfinished(backend.client(), &recorded).await?;
+                Ok::<_, TrailError>(RecordedTrail {
+                    name: format!("stream {}_audit", config.nats_bucket),
+                    lines: recorded.lines,
+                    unfinished,
+                })
+            };
+            let read = read.await;
+            backend.close().await;
+            read.map_err(|e| StoreError::Unavailable(e.to_string()))
         }
     }
 }

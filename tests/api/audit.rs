@@ -320,3 +320,127 @@ async fn two_gateways_append_one_chain_to_the_stream() {
     assert!(out.contains("intact, 80 lines"), "{out}");
     assert_eq!(lines(&a).len(), 80);
 }
+
+/// Two gateways on nats (one on sqlite, which serves one process per file)
+/// race `If-Match` writes on one key: each round exactly one writer wins,
+/// and every request's line carries the status it answered with.
+#[tokio::test]
+async fn racing_writers_each_get_a_line_with_the_outcome_they_answered() {
+    let a = spawn_app().await;
+    let b = if on_nats() {
+        Some(spawn_with(Options::default().data_dir(&a.data_dir)).await)
+    } else {
+        None
+    };
+    let urls = [a.url("/secrets"), b.as_ref().unwrap_or(&a).url("/secrets")];
+    let admin = a.admin();
+    let Cred::ApiKey(key) = &admin else {
+        unreachable!()
+    };
+    let mut answered = std::collections::HashMap::new();
+    for round in 0..12 {
+        let name = format!("race/{round}");
+        assert_eq!(a.put(&name, "seed", &admin).await.status, 200);
+        let mut tasks = Vec::new();
+        for w in 0..32 {
+            let (client, url, key) = (a.client.clone(), urls[w % 2].clone(), key.clone());
+            let body = serde_json::json!({ "key": name, "value": format!("w{w}") });
+            let id = format!("race-{round}-{w}");
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .put(url)
+                    .header("X-Api-Key", key)
+                    .header("X-Request-Id", &id)
+                    .header("If-Match", "\"1\"")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (id, r.status().as_u16())
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            let (id, status) = t.await.unwrap();
+            assert!(matches!(status, 200 | 412), "{id}: {status}");
+            winners += usize::from(status == 200);
+            answered.insert(id, status);
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+    let mut logged = std::collections::HashMap::<String, Vec<u64>>::new();
+    for line in lines(&a) {
+        if let Some(id) = line["request_id"]
+            .as_str()
+            .filter(|id| id.starts_with("race-"))
+        {
+            assert_eq!(line["action"], "secrets.write", "{line}");
+            logged
+                .entry(id.to_owned())
+                .or_default()
+                .push(line["status"].as_u64().unwrap());
+        }
+    }
+    for (id, status) in &answered {
+        assert_eq!(
+            logged.get(id).map(Vec::as_slice),
+            Some(&[u64::from(*status)][..]),
+            "request {id} answered {status}"
+        );
+    }
+    assert_eq!(logged.len(), answered.len());
+    let (ok, out) = verify(&a.data_dir);
+    assert!(ok, "{out}");
+}
+
+/// A gateway that dies after its change is stored but before its line is
+/// appended leaves the intent it recorded first; `audit verify` keeps the
+/// chain intact and names the request, its key and that the change was made.
+#[tokio::test]
+async fn a_gateway_dying_between_change_and_line_leaves_an_intent_verify_names() {
+    nats_only!("only the nats store writes a change and its line apart");
+    let a = spawn_app().await;
+    let admin = a.admin();
+    let Cred::ApiKey(key) = &admin else {
+        unreachable!()
+    };
+    assert_eq!(a.put("mid/crash", "one", &admin).await.status, 200);
+    let mut dying = spawn_with(
+        Options::default()
+            .data_dir(&a.data_dir)
+            .env("STRONGROOM_FAILPOINT", "after-change"),
+    )
+    .await;
+    let sent = dying
+        .client
+        .put(dying.url("/secrets"))
+        .header("X-Api-Key", key)
+        .header("X-Request-Id", "dies-mid-change")
+        .json(&serde_json::json!({ "key": "mid/crash", "value": "two" }))
+        .send()
+        .await;
+    assert!(
+        sent.is_err(),
+        "no answer from a gateway that died: {sent:?}"
+    );
+    let status = wait_timeout(&mut dying.child, std::time::Duration::from_secs(10));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    // The change stands: it was stored before the gateway died.
+    assert_eq!(a.get("mid/crash", &admin).await.json()["value"], "two");
+    let (ok, out) = verify(&a.data_dir);
+    assert!(ok, "{out}");
+    let named: Vec<&str> = out.lines().filter(|l| l.contains("has no line")).collect();
+    assert_eq!(named.len(), 1, "{out}");
+    assert!(
+        named[0].contains("request dies-mid-change on $KV."),
+        "{out}"
+    );
+    assert!(named[0].contains(".mid/crash has no line"), "{out}");
+    assert!(named[0].ends_with("the change was made"), "{out}");
+    assert!(
+        lines(&a)
+            .iter()
+            .all(|l| l["request_id"] != "dies-mid-change"),
+        "no line claims an outcome nobody saw"
+    );
+}

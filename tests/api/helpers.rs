@@ -7,15 +7,14 @@
 //! restart on the same data dir (and `strongroom apikey create` against it)
 //! finds the same data. The data dir still holds the generated master key.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
-/// An HS256 secret the JWT tests configure.
-pub const JWT_SECRET: &str = "test-hs256-secret-that-is-long-enough-0123456789";
+#[path = "../common/server.rs"]
+mod server;
+pub use server::{hs256_token, now_secs, wait_timeout, BIN, JWT_SECRET};
 
 /// How to start a server.
 #[derive(Clone, Default)]
@@ -172,63 +171,22 @@ pub async fn spawn_with(options: Options) -> TestApp {
         }
     };
     let mut cmd = command(&data_dir);
-    cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
     for (name, value) in &options.env {
         cmd.env(name, value);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start strongroom");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel::<Option<String>>();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-            if let Some(addr) = listening_addr(&line) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(Some(addr));
-                }
-            }
-        }
-        if let Some(tx) = tx.take() {
-            let _ = tx.send(None);
-        }
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(addr)) => addr,
-        _ => panic!("server did not start; log:\n{}", log.lock().unwrap()),
-    };
-    let bootstrap_key = log
-        .lock()
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("sr_"))
-        .map(str::to_owned);
+    let started = server::start(cmd);
     TestApp {
-        addr: format!("http://{addr}"),
+        addr: started.addr,
         data_dir,
         _temp: temp,
-        child,
-        log,
-        bootstrap_key,
+        child: started.child,
+        log: started.log,
+        bootstrap_key: started.bootstrap_key,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()
             .unwrap(),
     }
-}
-
-fn listening_addr(line: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = value.get("fields")?;
-    (fields.get("message")?.as_str()? == "listening")
-        .then(|| fields.get("addr")?.as_str().map(str::to_owned))?
 }
 
 /// A parsed response: status, headers and body text.
@@ -347,19 +305,7 @@ impl Drop for TestApp {
 }
 
 pub fn create_key(data_dir: &Path, tenant: &str, extra: &[&str]) -> String {
-    let out = command(data_dir)
-        .args(["apikey", "create", "--tenant", tenant, "--name", "test"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "apikey create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "only the key on stdout: {text:?}");
-    text.trim().to_owned()
+    server::create_key(command(data_dir), tenant, extra)
 }
 
 pub fn signal(child: &Child, name: &str) {
@@ -369,34 +315,6 @@ pub fn signal(child: &Child, name: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// A signed HS256 token with the given claims.
-pub fn hs256_token(claims: &serde_json::Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// Sends raw bytes over one TCP connection and returns everything read back

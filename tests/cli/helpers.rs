@@ -1,15 +1,15 @@
-//! Starts the real `strongroom` server on port 0 with a temp data dir (as in
-//! tests/api/helpers.rs) and runs the real binary's client commands against it.
+//! Starts the real `strongroom` server on port 0 with a temp data dir (with
+//! tests/common/server.rs, as tests/api does) and runs the real binary's
+//! client commands against it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
-/// An HS256 secret the token tests configure.
-pub const JWT_SECRET: &str = "test-hs256-secret-that-is-long-enough-0123456789";
+#[path = "../common/server.rs"]
+mod server;
+pub use server::{hs256_token, now_secs, wait_timeout, BIN, JWT_SECRET};
 
 /// A running server; killed on drop.
 pub struct Server {
@@ -30,56 +30,17 @@ impl Server {
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("STRONGROOM_DATA_DIR", &data_dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start strongroom serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel::<Option<String>>();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                if let Some(addr) = listening_addr(&line) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Some(addr));
-                    }
-                }
-            }
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(None);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(addr)) => addr,
-            _ => panic!("server did not start; log:\n{}", log.lock().unwrap()),
-        };
-        let key = log
-            .lock()
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("sr_"))
-            .map(str::to_owned);
+        let mut cmd = bare_cli();
+        cmd.env("STRONGROOM_DATA_DIR", &data_dir)
+            .envs(env.iter().copied());
+        let started = server::start(cmd);
         Server {
-            addr: format!("http://{addr}"),
+            addr: started.addr,
             data_dir,
-            key,
+            key: started.bootstrap_key,
             _temp: temp,
-            child,
-            log,
+            child: started.child,
+            log: started.log,
         }
     }
 
@@ -113,19 +74,9 @@ impl Server {
 
     /// Issues another API key with `strongroom apikey create`.
     pub fn create_key(&self, tenant: &str, extra: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .env_clear()
-            .env("STRONGROOM_DATA_DIR", &self.data_dir)
-            .args(["apikey", "create", "--tenant", tenant, "--name", "test"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear().env("STRONGROOM_DATA_DIR", &self.data_dir);
+        server::create_key(cmd, tenant, extra)
     }
 
     pub fn log_text(&self) -> String {
@@ -138,13 +89,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn listening_addr(line: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = value.get("fields")?;
-    (fields.get("message")?.as_str()? == "listening")
-        .then(|| fields.get("addr")?.as_str().map(str::to_owned))?
 }
 
 /// `strongroom` with only `PATH` in its environment.
@@ -188,32 +132,4 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn code(out: &Output) -> i32 {
     out.status.code().expect("exited, not killed")
-}
-
-/// A signed HS256 token with the given claims.
-pub fn hs256_token(claims: &serde_json::Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }

@@ -8,7 +8,8 @@
 //!   history;
 //! - `kv.rs`: the one compare-and-set publish, and the reads;
 //! - `secrets.rs`, `apikeys.rs`: the operations;
-//! - `trail.rs`: the audit stream `<bucket>_audit`.
+//! - `trail.rs`: the audit stream `<bucket>_audit`; `unfinished.rs`: the
+//!   changes whose gateway stopped before their line.
 //!
 //! A write is one compare-and-set attempt (`Nats-Expected-Last-Subject-
 //! Sequence` of the message it read); a lost race is reported to `Store`,
@@ -20,6 +21,7 @@ mod kv;
 mod records;
 mod secrets;
 mod trail;
+mod unfinished;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ use super::{StoreConfig, StoreError};
 use crate::types::{SecretKey, TenantId};
 use connection::Connection;
 pub use trail::{read_all, Intent, Recorded, StreamTrail};
+pub use unfinished::unfinished;
 
 /// Longest a JetStream request or a listing may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,6 +140,7 @@ impl NatsBackend {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
         let sequence = kv::publish(&self.conn.js, store, message, request_id).await?;
+        stop_here("after-change");
         if let (Some(trail), Some(line)) = (trail, line) {
             trail
                 .append(line)
@@ -144,6 +148,14 @@ impl NatsBackend {
                 .map_err(|e| StoreError::Unavailable(format!("{e}; the change was made")))?;
         }
         Ok(sequence)
+    }
+}
+
+/// Debug builds only, for the crash tests: `STRONGROOM_FAILPOINT=<point>`
+/// ends the process at `point` as a crash there would.
+fn stop_here(point: &str) {
+    if cfg!(debug_assertions) && std::env::var("STRONGROOM_FAILPOINT").as_deref() == Ok(point) {
+        std::process::abort();
     }
 }
 

@@ -1,0 +1,129 @@
+//! The one way the integration suites start the real `strongroom` server and
+//! issue API keys with it: `tests/api` and `tests/cli` both include this file
+//! (`#[path]`), and add only what their own tests talk.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
+/// An HS256 secret the JWT tests configure.
+pub const JWT_SECRET: &str = "test-hs256-secret-that-is-long-enough-0123456789";
+
+/// A started `strongroom serve`: its address, process and log so far.
+pub struct Started {
+    /// `http://127.0.0.1:<port>`.
+    pub addr: String,
+    pub child: Child,
+    /// Everything the server wrote on stderr so far.
+    pub log: Arc<Mutex<String>>,
+    /// The bootstrap admin key, when this start printed one.
+    pub bootstrap_key: Option<String>,
+}
+
+/// Runs `cmd serve --listen 127.0.0.1:0` and waits for its "listening" line;
+/// panics with the log when it does not start within 30 s.
+pub fn start(mut cmd: Command) -> Started {
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start strongroom serve");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            if let Some(addr) = listening_addr(&line) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(Some(addr));
+                }
+            }
+        }
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(None);
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(addr)) => addr,
+        _ => {
+            let _ = child.kill();
+            panic!("server did not start; log:\n{}", log.lock().unwrap())
+        }
+    };
+    let bootstrap_key = log
+        .lock()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("sr_"))
+        .map(str::to_owned);
+    Started {
+        addr: format!("http://{addr}"),
+        child,
+        log,
+        bootstrap_key,
+    }
+}
+
+fn listening_addr(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    (fields.get("message")?.as_str()? == "listening")
+        .then(|| fields.get("addr")?.as_str().map(str::to_owned))?
+}
+
+/// Issues an API key for `tenant` with `cmd apikey create` (the offline
+/// command, on the store `cmd` points at) and returns its text.
+pub fn create_key(mut cmd: Command, tenant: &str, extra: &[&str]) -> String {
+    let out = cmd
+        .args(["apikey", "create", "--tenant", tenant, "--name", "test"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apikey create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "only the key on stdout: {text:?}");
+    text.trim().to_owned()
+}
+
+/// A signed HS256 token with the given claims.
+pub fn hs256_token(claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The child's exit status, or `None` if it is still running after `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
