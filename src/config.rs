@@ -81,6 +81,25 @@ pub enum AuditCommand {
 pub struct AuditVerifyArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Keyed lines verify only with the master key the server holds.
+    #[command(flatten)]
+    pub master: MasterKeyArgs,
+    /// Verify this file (an `audit export`, say) instead of the store's
+    /// trail, with the store's audit key; the store's recorded head is not
+    /// compared, as a copy may end anywhere.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+/// Where the root key (KEK) comes from.
+#[derive(Args, Debug, Clone)]
+pub struct MasterKeyArgs {
+    /// Root key, base64 of 32 bytes. Prefer the environment over the flag.
+    #[arg(long, env = "STRONGROOM_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// File holding the root key as base64 text.
+    #[arg(long, env = "STRONGROOM_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -151,12 +170,13 @@ pub struct ServeArgs {
     pub listen: String,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Root key, base64 of 32 bytes. Prefer the environment over the flag.
-    #[arg(long, env = "STRONGROOM_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    /// File holding the root key as base64 text.
-    #[arg(long, env = "STRONGROOM_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub master: MasterKeyArgs,
+    /// Begin a new audit chain although the store recorded a head the trail
+    /// no longer reaches (its file was lost); the first line names the old
+    /// head.
+    #[arg(long, env = "STRONGROOM_AUDIT_RESTART_CHAIN")]
+    pub audit_restart_chain: bool,
     /// Shared secret for HS256 JWTs (at least 32 bytes).
     #[arg(long, env = "STRONGROOM_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,

@@ -36,18 +36,12 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens (creating, mode 0600) `path` and takes an exclusive advisory lock
+/// Opens `path` (a file or a directory) and takes an exclusive advisory lock
 /// on it, held until the returned file is dropped or the process ends
 /// (also by SIGKILL). `Ok(None)` when another process holds it.
 pub fn lock_exclusive(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
+    // A directory opens read-only; flock works on any open file.
+    let file = std::fs::File::open(path)?;
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;

@@ -56,8 +56,9 @@ impl Metrics {
         *inner.auth_failures.entry(reason).or_default() += 1;
     }
 
-    /// The Prometheus text exposition format, version 0.0.4.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition format, version 0.0.4, with the
+    /// trail's count of failed appends.
+    pub fn render(&self, audit_failures: u64) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut routes: Vec<_> = inner.routes.iter().collect();
         routes.sort_by(|a, b| a.0.cmp(b.0));
@@ -109,6 +110,12 @@ impl Metrics {
                 "strongroom_auth_failures_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        out.push_str("# HELP strongroom_audit_write_failures_total Audit appends that failed (the requests answered 503).\n");
+        out.push_str("# TYPE strongroom_audit_write_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "strongroom_audit_write_failures_total {audit_failures}"
+        );
         out
     }
 }
@@ -123,7 +130,7 @@ mod tests {
         m.observe("GET", "/secrets/{*key}", 200, Duration::from_micros(300));
         m.observe("GET", "/secrets/{*key}", 200, Duration::from_millis(20));
         m.auth_failure("missing");
-        let text = m.render();
+        let text = m.render(3);
         assert!(text.contains(
             "strongroom_http_requests_total{method=\"GET\",route=\"/secrets/{*key}\",status=\"200\"} 2"
         ));
@@ -131,5 +138,6 @@ mod tests {
         assert!(text.contains("le=\"0.025\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));
         assert!(text.contains("strongroom_auth_failures_total{reason=\"missing\"} 1"));
+        assert!(text.contains("strongroom_audit_write_failures_total 3\n"));
     }
 }

@@ -61,6 +61,7 @@ struct Init {
     trail: Trail,
     jwt: Option<JwtVerifier>,
     limits: Limits,
+    restart_chain: bool,
 }
 
 type Started = (Arc<AppState>, Option<zeroize::Zeroizing<String>>);
@@ -71,6 +72,13 @@ impl Init {
     async fn finish(&mut self) -> Result<Started, StartError> {
         let keyring = self.keyring.as_ref().expect("finish succeeds once");
         keyring.bind().await?;
+        let audit_key = keyring.audit_key(true).await?.expect("created when absent");
+        crate::audit::start::start(&self.trail, &self.store, audit_key, self.restart_chain)
+            .await
+            .map_err(|e| match e {
+                crate::audit::start::StartError::Store(e) => StartError::Store(e),
+                crate::audit::start::StartError::Refused(why) => StartError::Config(why),
+            })?;
         let bootstrap_key = if self.jwt.is_none() && !self.store.apikeys_exist().await? {
             let mut scopes = Scope::all_secrets();
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
@@ -132,9 +140,10 @@ impl Application {
             ))
         })?;
         let (master, origin) = MasterKey::load(
-            args.master_key.as_deref(),
-            args.master_key_file.as_deref(),
+            args.master.master_key.as_deref(),
+            args.master.master_key_file.as_deref(),
             &args.store.data_dir,
+            true,
         )?;
         if let MasterKeyOrigin::Generated(path) | MasterKeyOrigin::DefaultFile(path) = &origin {
             tracing::warn!(
@@ -161,6 +170,7 @@ impl Application {
             trail: opened.trail,
             jwt,
             limits,
+            restart_chain: args.audit_restart_chain,
         };
         let ready: Ready = Arc::new(OnceLock::new());
         let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {

@@ -18,6 +18,9 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(why) = state.trail.lost() {
+        return ApiError::Unavailable(format!("audit trail: {why}")).into_response();
+    }
     match state.store.ping().await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
@@ -30,7 +33,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render(state.trail.failures()),
     )
         .into_response()
 }

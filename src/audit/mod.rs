@@ -4,6 +4,7 @@
 //! (`verify`). Lines never hold values or credentials: the subject of a
 //! refused API key is at most the key's public id.
 
+pub mod start;
 mod verify;
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use crate::auth::Principal;
 use crate::clock::{now_ms, write_rfc3339};
 use crate::store::LineBody;
-pub use verify::{verify, verify_lines, Verdict};
+pub use verify::{verify_lines, Verdict};
 
 /// What one line records. The principal is shared with the request, not
 /// copied, and the request id is copied once.
@@ -45,6 +46,13 @@ fn push_field(out: &mut String, name: &str, value: Option<&str>) {
 }
 
 impl AuditEntry {
+    /// `render` with a `note` field (a system line's details).
+    pub fn render_with_note(&self, note: &str) -> LineBody {
+        let mut body = self.render();
+        push_field(&mut body.text, "note", Some(note));
+        body
+    }
+
     /// The line's text up to its chain fields, stamped with the time now.
     pub fn render(&self) -> LineBody {
         use std::fmt::Write;
@@ -83,7 +91,7 @@ impl AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::trail::{chain, sha256_hex};
+    use crate::store::chain::{link, test_key, ChainHead};
 
     pub(super) fn entry(i: u16) -> AuditEntry {
         AuditEntry {
@@ -112,14 +120,17 @@ mod tests {
             let mut e = entry(1);
             e.client = client.map(|c| c.parse().unwrap());
             e.status = status;
-            let (line, hash) = chain(&e.render().text, &"0".repeat(64));
-            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let mut head = ChainHead::genesis();
+            let mut line = Vec::new();
+            link(&test_key(), &mut head, &e.render().text, &mut line);
+            let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            let line = String::from_utf8(line).unwrap();
             assert_eq!(parsed["client"].as_str(), text, "{line}");
             assert_eq!(parsed["status"], status, "{line}");
-            assert_eq!(parsed["hash"], hash);
-            // The hash covers the hand-formatted text before it.
-            let covered = &line[..line.rfind(",\"hash\"").unwrap()];
-            assert_eq!(hash, sha256_hex(covered.as_bytes()));
+            assert_eq!(parsed["mac"].as_str(), Some(head.hash.as_str()));
+            // The MAC covers the hand-formatted text before it.
+            let verdict = verify_lines([Ok::<_, ()>(line.into_bytes())], Some(&test_key()), None);
+            assert_eq!(verdict, Ok(Verdict::Intact { lines: 1, head }));
         }
     }
 

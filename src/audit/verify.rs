@@ -1,51 +1,211 @@
-//! `audit verify`: checks a whole trail, line by line. An edited line is
-//! named by its own hash, and a removed or reordered line by the first
-//! `prev` that no longer matches.
+//! `audit verify`: checks a whole trail, line by line. A keyed (v2) line
+//! must carry the MAC of its text under the audit key, the next number, and
+//! the MAC of the line before it; so an edit is named by the edited line,
+//! and a removed or reordered line by the first line after the gap. Lines
+//! written before keyed lines (v1) are checked by their SHA-256 as before.
+//! The store's recorded head catches lines cut off the end.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use crate::store::chain::{field_at_end, sha256_hex, v2_fields, AuditKey, ChainHead, V2_PREFIX};
 
-use crate::store::trail::{hash_field, sha256_hex, GENESIS};
-
-/// The outcome of `verify`: the 1-based number of the first bad line.
+/// The outcome of `verify_lines`: the 1-based number of the first bad line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Intact { lines: usize },
-    Broken { line: usize, reason: &'static str },
+    Intact { lines: usize, head: ChainHead },
+    Broken { line: usize, reason: String },
 }
 
-/// Checks the whole chain of the trail at `path`.
-pub fn verify(path: &Path) -> std::io::Result<Verdict> {
-    let reader = BufReader::new(File::open(path)?);
-    verify_lines(reader.split(b'\n'))
-}
-
-/// Checks the chain of `lines` (each without its newline), in order.
-pub fn verify_lines<E>(lines: impl IntoIterator<Item = Result<Vec<u8>, E>>) -> Result<Verdict, E> {
-    let mut prev = GENESIS.to_owned();
+/// Checks the chain of `lines` (each without its newline), in order, with
+/// `key` for keyed lines, against the head the store recorded, if any.
+pub fn verify_lines<E>(
+    lines: impl IntoIterator<Item = Result<Vec<u8>, E>>,
+    key: Option<&AuditKey>,
+    recorded: Option<&ChainHead>,
+) -> Result<Verdict, E> {
+    let mut head = ChainHead::genesis();
+    let mut keyed = false;
     let mut count = 0;
     for (i, line) in lines.into_iter().enumerate() {
         let line = line?;
         let n = i + 1;
-        let broken = |reason| Ok(Verdict::Broken { line: n, reason });
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return broken("not UTF-8");
-        };
-        let Some((claimed, at)) = hash_field(text) else {
-            return broken("no hash field");
-        };
-        if sha256_hex(&text.as_bytes()[..at]) != claimed {
-            return broken("line was edited");
+        let checked = std::str::from_utf8(&line)
+            .map_err(|_| "not UTF-8".to_owned())
+            .and_then(|text| check_line(text, n as u64, key, &mut keyed, &mut head));
+        if let Err(reason) = checked {
+            return Ok(Verdict::Broken { line: n, reason });
         }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-            return broken("not JSON");
-        };
-        if value.get("prev").and_then(|p| p.as_str()) != Some(prev.as_str()) {
-            return broken("previous line is missing or out of order");
+        if let Some(r) = recorded.filter(|r| r.seq == head.seq) {
+            if r.hash != head.hash {
+                return Ok(Verdict::Broken {
+                    line: n,
+                    reason: "line differs from the one the store recorded".into(),
+                });
+            }
         }
-        prev = claimed.to_owned();
         count = n;
     }
-    Ok(Verdict::Intact { lines: count })
+    if let Some(r) = recorded.filter(|r| r.seq > head.seq) {
+        return Ok(Verdict::Broken {
+            line: count + 1,
+            reason: format!(
+                "the trail ends at line {} but the store recorded line {}: lines were removed from the end",
+                head.seq, r.seq
+            ),
+        });
+    }
+    Ok(Verdict::Intact { lines: count, head })
+}
+
+/// Checks one line, the `n`th, against the head before it; moves the head
+/// on.
+fn check_line(
+    text: &str,
+    n: u64,
+    key: Option<&AuditKey>,
+    keyed: &mut bool,
+    head: &mut ChainHead,
+) -> Result<(), String> {
+    let (claimed, seq) = if text.starts_with(V2_PREFIX) {
+        let Some(key) = key else {
+            return Err("the line is keyed: verify needs the master key".into());
+        };
+        let (seq, mac) = v2_fields(text).ok_or("no mac field")?;
+        let (_, at) = field_at_end(text, "mac").ok_or("no mac field")?;
+        if !key.verifies(&text.as_bytes()[..at], mac) {
+            return Err("line was edited (its MAC does not verify)".into());
+        }
+        *keyed = true;
+        (mac, seq)
+    } else {
+        if *keyed {
+            return Err("an unkeyed line after keyed lines".into());
+        }
+        let (hash, at) = field_at_end(text, "hash").ok_or("no hash field")?;
+        if sha256_hex(&text.as_bytes()[..at]) != hash {
+            return Err("line was edited".into());
+        }
+        (hash, n)
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "not JSON".to_owned())?;
+    if seq != head.seq + 1 || value.get("prev").and_then(|p| p.as_str()) != Some(&head.hash) {
+        return Err("previous line is missing or out of order".into());
+    }
+    *head = ChainHead {
+        seq,
+        hash: claimed.to_owned(),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::chain::{link, test_key, GENESIS};
+
+    fn keyed(bodies: &[&str], head: &mut ChainHead) -> Vec<Vec<u8>> {
+        bodies
+            .iter()
+            .map(|body| {
+                let mut line = Vec::new();
+                link(&test_key(), head, body, &mut line);
+                line
+            })
+            .collect()
+    }
+
+    /// A v1 line as the old code wrote it.
+    fn v1(body: &str, prev: &str) -> (Vec<u8>, String) {
+        let text = format!("{body}\"prev\":\"{prev}\"");
+        let hash = sha256_hex(text.as_bytes());
+        (format!("{text},\"hash\":\"{hash}\"}}").into_bytes(), hash)
+    }
+
+    fn check(lines: &[Vec<u8>], recorded: Option<&ChainHead>) -> Verdict {
+        verify_lines(
+            lines.iter().cloned().map(Ok::<_, ()>),
+            Some(&test_key()),
+            recorded,
+        )
+        .unwrap()
+    }
+
+    fn broken_at(verdict: Verdict) -> usize {
+        match verdict {
+            Verdict::Broken { line, .. } => line,
+            intact => panic!("expected a broken chain, got {intact:?}"),
+        }
+    }
+
+    #[test]
+    fn unkeyed_lines_continue_into_keyed_ones() {
+        let (a, h1) = v1("{\"n\":1,", GENESIS);
+        let (b, h2) = v1("{\"n\":2,", &h1);
+        let mut head = ChainHead { seq: 2, hash: h2 };
+        let mut lines = vec![a, b];
+        lines.extend(keyed(&["{\"n\":3,", "{\"n\":4,"], &mut head));
+        assert_eq!(check(&lines, None), Verdict::Intact { lines: 4, head });
+        // Without the key, a keyed line cannot be checked.
+        let without = verify_lines(lines.iter().cloned().map(Ok::<_, ()>), None, None).unwrap();
+        assert_eq!(broken_at(without), 3);
+        // An unkeyed line may not follow keyed ones.
+        let (late, _) = v1("{\"n\":5,", &lines_head(&lines));
+        lines.push(late);
+        assert_eq!(broken_at(check(&lines, None)), 5);
+    }
+
+    fn lines_head(lines: &[Vec<u8>]) -> String {
+        let text = String::from_utf8(lines.last().unwrap().clone()).unwrap();
+        field_at_end(&text, "mac").unwrap().0.to_owned()
+    }
+
+    #[test]
+    fn an_edit_with_every_later_hash_recomputed_is_named() {
+        let mut head = ChainHead::genesis();
+        let mut lines = keyed(&["{\"n\":1,", "{\"n\":2,", "{\"n\":3,"], &mut head);
+        // Without the key the attacker can only recompute plain hashes.
+        let text = String::from_utf8(lines[1].clone())
+            .unwrap()
+            .replace("\"n\":2", "\"n\":9");
+        let (mac, at) = field_at_end(&text, "mac").unwrap();
+        let forged = format!(
+            "{},\"mac\":\"{}\"}}",
+            &text[..at],
+            sha256_hex(&text.as_bytes()[..at])
+        );
+        assert_ne!(mac, "");
+        lines[1] = forged.into_bytes();
+        assert_eq!(broken_at(check(&lines, None)), 2);
+    }
+
+    #[test]
+    fn removed_and_reordered_lines_are_named() {
+        let mut head = ChainHead::genesis();
+        let lines = keyed(&["{\"n\":1,", "{\"n\":2,", "{\"n\":3,"], &mut head);
+        let removed = vec![lines[0].clone(), lines[2].clone()];
+        assert_eq!(broken_at(check(&removed, None)), 2);
+        let swapped = vec![lines[1].clone(), lines[0].clone()];
+        assert_eq!(broken_at(check(&swapped, None)), 1);
+    }
+
+    #[test]
+    fn the_recorded_head_catches_lines_cut_off_the_end() {
+        let mut head = ChainHead::genesis();
+        let lines = keyed(&["{\"n\":1,", "{\"n\":2,", "{\"n\":3,"], &mut head);
+        assert!(matches!(
+            check(&lines, Some(&head)),
+            Verdict::Intact { lines: 3, .. }
+        ));
+        assert_eq!(broken_at(check(&lines[..2], Some(&head))), 3);
+        assert_eq!(broken_at(check(&[], Some(&head))), 1);
+        // Lines after the recorded head (the last second's) are fine.
+        let early = ChainHead::after(&lines[0], || 1);
+        assert!(matches!(
+            check(&lines, Some(&early)),
+            Verdict::Intact { lines: 3, .. }
+        ));
+        let wrong = ChainHead {
+            seq: 2,
+            hash: GENESIS.into(),
+        };
+        assert_eq!(broken_at(check(&lines, Some(&wrong))), 2);
+    }
 }

@@ -217,12 +217,20 @@ async fn audit_trail(args: &AuditVerifyArgs) -> Result<crate::store::RecordedTra
 /// Checks the chain, then names each change whose gateway stopped before its
 /// line: the chain is intact, but an auditor must know of these.
 async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
-    let trail = audit_trail(&args).await?;
+    let (key, recorded) = audit_key_and_head(&args).await?;
+    let (trail, recorded) = match &args.file {
+        Some(path) => (read_file_trail(path)?, None),
+        None => (audit_trail(&args).await?, recorded),
+    };
     let name = &trail.name;
-    let verdict = crate::audit::verify_lines(trail.lines.into_iter().map(Ok::<_, ()>))
-        .expect("lines in memory");
+    let verdict = crate::audit::verify_lines(
+        trail.lines.into_iter().map(Ok::<_, ()>),
+        key.as_ref(),
+        recorded.as_ref(),
+    )
+    .expect("lines in memory");
     match verdict {
-        Verdict::Intact { lines } => {
+        Verdict::Intact { lines, .. } => {
             println!("{name}: intact, {lines} lines");
             for u in &trail.unfinished {
                 let made = match u.made {
@@ -239,6 +247,56 @@ async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
         }
         Verdict::Broken { line, reason } => Err(format!("{name}: line {line} is bad: {reason}")),
     }
+}
+
+/// The lines of a trail file given to `audit verify --file`.
+fn read_file_trail(path: &std::path::Path) -> Result<crate::store::RecordedTrail, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(crate::store::RecordedTrail {
+        name: path.display().to_string(),
+        lines: crate::store::trail::file_lines(&text),
+        unfinished: Vec::new(),
+    })
+}
+
+/// The audit key (when a master key is at hand and the store has one) and
+/// the chain head the store recorded.
+async fn audit_key_and_head(
+    args: &AuditVerifyArgs,
+) -> Result<
+    (
+        Option<crate::store::chain::AuditKey>,
+        Option<crate::store::chain::ChainHead>,
+    ),
+    String,
+> {
+    let store = crate::store::Store::open(&args.store.store_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let found = async {
+        let recorded = crate::audit::start::recorded_head(&store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let master = crate::crypto::MasterKey::load(
+            args.master.master_key.as_deref(),
+            args.master.master_key_file.as_deref(),
+            &args.store.data_dir,
+            false,
+        );
+        // Without a master key, unkeyed lines still verify; a keyed line
+        // then says it needs one.
+        let key = match master {
+            Ok((master, _)) => crate::crypto::Keyring::new(master, store.clone())
+                .audit_key(false)
+                .await
+                .map_err(|e| e.to_string())?,
+            Err(_) => None,
+        };
+        Ok((key, recorded))
+    }
+    .await;
+    store.close().await;
+    found
 }
 
 async fn audit_export(args: AuditVerifyArgs) -> Result<(), String> {

@@ -5,12 +5,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::hmac;
 use zeroize::Zeroizing;
 
 use super::master::MasterKey;
 use super::seal::{self, AeadKey, ValueContext};
 use super::CryptoError;
+use crate::store::chain::AuditKey;
 use crate::store::{Store, StoreError, WrappedDek};
+
+/// The meta name of the wrapped audit key.
+const AUDIT_KEY: &str = "audit_key";
 use crate::types::TenantId;
 
 /// A tenant's unwrapped data keys; `current` seals new values.
@@ -87,6 +92,31 @@ impl Keyring {
             return Err(CryptoError::WrongMasterKey.into());
         }
         Ok(())
+    }
+
+    /// The key audit lines are chained under. The first start creates it;
+    /// it is stored wrapped by the KEK like a DEK, under a tenant name no
+    /// tenant can have (""), so only a holder of the KEK can chain or verify.
+    /// `None` when the store has none and `create` is false (`audit verify`
+    /// on a trail written before keyed lines).
+    pub async fn audit_key(&self, create: bool) -> Result<Option<AuditKey>, KeyringError> {
+        let stored = match self.store.meta_get(AUDIT_KEY).await? {
+            Some(stored) => stored,
+            None if create => {
+                let raw = seal::random_bytes::<32>();
+                let wrapped = seal::wrap_key(&self.master.aead, "", 0, &raw);
+                self.store.meta_init(AUDIT_KEY, wrapped).await?
+            }
+            None => return Ok(None),
+        };
+        let raw = seal::unwrap_key(&self.master.aead, "", 0, &stored).map_err(|e| match e {
+            CryptoError::Tampered => CryptoError::WrongMasterKey,
+            other => other,
+        })?;
+        Ok(Some(AuditKey::new(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            raw.as_ref(),
+        ))))
     }
 
     /// A sealer for `tenant`'s current DEK, creating the DEK on first use.

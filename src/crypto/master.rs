@@ -63,11 +63,13 @@ impl MasterKey {
     }
 
     /// Loads the key: inline text first, then a named file, then
-    /// `<data_dir>/master.key`, generating that file when it does not exist.
+    /// `<data_dir>/master.key`, generating that file when it does not exist
+    /// and `generate` is set (a server's first start; never a tool's).
     pub fn load(
         inline: Option<&str>,
         file: Option<&Path>,
         data_dir: &Path,
+        generate: bool,
     ) -> Result<(Self, MasterKeyOrigin), CryptoError> {
         if let Some(text) = inline {
             return Ok((Self::from_base64(text)?, MasterKeyOrigin::Environment));
@@ -80,6 +82,12 @@ impl MasterKey {
         if path.exists() {
             let key = Self::read_file(&path)?;
             return Ok((key, MasterKeyOrigin::DefaultFile(path)));
+        }
+        if !generate {
+            return Err(CryptoError::BadMasterKey(format!(
+                "no master key: set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE (no {} either)",
+                path.display()
+            )));
         }
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
@@ -120,7 +128,7 @@ mod tests {
     #[test]
     fn generates_once_with_mode_0600_then_reloads_the_same_key() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, origin) = MasterKey::load(None, None, dir.path()).unwrap();
+        let (first, origin) = MasterKey::load(None, None, dir.path(), true).unwrap();
         assert!(matches!(origin, MasterKeyOrigin::Generated(_)));
         #[cfg(unix)]
         {
@@ -131,7 +139,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let (second, origin) = MasterKey::load(None, None, dir.path()).unwrap();
+        let (second, origin) = MasterKey::load(None, None, dir.path(), true).unwrap();
         assert!(matches!(origin, MasterKeyOrigin::DefaultFile(_)));
         assert!(second.matches(first.check_value()));
     }

@@ -146,6 +146,12 @@ pub(crate) trait Backend: Send + Sync {
 
     fn apikeys_exist(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// The value stored under `name`, if any.
+    fn meta_get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
     /// One attempt at storing `value` under `name` unless set; returns what
     /// is stored.
     fn meta_init(

@@ -5,7 +5,8 @@
 //! - `model.rs`: the rules (versions, preconditions, soft delete, pruning,
 //!   metadata) and the records; written once, used by both engines;
 //! - `engine.rs`: the crate-private trait an engine implements;
-//! - `trail.rs`: audit lines as data, their chain, the `Trail` handle;
+//! - `trail.rs`: audit lines as data, the `Trail` handle; `chain.rs`: the
+//!   line format;
 //! - `conformance.rs`: the suite every engine passes.
 //!
 //! Architecture invariant: `store/` never sees a plaintext value or an
@@ -15,6 +16,7 @@
 //! caller to seal again (`put`'s `seal`, run on the caller's task).
 
 mod cache;
+pub mod chain;
 mod engine;
 pub mod model;
 pub mod nats;
@@ -402,6 +404,12 @@ impl Store {
 
     pub async fn apikeys_exist(&self) -> Result<bool, StoreError> {
         dispatch!(self.backend, b => b.apikeys_exist())
+    }
+
+    /// The value stored under `name` (the master key's check value, the
+    /// wrapped audit key, the chain head), if any.
+    pub async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self.backend, b => b.meta_get(name))
     }
 
     /// Stores `value` under `name` unless set; returns what is stored.

@@ -5,12 +5,12 @@
 //! What a line says is decided above the store (`audit::render`): the store
 //! receives a `LineBody` and only chains and writes it.
 //!
-//! A line is its body followed by `"prev"`, the hash of the previous line
-//! (64 zeros for the first), and `"hash"`, the SHA-256 of the line's own text
-//! before `,"hash"`, so each hash covers the whole chain before it.
+//! `chain.rs` is the line format: each line carries its number, the MAC of
+//! the line before it and its own MAC under the audit key.
 
 use std::sync::Arc;
 
+pub use super::chain::{AuditKey, ChainHead};
 use super::engine::Backend;
 use super::{nats, sqlite, Engine, StoreConfig, StoreError};
 
@@ -23,46 +23,8 @@ pub struct LineBody {
     pub request_id: Arc<str>,
 }
 
-/// The `prev` of the first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    hex::encode(digest.as_ref())
-}
-
-/// The text of `body` chained to `prev` (without a newline) and its hash.
-pub fn chain(body: &str, prev: &str) -> (String, String) {
-    let mut line = String::with_capacity(body.len() + 150);
-    line.push_str(body);
-    line.push_str("\"prev\":\"");
-    line.push_str(prev);
-    line.push('"');
-    let hash = sha256_hex(line.as_bytes());
-    line.push_str(",\"hash\":\"");
-    line.push_str(&hash);
-    line.push_str("\"}");
-    (line, hash)
-}
-
-/// The `hash` field of a line and where `,"hash"` begins, if it has one.
-pub fn hash_field(line: &str) -> Option<(&str, usize)> {
-    let at = line.rfind(",\"hash\":\"")?;
-    let hash = line[at..]
-        .trim_start_matches(",\"hash\":\"")
-        .trim_end_matches("\"}");
-    Some((hash, at))
-}
-
-/// What the next line's `prev` must be after `line`: its `hash` (or, for a
-/// damaged line, the SHA-256 of its text, so the chain still continues and
-/// `verify` names the damage).
-pub fn chain_hash(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    hash_field(&text)
-        .map(|(hash, _)| hash.to_owned())
-        .unwrap_or_else(|| sha256_hex(line))
-}
+/// The meta name under which an engine records its chain head.
+pub const AUDIT_HEAD: &str = "audit_head";
 
 /// Why a line could not be appended: the request must fail (503) and, for a
 /// change, the change is not made.
@@ -89,6 +51,15 @@ impl Trail {
         Trail(Kind::Stream(trail))
     }
 
+    /// Starts the trail with the key its lines are chained under; until
+    /// then every append fails. Returns where the chain stands.
+    pub async fn start(&self, key: AuditKey) -> Result<ChainHead, TrailError> {
+        match &self.0 {
+            Kind::File(file) => Ok(file.start(key)),
+            Kind::Stream(stream) => Box::pin(stream.start(key)).await,
+        }
+    }
+
     /// Appends one line; returns once it is written (file) or acknowledged
     /// (stream). A request must not be answered if this fails.
     pub async fn append(&self, body: LineBody) -> Result<(), TrailError> {
@@ -97,6 +68,23 @@ impl Trail {
             // Boxed: the stream append's future is large, and inline it
             // would size every request's future.
             Kind::Stream(stream) => Box::pin(stream.append(body)).await,
+        }
+    }
+
+    /// Why the trail cannot take lines now, if its file was removed or
+    /// replaced under it (file trails; a stream reports through its appends).
+    pub fn lost(&self) -> Option<String> {
+        match &self.0 {
+            Kind::File(file) => file.lost(),
+            Kind::Stream(_) => None,
+        }
+    }
+
+    /// Appends that failed since the trail opened (file trails).
+    pub fn failures(&self) -> u64 {
+        match &self.0 {
+            Kind::File(file) => file.failures(),
+            Kind::Stream(_) => 0,
         }
     }
 
@@ -131,6 +119,16 @@ pub struct Unfinished {
     pub made: Option<bool>,
 }
 
+/// The lines of a trail file's text, each without its newline.
+pub fn file_lines(text: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    // The file ends with a newline: no line after it.
+    if lines.last().is_some_and(Vec::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
 /// Reads the whole trail of the configured store.
 pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreError> {
     match config.engine {
@@ -139,14 +137,9 @@ pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreErro
             let text = std::fs::read(&path).map_err(|e| {
                 StoreError::Unavailable(format!("cannot read {}: {e}", path.display()))
             })?;
-            let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
-            // The file ends with a newline: no line after it.
-            if lines.last().is_some_and(Vec::is_empty) {
-                lines.pop();
-            }
             Ok(RecordedTrail {
                 name: path.display().to_string(),
-                lines,
+                lines: file_lines(&text),
                 unfinished: Vec::new(),
             })
         }

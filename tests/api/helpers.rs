@@ -87,6 +87,17 @@ macro_rules! nats_only {
     };
 }
 
+/// Returns early, with the reason on stderr, from a test of the embedded
+/// engine's files when this run tests nats.
+macro_rules! sqlite_only {
+    ($reason:expr) => {
+        if $crate::helpers::on_nats() {
+            eprintln!("skipped on nats: {}", $reason);
+            return;
+        }
+    };
+}
+
 /// The bucket of a data dir: stable across restarts, distinct per dir.
 pub fn bucket_for(data_dir: &Path) -> String {
     use std::hash::{Hash, Hasher};

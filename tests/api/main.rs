@@ -14,5 +14,6 @@ mod jwt_keys;
 mod ops;
 mod outage;
 mod tenancy;
+mod trail;
 mod versions;
 mod wire;

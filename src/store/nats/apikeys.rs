@@ -170,6 +170,22 @@ pub(super) async fn any(backend: &NatsBackend) -> Result<bool, StoreError> {
     Ok(info.state.messages > 0)
 }
 
+pub(super) async fn meta_get(
+    backend: &NatsBackend,
+    name: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let b = backend.conn.buckets().await?;
+    if !is_kv_key(name) {
+        return Ok(None);
+    }
+    match kv::last(&b.meta, name).await? {
+        Some(m) if op_of(Some(&m.headers)) == Op::Put => {
+            Ok(Some(without_format("meta value", &m.payload)?))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// One attempt at storing `value` under `name` unless set.
 pub(super) async fn meta_init(
     backend: &NatsBackend,

@@ -253,6 +253,10 @@ impl Backend for NatsBackend {
         apikeys::any(self).await
     }
 
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        apikeys::meta_get(self, name).await
+    }
+
     async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {
         apikeys::meta_init(self, name, value).await
     }

@@ -24,7 +24,8 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::store::trail::{chain, chain_hash, LineBody, TrailError, GENESIS};
+use crate::store::chain::{link, AuditKey, ChainHead};
+use crate::store::trail::{LineBody, TrailError};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Attempts of one append while other gateways keep winning the race.
@@ -68,8 +69,11 @@ struct Inner {
     stream_name: String,
     subject: String,
     intent_subject: String,
+    bucket: String,
     replicas: usize,
     stream: OnceCell<stream::Stream>,
+    /// What lines are chained under, set once by `start`.
+    key: std::sync::OnceLock<AuditKey>,
 }
 
 type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
@@ -91,8 +95,10 @@ impl StreamTrail {
             stream_name,
             subject,
             intent_subject,
+            bucket: bucket.to_owned(),
             replicas: replicas.max(1),
             stream: OnceCell::new(),
+            key: std::sync::OnceLock::new(),
         });
         let (lines, queued_lines) = mpsc::unbounded_channel();
         let (intents, queued_intents) = mpsc::unbounded_channel();
@@ -103,6 +109,13 @@ impl StreamTrail {
             lines,
             intents,
         }
+    }
+
+    /// Starts chaining under `key`; returns the head the chain continues.
+    pub async fn start(&self, key: AuditKey) -> Result<ChainHead, TrailError> {
+        let _ = self.inner.key.set(key);
+        let stream = self.inner.stream().await?;
+        Ok(self.inner.read_tail(stream).await?.1)
     }
 
     /// Appends one line; answers once the stream has acknowledged it.
@@ -150,9 +163,9 @@ fn answer<T>(batch: Vec<Waiting<T>>, outcome: &Result<(), TrailError>) {
 
 /// Publishes the lines waiting, a batch per message, in order.
 async fn lines_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Waiting<LineBody>>) {
-    // Sequence and hash of the last line, as far as this gateway knows;
-    // `None`: read it from the stream before the next publish.
-    let mut tail: Option<(u64, String)> = None;
+    // Stream sequence of the last message and the chain's head, as far as
+    // this gateway knows; `None`: read them before the next publish.
+    let mut tail: Option<(u64, ChainHead)> = None;
     while let Some(first) = queue.recv().await {
         let batch = drain(first, &mut queue);
         let outcome = match inner.stream().await {
@@ -176,7 +189,11 @@ async fn intents_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver
             .map(|(intent, _)| serde_json::to_string(intent).expect("serializable"))
             .collect();
         let outcome = inner
-            .publish(&inner.intent_subject, HeaderMap::new(), payload.join("\n"))
+            .publish(
+                &inner.intent_subject,
+                HeaderMap::new(),
+                payload.join("\n").into_bytes(),
+            )
             .await
             .map(|_| ())
             .map_err(|e| failed("publish intent", e));
@@ -230,7 +247,7 @@ impl Inner {
         &self,
         subject: &str,
         headers: HeaderMap,
-        payload: String,
+        payload: Vec<u8>,
     ) -> Result<u64, async_nats::jetstream::context::PublishError> {
         let ack = self
             .js
@@ -239,15 +256,27 @@ impl Inner {
         Ok(ack.await?.sequence)
     }
 
-    /// Sequence and hash of the last line (0 and the genesis hash when none).
-    async fn read_tail(&self, stream: &stream::Stream) -> Result<(u64, String), TrailError> {
-        match stream.get_last_raw_message_by_subject(&self.subject).await {
-            Ok(m) => Ok((m.sequence, chain_hash(last_line(&m.payload)))),
+    /// The stream sequence of the last chain message and the chain's head
+    /// (0 and genesis when none).
+    async fn read_tail(&self, stream: &stream::Stream) -> Result<(u64, ChainHead), TrailError> {
+        let m = match stream.get_last_raw_message_by_subject(&self.subject).await {
+            Ok(m) => m,
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                Ok((0, GENESIS.to_owned()))
+                return Ok((0, ChainHead::genesis()))
             }
-            Err(e) => Err(failed("read last line", e)),
+            Err(e) => return Err(failed("read last line", e)),
+        };
+        let last = last_line(&m.payload);
+        if !last.starts_with(crate::store::chain::V2_PREFIX.as_bytes()) {
+            // A trail written before v2: number on from its line count, read
+            // once.
+            let count = read_all(self.client.clone(), &self.bucket)
+                .await?
+                .lines
+                .len() as u64;
+            return Ok((m.sequence, ChainHead::after(last, || count)));
         }
+        Ok((m.sequence, ChainHead::after(last, || 0)))
     }
 
     /// Publishes `batch` as one message chained to the tail, retrying while
@@ -255,22 +284,24 @@ impl Inner {
     async fn publish_lines(
         &self,
         stream: &stream::Stream,
-        tail: &mut Option<(u64, String)>,
+        tail: &mut Option<(u64, ChainHead)>,
         batch: &[Waiting<LineBody>],
     ) -> Result<(), TrailError> {
+        let key = self
+            .key
+            .get()
+            .ok_or_else(|| TrailError("the trail is not started".into()))?;
         for _ in 0..MAX_ATTEMPTS {
-            let (sequence, mut prev) = match tail.take() {
+            let (sequence, mut head) = match tail.take() {
                 Some(known) => known,
                 None => self.read_tail(stream).await?,
             };
-            let mut payload = String::with_capacity(batch.len() * 320);
+            let mut payload = Vec::with_capacity(batch.len() * 340);
             for (body, _) in batch {
-                let (line, hash) = chain(&body.text, &prev);
                 if !payload.is_empty() {
-                    payload.push('\n');
+                    payload.push(b'\n');
                 }
-                payload.push_str(&line);
-                prev = hash;
+                link(key, &mut head, &body.text, &mut payload);
             }
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -279,7 +310,7 @@ impl Inner {
             );
             match self.publish(&self.subject, headers, payload).await {
                 Ok(sequence) => {
-                    *tail = Some((sequence, prev));
+                    *tail = Some((sequence, head));
                     return Ok(());
                 }
                 // Another gateway appended first: re-read the tail.

@@ -53,10 +53,12 @@ pub struct SqliteBackend {
     _lock: Option<std::fs::File>,
 }
 
-/// Locks `<data-dir>/serve.lock`, refusing when another server holds it.
+/// Locks the data dir itself (its directory, which cannot be removed while
+/// it holds the database), refusing when another server holds it.
 pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
-    let path = dir.join("serve.lock");
-    match crate::fsutil::lock_exclusive(&path) {
+    crate::fsutil::create_private_dir(dir)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    match crate::fsutil::lock_exclusive(dir) {
         Ok(Some(file)) => Ok(file),
         Ok(None) => Err(StoreError::Unavailable(format!(
             "data dir {} is in use by another strongroom server",
@@ -64,7 +66,7 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         ))),
         Err(e) => Err(StoreError::Unavailable(format!(
             "cannot lock {}: {e}",
-            path.display()
+            dir.display()
         ))),
     }
 }
@@ -290,6 +292,10 @@ impl Backend for SqliteBackend {
 
     async fn apikeys_exist(&self) -> Result<bool, StoreError> {
         self.readers.read(apikeys::any)
+    }
+
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.readers.read(|c| apikeys::meta(c, name))
     }
 
     async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::store::trail::{chain, chain_hash, LineBody, TrailError, GENESIS};
+use crate::store::chain::{link, AuditKey, ChainHead};
+use crate::store::trail::{LineBody, TrailError};
 
 /// How many failed writes' ticket ranges are remembered. An append looks at
 /// its outcome within a scheduler tick of queueing; one older than that many
@@ -44,8 +45,15 @@ struct Sink {
     file: File,
     /// The file's length: the end of its last whole line.
     len: u64,
-    /// The hash of the last line written.
-    prev: String,
+    /// The last line written.
+    head: ChainHead,
+    /// What lines are chained under; `None` until `start`.
+    key: Option<AuditKey>,
+    /// The file's device and inode, to notice the path naming another file
+    /// (`None` for a device, which tests use).
+    identity: Option<(u64, u64)>,
+    /// Whether the loss of the file was logged (once).
+    lost_logged: bool,
     /// Bodies queued by `append`, tickets `settled + 1 ..= issued`.
     queue: Vec<String>,
     issued: u64,
@@ -57,7 +65,7 @@ struct Sink {
     dropped: VecDeque<(u64, u64)>,
     last_failure: Option<String>,
     /// Where the running batch's lines begin, while its COMMIT is under way.
-    committing: Option<(u64, String)>,
+    committing: Option<(u64, ChainHead)>,
     /// Writes tried, for tests.
     writes: u64,
 }
@@ -89,35 +97,59 @@ impl Sink {
     }
 
     /// Chains the queued lines and then `batch`'s and writes them with one
-    /// write(2). Returns where `batch`'s lines begin (length, prev).
-    fn write(&mut self, batch: &[LineBody]) -> Result<(u64, String), TrailError> {
+    /// write(2). Returns where `batch`'s lines begin (length, head).
+    fn write(&mut self, batch: &[LineBody]) -> Result<(u64, ChainHead), TrailError> {
         let mut text = Vec::with_capacity((self.queue.len() + batch.len()) * 400);
-        let mut prev = self.prev.clone();
-        for body in std::mem::take(&mut self.queue) {
-            push_line(&mut text, &mut prev, &body);
+        let mut head = self.head.clone();
+        let key = self.key.clone();
+        let bodies = std::mem::take(&mut self.queue);
+        if let Some(key) = &key {
+            for body in &bodies {
+                push_line(key, &mut text, &mut head, body);
+            }
         }
-        let batch_start = (self.len + text.len() as u64, prev.clone());
-        for body in batch {
-            push_line(&mut text, &mut prev, &body.text);
+        let batch_start = (self.len + text.len() as u64, head.clone());
+        if let Some(key) = &key {
+            for body in batch {
+                push_line(key, &mut text, &mut head, &body.text);
+            }
         }
         let upto = self.issued;
         let after = std::mem::replace(&mut self.settled, upto);
-        if text.is_empty() {
+        if bodies.is_empty() && batch.is_empty() {
             return Ok(batch_start);
         }
         self.writes += 1;
-        match self.file.write_all(&text) {
+        // The error, and whether a write was tried (and may have landed).
+        let written = match (&key, self.replaced()) {
+            (None, _) => Err(("the trail is not started".to_owned(), false)),
+            (Some(_), Some(why)) => {
+                if !std::mem::replace(&mut self.lost_logged, true) {
+                    tracing::error!(reason = %why, "audit: the trail's file is gone; changes and reads answer 503 until it is restored or the server restarts");
+                }
+                Err((why, false))
+            }
+            (Some(_), None) => self
+                .file
+                .write_all(&text)
+                .map_err(|e| (e.to_string(), true)),
+        };
+        match written {
             Ok(()) => {
                 self.len += text.len() as u64;
-                self.prev = prev;
+                self.head = head;
                 Ok(batch_start)
             }
-            Err(e) => {
+            Err((e, tried)) => {
                 // All or nothing: cut off whatever part of the write landed.
-                let cut = self.file.set_len(self.len);
+                let cut = if tried {
+                    self.file.set_len(self.len)
+                } else {
+                    Ok(())
+                };
                 self.failures += 1;
                 let cause = match cut {
-                    Ok(()) => e.to_string(),
+                    Ok(()) => e,
                     Err(c) => format!("{e}; cutting back the partial line also failed: {c}"),
                 };
                 self.last_failure = Some(cause.clone());
@@ -132,9 +164,9 @@ impl Sink {
 }
 
 impl FileTrail {
-    /// Opens (creating, mode 0600) the trail and finds the hash of its last
-    /// line so the chain continues across restarts. A partial last line (a
-    /// write cut short by a crash) is cut off first.
+    /// Opens (creating, mode 0600) the trail and finds its last line so the
+    /// chain continues across restarts. A partial last line (a write cut
+    /// short by a crash) is cut off first. Appends fail until `start`.
     pub fn open(path: &Path) -> Result<FileTrail, TrailError> {
         let io = |e: std::io::Error| TrailError(format!("{}: {e}", path.display()));
         let mut options = OpenOptions::new();
@@ -145,18 +177,23 @@ impl FileTrail {
             options.mode(0o600);
         }
         let mut file = options.open(path).map_err(io)?;
-        let (len, prev) = if file.metadata().map_err(io)?.is_file() {
-            whole_lines(&mut file).map_err(io)?
+        let metadata = file.metadata().map_err(io)?;
+        let (len, head, identity) = if metadata.is_file() {
+            let (len, head) = whole_lines(&mut file).map_err(io)?;
+            (len, head, Some(identity(&metadata)))
         } else {
             // A device (tests use /dev/full): nothing to read back.
-            (0, GENESIS.to_owned())
+            (0, ChainHead::genesis(), None)
         };
         Ok(FileTrail {
             sink: Mutex::new(Sink {
                 path: path.to_owned(),
                 file,
                 len,
-                prev,
+                head,
+                key: None,
+                identity,
+                lost_logged: false,
                 queue: Vec::new(),
                 issued: 0,
                 settled: 0,
@@ -170,6 +207,30 @@ impl FileTrail {
             failures: AtomicU64::new(0),
             settle: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Starts chaining under `key`; returns the head the chain continues.
+    pub fn start(&self, key: AuditKey) -> ChainHead {
+        let mut sink = lock_briefly(&self.sink);
+        sink.key = Some(key);
+        sink.head.clone()
+    }
+
+    /// The last line written, and the file to fdatasync before recording it.
+    pub(super) fn head(&self) -> (ChainHead, Option<File>) {
+        let sink = lock_briefly(&self.sink);
+        let file = sink.identity.and_then(|_| sink.file.try_clone().ok());
+        (sink.head.clone(), file)
+    }
+
+    /// Why appends fail now, if the file was removed or replaced.
+    pub fn lost(&self) -> Option<String> {
+        lock_briefly(&self.sink).replaced()
+    }
+
+    /// Writes that failed since the trail opened.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
     }
 
     /// Appends a line that records no change.
@@ -224,13 +285,13 @@ impl FileTrail {
     /// failed, cuts those lines off again; then writes what queued meanwhile.
     pub(super) fn end_batch(&self, committed: bool) {
         let mut sink = lock_briefly(&self.sink);
-        if let Some((len, prev)) = sink.committing.take() {
+        if let Some((len, head)) = sink.committing.take() {
             if !committed {
                 if let Err(e) = sink.file.set_len(len) {
                     tracing::error!(error = %e, "audit: cannot cut off the lines of a batch that did not commit");
                 }
                 sink.len = len;
-                sink.prev = prev;
+                sink.head = head;
             }
         }
         if !sink.queue.is_empty() {
@@ -262,13 +323,30 @@ impl FileTrail {
     }
 }
 
-/// Chains `body` after `prev`, appends the line to `text`, and moves `prev`
+/// Chains `body` after `head`, appends the line to `text`, and moves `head`
 /// on to it.
-fn push_line(text: &mut Vec<u8>, prev: &mut String, body: &str) {
-    let (line, hash) = chain(body, prev);
-    text.extend_from_slice(line.as_bytes());
+fn push_line(key: &AuditKey, text: &mut Vec<u8>, head: &mut ChainHead, body: &str) {
+    link(key, head, body, text);
     text.push(b'\n');
-    *prev = hash;
+}
+
+#[cfg(unix)]
+fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+impl Sink {
+    /// Whether the path still names the file this trail holds open: a line
+    /// written to a removed or replaced file would be lost.
+    fn replaced(&self) -> Option<String> {
+        let held = self.identity?;
+        match std::fs::metadata(&self.path) {
+            Ok(m) if identity(&m) == held => None,
+            Ok(_) => Some(format!("{} was replaced", self.path.display())),
+            Err(e) => Some(format!("{} was removed: {e}", self.path.display())),
+        }
+    }
 }
 
 /// Takes a lock that is only ever held for a few microseconds (one hash and
@@ -289,12 +367,12 @@ fn lock_briefly<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The length of the file's whole lines and the chain hash of the last one
-/// (the genesis value when empty); a partial last line is cut off.
-fn whole_lines(file: &mut File) -> std::io::Result<(u64, String)> {
+/// The length of the file's whole lines and the head of its chain; a
+/// partial last line is cut off.
+fn whole_lines(file: &mut File) -> std::io::Result<(u64, ChainHead)> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
-        return Ok((0, GENESIS.to_owned()));
+        return Ok((0, ChainHead::genesis()));
     }
     // Read back far enough to hold the last line (lines are short).
     let start = len.saturating_sub(64 * 1024);
@@ -313,16 +391,67 @@ fn whole_lines(file: &mut File) -> std::io::Result<(u64, String)> {
     let text = &tail[..whole];
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     if whole_len == 0 {
-        return Ok((0, GENESIS.to_owned()));
+        return Ok((0, ChainHead::genesis()));
     }
     let last = text.rsplit(|&b| b == b'\n').next().unwrap_or(text);
-    Ok((whole_len, chain_hash(last)))
+    // Only a v1 last line needs the count, read once at the first start
+    // after the upgrade.
+    let mut count = || -> std::io::Result<u64> {
+        file.seek(SeekFrom::Start(0))?;
+        let mut lines = 0;
+        let mut buffer = vec![0; 64 * 1024];
+        let mut left = whole_len;
+        while left > 0 {
+            let n = file.read(&mut buffer[..left.min(64 * 1024) as usize])?;
+            if n == 0 {
+                break;
+            }
+            lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            left -= n as u64;
+        }
+        Ok(lines)
+    };
+    let mut counted = Ok(0);
+    let head = ChainHead::after(last, || {
+        counted = count();
+        *counted.as_ref().unwrap_or(&0)
+    });
+    counted?;
+    Ok((whole_len, head))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{verify, Verdict};
+    use crate::audit::verify_lines;
+    use crate::store::chain::test_key;
+
+    /// The outcome of `audit verify` on the file, without the head.
+    #[derive(Debug, PartialEq)]
+    enum Verdict {
+        Intact { lines: usize },
+        Broken { line: usize },
+    }
+
+    fn verify(path: &Path) -> std::io::Result<Verdict> {
+        let text = std::fs::read(path)?;
+        let lines = text
+            .split_inclusive(|&b| b == b'\n')
+            .map(|l| Ok::<_, ()>(l.strip_suffix(b"\n").unwrap_or(l).to_vec()));
+        Ok(
+            match verify_lines(lines, Some(&test_key()), None).unwrap() {
+                crate::audit::Verdict::Intact { lines, .. } => Verdict::Intact { lines },
+                crate::audit::Verdict::Broken { line, .. } => Verdict::Broken { line },
+            },
+        )
+    }
+
+    /// A trail opened and started, as a server's is.
+    fn started(path: &Path) -> FileTrail {
+        let trail = FileTrail::open(path).unwrap();
+        trail.start(test_key());
+        trail
+    }
 
     fn line(i: u16) -> LineBody {
         LineBody {
@@ -335,7 +464,7 @@ mod tests {
     fn file_trail() -> (tempfile::TempDir, PathBuf, FileTrail) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let trail = FileTrail::open(&path).unwrap();
+        let trail = started(&path);
         (dir, path, trail)
     }
 
@@ -370,7 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         for round in 0..2 {
-            let trail = FileTrail::open(&path).unwrap();
+            let trail = started(&path);
             for i in 0..3 {
                 now(trail.append(line(round * 3 + i))).unwrap();
             }
@@ -536,7 +665,7 @@ mod tests {
         drop(trail);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"time\":\"2026").unwrap();
-        let trail = FileTrail::open(&path).unwrap();
+        let trail = started(&path);
         now(trail.append(line(1))).unwrap();
         assert_eq!(keys(&path), ["\"k0\"", "\"k1\""]);
         assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 2 });

@@ -15,6 +15,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -23,7 +24,8 @@ use super::reads::Readers;
 use super::trail::FileTrail;
 use super::{exec_cached, unavailable};
 use crate::store::cache::ReadCache;
-use crate::store::trail::LineBody;
+use crate::store::chain::ChainHead;
+use crate::store::trail::{LineBody, AUDIT_HEAD};
 use crate::store::StoreError;
 
 /// Most jobs committed by one fsync.
@@ -174,7 +176,16 @@ impl Writer {
 fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Shared) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
-    while let Ok(first) = messages.recv() {
+    let mut head = HeadRecord::default();
+    loop {
+        let first = match messages.recv_timeout(HEAD_EVERY) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                head.record(&conn, shared.trail.as_deref(), false);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match first {
             Message::Job(job) => batch.push(job),
             Message::Close(done) => closing = Some(done),
@@ -204,8 +215,10 @@ fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Sha
             for job in batch.drain(..) {
                 job.finish(commit.clone());
             }
+            head.record(&conn, shared.trail.as_deref(), false);
         }
         if let Some(done) = closing.take() {
+            head.record(&conn, shared.trail.as_deref(), true);
             shared.readers.release_all();
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
                 tracing::warn!(error = %e, "checkpoint at close failed; the WAL is replayed at next open");
@@ -217,6 +230,43 @@ fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Sha
 }
 
 /// Applies the batch in one transaction, writes its lines, and commits.
+/// How often the chain head is recorded at most (and at least, while lines
+/// come): what `audit verify` can miss of lines cut off the file's end.
+const HEAD_EVERY: Duration = Duration::from_secs(1);
+
+/// The chain head the database last recorded. The head is recorded only
+/// after the file is fdatasync'd up to it, so the record never runs ahead of
+/// what a power loss leaves of the file.
+#[derive(Default)]
+struct HeadRecord {
+    recorded: Option<ChainHead>,
+    at: Option<Instant>,
+}
+
+impl HeadRecord {
+    fn record(&mut self, conn: &Connection, trail: Option<&FileTrail>, now: bool) {
+        let Some(trail) = trail else { return };
+        if !now && self.at.is_some_and(|at| at.elapsed() < HEAD_EVERY) {
+            return;
+        }
+        self.at = Some(Instant::now());
+        let (head, file) = trail.head();
+        if self.recorded.as_ref() == Some(&head) || head.seq == 0 {
+            return;
+        }
+        let synced = file.map_or(Ok(()), |f| f.sync_data());
+        let stored = synced.map_err(|e| e.to_string()).and_then(|()| {
+            conn.prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute((AUDIT_HEAD, head.encode().as_bytes())))
+                .map_err(|e| e.to_string())
+        });
+        match stored {
+            Ok(_) => self.recorded = Some(head),
+            Err(e) => tracing::warn!(error = %e, "audit: cannot record the chain head"),
+        }
+    }
+}
+
 fn commit_batch(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],

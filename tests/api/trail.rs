@@ -1,0 +1,250 @@
+//! The audit trail as an attacker and a fault would try it (sqlite): lines
+//! chained under a key only the server holds, a recorded head that catches
+//! lines cut off the end, a file removed under a running server, and the
+//! one-server-per-data-dir lock.
+
+use crate::helpers::*;
+use std::path::Path;
+
+fn verify_with_env(data_dir: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let out = command(data_dir)
+        .args(["audit", "verify"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn verify(data_dir: &Path) -> (bool, String) {
+    verify_with_env(data_dir, &[])
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+}
+
+/// A server that wrote `n` lines (one PUT each) and was stopped cleanly.
+async fn stopped_after(n: usize) -> TestApp {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    for i in 0..n {
+        assert_eq!(app.put(&format!("k{i}"), "v", &admin).await.status, 200);
+    }
+    assert_eq!(app.terminate().code(), Some(0));
+    app
+}
+
+fn audit_lines(data_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(data_dir: &Path, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(data_dir.join("audit.log"), text).unwrap();
+}
+
+#[tokio::test]
+async fn an_edit_with_every_later_hash_recomputed_without_the_key_is_named() {
+    sqlite_only!("the stream cannot be edited by a client");
+    let app = stopped_after(6).await;
+    let mut lines = audit_lines(&app.data_dir);
+    assert!(lines.iter().all(|l| l.starts_with("{\"v\":2,\"seq\":")));
+    // The attacker edits line 3 and, holding no key, re-chains every line
+    // from there with plain SHA-256 in place of the MACs.
+    lines[2] = lines[2].replace("\"key\":\"k2\"", "\"key\":\"k9\"");
+    let mut prev = serde_json::from_str::<serde_json::Value>(&lines[1]).unwrap()["mac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for line in lines.iter_mut().skip(2) {
+        let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+        value["prev"] = prev.clone().into();
+        let text = value.to_string();
+        let covered = &text[..text.rfind(",\"mac\"").unwrap()];
+        let forged = sha256_hex(covered.as_bytes());
+        *line = format!("{covered},\"mac\":\"{forged}\"}}");
+        prev = forged;
+    }
+    write_lines(&app.data_dir, &lines);
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(out.contains("line 3 is bad"), "{out}");
+}
+
+#[tokio::test]
+async fn verify_needs_the_master_key_the_trail_was_keyed_with() {
+    sqlite_only!("the master key file lives in the test's data dir on sqlite");
+    let app = stopped_after(2).await;
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok && out.contains("intact, 2 lines"), "{out}");
+    let other = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let (ok, out) = verify_with_env(&app.data_dir, &[("STRONGROOM_MASTER_KEY", other)]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("master key does not match"), "{out}");
+    assert!(!out.contains(other));
+    std::fs::rename(
+        app.data_dir.join("master.key"),
+        app.data_dir.join("elsewhere.key"),
+    )
+    .unwrap();
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("line 1 is bad: the line is keyed: verify needs the master key"),
+        "{out}"
+    );
+    let file = app.data_dir.join("elsewhere.key");
+    let (ok, out) = verify_with_env(
+        &app.data_dir,
+        &[("STRONGROOM_MASTER_KEY_FILE", file.to_str().unwrap())],
+    );
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_trail_written_before_keyed_lines_verifies_and_continues_keyed() {
+    sqlite_only!("the file format");
+    let app = stopped_after(0).await;
+    // Three lines as the unkeyed format wrote them.
+    let mut lines = Vec::new();
+    let mut prev = "0".repeat(64);
+    for i in 0..3 {
+        let text = format!(
+            "{{\"time\":\"2026-01-01T00:00:0{i}.000Z\",\"request_id\":\"old{i}\",\"tenant\":\"default\",\"subject\":null,\"action\":\"secrets.read\",\"key\":\"k\",\"status\":404,\"client\":null,\"prev\":\"{prev}\""
+        );
+        let hash = sha256_hex(text.as_bytes());
+        lines.push(format!("{text},\"hash\":\"{hash}\"}}"));
+        prev = hash;
+    }
+    write_lines(&app.data_dir, &lines);
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok && out.contains("intact, 3 lines"), "{out}");
+    let mut again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    let admin = app.admin();
+    assert_eq!(again.put("new", "v", &admin).await.status, 200);
+    assert_eq!(again.terminate().code(), Some(0));
+    let lines = audit_lines(&app.data_dir);
+    assert_eq!(lines.len(), 4);
+    assert!(lines[3].starts_with("{\"v\":2,\"seq\":4,"), "{}", lines[3]);
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok && out.contains("intact, 4 lines"), "{out}");
+}
+
+#[tokio::test]
+async fn lines_cut_off_the_end_or_an_emptied_file_are_reported() {
+    sqlite_only!("the stream denies deletes and purges");
+    let app = stopped_after(5).await;
+    let lines = audit_lines(&app.data_dir);
+    write_lines(&app.data_dir, &lines[..3]);
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("the trail ends at line 3 but the store recorded line 5"),
+        "{out}"
+    );
+    write_lines(&app.data_dir, &[]);
+    let (ok, out) = verify(&app.data_dir);
+    assert!(
+        !ok && out.contains("ends at line 0 but the store recorded line 5"),
+        "{out}"
+    );
+    // A server will not begin a new chain over it unless told to.
+    let out = command(&app.data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--audit-restart-chain"), "{err}");
+    let mut restarted = spawn_with(
+        Options::default()
+            .data_dir(&app.data_dir)
+            .env("STRONGROOM_AUDIT_RESTART_CHAIN", "true"),
+    )
+    .await;
+    assert_eq!(restarted.terminate().code(), Some(0));
+    let lines = audit_lines(&app.data_dir);
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["action"], "system.audit_restart");
+    assert!(
+        first["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("previous head 5:"),
+        "{first}"
+    );
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_trail_file_removed_under_a_running_server_stops_it_until_restored() {
+    sqlite_only!("the file trail");
+    let app = spawn_app().await;
+    let admin = app.admin();
+    assert_eq!(app.put("k", "one", &admin).await.status, 200);
+    let path = app.data_dir.join("audit.log");
+    let away = app.data_dir.join("moved.log");
+    std::fs::rename(&path, &away).unwrap();
+    let r = app.put("k", "two", &admin).await;
+    assert_eq!((r.status, r.error()), (503, "service unavailable".into()));
+    assert_eq!(app.get("k", &admin).await.status, 503);
+    let ready = app
+        .send(app.client.get(app.url("/readyz")), &Cred::None)
+        .await;
+    assert_eq!(ready.status, 503);
+    let metrics = app
+        .send(app.client.get(app.url("/metrics")), &Cred::None)
+        .await;
+    let failures: u64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("strongroom_audit_write_failures_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failures >= 2, "{failures}");
+    assert!(app.log_text().contains("the trail's file is gone"));
+    // A file put in its place is not the trail either.
+    std::fs::write(&path, b"").unwrap();
+    assert_eq!(app.put("k", "three", &admin).await.status, 503);
+    // Restored: the same file again, and the chain carries on.
+    std::fs::rename(&away, &path).unwrap();
+    assert_eq!(app.put("k", "four", &admin).await.status, 200);
+    let ready = app
+        .send(app.client.get(app.url("/readyz")), &Cred::None)
+        .await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(app.get("k", &admin).await.json()["value"], "four");
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn removing_the_lock_file_does_not_let_a_second_server_start() {
+    sqlite_only!("one server per embedded data dir");
+    let app = spawn_app().await;
+    let _ = std::fs::remove_file(app.data_dir.join("serve.lock"));
+    let mut second = command(&app.data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut second, std::time::Duration::from_secs(10));
+    let _ = second.kill();
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("in use by another strongroom server"), "{err}");
+}
