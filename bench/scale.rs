@@ -47,6 +47,7 @@ async fn open() -> Bench {
         nats_url: String::new(),
         nats_bucket: String::new(),
         nats_replicas: 1,
+        audit_max_bytes: u64::MAX,
     };
     let store = Store::open(&config).await.unwrap();
     let keyring = Arc::new(

@@ -148,6 +148,10 @@ pub struct StoreArgs {
     /// Versions kept per key; the oldest is pruned on write.
     #[arg(long, env = "STRONGROOM_MAX_VERSIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_versions: u32,
+    /// Size in bytes at which `audit.log` is renamed `audit-<first line>.log`
+    /// and a new one begins, on the same chain (sqlite store).
+    #[arg(long, env = "STRONGROOM_AUDIT_MAX_BYTES", default_value_t = 100 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_max_bytes: u64,
 }
 
 impl StoreArgs {
@@ -159,6 +163,7 @@ impl StoreArgs {
             nats_url: self.nats_url.clone(),
             nats_bucket: self.nats_bucket.clone(),
             nats_replicas: self.nats_replicas,
+            audit_max_bytes: self.audit_max_bytes,
         }
     }
 }

@@ -82,6 +82,7 @@ impl Init {
         let bootstrap_key = if self.jwt.is_none() && !self.store.apikeys_exist().await? {
             let mut scopes = Scope::all_secrets();
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
+            scopes.push(Scope::parse("audit:read").map_err(StartError::Config)?);
             let tenant = TenantId::parse("default").expect("valid tenant");
             let key = apikeys::create(&self.store, tenant, "bootstrap".into(), scopes, None, None)
                 .await?;

@@ -13,6 +13,7 @@ mod ops;
 mod request;
 pub mod routes;
 mod secrets;
+mod trail;
 
 use std::sync::{Arc, OnceLock};
 

@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 
 use super::error::Op;
-use super::{apikeys, secrets, AppState};
+use super::{apikeys, secrets, trail, AppState};
 use crate::auth::Action;
 
 /// What a route's caller must be allowed, checked by the `Caller` and
@@ -97,6 +97,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/apikeys", "apikeys.create", ADMIN, post(apikeys::create)),
     route!(GET "/apikeys", "apikeys.list", ADMIN, get(apikeys::list)),
     route!(DELETE "/apikeys/{*id}", "apikeys.revoke", ADMIN, delete(apikeys::revoke)),
+    route!(GET "/audit", "audit.read", Access::Tenant(Action::AuditRead), get(trail::read)),
 ];
 
 /// The router of every audited route.

@@ -23,6 +23,8 @@ pub enum Action {
     Write,
     Delete,
     ApiKeysAdmin,
+    /// Reading the tenant's audit lines (`GET /audit`).
+    AuditRead,
 }
 
 impl Action {
@@ -33,6 +35,7 @@ impl Action {
             Action::Write => "secrets:write",
             Action::Delete => "secrets:delete",
             Action::ApiKeysAdmin => "apikeys:admin",
+            Action::AuditRead => "audit:read",
         }
     }
 }
@@ -53,6 +56,7 @@ impl Scope {
             Action::Write,
             Action::Delete,
             Action::ApiKeysAdmin,
+            Action::AuditRead,
         ];
         for action in actions {
             let Some(rest) = text.strip_prefix(action.name()) else {
@@ -65,7 +69,7 @@ impl Scope {
                 });
             }
             if let Some(prefix) = rest.strip_prefix(':') {
-                if action != Action::ApiKeysAdmin
+                if !matches!(action, Action::ApiKeysAdmin | Action::AuditRead)
                     && !prefix.is_empty()
                     && crate::types::is_valid_key_prefix(prefix)
                 {
@@ -77,7 +81,7 @@ impl Scope {
             }
         }
         Err(format!(
-            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>') and apikeys:admin"
+            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>'), apikeys:admin and audit:read"
         ))
     }
 

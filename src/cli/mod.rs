@@ -224,7 +224,7 @@ async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
     };
     let name = &trail.name;
     let verdict = crate::audit::verify_lines(
-        trail.lines.into_iter().map(Ok::<_, ()>),
+        trail.lines.iter().cloned().map(Ok::<_, ()>),
         key.as_ref(),
         recorded.as_ref(),
     )
@@ -245,7 +245,12 @@ async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
             }
             Ok(())
         }
-        Verdict::Broken { line, reason } => Err(format!("{name}: line {line} is bad: {reason}")),
+        Verdict::Broken { line, reason } => Err(match trail.line_in_file(line) {
+            Some((file, local)) => {
+                format!("{file}: line {local} is bad (line {line} of the trail): {reason}")
+            }
+            None => format!("{name}: line {line} is bad: {reason}"),
+        }),
     }
 }
 
@@ -255,6 +260,7 @@ fn read_file_trail(path: &std::path::Path) -> Result<crate::store::RecordedTrail
     Ok(crate::store::RecordedTrail {
         name: path.display().to_string(),
         lines: crate::store::trail::file_lines(&text),
+        files: Vec::new(),
         unfinished: Vec::new(),
     })
 }

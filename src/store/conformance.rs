@@ -455,6 +455,7 @@ fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
         nats_url: String::new(),
         nats_bucket: String::new(),
         nats_replicas: 1,
+        audit_max_bytes: u64::MAX,
     }
 }
 
@@ -575,6 +576,7 @@ mod nats {
             nats_url: url,
             nats_bucket: bucket.into(),
             nats_replicas: 1,
+            audit_max_bytes: u64::MAX,
         }
     }
 

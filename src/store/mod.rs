@@ -87,6 +87,8 @@ pub struct StoreConfig {
     pub nats_bucket: String,
     /// Replicas of each bucket (nats engine; 3 in a cluster).
     pub nats_replicas: usize,
+    /// Size at which `audit.log` is rotated (sqlite engine).
+    pub audit_max_bytes: u64,
 }
 
 /// Attempts of one change while concurrent writers keep winning the race.
@@ -181,8 +183,11 @@ impl Store {
                 // read cache both assume this process makes every change.
                 let lock = sqlite::lock_data_dir(&config.data_dir)?;
                 let file = Arc::new(
-                    sqlite::FileTrail::open(&config.data_dir.join("audit.log"))
-                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                    sqlite::FileTrail::open(
+                        &config.data_dir.join("audit.log"),
+                        config.audit_max_bytes,
+                    )
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
                 );
                 let backend = sqlite::SqliteBackend::open(
                     &config.data_dir.join("strongroom.db"),

@@ -8,6 +8,7 @@
 //! `chain.rs` is the line format: each line carries its number, the MAC of
 //! the line before it and its own MAC under the audit key.
 
+use std::path::Path;
 use std::sync::Arc;
 
 pub use super::chain::{AuditKey, ChainHead};
@@ -88,6 +89,39 @@ impl Trail {
         }
     }
 
+    /// Up to `limit` lines numbered after `after` that `keep` accepts,
+    /// oldest first, parsed, with whether more may follow; reads across
+    /// rotated files (file) or the whole stream.
+    pub async fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&serde_json::Value) -> bool + Send + 'static,
+    ) -> Result<Page, TrailError> {
+        match &self.0 {
+            Kind::File(file) => {
+                let path = file.path();
+                tokio::task::spawn_blocking(move || {
+                    let mut lines = Vec::new();
+                    let files = sqlite::trail_files(&path)
+                        .map_err(|e| TrailError(format!("{}: {e}", path.display())))?;
+                    for file in files {
+                        let text = std::fs::read(&file)
+                            .map_err(|e| TrailError(format!("{}: {e}", file.display())))?;
+                        lines.extend(file_lines(&text));
+                    }
+                    Ok(select(&lines, after, limit, &keep))
+                })
+                .await
+                .map_err(|_| TrailError("reading the trail failed".into()))?
+            }
+            Kind::Stream(stream) => {
+                let lines = Box::pin(stream.read_lines()).await?;
+                Ok(select(&lines, after, limit, &keep))
+            }
+        }
+    }
+
     /// Writes what is still queued (a line whose request was cancelled
     /// while it waited), at shutdown.
     pub fn flush(&self) {
@@ -101,12 +135,36 @@ impl Trail {
 #[derive(Debug)]
 pub struct RecordedTrail {
     /// What to call it in messages: `audit.log`'s path, or the stream.
+    /// `line_in_file` names the file of a line when there are several.
     pub name: String,
     /// Every line, oldest first, each without its newline.
     pub lines: Vec<Vec<u8>>,
+    /// The files the lines came from, in order, with how many each held
+    /// (sqlite: rotated files, then `audit.log`; empty for a stream).
+    pub files: Vec<(String, usize)>,
     /// Changes begun with no line of their request (nats; none on sqlite,
     /// whose lines commit with their changes).
     pub unfinished: Vec<Unfinished>,
+}
+
+impl RecordedTrail {
+    /// Where the trail's `line`th line (1-based) is: its file and its line
+    /// there, when the trail spans several files.
+    pub fn line_in_file(&self, line: usize) -> Option<(&str, usize)> {
+        if self.files.len() < 2 {
+            return None;
+        }
+        let mut before = 0;
+        for (name, count) in &self.files {
+            if line <= before + count {
+                return Some((name, line - before));
+            }
+            before += count;
+        }
+        self.files
+            .last()
+            .map(|(name, count)| (name.as_str(), count + 1))
+    }
 }
 
 /// An intent no line answers: its gateway stopped between the two.
@@ -117,6 +175,46 @@ pub struct Unfinished {
     pub subject: String,
     /// Whether the change was made; `None` when pruning took the evidence.
     pub made: Option<bool>,
+}
+
+/// A page of lines read from a trail.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub lines: Vec<serde_json::Value>,
+    /// The number of the last line returned when more may follow.
+    pub next: Option<u64>,
+}
+
+/// Picks a page out of a trail's lines: each line's number is its `seq`
+/// (keyed lines) or its place (lines written before).
+fn select(
+    lines: &[Vec<u8>],
+    after: u64,
+    limit: usize,
+    keep: &dyn Fn(&serde_json::Value) -> bool,
+) -> Page {
+    let mut page = Page::default();
+    let mut last = after;
+    for (i, line) in lines.iter().enumerate() {
+        let text = String::from_utf8_lossy(line);
+        let seq = super::chain::v2_fields(&text).map_or(i as u64 + 1, |(seq, _)| seq);
+        if seq <= after {
+            continue;
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if !keep(&value) {
+            continue;
+        }
+        if page.lines.len() == limit {
+            page.next = Some(last);
+            break;
+        }
+        page.lines.push(value);
+        last = seq;
+    }
+    page
 }
 
 /// The lines of a trail file's text, each without its newline.
@@ -134,14 +232,25 @@ pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreErro
     match config.engine {
         Engine::Sqlite => {
             let path = config.data_dir.join("audit.log");
-            let text = std::fs::read(&path).map_err(|e| {
-                StoreError::Unavailable(format!("cannot read {}: {e}", path.display()))
-            })?;
-            Ok(RecordedTrail {
+            let cannot =
+                |p: &Path, e| StoreError::Unavailable(format!("cannot read {}: {e}", p.display()));
+            let mut trail = RecordedTrail {
                 name: path.display().to_string(),
-                lines: file_lines(&text),
+                lines: Vec::new(),
+                files: Vec::new(),
                 unfinished: Vec::new(),
-            })
+            };
+            let files = sqlite::trail_files(&path).map_err(|e| cannot(&path, e))?;
+            if files.is_empty() {
+                return Err(cannot(&path, std::io::ErrorKind::NotFound.into()));
+            }
+            for file in files {
+                let text = std::fs::read(&file).map_err(|e| cannot(&file, e))?;
+                let lines = file_lines(&text);
+                trail.files.push((file.display().to_string(), lines.len()));
+                trail.lines.extend(lines);
+            }
+            Ok(trail)
         }
         Engine::Nats => {
             let backend = nats::NatsBackend::open(nats::NatsSettings::from(config), false).await?;
@@ -151,6 +260,7 @@ pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreErro
                 Ok::<_, TrailError>(RecordedTrail {
                     name: format!("stream {}_audit", config.nats_bucket),
                     lines: recorded.lines,
+                    files: Vec::new(),
                     unfinished,
                 })
             };

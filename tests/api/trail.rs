@@ -248,3 +248,150 @@ async fn removing_the_lock_file_does_not_let_a_second_server_start() {
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("in use by another strongroom server"), "{err}");
 }
+
+fn rotated_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("audit-") && name.ends_with(".log")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A trail that rotated several times: `audit-<seq>.log` files and the
+/// current `audit.log`, stopped cleanly.
+async fn rotated_trail() -> (TestApp, Vec<std::path::PathBuf>) {
+    let mut app = spawn_with(Options::default().env("STRONGROOM_AUDIT_MAX_BYTES", "2000")).await;
+    let admin = app.admin();
+    for i in 0..40 {
+        assert_eq!(app.get(&format!("k{i}"), &admin).await.status, 404);
+    }
+    assert_eq!(app.terminate().code(), Some(0));
+    let files = rotated_files(&app.data_dir);
+    (app, files)
+}
+
+#[tokio::test]
+async fn a_rotated_trail_is_one_chain_and_verify_names_a_missing_reordered_or_edited_file() {
+    sqlite_only!("audit.log rotates on the embedded store");
+    let (app, files) = rotated_trail().await;
+    assert!(files.len() >= 3, "{files:?}");
+    // Each rotated file is named after its first line's number.
+    for file in &files {
+        let first: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(file)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            name,
+            format!("audit-{:020}.log", first["seq"].as_u64().unwrap())
+        );
+    }
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok && out.contains("intact, 40 lines"), "{out}");
+
+    // Edited: named by its file and line.
+    let victim = &files[1];
+    let saved = std::fs::read_to_string(victim).unwrap();
+    std::fs::write(
+        victim,
+        saved.replacen("\"status\":404", "\"status\":200", 1),
+    )
+    .unwrap();
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}: line 1 is bad", victim.display())),
+        "{out}"
+    );
+    std::fs::write(victim, &saved).unwrap();
+
+    // Missing: the next file's first line is reported.
+    let hidden = app.data_dir.join("hidden");
+    std::fs::rename(victim, &hidden).unwrap();
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}: line 1 is bad", files[2].display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("previous line is missing or out of order"),
+        "{out}"
+    );
+    std::fs::rename(&hidden, victim).unwrap();
+
+    // Reordered: two files' names swapped.
+    std::fs::rename(&files[0], &hidden).unwrap();
+    std::fs::rename(&files[1], &files[0]).unwrap();
+    std::fs::rename(&hidden, &files[1]).unwrap();
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}: line 1 is bad", files[0].display())),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_api_pages_a_tenants_lines_across_rotated_files() {
+    sqlite_only!("rotation; the nats pass reads the stream in audit::");
+    let (app, files) = rotated_trail().await;
+    assert!(files.len() >= 3);
+    let mut again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    let admin = app.admin();
+    let other = again.create_key("other", &["--scopes", "secrets:read,audit:read"]);
+    assert_eq!(
+        again.get("x", &Cred::ApiKey(other.clone())).await.status,
+        404
+    );
+    let read = |after: Option<u64>, cred: Cred| {
+        let url = match after {
+            Some(a) => again.url(&format!("/audit?limit=7&after={a}")),
+            None => again.url("/audit?limit=7"),
+        };
+        let again = &again;
+        async move { again.send(again.client.get(url), &cred).await }
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = read(after, admin.clone()).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let body = page.json();
+        for line in body["lines"].as_array().unwrap() {
+            assert_eq!(line["tenant"], "default", "{line}");
+            seen.push(line["seq"].as_u64().unwrap());
+        }
+        match body["next"].as_u64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    // 40 reads, then this start's `audit.read` lines up to each request.
+    assert!(seen.len() > 40, "{}", seen.len());
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen[0], 1);
+    let theirs = read(None, Cred::ApiKey(other)).await.json();
+    let lines = theirs["lines"].as_array().unwrap();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["tenant"] == "other"), "{theirs}");
+    // Without the scope: 403, and a bad cursor: 400.
+    let reader = again.create_key("default", &["--scopes", "secrets:read"]);
+    let refused = read(None, Cred::ApiKey(reader)).await;
+    assert_eq!(refused.status, 403);
+    let bad = again
+        .send(again.client.get(again.url("/audit?after=x")), &admin)
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(again.terminate().code(), Some(0));
+}

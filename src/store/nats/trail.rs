@@ -118,6 +118,13 @@ impl StreamTrail {
         Ok(self.inner.read_tail(stream).await?.1)
     }
 
+    /// Every line of the chain, oldest first.
+    pub async fn read_lines(&self) -> Result<Vec<Vec<u8>>, TrailError> {
+        Ok(read_all(self.inner.client.clone(), &self.inner.bucket)
+            .await?
+            .lines)
+    }
+
     /// Appends one line; answers once the stream has acknowledged it.
     pub async fn append(&self, line: LineBody) -> Result<(), TrailError> {
         self.send(&self.lines, line).await

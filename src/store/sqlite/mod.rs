@@ -5,10 +5,11 @@
 //! - `writer.rs`: the writer thread and its group commit;
 //! - `reads.rs`: the pool of read connections and their snapshots;
 //! - `secrets.rs`, `apikeys.rs`: the SQL;
-//! - `trail.rs`: the audit file.
+//! - `trail.rs`: the audit file; `rotation.rs`: the files it spans.
 
 mod apikeys;
 mod reads;
+mod rotation;
 mod schema;
 mod secrets;
 mod trail;
@@ -30,6 +31,7 @@ use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
 use reads::Readers;
+pub use rotation::trail_files;
 pub use trail::FileTrail;
 use writer::{Batches, JobSpec, Shared, Writer};
 

@@ -16,12 +16,13 @@
 //! append whose line that write held fails.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::rotation;
 use crate::store::chain::{link, AuditKey, ChainHead};
 use crate::store::trail::{LineBody, TrailError};
 
@@ -54,6 +55,10 @@ struct Sink {
     identity: Option<(u64, u64)>,
     /// Whether the loss of the file was logged (once).
     lost_logged: bool,
+    /// The file is rotated once it holds this many bytes.
+    max_bytes: u64,
+    /// The number of the file's first line (the next line's, when empty).
+    first_seq: u64,
     /// Bodies queued by `append`, tickets `settled + 1 ..= issued`.
     queue: Vec<String>,
     issued: u64,
@@ -167,16 +172,9 @@ impl FileTrail {
     /// Opens (creating, mode 0600) the trail and finds its last line so the
     /// chain continues across restarts. A partial last line (a write cut
     /// short by a crash) is cut off first. Appends fail until `start`.
-    pub fn open(path: &Path) -> Result<FileTrail, TrailError> {
+    pub fn open(path: &Path, max_bytes: u64) -> Result<FileTrail, TrailError> {
         let io = |e: std::io::Error| TrailError(format!("{}: {e}", path.display()));
-        let mut options = OpenOptions::new();
-        options.read(true).append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(io)?;
+        let mut file = rotation::open_trail_file(path).map_err(io)?;
         let metadata = file.metadata().map_err(io)?;
         let (len, head, identity) = if metadata.is_file() {
             let (len, head) = whole_lines(&mut file).map_err(io)?;
@@ -184,6 +182,15 @@ impl FileTrail {
         } else {
             // A device (tests use /dev/full): nothing to read back.
             (0, ChainHead::genesis(), None)
+        };
+        // A new file after a rotation goes on from the rotated file's end.
+        let head = match (len, rotation::rotated_head(path).map_err(io)?) {
+            (0, Some(rotated)) => rotated,
+            _ => head,
+        };
+        let first_seq = match len {
+            0 => head.seq + 1,
+            _ => rotation::first_seq(&mut file).map_err(io)?.unwrap_or(1),
         };
         Ok(FileTrail {
             sink: Mutex::new(Sink {
@@ -194,6 +201,8 @@ impl FileTrail {
                 key: None,
                 identity,
                 lost_logged: false,
+                max_bytes: max_bytes.max(1),
+                first_seq,
                 queue: Vec::new(),
                 issued: 0,
                 settled: 0,
@@ -228,6 +237,11 @@ impl FileTrail {
         lock_briefly(&self.sink).replaced()
     }
 
+    /// The path of the file being written (`audit.log`).
+    pub fn path(&self) -> PathBuf {
+        lock_briefly(&self.sink).path.clone()
+    }
+
     /// Writes that failed since the trail opened.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Acquire)
@@ -256,6 +270,7 @@ impl FileTrail {
                 if sink.settled < ticket && sink.committing.is_none() {
                     // Our write: its error is ours too.
                     let result = sink.write(&[]);
+                    sink.maybe_rotate();
                     self.publish(&sink);
                     result?;
                 }
@@ -299,6 +314,7 @@ impl FileTrail {
                 tracing::error!(error = %e, "audit: queued lines could not be written");
             }
         }
+        sink.maybe_rotate();
         self.publish(&sink);
         self.settle.notify_waiters();
     }
@@ -337,6 +353,34 @@ fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Sink {
+    /// Rotates the file once it is full, unless a batch's COMMIT is under
+    /// way (its lines may yet be cut off again).
+    fn maybe_rotate(&mut self) {
+        if self.len < self.max_bytes || self.committing.is_some() || self.identity.is_none() {
+            return;
+        }
+        if let Err(e) = self.rotate() {
+            tracing::error!(error = %e, "audit: cannot rotate the trail file");
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        std::fs::rename(
+            &self.path,
+            rotation::rotated_path(&self.path, self.first_seq),
+        )?;
+        let file = rotation::open_trail_file(&self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.identity = Some(identity(&file.metadata()?));
+        self.file = file;
+        self.len = 0;
+        self.first_seq = self.head.seq + 1;
+        Ok(())
+    }
+
     /// Whether the path still names the file this trail holds open: a line
     /// written to a removed or replaced file would be lost.
     fn replaced(&self) -> Option<String> {
@@ -425,6 +469,7 @@ mod tests {
     use super::*;
     use crate::audit::verify_lines;
     use crate::store::chain::test_key;
+    use std::fs::OpenOptions;
 
     /// The outcome of `audit verify` on the file, without the head.
     #[derive(Debug, PartialEq)]
@@ -448,7 +493,7 @@ mod tests {
 
     /// A trail opened and started, as a server's is.
     fn started(path: &Path) -> FileTrail {
-        let trail = FileTrail::open(path).unwrap();
+        let trail = FileTrail::open(path, u64::MAX).unwrap();
         trail.start(test_key());
         trail
     }

@@ -1,0 +1,115 @@
+//! The set of files an embedded trail spans. `audit.log` is the file being
+//! written; at `--audit-max-bytes` it is renamed `audit-<first seq>.log`
+//! (the number of its first line, 20 digits, so names sort in chain order)
+//! and a new `audit.log` begins, whose first line chains to the renamed
+//! file's last. Readers take the rotated files in order, then `audit.log`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::store::chain::{v2_fields, ChainHead};
+
+/// The name a full `audit.log` whose first line is `first_seq` is given.
+pub fn rotated_path(current: &Path, first_seq: u64) -> PathBuf {
+    current.with_file_name(format!("audit-{first_seq:020}.log"))
+}
+
+/// The number in a rotated file's name.
+fn rotated_seq(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("audit-")?.strip_suffix(".log")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Every file of the trail whose current file is `current`, in chain order:
+/// the rotated ones by their number, then `current` if it exists.
+pub fn trail_files(current: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = current.parent().unwrap_or(Path::new("."));
+    let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(seq) = entry.file_name().to_str().and_then(rotated_seq) {
+            rotated.push((seq, entry.path()));
+        }
+    }
+    rotated.sort();
+    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    if current.exists() {
+        files.push(current.to_owned());
+    }
+    Ok(files)
+}
+
+/// Opens (creating, mode 0600) a trail file for appending and reading.
+pub fn open_trail_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// The number of the first line of `file` (read from its start), if it is
+/// a keyed line.
+pub fn first_seq(file: &mut File) -> std::io::Result<Option<u64>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut start = vec![0; 4096];
+    let mut filled = 0;
+    while filled < start.len() {
+        match file.read(&mut start[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let text = String::from_utf8_lossy(&start[..filled]);
+    let line = text.split('\n').next().unwrap_or("");
+    Ok(line
+        .strip_prefix(crate::store::chain::V2_PREFIX)
+        .and_then(|rest| rest.split(',').next()?.parse().ok()))
+}
+
+/// The head of the newest rotated file of the trail, for a start whose
+/// `audit.log` is new (a crash between a rotation's rename and the new
+/// file): the chain goes on from there.
+pub fn rotated_head(current: &Path) -> std::io::Result<Option<ChainHead>> {
+    let files = trail_files(current)?;
+    let Some(last) = files.iter().rev().find(|p| p.as_path() != current) else {
+        return Ok(None);
+    };
+    let text = std::fs::read(last)?;
+    let line = text
+        .strip_suffix(b"\n")
+        .unwrap_or(&text)
+        .rsplit(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[]);
+    let text = String::from_utf8_lossy(line);
+    Ok(v2_fields(&text).map(|(seq, mac)| ChainHead {
+        seq,
+        hash: mac.to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_sort_in_chain_order_and_parse_back() {
+        let current = Path::new("/d/audit.log");
+        let a = rotated_path(current, 9);
+        let b = rotated_path(current, 10);
+        assert!(a < b);
+        assert_eq!(
+            rotated_seq(a.file_name().unwrap().to_str().unwrap()),
+            Some(9)
+        );
+        assert_eq!(rotated_seq("audit-12.log"), None);
+        assert_eq!(rotated_seq("audit.log"), None);
+    }
+}
