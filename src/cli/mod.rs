@@ -7,6 +7,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod dotenv;
+pub mod error;
 pub mod run;
 
 use std::process::ExitCode;

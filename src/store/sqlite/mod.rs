@@ -5,11 +5,11 @@
 //! - `writer.rs`: the writer thread and its group commit;
 //! - `reads.rs`: the pool of read connections and their snapshots;
 //! - `secrets.rs`, `apikeys.rs`: the SQL;
-//! - `trail.rs`: the audit file; `rotation.rs`: the files it spans.
+//! - `trail.rs`: the audit file; `files.rs`: reading it back and rotating it.
 
 mod apikeys;
+mod files;
 mod reads;
-mod rotation;
 mod schema;
 mod secrets;
 mod trail;
@@ -30,8 +30,8 @@ use super::trail::LineBody;
 use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
+pub use files::trail_files;
 use reads::Readers;
-pub use rotation::trail_files;
 pub use trail::FileTrail;
 use writer::{Batches, JobSpec, Shared, Writer};
 

@@ -17,12 +17,12 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::rotation;
+use super::files::{self, identity, whole_lines};
 use crate::store::chain::{link, AuditKey, ChainHead};
 use crate::store::trail::{LineBody, TrailError};
 
@@ -174,7 +174,7 @@ impl FileTrail {
     /// short by a crash) is cut off first. Appends fail until `start`.
     pub fn open(path: &Path, max_bytes: u64) -> Result<FileTrail, TrailError> {
         let io = |e: std::io::Error| TrailError(format!("{}: {e}", path.display()));
-        let mut file = rotation::open_trail_file(path).map_err(io)?;
+        let mut file = files::open_trail_file(path).map_err(io)?;
         let metadata = file.metadata().map_err(io)?;
         let (len, head, identity) = if metadata.is_file() {
             let (len, head) = whole_lines(&mut file).map_err(io)?;
@@ -184,13 +184,13 @@ impl FileTrail {
             (0, ChainHead::genesis(), None)
         };
         // A new file after a rotation goes on from the rotated file's end.
-        let head = match (len, rotation::rotated_head(path).map_err(io)?) {
+        let head = match (len, files::rotated_head(path).map_err(io)?) {
             (0, Some(rotated)) => rotated,
             _ => head,
         };
         let first_seq = match len {
             0 => head.seq + 1,
-            _ => rotation::first_seq(&mut file).map_err(io)?.unwrap_or(1),
+            _ => files::first_seq(&mut file).map_err(io)?.unwrap_or(1),
         };
         Ok(FileTrail {
             sink: Mutex::new(Sink {
@@ -346,12 +346,6 @@ fn push_line(key: &AuditKey, text: &mut Vec<u8>, head: &mut ChainHead, body: &st
     text.push(b'\n');
 }
 
-#[cfg(unix)]
-fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (metadata.dev(), metadata.ino())
-}
-
 impl Sink {
     /// Rotates the file once it is full, unless a batch's COMMIT is under
     /// way (its lines may yet be cut off again).
@@ -366,11 +360,8 @@ impl Sink {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
-        std::fs::rename(
-            &self.path,
-            rotation::rotated_path(&self.path, self.first_seq),
-        )?;
-        let file = rotation::open_trail_file(&self.path)?;
+        std::fs::rename(&self.path, files::rotated_path(&self.path, self.first_seq))?;
+        let file = files::open_trail_file(&self.path)?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
@@ -409,59 +400,6 @@ fn lock_briefly<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         }
     }
     lock.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The length of the file's whole lines and the head of its chain; a
-/// partial last line is cut off.
-fn whole_lines(file: &mut File) -> std::io::Result<(u64, ChainHead)> {
-    let len = file.seek(SeekFrom::End(0))?;
-    if len == 0 {
-        return Ok((0, ChainHead::genesis()));
-    }
-    // Read back far enough to hold the last line (lines are short).
-    let start = len.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    let whole = match tail.iter().rposition(|&b| b == b'\n') {
-        Some(at) => at + 1,
-        None if start == 0 => 0,
-        None => tail.len(),
-    };
-    let whole_len = start + whole as u64;
-    if whole_len < len {
-        file.set_len(whole_len)?;
-    }
-    let text = &tail[..whole];
-    let text = text.strip_suffix(b"\n").unwrap_or(text);
-    if whole_len == 0 {
-        return Ok((0, ChainHead::genesis()));
-    }
-    let last = text.rsplit(|&b| b == b'\n').next().unwrap_or(text);
-    // Only a v1 last line needs the count, read once at the first start
-    // after the upgrade.
-    let mut count = || -> std::io::Result<u64> {
-        file.seek(SeekFrom::Start(0))?;
-        let mut lines = 0;
-        let mut buffer = vec![0; 64 * 1024];
-        let mut left = whole_len;
-        while left > 0 {
-            let n = file.read(&mut buffer[..left.min(64 * 1024) as usize])?;
-            if n == 0 {
-                break;
-            }
-            lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-            left -= n as u64;
-        }
-        Ok(lines)
-    };
-    let mut counted = Ok(0);
-    let head = ChainHead::after(last, || {
-        counted = count();
-        *counted.as_ref().unwrap_or(&0)
-    });
-    counted?;
-    Ok((whole_len, head))
 }
 
 #[cfg(test)]

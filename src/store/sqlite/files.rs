@@ -1,8 +1,10 @@
-//! The set of files an embedded trail spans. `audit.log` is the file being
-//! written; at `--audit-max-bytes` it is renamed `audit-<first seq>.log`
-//! (the number of its first line, 20 digits, so names sort in chain order)
-//! and a new `audit.log` begins, whose first line chains to the renamed
-//! file's last. Readers take the rotated files in order, then `audit.log`.
+//! The files of an embedded trail: reading back a file's last whole line,
+//! telling a file from its replacement, and the set of files the trail
+//! spans. `audit.log` is the file being written; at `--audit-max-bytes` it
+//! is renamed `audit-<first seq>.log` (the number of its first line, 20
+//! digits, so names sort in chain order) and a new `audit.log` begins, whose
+//! first line chains to the renamed file's last. Readers take the rotated
+//! files in order, then `audit.log`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -93,6 +95,66 @@ pub fn rotated_head(current: &Path) -> std::io::Result<Option<ChainHead>> {
         seq,
         hash: mac.to_owned(),
     }))
+}
+
+/// The device and inode of a file: what `replaced` compares.
+#[cfg(unix)]
+pub(super) fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+/// The length of the file's whole lines and the head of its chain; a
+/// partial last line is cut off.
+pub(super) fn whole_lines(file: &mut File) -> std::io::Result<(u64, ChainHead)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((0, ChainHead::genesis()));
+    }
+    // Read back far enough to hold the last line (lines are short).
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let whole = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(at) => at + 1,
+        None if start == 0 => 0,
+        None => tail.len(),
+    };
+    let whole_len = start + whole as u64;
+    if whole_len < len {
+        file.set_len(whole_len)?;
+    }
+    let text = &tail[..whole];
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if whole_len == 0 {
+        return Ok((0, ChainHead::genesis()));
+    }
+    let last = text.rsplit(|&b| b == b'\n').next().unwrap_or(text);
+    // Only a v1 last line needs the count, read once at the first start
+    // after the upgrade.
+    let mut count = || -> std::io::Result<u64> {
+        file.seek(SeekFrom::Start(0))?;
+        let mut lines = 0;
+        let mut buffer = vec![0; 64 * 1024];
+        let mut left = whole_len;
+        while left > 0 {
+            let n = file.read(&mut buffer[..left.min(64 * 1024) as usize])?;
+            if n == 0 {
+                break;
+            }
+            lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            left -= n as u64;
+        }
+        Ok(lines)
+    };
+    let mut counted = Ok(0);
+    let head = ChainHead::after(last, || {
+        counted = count();
+        *counted.as_ref().unwrap_or(&0)
+    });
+    counted?;
+    Ok((whole_len, head))
 }
 
 #[cfg(test)]

@@ -1,0 +1,119 @@
+//! The `Store` handle's records beside the secrets: wrapped data keys, API
+//! keys (changed through the same retry loop as secrets) and the store's
+//! named metadata (the master key's check value, the audit key, the chain
+//! head).
+
+use super::engine::Backend;
+use super::{
+    again, retry, ApiKeyChange, ApiKeyRecord, Backends, LineBody, Store, StoreError, WrappedDek,
+};
+use crate::types::TenantId;
+
+impl Store {
+    pub async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
+        dispatch!(self.backend, b => b.deks(tenant))
+    }
+
+    /// Inserts a DEK unless one with that id exists; true when inserted.
+    pub async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.add_dek(tenant, dek))
+    }
+
+    pub async fn apikey_insert(
+        &self,
+        record: ApiKeyRecord,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.apikey_insert(record, line))
+    }
+
+    pub async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        dispatch!(self.backend, b => b.apikey_get(id))
+    }
+
+    pub async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        dispatch!(self.backend, b => b.apikey_list(tenant))
+    }
+
+    /// Revokes `tenant`'s key `id`; `NotFound` when it has no such live key.
+    pub async fn apikey_revoke(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: i64,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        let change = ApiKeyChange::Revoke {
+            tenant: tenant.clone(),
+            at,
+        };
+        self.apikey_update(id, &change, line).await
+    }
+
+    /// Records the last use of each key (id, time), skipping ids that are
+    /// gone.
+    pub async fn apikey_touch(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        for (id, at) in uses {
+            match self
+                .apikey_update(&id, &ApiKeyChange::Touch { at }, None)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apikey_update(
+        &self,
+        id: &str,
+        change: &ApiKeyChange,
+        line: Option<LineBody>,
+    ) -> Result<(), StoreError> {
+        retry((), |()| {
+            let line = line.clone();
+            async move {
+                dispatch!(self.backend, b => b.apikey_update(id, change, line)).map_err(again)
+            }
+        })
+        .await
+    }
+
+    pub async fn apikeys_exist(&self) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.apikeys_exist())
+    }
+
+    /// The value stored under `name` (the master key's check value, the
+    /// wrapped audit key, the chain head), if any.
+    pub async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self.backend, b => b.meta_get(name))
+    }
+
+    /// Stores `value` under `name` unless set; returns what is stored.
+    pub async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        retry((), |()| async {
+            dispatch!(self.backend, b => b.meta_init(name, &value)).map_err(again)
+        })
+        .await
+    }
+
+    /// Ids of API keys changed by anyone (another gateway, the CLI), as they
+    /// change, for engines that can watch (nats); `None` for the embedded
+    /// engine, whose changes all go through this process or lapse with the
+    /// key cache. Starts a task; call inside the runtime.
+    pub fn watch_apikey_changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        if !matches!(&*self.backend, Backends::Nats(_)) {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let backend = self.backend.clone();
+        // Boxed inside the task: the watch's future is tens of kilobytes.
+        tokio::spawn(async move {
+            if let Backends::Nats(b) = &*backend {
+                Box::pin(b.watch_apikeys(tx)).await;
+            }
+        });
+        Some(rx)
+    }
+}
