@@ -183,6 +183,17 @@ schemas = {
             "versions": {"type": "array", "items": ref("schemas", "VersionInfo")},
         },
     },
+    "AuditPage": {
+        "type": "object",
+        "required": ["lines", "next"],
+        "properties": {
+            "lines": {"type": "array", "items": {"type": "object", "description": (
+                "One audit line as in audit.log: time, request_id, tenant, subject, action, key, "
+                "status, client, and its chain fields (v, seq, prev, mac).")}},
+            "next": {"type": "integer", "nullable": True, "minimum": 1,
+                     "description": "Pass as `after` for the next page; null when this page is the last."},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -208,6 +219,11 @@ headers = {
     "CacheControl": {
         "description": "Responses carrying secrets or errors are never cached.",
         "schema": {"type": "string", "example": "no-store"},
+    },
+    "RetryAfter": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "string", "example": "1"},
     },
     "WWWAuthenticate": {
         "description": "The authentication challenge.",
@@ -271,12 +287,16 @@ responses = {
     "UnsupportedMediaType": error_response(
         "The request body is not JSON", "unsupported media type", "send the body as application/json"),
     "Unavailable": error_response("The store is unavailable", "service unavailable"),
+    "RateLimited": error_response(
+        "The client address failed authentication too often; retry after the given seconds",
+        "rate limited", extra_headers={"Retry-After": ref("headers", "RetryAfter")}),
 }
 
 def secured(op_responses):
     r = dict(op_responses)
     r.setdefault("401", ref("responses", "Unauthorized"))
     r.setdefault("403", ref("responses", "Forbidden"))
+    r.setdefault("429", ref("responses", "RateLimited"))
     r.setdefault("503", ref("responses", "Unavailable"))
     return dict(sorted(r.items()))
 
@@ -474,6 +494,32 @@ paths = {
             }),
         },
     },
+    "/audit": {
+        "get": {
+            "tags": ["Audit"],
+            "summary": "Read the tenant's audit lines",
+            "description": (
+                "Needs `audit:read`. The caller's tenant's audit lines, oldest first, across rotated "
+                "files (sqlite) or the stream (nats). Lines of other tenants and of refused "
+                "credentials are never shown."
+            ),
+            "operationId": "readAudit",
+            "parameters": [
+                {"name": "after", "in": "query", "required": False,
+                 "description": "Only lines numbered after this (the `next` of the previous page).",
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "required": False,
+                 "description": "Lines per page (default 100).",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            ],
+            "responses": secured({
+                "200": {"description": "A page of lines",
+                        "content": json_content(ref("schemas", "AuditPage"))},
+                "400": error_response("Bad paging parameters", "invalid request format",
+                                      "limit must be an integer from 1 to 1000"),
+            }),
+        },
+    },
     "/healthz": {
         "get": {
             "tags": ["Operations"],
@@ -537,6 +583,7 @@ doc = {
     "tags": [
         {"name": "Secrets", "description": "Secrets stored in a per-account secrets bucket."},
         {"name": "API keys", "description": "API-key management; needs the apikeys:admin scope."},
+        {"name": "Audit", "description": "The audit trail; needs the audit:read scope."},
         {"name": "Operations", "description": "Liveness, readiness, metrics and this document. No authentication."},
     ],
     "paths": paths,

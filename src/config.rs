@@ -223,6 +223,14 @@ pub struct ServeArgs {
         default_value_t = 1_048_576
     )]
     pub max_request_bytes: usize,
+    /// Failed authentications allowed per second per client address (IPv6:
+    /// per /64); beyond it the address's requests answer 429 and are
+    /// summarised in the audit trail. 0 turns the limit off.
+    #[arg(long, env = "STRONGROOM_AUTH_FAILURE_LIMIT", default_value_t = 10)]
+    pub auth_failure_limit: u32,
+    /// Failed authentications a client address may make at once.
+    #[arg(long, env = "STRONGROOM_AUTH_FAILURE_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failure_burst: u32,
     /// Requests per second per client (not yet supported).
     #[arg(long, env = "STRONGROOM_RATE_LIMIT")]
     pub rate_limit: Option<u32>,

@@ -26,6 +26,7 @@ struct RouteStats {
 struct Inner {
     routes: HashMap<String, RouteStats>,
     auth_failures: BTreeMap<&'static str, u64>,
+    auth_throttled: u64,
 }
 
 /// The process's metrics registry.
@@ -54,6 +55,12 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &'static str) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *inner.auth_failures.entry(reason).or_default() += 1;
+    }
+
+    /// Requests the failed-authentication limit refused.
+    pub fn auth_throttled(&self, count: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.auth_throttled += count;
     }
 
     /// The Prometheus text exposition format, version 0.0.4, with the
@@ -110,6 +117,13 @@ impl Metrics {
                 "strongroom_auth_failures_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        out.push_str("# HELP strongroom_auth_throttled_total Requests refused (429) because their client address failed authentication too often.\n");
+        out.push_str("# TYPE strongroom_auth_throttled_total counter\n");
+        let _ = writeln!(
+            out,
+            "strongroom_auth_throttled_total {}",
+            inner.auth_throttled
+        );
         out.push_str("# HELP strongroom_audit_write_failures_total Audit appends that failed (the requests answered 503).\n");
         out.push_str("# TYPE strongroom_audit_write_failures_total counter\n");
         let _ = writeln!(

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Limits, Ready};
+use crate::auth::failures::FailureLimit;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::auth::{apikeys, Authenticator, Scope};
 use crate::config::ServeArgs;
@@ -97,6 +98,10 @@ impl Init {
             auth: Authenticator::new(self.store.clone(), self.jwt.take()),
             metrics: Metrics::default(),
             limits: self.limits,
+            auth_failures: FailureLimit::new(
+                self.limits.auth_failures_per_second,
+                self.limits.auth_failure_burst,
+            ),
         });
         Ok((state, bootstrap_key))
     }
@@ -164,6 +169,8 @@ impl Application {
         let limits = Limits {
             max_request_bytes: args.max_request_bytes,
             max_value_bytes: args.max_value_bytes,
+            auth_failures_per_second: args.auth_failure_limit,
+            auth_failure_burst: args.auth_failure_burst,
         };
         let mut init = Init {
             store: store.clone(),
@@ -302,12 +309,16 @@ pub async fn run(
                 });
             }
             // API-key last-use times are coalesced in memory and written
-            // every few seconds, not once per request.
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            // every ten seconds, not once per request; refusals of the
+            // failed-authentication limit are summarised every second.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             tick.tick().await;
-            loop {
+            for second in 1u64.. {
                 tick.tick().await;
-                state.auth.flush_last_used().await;
+                api::audit::summarise_throttled(&state).await;
+                if second % 10 == 0 {
+                    state.auth.flush_last_used().await;
+                }
             }
         }
     });
@@ -320,6 +331,7 @@ pub async fn run(
     let served = crate::http::serve(listener, app, shutdown).await;
     background.abort();
     if let Some(state) = ready.get() {
+        api::audit::summarise_throttled(state).await;
         state.auth.flush_last_used().await;
         state.trail.flush();
     }

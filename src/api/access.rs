@@ -50,6 +50,13 @@ pub async fn principal(
     headers: &HeaderMap,
     audit: &AuditRecorder,
 ) -> Result<Arc<Principal>, ApiError> {
+    let client = audit.client();
+    if let Some(addr) = client {
+        if !app.auth_failures.admit(addr) {
+            audit.throttled();
+            return Err(ApiError::RateLimited);
+        }
+    }
     let result = match credential(headers) {
         Ok(credential) => app.auth.authenticate(credential).await,
         Err(e) => Err(e),
@@ -69,7 +76,12 @@ pub async fn principal(
         tracing::info!(reason = e.label(), "authentication refused");
         match e {
             AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
-            _ => ApiError::Unauthorized,
+            _ => {
+                if let Some(addr) = client {
+                    app.auth_failures.failed(addr);
+                }
+                ApiError::Unauthorized
+            }
         }
     })
 }

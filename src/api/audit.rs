@@ -7,6 +7,7 @@
 //! the client gets 503: a read's value is never sent and a change is not
 //! made.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +31,9 @@ struct Inner {
     entry: Mutex<AuditEntry>,
     /// Set once the store wrote the line with the change.
     written: AtomicBool,
+    /// Set when the failed-authentication limit refused the request: its
+    /// line is one count in a summary (`summarise_throttled`).
+    throttled: AtomicBool,
 }
 
 impl AuditRecorder {
@@ -62,6 +66,21 @@ impl AuditRecorder {
         entry.render()
     }
 
+    /// The client's address, as the connection gave it.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.entry().client.map(|c| c.ip())
+    }
+
+    /// The failed-authentication limit refused the request: no line of its
+    /// own, and no access-log line.
+    pub fn throttled(&self) {
+        self.0.throttled.store(true, Ordering::Release);
+    }
+
+    pub fn is_throttled(&self) -> bool {
+        self.0.throttled.load(Ordering::Acquire)
+    }
+
     /// The store made the change and wrote its line.
     pub fn changed(&self) {
         self.0.written.store(true, Ordering::Release);
@@ -69,7 +88,7 @@ impl AuditRecorder {
 
     /// Appends the line with `status`, unless the change wrote it.
     async fn write(&self, status: u16) -> Result<(), TrailError> {
-        if self.0.written.load(Ordering::Acquire) {
+        if self.0.written.load(Ordering::Acquire) || self.is_throttled() {
             return Ok(());
         }
         let line = {
@@ -109,6 +128,7 @@ pub(super) fn begin(
             client,
         }),
         written: AtomicBool::new(false),
+        throttled: AtomicBool::new(false),
     }));
     request.extensions_mut().insert(recorder.clone());
     recorder
@@ -132,6 +152,32 @@ pub(super) fn finish(
         match Box::pin(recorder.write(status)).await {
             Ok(()) => response,
             Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
+        }
+    }
+}
+
+/// Writes one line (and one log line) per client address whose requests
+/// the failed-authentication limit refused since the last call, with the
+/// count: a guessing flood grows the trail by a line a second, not a line a
+/// request.
+pub async fn summarise_throttled(state: &super::AppState) {
+    for (addr, count) in state.auth_failures.take_throttled() {
+        state.metrics.auth_throttled(count);
+        tracing::warn!(client = %addr, refused = count, "failed authentications over the limit: requests refused");
+        let line = AuditEntry {
+            request_id: "auth-limit".into(),
+            principal: None,
+            subject: None,
+            action: "auth.throttled",
+            key: None,
+            status: 429,
+            client: Some(SocketAddr::new(addr, 0)),
+        }
+        .render_with_note(&format!(
+            "{count} requests refused: failed authentications over the limit"
+        ));
+        if let Err(e) = state.trail.append(line).await {
+            tracing::error!(error = %e, "audit: cannot write the summary of refused requests");
         }
     }
 }

@@ -32,13 +32,20 @@ impl Op {
 pub enum ApiError {
     Unauthorized,
     Forbidden,
-    BadRequest { op: Op, detail: String },
+    BadRequest {
+        op: Op,
+        detail: String,
+    },
     RequestTooLarge,
-    ValueTooLarge { limit: usize },
+    ValueTooLarge {
+        limit: usize,
+    },
     UnsupportedMediaType,
     NotFound,
     VersionMismatch,
     MethodNotAllowed,
+    /// Failed authentications over the client address's limit.
+    RateLimited,
     Unavailable(String),
     Internal(String),
 }
@@ -119,6 +126,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::MethodNotAllowed => {
                 json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None)
+            }
+            ApiError::RateLimited => {
+                let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "rate limited", None);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
             }
             ApiError::Unavailable(cause) => {
                 tracing::error!(cause = %cause, "store unavailable");

@@ -132,7 +132,9 @@ where
         let state = self.state.clone();
         Box::pin(async move {
             let Ok(mut response) = answer.await;
+            let mut summarised = false;
             if let Some(recorder) = recorder {
+                summarised = recorder.is_throttled();
                 response = super::audit::finish(recorder, response).await;
             }
             let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -140,13 +142,17 @@ where
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
             state.metrics.observe(method, route, status, elapsed);
-            crate::log::access::record(&crate::log::access::Access {
-                method,
-                route,
-                status,
-                latency_us: elapsed.as_micros() as u64,
-                request_id,
-            });
+            // A refusal of the failed-authentication limit is counted in a
+            // summary line instead.
+            if !summarised {
+                crate::log::access::record(&crate::log::access::Access {
+                    method,
+                    route,
+                    status,
+                    latency_us: elapsed.as_micros() as u64,
+                    request_id,
+                });
+            }
             response.headers_mut().insert(X_REQUEST_ID, id);
             Ok(response)
         })

@@ -21,6 +21,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::auth::failures::FailureLimit;
 use crate::auth::Authenticator;
 use crate::crypto::Keyring;
 use crate::metrics::Metrics;
@@ -34,6 +35,10 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Largest secret value accepted (413 `value too large` above).
     pub max_value_bytes: usize,
+    /// Failed authentications per second per client address (0: no limit)
+    /// and how many at once, before its requests answer 429.
+    pub auth_failures_per_second: u32,
+    pub auth_failure_burst: u32,
 }
 
 impl Default for Limits {
@@ -41,6 +46,8 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 1024 * 1024,
             max_value_bytes: 64 * 1024,
+            auth_failures_per_second: 10,
+            auth_failure_burst: 20,
         }
     }
 }
@@ -55,6 +62,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Failed authentications per client address (`Limits`).
+    pub auth_failures: FailureLimit,
 }
 
 /// Shared slot for the application state: empty while start-up waits for

@@ -6,6 +6,7 @@
 //! handle, and never logs or returns credential text.
 
 pub mod apikeys;
+pub mod failures;
 pub mod jwt;
 
 use std::collections::HashMap;

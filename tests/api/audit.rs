@@ -556,3 +556,192 @@ async fn a_full_disk_answers_503_and_service_returns_on_the_same_chain() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_audit_api_shows_a_tenant_only_its_own_lines_page_by_page() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let other = Cred::ApiKey(app.create_key(
+        "other",
+        &["--scopes", "secrets:read,secrets:write,audit:read"],
+    ));
+    for i in 0..5 {
+        assert_eq!(app.put(&format!("mine/{i}"), "v", &admin).await.status, 200);
+    }
+    assert_eq!(app.put("theirs", "v", &other).await.status, 200);
+    let stranger = Cred::ApiKey("sr_0123456789abcdef_notakey".into());
+    assert_eq!(app.get("mine/0", &stranger).await.status, 401);
+
+    let page = |after: Option<u64>, cred: Cred| {
+        let url = match after {
+            Some(a) => app.url(&format!("/audit?limit=2&after={a}")),
+            None => app.url("/audit?limit=2"),
+        };
+        let app = &app;
+        async move { app.send(app.client.get(url), &cred).await }
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let reply = page(after, admin.clone()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        let lines = body["lines"].as_array().unwrap();
+        assert!(lines.len() <= 2, "{body}");
+        seen.extend(lines.iter().cloned());
+        match body["next"].as_u64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert!(seen.iter().all(|l| l["tenant"] == "default"), "{seen:?}");
+    let seqs: Vec<u64> = seen.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let written: Vec<&str> = seen
+        .iter()
+        .filter(|l| l["action"] == "secrets.write")
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(written, ["mine/0", "mine/1", "mine/2", "mine/3", "mine/4"]);
+
+    let theirs = page(None, other).await.json();
+    let lines = theirs["lines"].as_array().unwrap();
+    assert!(lines.iter().any(|l| l["key"] == "theirs"), "{theirs}");
+    assert!(lines.iter().all(|l| l["tenant"] == "other"), "{theirs}");
+    // The refused stranger's line belongs to no tenant: nobody is shown it.
+    assert!(!seen.iter().any(|l| l["status"] == 401), "{seen:?}");
+}
+
+/// A client that connects from `127.0.0.2`, another address than the
+/// tests' own.
+fn client_from_another_address() -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_guessing_flood_is_refused_429_and_summarised_not_logged_line_by_line() {
+    let mut app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_AUTH_FAILURE_LIMIT", "5")
+            .env("STRONGROOM_AUTH_FAILURE_BURST", "10"),
+    )
+    .await;
+    let admin = app.admin();
+    assert_eq!(app.put("k", "v", &admin).await.status, 200);
+    let flooder = client_from_another_address();
+    let url = app.url("/secrets/k");
+    let started = std::time::Instant::now();
+    const FLOOD: usize = 400;
+    const AT_ONCE: usize = 8;
+    let mut statuses = Vec::new();
+    for round in 0..FLOOD / AT_ONCE {
+        let sends: Vec<_> = (0..AT_ONCE)
+            .map(|i| {
+                let guess = format!("sr_0123456789abcdef_guess{round}x{i}");
+                tokio::spawn(flooder.get(&url).header("X-Api-Key", guess).send())
+            })
+            .collect();
+        for send in sends {
+            let reply = send.await.unwrap().unwrap();
+            if reply.status() == 429 {
+                assert_eq!(reply.headers()["retry-after"], "1");
+                assert_eq!(reply.text().await.unwrap(), r#"{"error":"rate limited"}"#);
+            } else {
+                statuses.push(reply.status().as_u16());
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let refused = statuses.len();
+    let throttled = FLOOD - refused;
+    assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    // The burst, what the rate adds over the flood, and the requests in
+    // flight when the budget ran out.
+    let budget = 10 + AT_ONCE + (5.0 * (elapsed + 1.0)) as usize;
+    assert!(refused <= budget, "{refused} refusals in {elapsed:.1} s");
+    // Another address is served as ever, during the flood's throttle.
+    assert_eq!(app.get("k", &admin).await.status, 200);
+
+    assert_eq!(app.terminate().code(), Some(0));
+    let lines = lines(&app);
+    let theirs: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["client"].as_str().unwrap_or("").starts_with("127.0.0.2:"))
+        .collect();
+    let one_by_one = theirs.iter().filter(|l| l["status"] == 401).count();
+    assert_eq!(one_by_one, refused);
+    let summaries: Vec<&&serde_json::Value> = theirs
+        .iter()
+        .filter(|l| l["action"] == "auth.throttled")
+        .collect();
+    assert!(!summaries.is_empty());
+    let summed: usize = summaries
+        .iter()
+        .map(|l| {
+            assert_eq!(l["status"], 429);
+            let note = l["note"].as_str().unwrap();
+            note.split(' ').next().unwrap().parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(summed, throttled);
+    // A line a second at most, not a line a request.
+    assert!(
+        summaries.len() <= elapsed as usize + 3,
+        "{}",
+        summaries.len()
+    );
+    let log = app.log_text();
+    assert!(
+        !log.contains("\"status\":429"),
+        "a refused request's access line"
+    );
+    assert!(log.contains("failed authentications over the limit"));
+    assert!(
+        log.lines().count() < 3 * refused + 40,
+        "{}",
+        log.lines().count()
+    );
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn the_throttled_count_is_a_metric() {
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_AUTH_FAILURE_LIMIT", "1")
+            .env("STRONGROOM_AUTH_FAILURE_BURST", "2"),
+    )
+    .await;
+    let flooder = client_from_another_address();
+    let mut throttled = 0;
+    for _ in 0..10 {
+        let r = flooder.get(app.url("/secrets/k")).send().await.unwrap();
+        if r.status() == 429 {
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 7, "{throttled}");
+    // Counted when summarised, once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = app
+            .send(app.client.get(app.url("/metrics")), &Cred::None)
+            .await
+            .body;
+        let counted: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("strongroom_auth_throttled_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if counted == throttled || std::time::Instant::now() > deadline {
+            assert_eq!(counted, throttled);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
