@@ -1,7 +1,7 @@
-//! The audit trail as an attacker and a fault would try it (sqlite): lines
-//! chained under a key only the server holds, a recorded head that catches
-//! lines cut off the end, a file removed under a running server, and the
-//! one-server-per-data-dir lock.
+//! The audit trail as an attacker and a fault would try it: lines chained
+//! under a key only the server holds, a recorded head that catches lines cut
+//! off the end (a deleted stream on nats), a file removed under a running
+//! server, and the one-server-per-data-dir lock.
 
 use crate::helpers::*;
 use std::path::Path;
@@ -186,6 +186,43 @@ async fn lines_cut_off_the_end_or_an_emptied_file_are_reported() {
     );
     let (ok, out) = verify(&app.data_dir);
     assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_deleted_audit_stream_is_reported_and_no_new_chain_begins_over_it() {
+    nats_only!("the audit stream");
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    for i in 0..5 {
+        assert_eq!(app.put(&format!("k{i}"), "v", &admin).await.status, 200);
+    }
+    // The gateway records the head within a second of its last append.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(app.terminate().code(), Some(0));
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+    let client = async_nats::connect(shared_nats_url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .delete_stream(format!("{}_audit", bucket_for(&app.data_dir)))
+        .await
+        .unwrap();
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("the trail ends at line 0 but the store recorded line 5"),
+        "{out}"
+    );
+    let mut second = command(&app.data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut second, std::time::Duration::from_secs(20));
+    let _ = second.kill();
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("--audit-restart-chain"), "{err}");
 }
 
 #[tokio::test]

@@ -13,19 +13,28 @@
 //! last line is the new lines' `prev`); a gateway that loses the race
 //! re-reads the last message and chains its lines again. The stream denies
 //! deletes and purges.
+//!
+//! Each gateway records the chain head it last appended (sequence and MAC)
+//! under `audit_head` in the `<bucket>_meta` bucket, at most a second after
+//! the append, and only ever forward; a trail that no longer reaches it (the
+//! stream was deleted and made anew) is reported by `verify` and refused at
+//! start, as on sqlite.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, StorageType};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
+use super::records::{op_of, with_format, without_format, Op};
 use crate::store::chain::{link, AuditKey, ChainHead};
-use crate::store::trail::{LineBody, TrailError};
+use crate::store::engine::WriteError;
+use crate::store::trail::{LineBody, TrailError, AUDIT_HEAD};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Attempts of one append while other gateways keep winning the race.
@@ -33,6 +42,8 @@ const MAX_ATTEMPTS: usize = 64;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most lines or intents in one message (a line is a few hundred bytes).
 const MAX_BATCH: usize = 256;
+/// How long an appended head may wait before it is recorded.
+const HEAD_EVERY: Duration = Duration::from_secs(1);
 
 /// What a gateway records before it publishes a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +85,8 @@ struct Inner {
     stream: OnceCell<stream::Stream>,
     /// What lines are chained under, set once by `start`.
     key: std::sync::OnceLock<AuditKey>,
+    /// The `<bucket>_meta` bucket, where the head is recorded.
+    meta: OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
@@ -99,6 +112,7 @@ impl StreamTrail {
             replicas: replicas.max(1),
             stream: OnceCell::new(),
             key: std::sync::OnceLock::new(),
+            meta: OnceCell::new(),
         });
         let (lines, queued_lines) = mpsc::unbounded_channel();
         let (intents, queued_intents) = mpsc::unbounded_channel();
@@ -173,16 +187,33 @@ async fn lines_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<W
     // Stream sequence of the last message and the chain's head, as far as
     // this gateway knows; `None`: read them before the next publish.
     let mut tail: Option<(u64, ChainHead)> = None;
-    while let Some(first) = queue.recv().await {
+    // The head appended last and not yet recorded, and when one last was.
+    let mut unrecorded: Option<ChainHead> = None;
+    let mut recorded_at = tokio::time::Instant::now();
+    loop {
+        let first = match tokio::time::timeout(HEAD_EVERY, queue.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_idle) => {
+                inner.record_head(&mut unrecorded).await;
+                recorded_at = tokio::time::Instant::now();
+                continue;
+            }
+        };
         let batch = drain(first, &mut queue);
         let outcome = match inner.stream().await {
             Ok(stream) => inner.publish_lines(stream, &mut tail, &batch).await,
             Err(e) => Err(e),
         };
-        if outcome.is_err() {
-            tail = None;
+        match &tail {
+            Some((_, head)) if outcome.is_ok() => unrecorded = Some(head.clone()),
+            _ => tail = None,
         }
         answer(batch, &outcome);
+        if recorded_at.elapsed() >= HEAD_EVERY {
+            inner.record_head(&mut unrecorded).await;
+            recorded_at = tokio::time::Instant::now();
+        }
     }
 }
 
@@ -248,6 +279,49 @@ impl Inner {
                     .map_err(|e| failed("create stream", e))
             })
             .await
+    }
+
+    /// Records `head` as the chain's head unless one as far on is recorded
+    /// (another gateway's); on failure it is tried again at the next tick.
+    async fn record_head(&self, head: &mut Option<ChainHead>) {
+        let Some(new) = head.take() else { return };
+        match self.advance_head(&new).await {
+            Ok(()) | Err(WriteError::Conflict) | Err(WriteError::Stale(_)) => {}
+            Err(WriteError::Failed(e)) => {
+                tracing::warn!(error = %e, "audit: cannot record the chain head");
+                *head = Some(new);
+            }
+        }
+    }
+
+    async fn advance_head(&self, new: &ChainHead) -> Result<(), WriteError> {
+        let meta = self
+            .meta
+            .get_or_try_init(|| self.js.get_key_value(format!("{}_meta", self.bucket)))
+            .await
+            .map_err(|e| crate::store::StoreError::Unavailable(format!("nats meta bucket: {e}")))?;
+        let expected = match super::kv::last(meta, AUDIT_HEAD).await? {
+            Some(m) if op_of(Some(&m.headers)) == Op::Put => {
+                let stored = without_format("audit head", &m.payload)?;
+                let stored = std::str::from_utf8(&stored)
+                    .ok()
+                    .and_then(ChainHead::decode);
+                if stored.is_some_and(|s| s.seq >= new.seq) {
+                    return Ok(());
+                }
+                m.sequence
+            }
+            Some(m) => m.sequence,
+            None => 0,
+        };
+        let publish = super::kv::Publish {
+            key: AUDIT_HEAD,
+            expected,
+            op: Op::Put,
+            payload: with_format(new.encode().as_bytes()),
+        };
+        super::kv::publish(&self.js, meta, publish, None).await?;
+        Ok(())
     }
 
     async fn publish(
@@ -349,10 +423,17 @@ pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Record
     let js = jetstream::ContextBuilder::new()
         .timeout(REQUEST_TIMEOUT)
         .build(client);
-    let mut stream = js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| failed(&format!("open stream {stream_name}"), e))?;
+    let mut stream = match js.get_stream(&stream_name).await {
+        Ok(stream) => stream,
+        // Never made, or deleted: a trail with no lines.
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(Recorded::default())
+        }
+        Err(e) => return Err(failed(&format!("open stream {stream_name}"), e)),
+    };
     let state = stream
         .info()
         .await
