@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -27,6 +28,9 @@ pub struct FailureLimit {
     per_second: f64,
     burst: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// The map's length, read without its lock: while no address has
+    /// failed, `admit` (on every authenticated request) takes no lock.
+    tracked: AtomicUsize,
 }
 
 /// IPv6 clients are limited per /64, the block one host usually holds, so
@@ -57,6 +61,7 @@ impl FailureLimit {
             per_second: f64::from(per_second),
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
+            tracked: AtomicUsize::new(0),
         }
     }
 
@@ -67,7 +72,7 @@ impl FailureLimit {
     /// Whether a request from `addr` may have its credential checked; a
     /// refusal is counted for the summary.
     pub fn admit(&self, addr: IpAddr) -> bool {
-        if self.per_second == 0.0 {
+        if self.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return true;
         }
         let now = Instant::now();
@@ -106,6 +111,7 @@ impl FailureLimit {
         });
         bucket.refill(self, now);
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        self.tracked.store(buckets.len(), Ordering::Relaxed);
     }
 
     /// The refusals counted since the last call, per address (IPv6 as its
@@ -113,13 +119,16 @@ impl FailureLimit {
     pub fn take_throttled(&self) -> Vec<(IpAddr, u64)> {
         let now = Instant::now();
         let mut taken = Vec::new();
-        self.buckets().retain(|addr, b| {
+        let mut buckets = self.buckets();
+        buckets.retain(|addr, b| {
             if b.throttled > 0 {
                 taken.push((*addr, std::mem::take(&mut b.throttled)));
             }
             b.refill(self, now);
             b.tokens < self.burst
         });
+        self.tracked.store(buckets.len(), Ordering::Relaxed);
+        drop(buckets);
         taken.sort();
         taken
     }
