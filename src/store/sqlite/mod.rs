@@ -152,7 +152,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn head(&self, tenant: &TenantId, key: &SecretKey) -> Result<Observed, StoreError> {
-        let head = self.read_secrets(|c| secrets::head(c, tenant.as_str(), key.as_str()))?;
+        let head = self.readers.read_heads(&self.batches, |c| {
+            secrets::head(c, tenant.as_str(), key.as_str())
+        })?;
         Ok(Observed { head, revision: 0 })
     }
 

@@ -14,6 +14,12 @@
 //! batch, and a read made while a batch is under way ends its own, so a
 //! snapshot stays open only while no writes come and does not keep
 //! checkpoints from emptying the WAL.
+//!
+//! A write's look at a key's head (`read_heads`) goes through connections of
+//! its own that read with pread(2), not a memory map: it always follows
+//! another write, and a WAL reader that sees the database changed unmaps the
+//! whole file, so a mapped read there paid an munmap (a TLB shootdown on
+//! every core) and fresh page faults each time.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +52,8 @@ impl Reader {
 
 pub(super) struct Readers {
     pub pool: Box<[Mutex<Reader>]>,
+    /// Unmapped connections for writes' head reads.
+    heads: Box<[Mutex<Reader>]>,
     next: AtomicUsize,
 }
 
@@ -59,18 +67,25 @@ fn reader_count() -> usize {
 
 impl Readers {
     pub(super) fn open(path: &Path) -> Result<Readers, StoreError> {
-        let pool = (0..reader_count())
-            .map(|_| {
-                open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map(|conn| {
-                    Mutex::new(Reader {
+        let open = |mapped: bool| {
+            (0..reader_count())
+                .map(|_| {
+                    let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                    if !mapped {
+                        conn.execute_batch("PRAGMA mmap_size = 0")
+                            .map_err(unavailable)?;
+                    }
+                    Ok(Mutex::new(Reader {
                         conn,
                         snapshot: None,
-                    })
+                    }))
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, StoreError>>()
+                .map(Vec::into_boxed_slice)
+        };
         Ok(Readers {
-            pool: pool.into_boxed_slice(),
+            pool: open(true)?,
+            heads: open(false)?,
             next: AtomicUsize::new(0),
         })
     }
@@ -80,7 +95,7 @@ impl Readers {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        self.with_reader(|reader| {
+        self.with_reader(&self.pool, |reader| {
             reader.end();
             f(&reader.conn)
         })
@@ -94,7 +109,25 @@ impl Readers {
         batches: &Batches,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        self.with_reader(|reader| {
+        self.read_in(&self.pool, batches, f)
+    }
+
+    /// `read_secrets` for a write's look at a key's head.
+    pub(super) fn read_heads<T>(
+        &self,
+        batches: &Batches,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.read_in(&self.heads, batches, f)
+    }
+
+    fn read_in<T>(
+        &self,
+        pool: &[Mutex<Reader>],
+        batches: &Batches,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.with_reader(pool, |reader| {
             let committed = batches.committed.load(Ordering::SeqCst);
             if reader.snapshot != Some(committed) {
                 reader.end();
@@ -115,15 +148,16 @@ impl Readers {
     /// only when all are busy does it wait, on one chosen in turn.
     fn with_reader<T>(
         &self,
+        pool: &[Mutex<Reader>],
         f: impl FnOnce(&mut Reader) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        for reader in self.pool.iter() {
+        for reader in pool.iter() {
             if let Ok(mut reader) = reader.try_lock() {
                 return f(&mut reader).map_err(unavailable);
             }
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut reader = self.pool[start % self.pool.len()]
+        let mut reader = pool[start % pool.len()]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut reader).map_err(unavailable)
@@ -134,7 +168,7 @@ impl Readers {
     /// WAL can start over (neither can pass a reader's snapshot); after it,
     /// so that no idle reader keeps a stale one.
     pub(super) fn release_idle(&self) {
-        for reader in self.pool.iter() {
+        for reader in self.pool.iter().chain(self.heads.iter()) {
             if let Ok(mut reader) = reader.try_lock() {
                 reader.end();
             }
@@ -143,7 +177,7 @@ impl Readers {
 
     /// Ends every reader's transaction, waiting for busy ones (at close).
     pub(super) fn release_all(&self) {
-        for reader in self.pool.iter() {
+        for reader in self.pool.iter().chain(self.heads.iter()) {
             reader.lock().unwrap_or_else(|p| p.into_inner()).end();
         }
     }
