@@ -85,8 +85,16 @@ impl Init {
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
             scopes.push(Scope::parse("audit:read").map_err(StartError::Config)?);
             let tenant = TenantId::parse("default").expect("valid tenant");
-            let key = apikeys::create(&self.store, tenant, "bootstrap".into(), scopes, None, None)
-                .await?;
+            let key = apikeys::create(
+                &self.store,
+                tenant,
+                "bootstrap".into(),
+                scopes,
+                None,
+                None,
+                None,
+            )
+            .await?;
             Some(key.text)
         } else {
             None

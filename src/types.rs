@@ -72,8 +72,22 @@ fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'.' | b'/')
 }
 
-/// Checks a key prefix as used by listing and by prefix scopes: the key
-/// alphabet, at most 256 bytes, possibly empty or ending in `/`.
+/// Whether some valid key begins with `prefix` (a prefix scope's rule):
+/// not empty, key bytes only, not starting with `.` or `/`, and no `..` or
+/// `//`. A scope such as `secrets:read:../` could never match a key, and
+/// reads as if it escaped something.
+pub fn can_begin_a_key(prefix: &str) -> bool {
+    let bytes = prefix.as_bytes();
+    let edge = |b: u8| b == b'.' || b == b'/';
+    !bytes.is_empty()
+        && bytes.len() <= MAX_KEY_BYTES
+        && bytes.iter().all(|&b| is_key_byte(b))
+        && !edge(bytes[0])
+        && !bytes.windows(2).any(|w| w[0] == w[1] && edge(w[0]))
+}
+
+/// Checks a listing's key prefix: the key alphabet, at most 256 bytes,
+/// possibly empty or ending in `/`.
 pub fn is_valid_key_prefix(text: &str) -> bool {
     text.len() <= MAX_KEY_BYTES && text.bytes().all(is_key_byte)
 }

@@ -132,6 +132,7 @@ pub async fn create(
         wanted.name,
         scopes,
         wanted.expires_in_days,
+        principal.expires_at,
         Some(audit.change_line(201)),
     )
     .await?;

@@ -100,6 +100,7 @@ mod tests {
                 tenant: crate::types::TenantId::parse("t").unwrap(),
                 subject: "apikey:abc".into(),
                 scopes: Vec::new(),
+                expires_at: None,
             })),
             subject: None,
             action: "secrets.read",

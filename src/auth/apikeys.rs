@@ -43,13 +43,15 @@ pub fn key_id(text: &str) -> Option<&str> {
 }
 
 /// Mints a key for `tenant` and stores its record, with `line` as the audit
-/// line of its creation.
+/// line of its creation. Its lifetime ends no later than `not_after` (the
+/// minting key's own expiry).
 pub async fn create(
     store: &Store,
     tenant: TenantId,
     name: String,
     scopes: Vec<Scope>,
     lifetime_days: Option<u32>,
+    not_after: Option<i64>,
     line: Option<LineBody>,
 ) -> Result<NewApiKey, StoreError> {
     let id_bytes = random_bytes::<8>();
@@ -68,7 +70,9 @@ pub async fn create(
         scopes: scopes.iter().map(Scope::to_string).collect(),
         hash: hash(&text),
         created_at: now,
-        expires_at: Some(now + i64::from(days) * DAY_MS),
+        expires_at: Some(not_after.map_or(now + i64::from(days) * DAY_MS, |at| {
+            at.min(now + i64::from(days) * DAY_MS)
+        })),
         revoked_at: None,
         last_used_at: None,
     };
@@ -101,6 +105,7 @@ impl VerifiedRecord {
                     tenant: record.tenant.clone(),
                     subject: format!("apikey:{}", record.id),
                     scopes,
+                    expires_at: record.expires_at,
                 })
             }),
         }

@@ -209,6 +209,11 @@ impl JwtVerifier {
             return Err(AuthError::InvalidToken);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+        // RFC 7515 4.1.11: a critical extension the verifier does not
+        // understand makes the token invalid, and we understand none.
+        if header.crit.is_some() {
+            return Err(AuthError::InvalidToken);
+        }
         let claims = if header.alg == Algorithm::HS256 {
             let key = self.hs256.as_ref().ok_or(AuthError::InvalidToken)?;
             self.decode(token, key, Algorithm::HS256)?
@@ -330,24 +335,28 @@ impl JwtVerifier {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let texts: Vec<&str> = match (claims.get("scope"), claims.get("scopes")) {
-            (Some(Value::String(s)), _) => s.split_whitespace().collect(),
-            (_, Some(Value::Array(items))) => items
-                .iter()
-                .map(|v| v.as_str().ok_or(AuthError::InvalidToken))
-                .collect::<Result<_, _>>()?,
-            (None, None) => Vec::new(),
+        // Only a token without either claim gets every secrets:* scope; an
+        // empty one grants nothing, as it says.
+        let scopes = match (claims.get("scope"), claims.get("scopes")) {
+            (Some(Value::String(s)), _) => {
+                let texts: Vec<&str> = s.split_whitespace().collect();
+                super::parse_scopes(&texts).map_err(|_| AuthError::InvalidToken)?
+            }
+            (_, Some(Value::Array(items))) => {
+                let texts = items
+                    .iter()
+                    .map(|v| v.as_str().ok_or(AuthError::InvalidToken))
+                    .collect::<Result<Vec<_>, _>>()?;
+                super::parse_scopes(&texts).map_err(|_| AuthError::InvalidToken)?
+            }
+            (None, None) => Scope::all_secrets(),
             _ => return Err(AuthError::InvalidToken),
-        };
-        let scopes = if texts.is_empty() {
-            Scope::all_secrets()
-        } else {
-            super::parse_scopes(&texts).map_err(|_| AuthError::InvalidToken)?
         };
         Ok(Principal {
             tenant,
             subject: format!("jwt:{subject}"),
             scopes,
+            expires_at: None,
         })
     }
 }

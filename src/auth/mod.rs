@@ -71,8 +71,7 @@ impl Scope {
             }
             if let Some(prefix) = rest.strip_prefix(':') {
                 if !matches!(action, Action::ApiKeysAdmin | Action::AuditRead)
-                    && !prefix.is_empty()
-                    && crate::types::is_valid_key_prefix(prefix)
+                    && crate::types::can_begin_a_key(prefix)
                 {
                     return Ok(Scope {
                         action,
@@ -135,6 +134,9 @@ pub struct Principal {
     /// API key id or JWT `sub`; goes into logs and the audit trail.
     pub subject: String,
     pub scopes: Vec<Scope>,
+    /// When an API key lapses (ms since the epoch): a key it mints lapses no
+    /// later. `None` for a JWT, whose short `exp` is not a key's lifetime.
+    pub expires_at: Option<i64>,
 }
 
 impl Principal {
@@ -368,6 +370,7 @@ mod tests {
             tenant: TenantId::parse("t").unwrap(),
             subject: "x".into(),
             scopes: vec![s],
+            expires_at: None,
         };
         assert!(p.allows(Action::Read, "prod/db"));
         assert!(!p.allows(Action::Read, "dev/db"));
@@ -379,6 +382,10 @@ mod tests {
             "apikeys:admin:x",
             "",
             "secrets:readx",
+            "secrets:read:../",
+            "secrets:read:/etc",
+            "secrets:write:a//b",
+            "secrets:list:..",
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
@@ -387,6 +394,7 @@ mod tests {
             tenant: TenantId::parse("t").unwrap(),
             subject: "x".into(),
             scopes: vec![Scope::parse("secrets:read:prod/").unwrap()],
+            expires_at: None,
         };
         assert!(narrow.can_grant(&[Scope::parse("secrets:read:prod/app/").unwrap()]));
         assert!(!narrow.can_grant(&[Scope::parse("secrets:read").unwrap()]));

@@ -145,6 +145,7 @@ async fn apikey_create(args: ApikeyCreateArgs) -> Result<(), String> {
         scopes,
         args.expires_in_days,
         None,
+        None,
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -319,3 +319,122 @@ async fn token_scopes_are_honoured() {
     assert_eq!(app.get("k", &reader).await.json()["value"], "v");
     assert_eq!(app.put("k", "w", &reader).await.status, 403);
 }
+
+#[tokio::test]
+async fn an_empty_scope_claim_grants_nothing_and_only_an_absent_one_grants_all() {
+    let app = jwt_app().await;
+    let exp = now_secs() + 300;
+    let all = Cred::Bearer(hs256_token(&json!({ "tenant": "t", "exp": exp })));
+    assert_eq!(app.put("k", "v", &all).await.status, 200);
+    for claims in [
+        json!({ "tenant": "t", "exp": exp, "scope": "" }),
+        json!({ "tenant": "t", "exp": exp, "scope": "   " }),
+        json!({ "tenant": "t", "exp": exp, "scopes": [] }),
+    ] {
+        let none = Cred::Bearer(hs256_token(&claims));
+        assert_eq!(app.get("k", &none).await.status, 403, "{claims}");
+        assert_eq!(app.put("k", "w", &none).await.status, 403, "{claims}");
+    }
+    assert_eq!(app.get("k", &all).await.json()["value"], "v");
+}
+
+#[tokio::test]
+async fn a_token_with_a_critical_extension_is_refused() {
+    let app = jwt_app().await;
+    let claims = json!({ "tenant": "t", "exp": now_secs() + 300 });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    for crit in [vec!["exp".to_owned()], vec!["b64".to_owned()]] {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.crit = Some(crit);
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_unauthorized(&app.get("k", &Cred::Bearer(token)).await, "crit");
+    }
+    // The same token without it is fine.
+    let token = hs256_token(&claims);
+    assert_eq!(app.get("k", &Cred::Bearer(token)).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_scope_that_could_never_match_a_key_is_refused_at_creation() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    for scope in [
+        "secrets:read:../",
+        "secrets:read:/etc",
+        "secrets:write:a//b",
+    ] {
+        let r = app
+            .send(
+                app.client
+                    .post(app.url("/apikeys"))
+                    .header("Content-Type", "application/json")
+                    .body(json!({ "name": "n", "scopes": [scope] }).to_string()),
+                &admin,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{scope}: {}", r.body);
+        assert!(
+            r.json()["detail"].as_str().unwrap().contains(scope),
+            "{}",
+            r.body
+        );
+        let out = command(&app.data_dir)
+            .args([
+                "apikey", "create", "--tenant", "t", "--name", "n", "--scopes", scope,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{scope}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_cannot_mint_a_key_that_outlives_it() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let parent = app
+        .send(
+            app.client
+                .post(app.url("/apikeys"))
+                .header("Content-Type", "application/json")
+                .body(
+                    json!({ "name": "parent", "expires_in_days": 2,
+                            "scopes": ["apikeys:admin", "secrets:read"] })
+                    .to_string(),
+                ),
+            &admin,
+        )
+        .await
+        .json();
+    let parent_expiry = parent["expires_at"].as_str().unwrap().to_owned();
+    let parent = Cred::ApiKey(parent["key"].as_str().unwrap().to_owned());
+    let child = app
+        .send(
+            app.client
+                .post(app.url("/apikeys"))
+                .header("Content-Type", "application/json")
+                .body(
+                    json!({ "name": "child", "expires_in_days": 30, "scopes": ["secrets:read"] })
+                        .to_string(),
+                ),
+            &parent,
+        )
+        .await;
+    assert_eq!(child.status, 201, "{}", child.body);
+    assert_eq!(child.json()["expires_at"], parent_expiry.as_str());
+    // A shorter lifetime than the parent's stays as asked.
+    let short = app
+        .send(
+            app.client
+                .post(app.url("/apikeys"))
+                .header("Content-Type", "application/json")
+                .body(
+                    json!({ "name": "short", "expires_in_days": 1, "scopes": ["secrets:read"] })
+                        .to_string(),
+                ),
+            &parent,
+        )
+        .await
+        .json();
+    assert!(short["expires_at"].as_str().unwrap() < parent_expiry.as_str());
+}
