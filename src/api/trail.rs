@@ -30,7 +30,7 @@ pub async fn read(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
-    let after = match param("after").filter(|a| !a.is_empty()) {
+    let after = match param("after") {
         None => 0,
         Some(text) => text.parse::<u64>().map_err(|_| {
             ApiError::bad(

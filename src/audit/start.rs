@@ -59,6 +59,7 @@ pub async fn start(
         client: None,
     }
     .render_with_note(&format!("previous head {}", recorded.encode()));
+    trail.restarted();
     trail
         .append(line)
         .await

@@ -72,6 +72,15 @@ impl Trail {
         }
     }
 
+    /// A new chain began over a lost one (`--audit-restart-chain`): the head
+    /// recorded for the old chain is replaced by the new chain's, though its
+    /// number is lower (the file trail's record is always replaced).
+    pub fn restarted(&self) {
+        if let Kind::Stream(stream) = &self.0 {
+            stream.restarted();
+        }
+    }
+
     /// Why the trail cannot take lines now, if its file was removed or
     /// replaced under it (file trails; a stream reports through its appends).
     pub fn lost(&self) -> Option<String> {
@@ -100,24 +109,24 @@ impl Trail {
     ) -> Result<Page, TrailError> {
         match &self.0 {
             Kind::File(file) => {
-                let path = file.path();
+                let view = file
+                    .view()
+                    .map_err(|e| TrailError(format!("reading the audit trail: {e}")))?;
                 tokio::task::spawn_blocking(move || {
-                    let mut lines = Vec::new();
-                    let files = sqlite::trail_files(&path)
-                        .map_err(|e| TrailError(format!("{}: {e}", path.display())))?;
-                    for file in files {
-                        let text = std::fs::read(&file)
-                            .map_err(|e| TrailError(format!("{}: {e}", file.display())))?;
-                        lines.extend(file_lines(&text));
-                    }
-                    Ok(select(&lines, after, limit, &keep))
+                    read_files(view, Selection::new(after, limit, &keep))
                 })
                 .await
                 .map_err(|_| TrailError("reading the trail failed".into()))?
             }
             Kind::Stream(stream) => {
                 let lines = Box::pin(stream.read_lines()).await?;
-                Ok(select(&lines, after, limit, &keep))
+                let mut selection = Selection::new(after, limit, &keep);
+                for (i, line) in lines.iter().enumerate() {
+                    if !selection.offer(i as u64 + 1, line) {
+                        break;
+                    }
+                }
+                Ok(selection.page)
             }
         }
     }
@@ -185,36 +194,73 @@ pub struct Page {
     pub next: Option<u64>,
 }
 
-/// Picks a page out of a trail's lines: each line's number is its `seq`
-/// (keyed lines) or its place (lines written before).
-fn select(
-    lines: &[Vec<u8>],
+/// Picks a page out of a trail's lines as they are offered, in order: each
+/// line's number is its `seq` (keyed lines) or its place (lines written
+/// before).
+struct Selection<'a> {
     after: u64,
     limit: usize,
-    keep: &dyn Fn(&serde_json::Value) -> bool,
-) -> Page {
-    let mut page = Page::default();
-    let mut last = after;
-    for (i, line) in lines.iter().enumerate() {
+    keep: &'a dyn Fn(&serde_json::Value) -> bool,
+    page: Page,
+    last: u64,
+}
+
+impl<'a> Selection<'a> {
+    fn new(after: u64, limit: usize, keep: &'a dyn Fn(&serde_json::Value) -> bool) -> Self {
+        Selection {
+            after,
+            limit,
+            keep,
+            page: Page::default(),
+            last: after,
+        }
+    }
+
+    /// Takes the line at `place`; false once the page is full.
+    fn offer(&mut self, place: u64, line: &[u8]) -> bool {
         let text = String::from_utf8_lossy(line);
-        let seq = super::chain::v2_fields(&text).map_or(i as u64 + 1, |(seq, _)| seq);
-        if seq <= after {
-            continue;
+        let seq = super::chain::v2_fields(&text).map_or(place, |(seq, _)| seq);
+        if seq <= self.after {
+            return true;
         }
         let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
+            return true;
         };
-        if !keep(&value) {
+        if !(self.keep)(&value) {
+            return true;
+        }
+        if self.page.lines.len() == self.limit {
+            self.page.next = Some(self.last);
+            return false;
+        }
+        self.page.lines.push(value);
+        self.last = seq;
+        true
+    }
+}
+
+/// Reads a file trail's files in order into `selection`, skipping whole
+/// files whose lines all come at or before its `after`, and reading the
+/// rest a line at a time, only up to what it needs.
+fn read_files(view: Vec<sqlite::TrailFile>, mut selection: Selection) -> Result<Page, TrailError> {
+    use std::io::{BufRead, Read};
+    let starts: Vec<u64> = view.iter().map(|f| f.first_seq).collect();
+    for (i, file) in view.into_iter().enumerate() {
+        if starts
+            .get(i + 1)
+            .is_some_and(|&next| next <= selection.after + 1)
+        {
             continue;
         }
-        if page.lines.len() == limit {
-            page.next = Some(last);
-            break;
+        let reader = std::io::BufReader::new(file.file.take(file.len));
+        for (place, line) in (file.first_seq..).zip(reader.split(b'\n')) {
+            let line = line.map_err(|e| TrailError(format!("reading the audit trail: {e}")))?;
+            if !selection.offer(place, &line) {
+                return Ok(selection.page);
+            }
         }
-        page.lines.push(value);
-        last = seq;
     }
-    page
+    Ok(selection.page)
 }
 
 /// The lines of a trail file's text, each without its newline.

@@ -87,6 +87,9 @@ struct Inner {
     key: std::sync::OnceLock<AuditKey>,
     /// The `<bucket>_meta` bucket, where the head is recorded.
     meta: OnceCell<async_nats::jetstream::kv::Store>,
+    /// Set when a new chain began over a lost one: the next head recorded
+    /// replaces the old chain's, whose number may be higher.
+    replace_head: std::sync::atomic::AtomicBool,
 }
 
 type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
@@ -113,6 +116,7 @@ impl StreamTrail {
             stream: OnceCell::new(),
             key: std::sync::OnceLock::new(),
             meta: OnceCell::new(),
+            replace_head: std::sync::atomic::AtomicBool::new(false),
         });
         let (lines, queued_lines) = mpsc::unbounded_channel();
         let (intents, queued_intents) = mpsc::unbounded_channel();
@@ -130,6 +134,13 @@ impl StreamTrail {
         let _ = self.inner.key.set(key);
         let stream = self.inner.stream().await?;
         Ok(self.inner.read_tail(stream).await?.1)
+    }
+
+    /// See `Trail::restarted`.
+    pub fn restarted(&self) {
+        self.inner
+            .replace_head
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every line of the chain, oldest first.
@@ -193,7 +204,10 @@ async fn lines_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<W
     loop {
         let first = match tokio::time::timeout(HEAD_EVERY, queue.recv()).await {
             Ok(Some(first)) => first,
-            Ok(None) => break,
+            Ok(None) => {
+                inner.record_head(&mut unrecorded).await;
+                break;
+            }
             Err(_idle) => {
                 inner.record_head(&mut unrecorded).await;
                 recorded_at = tokio::time::Instant::now();
@@ -286,7 +300,9 @@ impl Inner {
     async fn record_head(&self, head: &mut Option<ChainHead>) {
         let Some(new) = head.take() else { return };
         match self.advance_head(&new).await {
-            Ok(()) | Err(WriteError::Conflict) | Err(WriteError::Stale(_)) => {}
+            Ok(()) => {}
+            // Another gateway recorded meanwhile: compare again next tick.
+            Err(WriteError::Conflict) | Err(WriteError::Stale(_)) => *head = Some(new),
             Err(WriteError::Failed(e)) => {
                 tracing::warn!(error = %e, "audit: cannot record the chain head");
                 *head = Some(new);
@@ -300,7 +316,9 @@ impl Inner {
             .get_or_try_init(|| self.js.get_key_value(format!("{}_meta", self.bucket)))
             .await
             .map_err(|e| crate::store::StoreError::Unavailable(format!("nats meta bucket: {e}")))?;
+        let replace = self.replace_head.load(std::sync::atomic::Ordering::SeqCst);
         let expected = match super::kv::last(meta, AUDIT_HEAD).await? {
+            Some(m) if replace => m.sequence,
             Some(m) if op_of(Some(&m.headers)) == Op::Put => {
                 let stored = without_format("audit head", &m.payload)?;
                 let stored = std::str::from_utf8(&stored)
@@ -321,6 +339,10 @@ impl Inner {
             payload: with_format(new.encode().as_bytes()),
         };
         super::kv::publish(&self.js, meta, publish, None).await?;
+        if replace {
+            self.replace_head
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 

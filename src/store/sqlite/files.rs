@@ -44,6 +44,39 @@ pub fn trail_files(current: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// One file of a trail as a reader may see it.
+pub struct TrailFile {
+    pub file: File,
+    /// The number of its first line.
+    pub first_seq: u64,
+    /// How much of it to read: a batch's lines whose COMMIT is under way
+    /// are past this, as they may yet be cut off.
+    pub len: u64,
+}
+
+/// Opens every file of the trail whose current file is `current`, in chain
+/// order; the current one's first line is `first_seq`, and `visible` bytes of
+/// it are committed. Called under the trail's lock, so no rotation or
+/// append moves anything between the listing and the opens.
+pub fn view(current: &Path, first_seq: u64, visible: u64) -> std::io::Result<Vec<TrailFile>> {
+    let mut view = Vec::new();
+    for path in trail_files(current)? {
+        let file = File::open(&path)?;
+        let (first_seq, len) = if path == current {
+            (first_seq, visible)
+        } else {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            (rotated_seq(name).unwrap_or(1), file.metadata()?.len())
+        };
+        view.push(TrailFile {
+            file,
+            first_seq,
+            len,
+        });
+    }
+    Ok(view)
+}
+
 /// Opens (creating, mode 0600) a trail file for appending and reading.
 pub fn open_trail_file(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();

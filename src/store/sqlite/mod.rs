@@ -30,7 +30,7 @@ use super::trail::LineBody;
 use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
-pub use files::trail_files;
+pub use files::{trail_files, TrailFile};
 use reads::Readers;
 pub use trail::FileTrail;
 use writer::{Batches, JobSpec, Shared, Writer};

@@ -237,9 +237,11 @@ impl FileTrail {
         lock_briefly(&self.sink).replaced()
     }
 
-    /// The path of the file being written (`audit.log`).
-    pub fn path(&self) -> PathBuf {
-        lock_briefly(&self.sink).path.clone()
+    /// Every file of the trail, opened, as it stands between two writes.
+    pub fn view(&self) -> std::io::Result<Vec<files::TrailFile>> {
+        let sink = lock_briefly(&self.sink);
+        let visible = sink.committing.as_ref().map_or(sink.len, |(len, _)| *len);
+        files::view(&sink.path, sink.first_seq, visible)
     }
 
     /// Writes that failed since the trail opened.
@@ -358,17 +360,43 @@ impl Sink {
         }
     }
 
+    /// Renames the full file and opens a new one; on any failure the trail
+    /// goes on in the file it holds, under its own name, and tries again
+    /// after its next write. A rotated file is never replaced.
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
-        std::fs::rename(&self.path, files::rotated_path(&self.path, self.first_seq))?;
-        let file = files::open_trail_file(&self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
+        let rotated = files::rotated_path(&self.path, self.first_seq);
+        if rotated.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists already", rotated.display()),
+            ));
         }
-        self.identity = Some(identity(&file.metadata()?));
+        std::fs::rename(&self.path, &rotated)?;
+        let opened = files::open_trail_file(&self.path)
+            .and_then(|file| Ok((identity(&file.metadata()?), file)));
+        let (id, file) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Back under its name, so the trail still holds its path.
+                if let Err(back) = std::fs::rename(&rotated, &self.path) {
+                    tracing::error!(error = %back, "audit: cannot give the full trail file its name back");
+                }
+                return Err(e);
+            }
+        };
+        self.identity = Some(id);
         self.file = file;
         self.len = 0;
         self.first_seq = self.head.seq + 1;
+        // The renames' durability; the lines themselves are synced already.
+        if let Err(e) = self
+            .path
+            .parent()
+            .map_or(Ok(()), |dir| File::open(dir).and_then(|d| d.sync_all()))
+        {
+            tracing::warn!(error = %e, "audit: cannot sync the data dir after rotating the trail");
+        }
         Ok(())
     }
 
@@ -475,6 +503,33 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_rotation_that_cannot_happen_keeps_every_line_in_the_file_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        // Full after every line: each write is followed by a rotation.
+        let trail = FileTrail::open(&path, 1).unwrap();
+        trail.start(test_key());
+        // The name the first rotation would take is taken.
+        let taken = files::rotated_path(&path, 1);
+        std::fs::write(&taken, b"not the trail's\n").unwrap();
+        for i in 0..3 {
+            now(trail.append(line(i))).unwrap();
+        }
+        assert_eq!(std::fs::read(&taken).unwrap(), b"not the trail's\n");
+        assert_eq!(keys(&path), ["\"k0\"", "\"k1\"", "\"k2\""]);
+        assert_eq!(verify(&path).unwrap(), Verdict::Intact { lines: 3 });
+        // Once the name is free the trail rotates after its next line, and
+        // the rotated file holds every line so far, on one chain.
+        std::fs::remove_file(&taken).unwrap();
+        now(trail.append(line(3))).unwrap();
+        assert_eq!(keys(&taken).len(), 4);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        now(trail.append(line(4))).unwrap();
+        let rotated = files::rotated_path(&path, 5);
+        assert_eq!(keys(&rotated), ["\"k4\""]);
     }
 
     #[test]
