@@ -35,7 +35,9 @@ PREFIX_PATTERN = r"^[A-Za-z0-9_=./-]*$"
 IF_MATCH_PATTERN = r'^(W/)?("0*[1-9][0-9]{0,18}"|0*[1-9][0-9]{0,18})$'
 I64_MAX = 9223372036854775807
 
-SCOPE_PATTERN = r"^(secrets:(read|list|write|delete)(:[A-Za-z0-9_=./-]{1,256})?|apikeys:admin)$"
+# A prefix must be able to begin a key: key characters, not starting with
+# `.` or `/`, and never two of those in a row (the server's rule).
+SCOPE_PATTERN = r"^(secrets:(read|list|write|delete)(:[A-Za-z0-9_=-]+([./][A-Za-z0-9_=-]+)*[./]?)?|apikeys:admin|audit:read)$"
 
 schemas = {
     "ApiKeyCreate": {
@@ -44,7 +46,7 @@ schemas = {
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"\S"},
             "scopes": {"type": "array", "minItems": 1,
-                       "items": {"type": "string", "pattern": SCOPE_PATTERN}},
+                       "items": {"type": "string", "pattern": SCOPE_PATTERN, "maxLength": 269}},
             "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 36500},
         },
     },

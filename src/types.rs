@@ -72,10 +72,11 @@ fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'.' | b'/')
 }
 
-/// Whether some valid key begins with `prefix` (a prefix scope's rule):
-/// not empty, key bytes only, not starting with `.` or `/`, and no `..` or
-/// `//`. A scope such as `secrets:read:../` could never match a key, and
-/// reads as if it escaped something.
+/// A prefix scope's rule: key bytes only, at most 256, not starting with
+/// `.` or `/`, and never two of those in a row (a little stricter than
+/// keys, which may hold `./`; one regular expression in the OpenAPI
+/// document says the same). A scope such as `secrets:read:../` could never
+/// match a key, and reads as if it escaped something.
 pub fn can_begin_a_key(prefix: &str) -> bool {
     let bytes = prefix.as_bytes();
     let edge = |b: u8| b == b'.' || b == b'/';
@@ -83,7 +84,7 @@ pub fn can_begin_a_key(prefix: &str) -> bool {
         && bytes.len() <= MAX_KEY_BYTES
         && bytes.iter().all(|&b| is_key_byte(b))
         && !edge(bytes[0])
-        && !bytes.windows(2).any(|w| w[0] == w[1] && edge(w[0]))
+        && !bytes.windows(2).any(|w| edge(w[0]) && edge(w[1]))
 }
 
 /// Checks a listing's key prefix: the key alphabet, at most 256 bytes,

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::request;
 use super::routes::Access;
 use super::AppState;
+use crate::auth::failures::Admission;
 use crate::auth::{AuthError, Credential, Principal};
 use crate::types::SecretKey;
 
@@ -51,16 +52,20 @@ pub async fn principal(
     audit: &AuditRecorder,
 ) -> Result<Arc<Principal>, ApiError> {
     let client = audit.client();
-    if let Some(addr) = client {
-        if !app.auth_failures.admit(addr) {
-            audit.throttled();
-            return Err(ApiError::RateLimited);
-        }
+    let admission = client.map(|addr| (addr, app.auth_failures.admit(addr)));
+    if let Some((_, Admission::Refused)) = admission {
+        audit.throttled();
+        return Err(ApiError::RateLimited);
     }
     let result = match credential(headers) {
         Ok(credential) => app.auth.authenticate(credential).await,
         Err(e) => Err(e),
     };
+    if let Some((addr, admitted)) = admission {
+        // A store that could not answer says nothing about the credential.
+        let failed = matches!(&result, Err(e) if !matches!(e, AuthError::StoreUnavailable));
+        app.auth_failures.settle(addr, admitted, failed);
+    }
     match &result {
         Ok(principal) => audit.principal(principal),
         Err(_) => audit.subject_guess(
@@ -76,12 +81,7 @@ pub async fn principal(
         tracing::info!(reason = e.label(), "authentication refused");
         match e {
             AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
-            _ => {
-                if let Some(addr) = client {
-                    app.auth_failures.failed(addr);
-                }
-                ApiError::Unauthorized
-            }
+            _ => ApiError::Unauthorized,
         }
     })
 }

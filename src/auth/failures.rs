@@ -27,10 +27,31 @@ struct Bucket {
 pub struct FailureLimit {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
-    /// The map's length, read without its lock: while no address has
-    /// failed, `admit` (on every authenticated request) takes no lock.
+    state: Mutex<State>,
+    /// The number of tracked addresses, read without the lock: while no
+    /// address has failed, `admit` (on every authenticated request) takes
+    /// no lock.
     tracked: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    buckets: HashMap<IpAddr, Bucket>,
+    /// When a full table was last swept: at most once a second, so a flood
+    /// of new addresses cannot make every failure scan the table.
+    swept: Option<Instant>,
+}
+
+/// What `admit` decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The address has not failed lately: check the credential.
+    Untracked,
+    /// A token is held for the request until `settle`, so requests in
+    /// flight at once cannot overrun the budget.
+    Reserved,
+    /// Over the limit: answer 429 without checking the credential.
+    Refused,
 }
 
 /// IPv6 clients are limited per /64, the block one host usually holds, so
@@ -60,58 +81,83 @@ impl FailureLimit {
         FailureLimit {
             per_second: f64::from(per_second),
             burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             tracked: AtomicUsize::new(0),
         }
     }
 
-    fn buckets(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a request from `addr` may have its credential checked; a
-    /// refusal is counted for the summary.
-    pub fn admit(&self, addr: IpAddr) -> bool {
+    /// refusal is counted for the summary. Pass the answer to `settle`.
+    pub fn admit(&self, addr: IpAddr) -> Admission {
         if self.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
-            return true;
+            return Admission::Untracked;
         }
         let now = Instant::now();
-        let mut buckets = self.buckets();
-        let Some(bucket) = buckets.get_mut(&client_key(addr)) else {
-            return true;
+        let mut state = self.state();
+        let Some(bucket) = state.buckets.get_mut(&client_key(addr)) else {
+            return Admission::Untracked;
         };
         bucket.refill(self, now);
         if bucket.tokens >= 1.0 {
-            return true;
+            bucket.tokens -= 1.0;
+            return Admission::Reserved;
         }
         bucket.throttled += 1;
-        false
+        Admission::Refused
     }
 
-    /// Records a failed authentication from `addr`.
-    pub fn failed(&self, addr: IpAddr) {
+    /// Records how the admitted request's authentication went: a failure
+    /// spends a token (the one reserved, if any); anything else gives a
+    /// reserved token back.
+    pub fn settle(&self, addr: IpAddr, admission: Admission, failed: bool) {
         if self.per_second == 0.0 {
             return;
         }
+        match (admission, failed) {
+            (Admission::Reserved, false) => {
+                if let Some(bucket) = self.state().buckets.get_mut(&client_key(addr)) {
+                    bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
+                }
+            }
+            (Admission::Untracked, true) => self.first_failure(addr),
+            _ => {}
+        }
+    }
+
+    /// A failure from an address with no bucket (or one that refilled).
+    fn first_failure(&self, addr: IpAddr) {
         let now = Instant::now();
-        let mut buckets = self.buckets();
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client_key(addr)) {
-            buckets.retain(|_, b| {
+        let key = client_key(addr);
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.buckets.len() >= MAX_TRACKED && !state.buckets.contains_key(&key) {
+            if state
+                .swept
+                .is_some_and(|at| now.duration_since(at).as_secs() < 1)
+            {
+                return;
+            }
+            state.swept = Some(now);
+            state.buckets.retain(|_, b| {
                 b.refill(self, now);
                 b.tokens < self.burst || b.throttled > 0
             });
-            if buckets.len() >= MAX_TRACKED {
+            if state.buckets.len() >= MAX_TRACKED {
                 return;
             }
         }
-        let bucket = buckets.entry(client_key(addr)).or_insert(Bucket {
+        let bucket = state.buckets.entry(key).or_insert(Bucket {
             tokens: self.burst,
             at: now,
             throttled: 0,
         });
         bucket.refill(self, now);
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
-        self.tracked.store(buckets.len(), Ordering::Relaxed);
+        self.tracked.store(state.buckets.len(), Ordering::Relaxed);
     }
 
     /// The refusals counted since the last call, per address (IPv6 as its
@@ -119,16 +165,16 @@ impl FailureLimit {
     pub fn take_throttled(&self) -> Vec<(IpAddr, u64)> {
         let now = Instant::now();
         let mut taken = Vec::new();
-        let mut buckets = self.buckets();
-        buckets.retain(|addr, b| {
+        let mut state = self.state();
+        state.buckets.retain(|addr, b| {
             if b.throttled > 0 {
                 taken.push((*addr, std::mem::take(&mut b.throttled)));
             }
             b.refill(self, now);
             b.tokens < self.burst
         });
-        self.tracked.store(buckets.len(), Ordering::Relaxed);
-        drop(buckets);
+        self.tracked.store(state.buckets.len(), Ordering::Relaxed);
+        drop(state);
         taken.sort();
         taken
     }
@@ -148,13 +194,14 @@ mod tests {
         let limit = FailureLimit::new(1, 3);
         let a = ip("192.0.2.1");
         for _ in 0..3 {
-            assert!(limit.admit(a));
-            limit.failed(a);
+            let admitted = limit.admit(a);
+            assert_ne!(admitted, Admission::Refused);
+            limit.settle(a, admitted, true);
         }
-        assert!(!limit.admit(a));
-        assert!(!limit.admit(a));
+        assert_eq!(limit.admit(a), Admission::Refused);
+        assert_eq!(limit.admit(a), Admission::Refused);
         // Another address is not affected.
-        assert!(limit.admit(ip("192.0.2.2")));
+        assert_eq!(limit.admit(ip("192.0.2.2")), Admission::Untracked);
         assert_eq!(limit.take_throttled(), vec![(a, 2)]);
         // Counted once: the next summary starts from zero.
         assert_eq!(limit.take_throttled(), vec![]);
@@ -164,22 +211,38 @@ mod tests {
     fn the_bucket_refills_at_the_rate() {
         let limit = FailureLimit::new(1000, 1);
         let a = ip("192.0.2.1");
-        limit.failed(a);
-        assert!(!limit.admit(a));
+        limit.settle(a, Admission::Untracked, true);
+        assert_eq!(limit.admit(a), Admission::Refused);
         std::thread::sleep(std::time::Duration::from_millis(5));
-        assert!(limit.admit(a));
+        assert_eq!(limit.admit(a), Admission::Reserved);
     }
 
     #[test]
     fn an_ipv6_host_is_limited_per_64_and_a_mapped_v4_as_v4() {
         let limit = FailureLimit::new(1, 1);
-        limit.failed(ip("2001:db8:1:2::1"));
-        assert!(!limit.admit(ip("2001:db8:1:2:ffff::9")));
-        assert!(limit.admit(ip("2001:db8:1:3::1")));
-        limit.failed(ip("::ffff:192.0.2.7"));
-        assert!(!limit.admit(ip("192.0.2.7")));
+        limit.settle(ip("2001:db8:1:2::1"), Admission::Untracked, true);
+        assert_eq!(limit.admit(ip("2001:db8:1:2:ffff::9")), Admission::Refused);
+        assert_eq!(limit.admit(ip("2001:db8:1:3::1")), Admission::Untracked);
+        limit.settle(ip("::ffff:192.0.2.7"), Admission::Untracked, true);
+        assert_eq!(limit.admit(ip("192.0.2.7")), Admission::Refused);
         let taken = limit.take_throttled();
         assert_eq!(taken, vec![(ip("192.0.2.7"), 1), (ip("2001:db8:1:2::"), 1)]);
+    }
+
+    #[test]
+    fn requests_in_flight_at_once_cannot_overrun_the_budget() {
+        let limit = FailureLimit::new(1, 3);
+        let a = ip("192.0.2.1");
+        limit.settle(a, Admission::Untracked, true);
+        // Two tokens left: two requests at once hold them, a third waits.
+        let (one, two) = (limit.admit(a), limit.admit(a));
+        assert_eq!((one, two), (Admission::Reserved, Admission::Reserved));
+        assert_eq!(limit.admit(a), Admission::Refused);
+        // One succeeds and gives its token back; the other failed.
+        limit.settle(a, one, false);
+        limit.settle(a, two, true);
+        assert_eq!(limit.admit(a), Admission::Reserved);
+        assert_eq!(limit.admit(a), Admission::Refused);
     }
 
     #[test]
@@ -187,9 +250,9 @@ mod tests {
         let limit = FailureLimit::new(0, 1);
         let a = ip("192.0.2.1");
         for _ in 0..100 {
-            limit.failed(a);
+            limit.settle(a, Admission::Untracked, true);
         }
-        assert!(limit.admit(a));
+        assert_eq!(limit.admit(a), Admission::Untracked);
         assert_eq!(limit.take_throttled(), vec![]);
     }
 
@@ -197,8 +260,8 @@ mod tests {
     fn tracked_addresses_are_bounded() {
         let limit = FailureLimit::new(1, 2);
         for i in 0..(MAX_TRACKED as u32 + 100) {
-            limit.failed(IpAddr::from(i.to_be_bytes()));
+            limit.settle(IpAddr::from(i.to_be_bytes()), Admission::Untracked, true);
         }
-        assert!(limit.buckets().len() <= MAX_TRACKED);
+        assert!(limit.state().buckets.len() <= MAX_TRACKED);
     }
 }
