@@ -174,4 +174,31 @@ mod tests {
             assert!(TenantId::parse(bad).is_err(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// The key rule, stated independently: a key is accepted exactly when
+        /// it is 1 to 256 key bytes, neither starting nor ending with `.` or
+        /// `/`, without `..` or `//`; no text makes the check panic.
+        #[test]
+        fn the_key_rule_holds_for_any_text(text in "(?s)[a-z./=_\\-]{0,8}|.{0,300}") {
+            let edge = |c: char| c == '.' || c == '/';
+            let expected = !text.is_empty()
+                && text.len() <= 256
+                && text.bytes().all(is_key_byte)
+                && !text.starts_with(edge)
+                && !text.ends_with(edge)
+                && !text.contains("..")
+                && !text.contains("//");
+            proptest::prop_assert_eq!(SecretKey::parse(&text).is_ok(), expected, "{:?}", text);
+        }
+
+        /// A scope prefix that the rule accepts begins some valid key.
+        #[test]
+        fn an_accepted_scope_prefix_begins_a_key(text in "[a-z./]{1,12}") {
+            if can_begin_a_key(&text) {
+                let key = format!("{text}x");
+                proptest::prop_assert!(SecretKey::parse(&key).is_ok(), "{:?}", key);
+            }
+        }
+    }
 }

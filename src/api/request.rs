@@ -228,4 +228,43 @@ mod tests {
         assert!(percent_decode("%f").is_none());
         assert!(percent_decode("%ff").is_none());
     }
+
+    proptest::proptest! {
+        /// No body, however malformed, makes the PUT parser panic, and a
+        /// refusal never carries the body's text.
+        #[test]
+        fn no_body_makes_the_put_parser_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Err(ApiError::BadRequest { detail, .. }) = parse_put_body(&body) {
+                let text = String::from_utf8_lossy(&body);
+                if text.len() > 12 {
+                    proptest::prop_assert!(!detail.contains(text.as_ref()));
+                }
+            }
+        }
+
+        /// Any object with a string key and value parses to exactly them.
+        #[test]
+        fn a_well_formed_body_parses_to_its_fields(key in ".{0,30}", value in ".{0,60}") {
+            let body = serde_json::json!({ "key": key, "value": value }).to_string();
+            let put = parse_put_body(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(put.key, key);
+            proptest::prop_assert_eq!(put.value.as_str(), value.as_str());
+        }
+
+        /// No query string makes the query or percent decoder panic, and
+        /// an encoded pair decodes back.
+        #[test]
+        fn queries_decode_or_refuse_without_panicking(raw in "(?s).{0,80}", name in "[a-z]{1,8}", value in ".{0,20}") {
+            let _ = query_pairs(Some(&raw), Op::Get);
+            let _ = percent_decode(&raw);
+            let set = percent_encoding::NON_ALPHANUMERIC;
+            let encoded = format!(
+                "{}={}",
+                percent_encoding::utf8_percent_encode(&name, set),
+                percent_encoding::utf8_percent_encode(&value, set)
+            );
+            let pairs = query_pairs(Some(&encoded), Op::Get).unwrap();
+            proptest::prop_assert_eq!(pairs, vec![(name, value)]);
+        }
+    }
 }

@@ -360,3 +360,48 @@ impl JwtVerifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn verifier() -> JwtVerifier {
+        let config = JwtConfig {
+            hs256_secret: Some(zeroize::Zeroizing::new("s".repeat(32))),
+            public_keys: None,
+            jwks_url: None,
+            jwks_min_refresh: Duration::from_secs(60),
+            issuer: None,
+            audience: None,
+            tenant_claim: "tenant".into(),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(JwtVerifier::from_config(&config))
+            .unwrap()
+            .unwrap()
+    }
+
+    proptest::proptest! {
+        /// No token text, and no header (any JSON or none, base64url
+        /// encoded), makes verification panic; none of them verifies.
+        #[test]
+        fn no_token_or_header_makes_verification_panic(
+            token in "(?s).{0,300}",
+            header in "(?s).{0,120}|\\{\"alg\":\"(HS256|RS256|none|ES256)\"(,\"(kid|crit|typ)\":(\"[a-z]{0,4}\"|\\[\\]|null|1))?\\}",
+        ) {
+            let verifier = verifier();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let crafted = format!(
+                "{}.e30.c2ln",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&header)
+            );
+            for text in [token.as_str(), crafted.as_str()] {
+                let verified = runtime.block_on(verifier.verify(text));
+                proptest::prop_assert!(verified.is_err(), "{:?}", text);
+            }
+        }
+    }
+}

@@ -456,4 +456,19 @@ mod tests {
         assert!(e.message.contains("\"A\""));
         assert_eq!(parse_json("{}").unwrap().len(), 0);
     }
+
+    proptest::proptest! {
+        /// Any values at all (any Unicode, any length) read back exactly
+        /// through dotenv and JSON, and no text makes the parser panic.
+        #[test]
+        fn any_values_round_trip(values in proptest::collection::vec(".{0,40}", 1..6)) {
+            round_trip(&values);
+        }
+
+        #[test]
+        fn no_text_makes_the_dotenv_parser_panic(text in "(?s).{0,200}") {
+            let _ = parse_dotenv(&text);
+            let _ = parse_json(&text);
+        }
+    }
 }
