@@ -131,6 +131,41 @@ pub fn query_pairs(query: Option<&str>, op: Op) -> Result<Vec<(String, String)>,
     Ok(pairs)
 }
 
+/// A listing's query: its decoded parameters, and the page size they ask
+/// for (`limit`, 1 to 1000, 100 when absent).
+pub struct ListQuery(Vec<(String, String)>);
+
+/// The most a listing returns at once, and what it returns when not told.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+impl ListQuery {
+    pub fn parse(query: Option<&str>) -> Result<ListQuery, ApiError> {
+        query_pairs(query, Op::Other).map(ListQuery)
+    }
+
+    /// The first value of `name`, if given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_PAGE),
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad(
+                    Op::Other,
+                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                )),
+            },
+        }
+    }
+}
+
 /// `?version=N`: a positive integer, or absent.
 pub fn version_param(pairs: &[(String, String)], op: Op) -> Result<Option<u64>, ApiError> {
     match pairs.iter().find(|(name, _)| name == "version") {

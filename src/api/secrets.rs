@@ -20,10 +20,6 @@ use crate::clock::{http_date, rfc3339};
 use crate::store::{Change, Precondition};
 use crate::types::{is_valid_key_prefix, SecretKey};
 
-/// Listing page size when `limit` is not given, and the largest allowed.
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
-
 fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
 }
@@ -152,35 +148,18 @@ pub async fn list_secrets(
     Caller { principal, .. }: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let pairs = request::query_pairs(uri.query(), Op::Other)?;
-    let param = |name: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let prefix = param("prefix").unwrap_or("");
+    let query = request::ListQuery::parse(uri.query())?;
+    let prefix = query.get("prefix").unwrap_or("");
     if !is_valid_key_prefix(prefix) {
         return Err(ApiError::bad(
             Op::Other,
             "prefix may only contain A-Z a-z 0-9 - _ = . / and be at most 256 bytes",
         ));
     }
-    let limit = match param("limit") {
-        None => DEFAULT_PAGE,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad(
-                    Op::Other,
-                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
+    let limit = query.limit()?;
     // The cursor is the last key of the previous page: keys strictly after
     // it come next. Clients treat it as opaque; any string is a valid bound.
-    let after = param("cursor").filter(|c| !c.is_empty());
+    let after = query.get("cursor").filter(|c| !c.is_empty());
     if !principal.allows(Action::List, prefix) {
         return Err(ApiError::Forbidden);
     }

@@ -15,22 +15,13 @@ use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
 
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
-
 pub async fn read(
     State(app): State<Arc<AppState>>,
     Caller { principal, .. }: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let pairs = request::query_pairs(uri.query(), Op::Other)?;
-    let param = |name: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let after = match param("after") {
+    let query = request::ListQuery::parse(uri.query())?;
+    let after = match query.get("after") {
         None => 0,
         Some(text) => text.parse::<u64>().map_err(|_| {
             ApiError::bad(
@@ -39,18 +30,7 @@ pub async fn read(
             )
         })?,
     };
-    let limit = match param("limit") {
-        None => DEFAULT_PAGE,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad(
-                    Op::Other,
-                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
+    let limit = query.limit()?;
     let tenant = principal.tenant.as_str().to_owned();
     let page = app
         .trail
