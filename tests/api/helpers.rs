@@ -43,6 +43,8 @@ pub struct TestApp {
     pub child: Child,
     /// Everything the server wrote on stderr so far.
     pub log: Arc<Mutex<String>>,
+    /// Set once the server's stderr reached its end.
+    log_closed: Arc<std::sync::atomic::AtomicBool>,
     /// The bootstrap admin key, when this start printed one.
     pub bootstrap_key: Option<String>,
     pub client: reqwest::Client,
@@ -192,6 +194,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         _temp: temp,
         child: started.child,
         log: started.log,
+        log_closed: started.log_closed,
         bootstrap_key: started.bootstrap_key,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -296,10 +299,31 @@ impl TestApp {
         self.log.lock().unwrap().clone()
     }
 
-    /// Sends SIGTERM and waits for the exit.
+    /// Whether the log shows `needle` within a few seconds: a running
+    /// server's lines reach the log through its writer and a pipe.
+    pub async fn log_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log_text().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Sends SIGTERM and waits for the exit, and for its last log lines.
     pub fn terminate(&mut self) -> ExitStatus {
         signal(&self.child, "TERM");
-        wait_timeout(&mut self.child, Duration::from_secs(20)).expect("server exits after SIGTERM")
+        let status = wait_timeout(&mut self.child, Duration::from_secs(20))
+            .expect("server exits after SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log_closed.load(std::sync::atomic::Ordering::SeqCst)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        status
     }
 
     pub fn kill9(&mut self) {

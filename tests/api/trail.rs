@@ -268,7 +268,7 @@ async fn a_trail_file_removed_under_a_running_server_stops_it_until_restored() {
         .parse()
         .unwrap();
     assert!(failures >= 2, "{failures}");
-    assert!(app.log_text().contains("the trail's file is gone"));
+    assert!(app.log_shows("the trail's file is gone").await);
     // A file put in its place is not the trail either.
     std::fs::write(&path, b"").unwrap();
     assert_eq!(app.put("k", "three", &admin).await.status, 503);

@@ -18,6 +18,10 @@ pub struct Started {
     pub child: Child,
     /// Everything the server wrote on stderr so far.
     pub log: Arc<Mutex<String>>,
+    /// Set once stderr reached its end: every line is in `log`. (The CLI
+    /// tests kill their servers and never read it.)
+    #[allow(dead_code)]
+    pub log_closed: Arc<std::sync::atomic::AtomicBool>,
     /// The bootstrap admin key, when this start printed one.
     pub bootstrap_key: Option<String>,
 }
@@ -34,6 +38,8 @@ pub fn start(mut cmd: Command) -> Started {
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel::<Option<String>>();
     let sink = log.clone();
+    let log_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed = log_closed.clone();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines() {
@@ -49,6 +55,7 @@ pub fn start(mut cmd: Command) -> Started {
                 }
             }
         }
+        closed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(tx) = tx.take() {
             let _ = tx.send(None);
         }
@@ -70,6 +77,7 @@ pub fn start(mut cmd: Command) -> Started {
         addr: format!("http://{addr}"),
         child,
         log,
+        log_closed,
         bootstrap_key,
     }
 }
