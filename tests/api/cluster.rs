@@ -27,8 +27,20 @@ impl Drop for Node {
 }
 
 /// Starts three clustered `nats-server -js` nodes; returns them and the
-/// comma-separated client URLs.
+/// comma-separated client URLs. A port `free_port` found free can be taken
+/// by another test's connection before a node binds it (the node then
+/// exits), so a start that does not come up is tried again on new ports.
 fn start_cluster() -> (Vec<Node>, String) {
+    for attempt in 1..=3 {
+        if let Some(started) = try_start_cluster() {
+            return started;
+        }
+        eprintln!("a 3-node nats cluster did not come up (attempt {attempt}); new ports");
+    }
+    panic!("a 3-node nats cluster did not come up in 3 attempts");
+}
+
+fn try_start_cluster() -> Option<(Vec<Node>, String)> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let mut nodes = Vec::new();
     for (i, (port, cluster)) in ports.iter().enumerate() {
@@ -54,13 +66,15 @@ fn start_cluster() -> (Vec<Node>, String) {
         nodes.push(Node { child, _dir: dir });
     }
     for (port, _) in &ports {
-        wait_for_port(*port, Duration::from_secs(10));
+        if !listens(*port, Duration::from_secs(10)) {
+            return None;
+        }
     }
     let urls: Vec<String> = ports
         .iter()
         .map(|(p, _)| format!("nats://127.0.0.1:{p}"))
         .collect();
-    (nodes, urls.join(","))
+    Some((nodes, urls.join(",")))
 }
 
 /// Waits until JetStream answers API requests (a meta leader is elected)

@@ -132,12 +132,20 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, limit: Duration) {
+    assert!(listens(port, limit), "nothing listens on {port}");
+}
+
+/// Whether something accepts connections on `port` within `limit`.
+pub fn listens(port: u16, limit: Duration) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let start = Instant::now();
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(start.elapsed() < limit, "nothing listens on {port}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
+    true
 }
 
 /// The URL of the nats-server this test process shares, started on first
