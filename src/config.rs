@@ -231,6 +231,10 @@ pub struct ServeArgs {
     /// Failed authentications a client address may make at once.
     #[arg(long, env = "STRONGROOM_AUTH_FAILURE_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_failure_burst: u32,
+    /// Seconds SIGTERM waits for in-flight requests before closing what is
+    /// still open (a client that never finishes its request).
+    #[arg(long, env = "STRONGROOM_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
     /// Requests per second per client (not yet supported).
     #[arg(long, env = "STRONGROOM_RATE_LIMIT")]
     pub rate_limit: Option<u32>,

@@ -35,12 +35,15 @@ fn shard_count() -> usize {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for every shard to answer the connections it was
-/// handed and finish their in-flight requests.
+/// accepting and waits, for up to `grace`, for every shard to answer the
+/// connections it was handed and finish their in-flight requests; what is
+/// still open then (a client that never finishes its request) is left to
+/// close with the process.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
     let mut shards = Vec::new();
@@ -79,14 +82,28 @@ pub async fn serve(
     drop(listener);
     // Each shard serves what is queued for it, then shuts down gracefully
     // once its queue is closed and empty.
-    let mut result = Ok(());
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut waiting = Vec::new();
     for shard in shards {
         drop(shard.conns);
-        let outcome = shard.done.await.unwrap_or_else(|_| {
-            Err(io::Error::other(
-                "an HTTP shard thread ended without a result",
-            ))
-        });
+        waiting.push((shard.done, shard.open));
+    }
+    let mut result = Ok(());
+    for (done, open) in waiting {
+        let outcome = match tokio::time::timeout_at(deadline, done).await {
+            Ok(finished) => finished.unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "an HTTP shard thread ended without a result",
+                ))
+            }),
+            Err(_) => {
+                tracing::warn!(
+                    open = open.load(Ordering::Relaxed),
+                    "shutdown grace is over: closing the connections still open"
+                );
+                Ok(())
+            }
+        };
         if result.is_ok() {
             result = outcome;
         }

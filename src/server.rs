@@ -296,6 +296,7 @@ pub async fn run(
     listener: TcpListener,
     ready: Ready,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
     let background = tokio::spawn({
         let ready = ready.clone();
@@ -336,7 +337,7 @@ pub async fn run(
         Some(state) => api::router(state.clone()),
         None => api::gated_router(ready.clone()),
     };
-    let served = crate::http::serve(listener, app, shutdown).await;
+    let served = crate::http::serve(listener, app, shutdown, grace).await;
     background.abort();
     if let Some(state) = ready.get() {
         api::audit::summarise_throttled(state).await;

@@ -94,7 +94,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let addr = app.listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, "listening");
-    server::run(app.listener, app.ready, shutdown_signal())
+    let grace = std::time::Duration::from_secs(args.shutdown_grace);
+    server::run(app.listener, app.ready, shutdown_signal(), grace)
         .await
         .map_err(|e| e.to_string())?;
     app.store.close().await;

@@ -145,6 +145,32 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
 }
 
 #[tokio::test]
+async fn sigterm_with_a_half_sent_request_exits_0_after_the_grace() {
+    let mut app = spawn_with(Options::default().env("STRONGROOM_SHUTDOWN_GRACE", "1")).await;
+    let admin = app.admin();
+    assert_eq!(app.put("k", "kept", &admin).await.status, 200);
+    // A client that sends half a request head and then nothing more.
+    let addr = app.addr.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut stalled, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    signal(&app.child, "TERM");
+    let status = wait_timeout(&mut app.child, Duration::from_secs(15))
+        .expect("exits despite the half-sent request");
+    assert_eq!(status.code(), Some(0));
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "waited the grace: {waited:?}"
+    );
+    assert!(app.log_shows("shutdown grace is over").await);
+    drop(stalled);
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    assert_eq!(again.get("k", &admin).await.json()["value"], "kept");
+}
+
+#[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused() {
     if on_nats() {
         return; // gateways over nats share the store by design
