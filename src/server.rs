@@ -153,11 +153,16 @@ impl Application {
                 args.store.data_dir.display()
             ))
         })?;
+        // A master key is generated only for a new embedded store: over an
+        // existing one it could never match, and writing it would leave a
+        // wrong key beside the data (the nats store is checked by `bind`).
+        let existing = args.store.store == crate::store::Engine::Sqlite
+            && args.store.data_dir.join("strongroom.db").exists();
         let (master, origin) = MasterKey::load(
             args.master.master_key.as_deref(),
             args.master.master_key_file.as_deref(),
             &args.store.data_dir,
-            true,
+            !existing,
         )?;
         if let MasterKeyOrigin::Generated(path) | MasterKeyOrigin::DefaultFile(path) = &origin {
             tracing::warn!(

@@ -117,6 +117,32 @@ async fn the_generated_master_key_is_private_and_warned_about() {
 }
 
 #[tokio::test]
+async fn a_start_without_the_master_key_over_an_existing_store_writes_none() {
+    sqlite_only!("the generated master.key of the embedded store");
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    assert_eq!(app.put("k", "kept", &admin).await.status, 200);
+    assert_eq!(app.terminate().code(), Some(0));
+    let key_file = app.data_dir.join("master.key");
+    let saved = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let out = command(&app.data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no master key"), "{stderr}");
+    assert!(
+        !key_file.exists(),
+        "a new master.key was written over the store"
+    );
+    std::fs::write(&key_file, &saved).unwrap();
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    assert_eq!(again.get("k", &admin).await.json()["value"], "kept");
+}
+
+#[tokio::test]
 async fn a_wrong_master_key_stops_the_server_and_leaves_the_data_intact() {
     let key_a = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
     let key_b = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
