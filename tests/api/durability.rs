@@ -178,12 +178,7 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     let app = spawn_app().await;
     let admin = app.admin();
     assert_eq!(app.put("k", "first", &admin).await.status, 200);
-    let out = command(&app.data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(command(&app.data_dir));
     assert!(
         stderr.contains("in use by another strongroom server"),
         "{stderr}"

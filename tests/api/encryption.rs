@@ -126,12 +126,7 @@ async fn a_start_without_the_master_key_over_an_existing_store_writes_none() {
     let key_file = app.data_dir.join("master.key");
     let saved = std::fs::read(&key_file).unwrap();
     std::fs::remove_file(&key_file).unwrap();
-    let out = command(&app.data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(command(&app.data_dir));
     assert!(stderr.contains("no master key"), "{stderr}");
     assert!(
         !key_file.exists(),
@@ -161,14 +156,10 @@ async fn a_wrong_master_key_stops_the_server_and_leaves_the_data_intact() {
     assert!(!before.is_empty());
 
     let started = std::time::Instant::now();
-    let out = command(&app.data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("STRONGROOM_MASTER_KEY", &key_b)
-        .output()
-        .unwrap();
+    let mut wrong_key = command(&app.data_dir);
+    wrong_key.env("STRONGROOM_MASTER_KEY", &key_b);
+    let stderr = refused_start(wrong_key);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("master key"), "{stderr}");
     assert!(!stderr.contains(&key_b) && !stderr.contains(&key_a));
     let after = state(app.data_dir.clone()).await;
@@ -202,13 +193,9 @@ async fn a_master_key_file_works_and_a_malformed_one_is_refused() {
     assert_eq!(app.put("k", "v", &app.admin()).await.status, 200);
 
     std::fs::write(&file, "too short").unwrap();
-    let out = command(&dir.path().join("other"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("STRONGROOM_MASTER_KEY_FILE", &file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("master key"));
+    let mut malformed = command(&dir.path().join("other"));
+    malformed.env("STRONGROOM_MASTER_KEY_FILE", &file);
+    assert!(refused_start(malformed).contains("master key"));
 }
 
 #[tokio::test]

@@ -347,6 +347,23 @@ impl Drop for TestApp {
     }
 }
 
+/// Runs `cmd serve` where it must not start: asserts that it exits, and
+/// not successfully, within 20 s, and returns what it wrote on stderr.
+pub fn refused_start(mut cmd: Command) -> String {
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let _ = child.kill();
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
 pub fn create_key(data_dir: &Path, tenant: &str, extra: &[&str]) -> String {
     server::create_key(command(data_dir), tenant, extra)
 }

@@ -312,11 +312,7 @@ async fn an_unreadable_keys_file_stops_the_server() {
         "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n",
     )
     .unwrap();
-    let out = command(&dir.path().join("data"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("STRONGROOM_JWT_PUBLIC_KEYS", &path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("public key"));
+    let mut bad_keys = command(&dir.path().join("data"));
+    bad_keys.env("STRONGROOM_JWT_PUBLIC_KEYS", &path);
+    assert!(refused_start(bad_keys).contains("public key"));
 }
