@@ -8,8 +8,9 @@
 //!   history;
 //! - `kv.rs`: the one compare-and-set publish, and the reads;
 //! - `secrets.rs`, `apikeys.rs`: the operations;
-//! - `trail.rs`: the audit stream `<bucket>_audit`; `unfinished.rs`: the
-//!   changes whose gateway stopped before their line.
+//! - `trail.rs`: the audit stream `<bucket>_audit`; `head.rs`: its recorded
+//!   head; `unfinished.rs`: the changes whose gateway stopped before their
+//!   line.
 //!
 //! A write is one compare-and-set attempt (`Nats-Expected-Last-Subject-
 //! Sequence` of the message it read); a lost race is reported to `Store`,
@@ -17,6 +18,7 @@
 
 mod apikeys;
 mod connection;
+mod head;
 mod kv;
 mod records;
 mod secrets;

@@ -14,11 +14,8 @@
 //! re-reads the last message and chains its lines again. The stream denies
 //! deletes and purges.
 //!
-//! Each gateway records the chain head it last appended (sequence and MAC)
-//! under `audit_head` in the `<bucket>_meta` bucket, at most a second after
-//! the append, and only ever forward; a trail that no longer reaches it (the
-//! stream was deleted and made anew) is reported by `verify` and refused at
-//! start, as on sqlite.
+//! Each gateway records the chain head it last appended at most a second
+//! after the append (`head.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +28,9 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use super::records::{op_of, with_format, without_format, Op};
+use super::head::HeadRecord;
 use crate::store::chain::{link, AuditKey, ChainHead};
-use crate::store::engine::WriteError;
-use crate::store::trail::{LineBody, TrailError, AUDIT_HEAD};
+use crate::store::trail::{LineBody, TrailError};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Attempts of one append while other gateways keep winning the race.
@@ -85,11 +81,8 @@ struct Inner {
     stream: OnceCell<stream::Stream>,
     /// What lines are chained under, set once by `start`.
     key: std::sync::OnceLock<AuditKey>,
-    /// The `<bucket>_meta` bucket, where the head is recorded.
-    meta: OnceCell<async_nats::jetstream::kv::Store>,
-    /// Set when a new chain began over a lost one: the next head recorded
-    /// replaces the old chain's, whose number may be higher.
-    replace_head: std::sync::atomic::AtomicBool,
+    /// Where this gateway records the chain's head.
+    head: HeadRecord,
 }
 
 type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
@@ -103,10 +96,12 @@ impl StreamTrail {
     /// Must be called inside the runtime: it starts the publisher tasks.
     pub fn new(client: async_nats::Client, bucket: &str, replicas: usize) -> StreamTrail {
         let (stream_name, subject, intent_subject) = names(bucket);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client.clone());
         let inner = Arc::new(Inner {
-            js: jetstream::ContextBuilder::new()
-                .timeout(REQUEST_TIMEOUT)
-                .build(client.clone()),
+            head: HeadRecord::new(js.clone(), bucket),
+            js,
             client,
             stream_name,
             subject,
@@ -115,8 +110,6 @@ impl StreamTrail {
             replicas: replicas.max(1),
             stream: OnceCell::new(),
             key: std::sync::OnceLock::new(),
-            meta: OnceCell::new(),
-            replace_head: std::sync::atomic::AtomicBool::new(false),
         });
         let (lines, queued_lines) = mpsc::unbounded_channel();
         let (intents, queued_intents) = mpsc::unbounded_channel();
@@ -138,9 +131,7 @@ impl StreamTrail {
 
     /// See `Trail::restarted`.
     pub fn restarted(&self) {
-        self.inner
-            .replace_head
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.head.restarted();
     }
 
     /// Every line of the chain, oldest first.
@@ -205,11 +196,11 @@ async fn lines_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<W
         let first = match tokio::time::timeout(HEAD_EVERY, queue.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => {
-                inner.record_head(&mut unrecorded).await;
+                inner.head.record(&mut unrecorded).await;
                 break;
             }
             Err(_idle) => {
-                inner.record_head(&mut unrecorded).await;
+                inner.head.record(&mut unrecorded).await;
                 recorded_at = tokio::time::Instant::now();
                 continue;
             }
@@ -225,7 +216,7 @@ async fn lines_publisher(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<W
         }
         answer(batch, &outcome);
         if recorded_at.elapsed() >= HEAD_EVERY {
-            inner.record_head(&mut unrecorded).await;
+            inner.head.record(&mut unrecorded).await;
             recorded_at = tokio::time::Instant::now();
         }
     }
@@ -293,57 +284,6 @@ impl Inner {
                     .map_err(|e| failed("create stream", e))
             })
             .await
-    }
-
-    /// Records `head` as the chain's head unless one as far on is recorded
-    /// (another gateway's); on failure it is tried again at the next tick.
-    async fn record_head(&self, head: &mut Option<ChainHead>) {
-        let Some(new) = head.take() else { return };
-        match self.advance_head(&new).await {
-            Ok(()) => {}
-            // Another gateway recorded meanwhile: compare again next tick.
-            Err(WriteError::Conflict) | Err(WriteError::Stale(_)) => *head = Some(new),
-            Err(WriteError::Failed(e)) => {
-                tracing::warn!(error = %e, "audit: cannot record the chain head");
-                *head = Some(new);
-            }
-        }
-    }
-
-    async fn advance_head(&self, new: &ChainHead) -> Result<(), WriteError> {
-        let meta = self
-            .meta
-            .get_or_try_init(|| self.js.get_key_value(format!("{}_meta", self.bucket)))
-            .await
-            .map_err(|e| crate::store::StoreError::Unavailable(format!("nats meta bucket: {e}")))?;
-        let replace = self.replace_head.load(std::sync::atomic::Ordering::SeqCst);
-        let expected = match super::kv::last(meta, AUDIT_HEAD).await? {
-            Some(m) if replace => m.sequence,
-            Some(m) if op_of(Some(&m.headers)) == Op::Put => {
-                let stored = without_format("audit head", &m.payload)?;
-                let stored = std::str::from_utf8(&stored)
-                    .ok()
-                    .and_then(ChainHead::decode);
-                if stored.is_some_and(|s| s.seq >= new.seq) {
-                    return Ok(());
-                }
-                m.sequence
-            }
-            Some(m) => m.sequence,
-            None => 0,
-        };
-        let publish = super::kv::Publish {
-            key: AUDIT_HEAD,
-            expected,
-            op: Op::Put,
-            payload: with_format(new.encode().as_bytes()),
-        };
-        super::kv::publish(&self.js, meta, publish, None).await?;
-        if replace {
-            self.replace_head
-                .store(false, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(())
     }
 
     async fn publish(
