@@ -109,10 +109,12 @@ impl Trail {
     ) -> Result<Page, TrailError> {
         match &self.0 {
             Kind::File(file) => {
-                let view = file
-                    .view()
-                    .map_err(|e| TrailError(format!("reading the audit trail: {e}")))?;
+                // Listing the directory and opening the files block too.
+                let file = file.clone();
                 tokio::task::spawn_blocking(move || {
+                    let view = file
+                        .view()
+                        .map_err(|e| TrailError(format!("reading the audit trail: {e}")))?;
                     read_files(view, Selection::new(after, limit, &keep))
                 })
                 .await

@@ -44,6 +44,45 @@ pub fn trail_files(current: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Renames the full trail file `held` (at `path`, first line `first_seq`)
+/// to its rotated name and opens a new one at `path`: the new file and its
+/// identity. A rotated file is never replaced, and when the new file cannot
+/// be opened the full one gets its name back, so the trail still holds its
+/// path and can try again.
+pub(super) fn rotate(
+    path: &Path,
+    held: &File,
+    first_seq: u64,
+) -> std::io::Result<(File, (u64, u64))> {
+    held.sync_data()?;
+    let rotated = rotated_path(path, first_seq);
+    if rotated.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists already", rotated.display()),
+        ));
+    }
+    std::fs::rename(path, &rotated)?;
+    let opened = open_trail_file(path).and_then(|file| Ok((identity(&file.metadata()?), file)));
+    let (id, file) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            if let Err(back) = std::fs::rename(&rotated, path) {
+                tracing::error!(error = %back, "audit: cannot give the full trail file its name back");
+            }
+            return Err(e);
+        }
+    };
+    // The renames' durability; the lines themselves are synced already.
+    if let Err(e) = path
+        .parent()
+        .map_or(Ok(()), |dir| File::open(dir).and_then(|d| d.sync_all()))
+    {
+        tracing::warn!(error = %e, "audit: cannot sync the data dir after rotating the trail");
+    }
+    Ok((file, id))
+}
+
 /// One file of a trail as a reader may see it.
 pub struct TrailFile {
     pub file: File,

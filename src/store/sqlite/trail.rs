@@ -364,39 +364,11 @@ impl Sink {
     /// goes on in the file it holds, under its own name, and tries again
     /// after its next write. A rotated file is never replaced.
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.sync_data()?;
-        let rotated = files::rotated_path(&self.path, self.first_seq);
-        if rotated.exists() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} exists already", rotated.display()),
-            ));
-        }
-        std::fs::rename(&self.path, &rotated)?;
-        let opened = files::open_trail_file(&self.path)
-            .and_then(|file| Ok((identity(&file.metadata()?), file)));
-        let (id, file) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                // Back under its name, so the trail still holds its path.
-                if let Err(back) = std::fs::rename(&rotated, &self.path) {
-                    tracing::error!(error = %back, "audit: cannot give the full trail file its name back");
-                }
-                return Err(e);
-            }
-        };
+        let (file, id) = files::rotate(&self.path, &self.file, self.first_seq)?;
         self.identity = Some(id);
         self.file = file;
         self.len = 0;
         self.first_seq = self.head.seq + 1;
-        // The renames' durability; the lines themselves are synced already.
-        if let Err(e) = self
-            .path
-            .parent()
-            .map_or(Ok(()), |dir| File::open(dir).and_then(|d| d.sync_all()))
-        {
-            tracing::warn!(error = %e, "audit: cannot sync the data dir after rotating the trail");
-        }
         Ok(())
     }
 
