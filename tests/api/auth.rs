@@ -364,13 +364,7 @@ async fn a_scope_that_could_never_match_a_key_is_refused_at_creation() {
         "secrets:write:a//b",
     ] {
         let r = app
-            .send(
-                app.client
-                    .post(app.url("/apikeys"))
-                    .header("Content-Type", "application/json")
-                    .body(json!({ "name": "n", "scopes": [scope] }).to_string()),
-                &admin,
-            )
+            .create_api_key(json!({ "name": "n", "scopes": [scope] }), &admin)
             .await;
         assert_eq!(r.status, 400, "{scope}: {}", r.body);
         assert!(
@@ -393,15 +387,9 @@ async fn a_key_cannot_mint_a_key_that_outlives_it() {
     let app = spawn_app().await;
     let admin = app.admin();
     let parent = app
-        .send(
-            app.client
-                .post(app.url("/apikeys"))
-                .header("Content-Type", "application/json")
-                .body(
-                    json!({ "name": "parent", "expires_in_days": 2,
-                            "scopes": ["apikeys:admin", "secrets:read"] })
-                    .to_string(),
-                ),
+        .create_api_key(
+            json!({ "name": "parent", "expires_in_days": 2,
+                    "scopes": ["apikeys:admin", "secrets:read"] }),
             &admin,
         )
         .await
@@ -409,14 +397,8 @@ async fn a_key_cannot_mint_a_key_that_outlives_it() {
     let parent_expiry = parent["expires_at"].as_str().unwrap().to_owned();
     let parent = Cred::ApiKey(parent["key"].as_str().unwrap().to_owned());
     let child = app
-        .send(
-            app.client
-                .post(app.url("/apikeys"))
-                .header("Content-Type", "application/json")
-                .body(
-                    json!({ "name": "child", "expires_in_days": 30, "scopes": ["secrets:read"] })
-                        .to_string(),
-                ),
+        .create_api_key(
+            json!({ "name": "child", "expires_in_days": 30, "scopes": ["secrets:read"] }),
             &parent,
         )
         .await;
@@ -424,14 +406,8 @@ async fn a_key_cannot_mint_a_key_that_outlives_it() {
     assert_eq!(child.json()["expires_at"], parent_expiry.as_str());
     // A shorter lifetime than the parent's stays as asked.
     let short = app
-        .send(
-            app.client
-                .post(app.url("/apikeys"))
-                .header("Content-Type", "application/json")
-                .body(
-                    json!({ "name": "short", "expires_in_days": 1, "scopes": ["secrets:read"] })
-                        .to_string(),
-                ),
+        .create_api_key(
+            json!({ "name": "short", "expires_in_days": 1, "scopes": ["secrets:read"] }),
             &parent,
         )
         .await
