@@ -213,6 +213,24 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "STRONGROOM_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to; with
+    /// it, every client must present one (mTLS).
+    #[arg(long, env = "STRONGROOM_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers (or a TLS
+    /// handshake), and a keep-alive connection may sit idle.
+    #[arg(long, env = "STRONGROOM_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, env = "STRONGROOM_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+    /// Connections held open at most; 0: the file-descriptor limit (raised
+    /// to its hard limit at start) less a tenth, at least 256, for the store.
+    #[arg(long, env = "STRONGROOM_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Requests handled at once; beyond it a request answers 503 at once.
+    #[arg(long, env = "STRONGROOM_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
     /// Largest secret value in bytes.
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,
@@ -235,9 +253,13 @@ pub struct ServeArgs {
     /// still open (a client that never finishes its request).
     #[arg(long, env = "STRONGROOM_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
-    /// Requests per second per client (not yet supported).
-    #[arg(long, env = "STRONGROOM_RATE_LIMIT")]
-    pub rate_limit: Option<u32>,
+    /// Requests per second per credential (API key or JWT subject), per
+    /// gateway; beyond it 429. 0 turns the limit off.
+    #[arg(long, env = "STRONGROOM_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Requests a credential may make at once under `--rate-limit`.
+    #[arg(long, env = "STRONGROOM_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
     /// Log format: json or text.
     #[arg(long, env = "STRONGROOM_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

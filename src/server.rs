@@ -15,6 +15,7 @@ use crate::config::ServeArgs;
 use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
+use crate::http::tls::{Tls, TlsFiles};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, Trail};
 use crate::types::TenantId;
@@ -52,6 +53,7 @@ pub struct Application {
     pub store: Store,
     /// The bootstrap admin key, when this start created one.
     pub bootstrap_key: Option<zeroize::Zeroizing<String>>,
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// What start-up needs once the store answers. `finish` may be retried
@@ -134,7 +136,9 @@ const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Application {
     pub async fn build(args: &ServeArgs) -> Result<Application, StartError> {
-        refuse_unsupported(args)?;
+        check_limits(args)?;
+        // Before anything is written to the data dir.
+        let tls = load_tls(args)?;
         let jwt_config = JwtConfig {
             hs256_secret: args.jwt_hs256_secret.clone().map(zeroize::Zeroizing::new),
             public_keys: args.jwt_public_keys.clone(),
@@ -241,6 +245,7 @@ impl Application {
             ready,
             store,
             bootstrap_key,
+            tls,
         })
     }
 }
@@ -273,20 +278,27 @@ async fn wait_for_store(store: &Store) {
     }
 }
 
-fn refuse_unsupported(args: &ServeArgs) -> Result<(), StartError> {
-    let unsupported = |what: &str| {
-        Err(StartError::Config(format!(
-            "{what} is not supported by this build yet"
-        )))
-    };
-    if args.tls_cert.is_some() || args.tls_key.is_some() {
-        return unsupported(
-            "TLS (STRONGROOM_TLS_CERT/STRONGROOM_TLS_KEY); terminate TLS in a proxy for now",
-        );
+/// The TLS configuration, when `--tls-cert` and `--tls-key` are given.
+fn load_tls(args: &ServeArgs) -> Result<Option<Arc<Tls>>, StartError> {
+    match (&args.tls_cert, &args.tls_key) {
+        (None, None) if args.tls_client_ca.is_some() => Err(StartError::Config(
+            "--tls-client-ca needs --tls-cert and --tls-key".into(),
+        )),
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Tls::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })
+        .map(|tls| Some(Arc::new(tls)))
+        .map_err(StartError::Config),
+        _ => Err(StartError::Config(
+            "--tls-cert and --tls-key go together".into(),
+        )),
     }
-    if args.rate_limit.is_some() {
-        return unsupported("STRONGROOM_RATE_LIMIT");
-    }
+}
+
+fn check_limits(args: &ServeArgs) -> Result<(), StartError> {
     if args.max_value_bytes == 0 || args.max_value_bytes > args.max_request_bytes {
         return Err(StartError::Config(
             "max-value-bytes must be between 1 and max-request-bytes".into(),
@@ -301,7 +313,7 @@ pub async fn run(
     listener: TcpListener,
     ready: Ready,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
+    settings: crate::http::Settings,
 ) -> std::io::Result<()> {
     let background = tokio::spawn({
         let ready = ready.clone();
@@ -342,7 +354,7 @@ pub async fn run(
         Some(state) => api::router(state.clone()),
         None => api::gated_router(ready.clone()),
     };
-    let served = crate::http::serve(listener, app, shutdown, grace).await;
+    let served = crate::http::serve(listener, app, shutdown, settings).await;
     background.abort();
     if let Some(state) = ready.get() {
         api::audit::summarise_throttled(state).await;

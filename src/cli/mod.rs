@@ -94,13 +94,45 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let addr = app.listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, "listening");
-    let grace = std::time::Duration::from_secs(args.shutdown_grace);
-    server::run(app.listener, app.ready, shutdown_signal(), grace)
+    let fd_limit = crate::http::raise_fd_limit();
+    let settings = crate::http::Settings {
+        grace: std::time::Duration::from_secs(args.shutdown_grace),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        max_connections: match args.max_connections {
+            0 => crate::http::default_max_connections(fd_limit),
+            n => n,
+        },
+        tls: app.tls.clone(),
+    };
+    if let Some(tls) = app.tls.clone() {
+        reload_tls_on_hangup(tls);
+    }
+    server::run(app.listener, app.ready, shutdown_signal(), settings)
         .await
         .map_err(|e| e.to_string())?;
     app.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP; open
+/// connections keep the ones they began with.
+fn reload_tls_on_hangup(tls: std::sync::Arc<crate::http::tls::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -14,6 +14,7 @@ mod jwt_keys;
 mod ops;
 mod outage;
 mod tenancy;
+mod tls;
 mod trail;
 mod versions;
 mod wire;

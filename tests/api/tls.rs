@@ -1,0 +1,341 @@
+//! Native TLS: HTTPS by rustls with TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1
+//! by ALPN, plain HTTP refused, the certificate reloaded on SIGHUP without
+//! dropping open connections, client certificates (mTLS), start-up errors
+//! that name the file, and the CLI trusting `--ca-cert`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::helpers::*;
+
+/// A test CA and what it signs, written as PEM files under `dir`.
+struct Pki {
+    dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
+        Pki {
+            dir: dir.to_owned(),
+            ca,
+        }
+    }
+
+    fn ca_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-ca.pem"))
+    }
+
+    /// A leaf certificate for localhost and 127.0.0.1; writes `<file>.crt`
+    /// and `<file>.key` and returns the certificate's DER.
+    fn leaf(&self, file: &str) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, file);
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.crt")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        cert.der().clone()
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+}
+
+async fn spawn_tls(pki: &Pki, leaf: &str, client_ca: Option<&Path>) -> TestApp {
+    let mut options = Options::default()
+        .env("STRONGROOM_TLS_CERT", &pki.path(&format!("{leaf}.crt")))
+        .env("STRONGROOM_TLS_KEY", &pki.path(&format!("{leaf}.key")));
+    if let Some(ca) = client_ca {
+        options = options.env("STRONGROOM_TLS_CLIENT_CA", ca.to_str().unwrap());
+    }
+    let mut app = spawn_with(options).await;
+    app.addr = app.addr.replace("http://", "https://");
+    app
+}
+
+fn port_of(app: &TestApp) -> u16 {
+    app.addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn client_config(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+async fn connect(port: u16, config: ClientConfig) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// Sends one keep-alive `GET /healthz` on `stream` and returns the status
+/// line.
+async fn healthz(stream: &mut TlsStream<TcpStream>) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    // /healthz answers a small body with a Content-Length; read until the
+    // head and that many bytes are in.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the connection closed: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            if body.len() >= length {
+                return head.lines().next().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+fn https_client(pki: &Pki) -> reqwest::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(pki.ca.pem().as_bytes()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn https_speaks_tls_1_2_and_1_3_http2_and_http1_and_refuses_plain_http() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    pki.leaf("server");
+    let mut app = spawn_tls(&pki, "server", None).await;
+    let port = port_of(&app);
+
+    for (version, expected) in [
+        (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
+    ] {
+        let mut stream = connect(port, client_config(&pki, &[version]))
+            .await
+            .unwrap();
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(expected));
+        assert_eq!(healthz(&mut stream).await, "HTTP/1.1 200 OK");
+    }
+
+    // ALPN: h2 when offered, HTTP/1.1 otherwise; both answer the API.
+    app.client = https_client(&pki).build().unwrap();
+    let cred = app.admin();
+    let put = app.put("tls/alpn", "over-h2", &cred).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let h2 = app
+        .client
+        .get(app.url("/secrets/tls/alpn"))
+        .header("X-Api-Key", app.bootstrap_key.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(h2.status(), 200);
+    let http1 = https_client(&pki)
+        .http1_only()
+        .build()
+        .unwrap()
+        .get(app.url("/secrets/tls/alpn"))
+        .header("X-Api-Key", app.bootstrap_key.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http1.version(), reqwest::Version::HTTP_11);
+    let body: serde_json::Value = http1.json().await.unwrap();
+    assert_eq!(body["value"], "over-h2");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = raw_request(
+        &format!("127.0.0.1:{port}"),
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert!(!plain.contains("HTTP/1.1"), "{plain:?}");
+
+    // The CLI trusts the CA given with --ca-cert, and only then.
+    let cli = |args: &[&str], ca: Option<&Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"));
+        cmd.args(args)
+            .env("STRONGROOM_ADDR", &app.addr)
+            .env("STRONGROOM_API_KEY", app.bootstrap_key.as_deref().unwrap())
+            .env_remove("STRONGROOM_CA_CERT");
+        if let Some(ca) = ca {
+            cmd.env("STRONGROOM_CA_CERT", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let ca = pki.ca_path("root");
+    let put = cli(&["put", "tls/cli", "from-the-cli"], Some(&ca));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let got = cli(&["get", "tls/cli"], Some(&ca));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "from-the-cli");
+    let untrusted = cli(&["get", "tls/cli"], None);
+    assert!(!untrusted.status.success());
+    app.terminate();
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_open_connections_keep_working() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    let first = pki.leaf("server");
+    let mut app = spawn_tls(&pki, "server", None).await;
+    let port = port_of(&app);
+    let config = || client_config(&pki, &[&rustls::version::TLS13]);
+
+    let mut open = connect(port, config()).await.unwrap();
+    assert_eq!(open.get_ref().1.peer_certificates().unwrap()[0], first);
+    assert_eq!(healthz(&mut open).await, "HTTP/1.1 200 OK");
+
+    // Rotate: the same paths get a new certificate and key.
+    let second = pki.leaf("server");
+    assert_ne!(first, second);
+    signal(&app.child, "HUP");
+    assert!(
+        app.log_shows("TLS certificate and key reloaded").await,
+        "{}",
+        app.log_text()
+    );
+
+    let mut fresh = connect(port, config()).await.unwrap();
+    assert_eq!(fresh.get_ref().1.peer_certificates().unwrap()[0], second);
+    assert_eq!(healthz(&mut fresh).await, "HTTP/1.1 200 OK");
+    // The connection opened before the reload is still served.
+    assert_eq!(open.get_ref().1.peer_certificates().unwrap()[0], first);
+    assert_eq!(healthz(&mut open).await, "HTTP/1.1 200 OK");
+
+    // A broken file on reload keeps the certificate in use.
+    std::fs::write(pki.path("server.crt"), "not a certificate").unwrap();
+    signal(&app.child, "HUP");
+    assert!(
+        app.log_shows("TLS reload failed").await,
+        "{}",
+        app.log_text()
+    );
+    let mut after = connect(port, config()).await.unwrap();
+    assert_eq!(after.get_ref().1.peer_certificates().unwrap()[0], second);
+    assert_eq!(healthz(&mut after).await, "HTTP/1.1 200 OK");
+    assert_eq!(app.terminate().code(), Some(0));
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_it_signed_are_served() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    let rogue = Pki::new(dir.path(), "rogue");
+    pki.leaf("server");
+    pki.leaf("client");
+    rogue.leaf("intruder");
+    let mut app = spawn_tls(&pki, "server", Some(&pki.ca_path("root"))).await;
+
+    let identity = |pki: &Pki, file: &str| {
+        let mut pem = std::fs::read(pki.path(&format!("{file}.crt"))).unwrap();
+        pem.extend(std::fs::read(pki.path(&format!("{file}.key"))).unwrap());
+        reqwest::Identity::from_pem(&pem).unwrap()
+    };
+    let healthz = |client: reqwest::Client| {
+        let url = app.url("/healthz");
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    let signed = https_client(&pki)
+        .identity(identity(&pki, "client"))
+        .build()
+        .unwrap();
+    assert_eq!(healthz(signed).await.unwrap(), 200);
+    let anonymous = https_client(&pki).build().unwrap();
+    assert!(healthz(anonymous).await.is_err());
+    let intruder = https_client(&pki)
+        .identity(identity(&rogue, "intruder"))
+        .build()
+        .unwrap();
+    assert!(healthz(intruder).await.is_err());
+    app.terminate();
+}
+
+#[tokio::test]
+async fn a_bad_certificate_or_key_file_stops_the_start_and_is_named() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    pki.leaf("server");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN NOTHING-----\nxx\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let cert = pki.path("server.crt");
+    let key = pki.path("server.key");
+    for (cert, key, named) in [
+        (garbage, key.as_str(), garbage),
+        (missing, key.as_str(), missing),
+        (cert.as_str(), garbage, garbage),
+        (cert.as_str(), missing, missing),
+        // A certificate given as its own key.
+        (cert.as_str(), cert.as_str(), cert.as_str()),
+    ] {
+        let data = dir.path().join("data");
+        let mut cmd = command(&data);
+        cmd.env("STRONGROOM_TLS_CERT", cert)
+            .env("STRONGROOM_TLS_KEY", key);
+        let stderr = refused_start(cmd);
+        assert!(stderr.contains(named), "{named} not named in {stderr}");
+        assert!(!data.exists(), "the refused start wrote its data dir");
+    }
+}
