@@ -27,6 +27,8 @@ struct Inner {
     routes: HashMap<String, RouteStats>,
     auth_failures: BTreeMap<&'static str, u64>,
     auth_throttled: u64,
+    rate_limited: u64,
+    shed: u64,
 }
 
 /// The process's metrics registry.
@@ -61,6 +63,19 @@ impl Metrics {
     pub fn auth_throttled(&self, count: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.auth_throttled += count;
+    }
+
+    /// A request over its credential's `--rate-limit`.
+    pub fn rate_limited(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rate_limited += 1;
+    }
+
+    /// A request refused at once: too many in flight, or the write queue full.
+    pub fn shed(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).shed += 1;
     }
 
     /// The Prometheus text exposition format, version 0.0.4, with the
@@ -124,6 +139,20 @@ impl Metrics {
             "strongroom_auth_throttled_total {}",
             inner.auth_throttled
         );
+        let counters = [
+            ("strongroom_rate_limited_total", "Requests refused (429) because their credential was over --rate-limit.", inner.rate_limited),
+            ("strongroom_requests_shed_total", "Requests refused (503) at once: more in flight than --max-in-flight, or the write queue full.", inner.shed),
+            ("strongroom_connections_refused_total", "Connections closed at once: at --max-connections with none idle to close.", crate::http::STATS.refused.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_connections_evicted_total", "Silent connections closed to make room at --max-connections.", crate::http::STATS.evicted.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", crate::http::STATS.timed_out.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
         out.push_str("# HELP strongroom_audit_write_failures_total Audit appends that failed (the requests answered 503).\n");
         out.push_str("# TYPE strongroom_audit_write_failures_total counter\n");
         let _ = writeln!(

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, Limits, Ready};
 use crate::auth::failures::FailureLimit;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::auth::ratelimit::RateLimit;
 use crate::auth::{apikeys, Authenticator, Scope};
 use crate::config::ServeArgs;
 use crate::crypto::keyring::KeyringError;
@@ -112,6 +113,8 @@ impl Init {
                 self.limits.auth_failures_per_second,
                 self.limits.auth_failure_burst,
             ),
+            rate_limit: RateLimit::new(self.limits.rate_limit, self.limits.rate_limit_burst),
+            in_flight: Default::default(),
         });
         Ok((state, bootstrap_key))
     }
@@ -188,6 +191,10 @@ impl Application {
             max_value_bytes: args.max_value_bytes,
             auth_failures_per_second: args.auth_failure_limit,
             auth_failure_burst: args.auth_failure_burst,
+            rate_limit: args.rate_limit,
+            rate_limit_burst: args.rate_limit_burst,
+            max_in_flight: args.max_in_flight as usize,
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
         };
         let mut init = Init {
             store: store.clone(),

@@ -76,6 +76,15 @@ pub async fn principal(
                 .map(|id| format!("apikey:{id}")),
         ),
     }
+    if let (Ok(principal), Some(limit)) = (&result, &app.rate_limit) {
+        if limit
+            .admit(principal.tenant.as_str(), &principal.subject)
+            .is_err()
+        {
+            app.metrics.rate_limited();
+            return Err(ApiError::RateLimited);
+        }
+    }
     result.map_err(|e| {
         app.metrics.auth_failure(e.label());
         tracing::info!(reason = e.label(), "authentication refused");

@@ -44,8 +44,17 @@ pub enum ApiError {
     NotFound,
     VersionMismatch,
     MethodNotAllowed,
-    /// Failed authentications over the client address's limit.
+    /// Failed authentications over the client address's limit, or requests
+    /// over the credential's.
     RateLimited,
+    /// More requests in flight than allowed, or the write queue full:
+    /// answered at once, with a hint to retry.
+    Overloaded,
+    /// The request's body did not arrive in time.
+    BodyTimeout,
+    /// The client went away before its request was read; recorded as 499
+    /// (no one reads the answer).
+    ClientClosed,
     Unavailable(String),
     Internal(String),
 }
@@ -65,6 +74,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::VersionMismatch => ApiError::VersionMismatch,
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Busy => ApiError::Overloaded,
             StoreError::Corrupt(cause) => ApiError::Internal(format!("corrupt store: {cause}")),
             StoreError::Seal => ApiError::Internal("sealing failed".into()),
         }
@@ -133,6 +143,23 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
+            ApiError::Overloaded => {
+                let mut r =
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::BodyTimeout => json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request timeout",
+                Some("the request body did not arrive in time"),
+            ),
+            ApiError::ClientClosed => json_error(
+                StatusCode::from_u16(499).expect("499 is a valid status"),
+                "client closed request",
+                None,
+            ),
             ApiError::Unavailable(cause) => {
                 tracing::error!(cause = %cause, "store unavailable");
                 json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None)

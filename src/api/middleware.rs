@@ -17,7 +17,8 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::AppState;
+use super::{ApiError, AppState};
+use axum::response::IntoResponse;
 
 /// A constant, so answering with it allocates no header name.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -118,6 +119,15 @@ where
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let id = request_id(&request);
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let Some(in_flight) = InFlight::enter(&self.state) else {
+            // Shed before any work, the audit line included: it reached
+            // nothing.
+            self.state.metrics.shed();
+            let response = ApiError::Overloaded.into_response();
+            return Box::pin(std::future::ready(Ok(
+                self.finish(response, method, route, id, started)
+            )));
+        };
         let recorder = super::routes::find(request.method(), route).map(|route| {
             super::audit::begin(
                 &self.state.trail,
@@ -131,6 +141,7 @@ where
         let answer = self.inner.call(request);
         let state = self.state.clone();
         Box::pin(async move {
+            let _in_flight = in_flight;
             let Ok(mut response) = answer.await;
             let mut summarised = false;
             if let Some(recorder) = recorder {
@@ -138,24 +149,79 @@ where
                 response = super::audit::finish(recorder, response).await;
             }
             let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-            let request_id = id.to_str().unwrap_or("");
-            let elapsed = started.elapsed();
-            let status = response.status().as_u16();
-            state.metrics.observe(method, route, status, elapsed);
             // A refusal of the failed-authentication limit is counted in a
             // summary line instead.
-            if !summarised {
-                crate::log::access::record(&crate::log::access::Access {
-                    method,
-                    route,
-                    status,
-                    latency_us: elapsed.as_micros() as u64,
-                    request_id,
-                });
-            }
-            response.headers_mut().insert(X_REQUEST_ID, id);
-            Ok(response)
+            Ok(observed(
+                &state,
+                response,
+                method,
+                route,
+                id,
+                started,
+                !summarised,
+            ))
         })
+    }
+}
+
+impl<S> Observe<S> {
+    fn finish(
+        &self,
+        response: Response,
+        method: &'static str,
+        route: &str,
+        id: HeaderValue,
+        started: Instant,
+    ) -> Response {
+        observed(&self.state, response, method, route, id, started, true)
+    }
+}
+
+/// Counts the answered request, logs its access line (unless `log` is
+/// false) and adds its id to the answer.
+fn observed(
+    state: &AppState,
+    mut response: Response,
+    method: &'static str,
+    route: &str,
+    id: HeaderValue,
+    started: Instant,
+    log: bool,
+) -> Response {
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.observe(method, route, status, elapsed);
+    if log {
+        crate::log::access::record(&crate::log::access::Access {
+            method,
+            route,
+            status,
+            latency_us: elapsed.as_micros() as u64,
+            request_id: id.to_str().unwrap_or(""),
+        });
+    }
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
+}
+
+/// A request counted against `--max-in-flight` until dropped (also when the
+/// client goes away and the request's future with it).
+struct InFlight(Arc<AppState>);
+
+impl InFlight {
+    fn enter(state: &Arc<AppState>) -> Option<InFlight> {
+        let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= state.limits.max_in_flight {
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(state.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -22,6 +22,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::auth::failures::FailureLimit;
+use crate::auth::ratelimit::RateLimit;
 use crate::auth::Authenticator;
 use crate::crypto::Keyring;
 use crate::metrics::Metrics;
@@ -38,6 +39,13 @@ pub struct Limits {
     /// Failed authentications per second per client address (0: no limit)
     /// and how many at once, before its requests answer 429.
     pub auth_failures_per_second: u32,
+    /// Requests per second per credential (0: no limit) and how many at once.
+    pub rate_limit: u32,
+    pub rate_limit_burst: u32,
+    /// Requests handled at once; beyond it 503 at once.
+    pub max_in_flight: usize,
+    /// How long a request's body may take to arrive (408 beyond it).
+    pub body_timeout: std::time::Duration,
     pub auth_failure_burst: u32,
 }
 
@@ -48,6 +56,10 @@ impl Default for Limits {
             max_value_bytes: 64 * 1024,
             auth_failures_per_second: 10,
             auth_failure_burst: 20,
+            rate_limit: 0,
+            rate_limit_burst: 100,
+            max_in_flight: 1024,
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +76,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Failed authentications per client address (`Limits`).
     pub auth_failures: FailureLimit,
+    /// Requests per credential, when limited (`Limits`).
+    pub rate_limit: Option<RateLimit>,
+    /// Requests being handled now, against `Limits::max_in_flight`.
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Shared slot for the application state: empty while start-up waits for

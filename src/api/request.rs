@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, Op};
+use super::Limits;
 use crate::store::Precondition;
 use crate::types::SecretKey;
 
@@ -41,8 +42,16 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body: more than the request limit is 413, a body that
+/// does not arrive within the body timeout 408, a malformed one (a bad
+/// chunk size) 400, and a client that goes away before sending it all is
+/// recorded as such, not as any of those.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &Limits,
+) -> Result<Bytes, ApiError> {
+    let limit = limits.max_request_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -50,9 +59,34 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::RequestTooLarge);
     }
-    axum::body::to_bytes(body, limit)
+    tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit))
         .await
-        .map_err(|_| ApiError::RequestTooLarge)
+        .map_err(|_| ApiError::BodyTimeout)?
+        .map_err(body_error)
+}
+
+/// What went wrong reading a body: the length limit, unless the connection
+/// says otherwise.
+fn body_error(e: axum::Error) -> ApiError {
+    let inner = e.into_inner();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                    ApiError::bad(Op::Put, "the request body is malformed")
+                }
+                _ => ApiError::ClientClosed,
+            };
+        }
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled() {
+                return ApiError::ClientClosed;
+            }
+        }
+        cause = err.source();
+    }
+    ApiError::RequestTooLarge
 }
 
 /// Parses the PUT body. Error details describe the shape of the problem and

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::ratelimit::{Rate, Tokens};
+
 /// Addresses tracked at most; past it, full buckets are forgotten first and
 /// then new addresses go untracked rather than grow memory.
 const MAX_TRACKED: usize = 65_536;
 
 struct Bucket {
-    tokens: f64,
-    at: Instant,
+    tokens: Tokens,
     /// Requests refused since the last `take_throttled`.
     throttled: u64,
 }
@@ -25,8 +26,7 @@ struct Bucket {
 /// Failed authentications allowed per client address: `per_second` on
 /// average, `burst` at once. A `per_second` of 0 turns the limit off.
 pub struct FailureLimit {
-    per_second: f64,
-    burst: f64,
+    rate: Rate,
     state: Mutex<State>,
     /// The number of tracked addresses, read without the lock: while no
     /// address has failed, `admit` (on every authenticated request) takes
@@ -68,19 +68,13 @@ fn client_key(addr: IpAddr) -> IpAddr {
     }
 }
 
-impl Bucket {
-    fn refill(&mut self, limit: &FailureLimit, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * limit.per_second).min(limit.burst);
-        self.at = now;
-    }
-}
-
 impl FailureLimit {
     pub fn new(per_second: u32, burst: u32) -> FailureLimit {
         FailureLimit {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
+            rate: Rate {
+                per_second: f64::from(per_second),
+                burst: f64::from(burst.max(1)),
+            },
             state: Mutex::new(State::default()),
             tracked: AtomicUsize::new(0),
         }
@@ -93,7 +87,7 @@ impl FailureLimit {
     /// Whether a request from `addr` may have its credential checked; a
     /// refusal is counted for the summary. Pass the answer to `settle`.
     pub fn admit(&self, addr: IpAddr) -> Admission {
-        if self.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
+        if self.rate.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return Admission::Untracked;
         }
         let now = Instant::now();
@@ -101,9 +95,9 @@ impl FailureLimit {
         let Some(bucket) = state.buckets.get_mut(&client_key(addr)) else {
             return Admission::Untracked;
         };
-        bucket.refill(self, now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        bucket.tokens.refill(self.rate, now);
+        if bucket.tokens.tokens >= 1.0 {
+            bucket.tokens.tokens -= 1.0;
             return Admission::Reserved;
         }
         bucket.throttled += 1;
@@ -114,13 +108,13 @@ impl FailureLimit {
     /// spends a token (the one reserved, if any); anything else gives a
     /// reserved token back.
     pub fn settle(&self, addr: IpAddr, admission: Admission, failed: bool) {
-        if self.per_second == 0.0 {
+        if self.rate.per_second == 0.0 {
             return;
         }
         match (admission, failed) {
             (Admission::Reserved, false) => {
                 if let Some(bucket) = self.state().buckets.get_mut(&client_key(addr)) {
-                    bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
+                    bucket.tokens.tokens = (bucket.tokens.tokens + 1.0).min(self.rate.burst);
                 }
             }
             (Admission::Untracked, true) => self.first_failure(addr),
@@ -143,20 +137,19 @@ impl FailureLimit {
             }
             state.swept = Some(now);
             state.buckets.retain(|_, b| {
-                b.refill(self, now);
-                b.tokens < self.burst || b.throttled > 0
+                b.tokens.refill(self.rate, now);
+                !b.tokens.is_full(self.rate) || b.throttled > 0
             });
             if state.buckets.len() >= MAX_TRACKED {
                 return;
             }
         }
         let bucket = state.buckets.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
+            tokens: Tokens::full(self.rate, now),
             throttled: 0,
         });
-        bucket.refill(self, now);
-        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        bucket.tokens.refill(self.rate, now);
+        bucket.tokens.tokens = (bucket.tokens.tokens - 1.0).max(0.0);
         self.tracked.store(state.buckets.len(), Ordering::Relaxed);
     }
 
@@ -170,8 +163,8 @@ impl FailureLimit {
             if b.throttled > 0 {
                 taken.push((*addr, std::mem::take(&mut b.throttled)));
             }
-            b.refill(self, now);
-            b.tokens < self.burst
+            b.tokens.refill(self.rate, now);
+            !b.tokens.is_full(self.rate)
         });
         self.tracked.store(state.buckets.len(), Ordering::Relaxed);
         drop(state);

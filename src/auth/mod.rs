@@ -8,6 +8,7 @@
 pub mod apikeys;
 pub mod failures;
 pub mod jwt;
+pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

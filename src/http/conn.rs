@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tower::Service;
 
+use super::errors::JsonErrors;
 use super::fresh::Ticket;
 use super::{ClientAddr, Settings, STATS};
 
@@ -85,7 +86,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .half_close(true);
-    let conn = builder.serve_connection(TokioIo::new(io), service(app, addr));
+    let io = TokioIo::new(JsonErrors::new(io));
+    let conn = builder.serve_connection(io, service(app, addr));
     finished(watcher.watch(conn).await, addr);
 }
 
@@ -110,10 +112,11 @@ fn service(
 /// get an access-log line like any request.
 fn finished(result: Result<(), hyper::Error>, addr: SocketAddr) {
     let Err(e) = result else { return };
-    let status = if e.is_parse_too_large() {
-        431
-    } else if e.is_parse_status() {
+    // hyper tells a URI too long from headers too large only in its text.
+    let status = if e.is_parse_too_large() && e.to_string().contains("URI too long") {
         414
+    } else if e.is_parse_too_large() {
+        431
     } else if e.is_parse() {
         400
     } else if e.is_timeout() {

@@ -6,6 +6,7 @@
 //! cap, below the file-descriptor limit.
 
 mod conn;
+mod errors;
 mod fresh;
 pub mod tls;
 

@@ -47,6 +47,9 @@ pub enum StoreError {
     VersionMismatch,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Too many writes queued: refused at once rather than queued.
+    #[error("the write queue is full")]
+    Busy,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("sealing failed")]

@@ -11,6 +11,7 @@ mod cluster;
 mod durability;
 mod encryption;
 mod jwt_keys;
+mod limits;
 mod ops;
 mod outage;
 mod tenancy;

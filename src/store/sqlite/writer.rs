@@ -13,7 +13,7 @@
 //! commits.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,10 @@ use crate::store::StoreError;
 
 /// Most jobs committed by one fsync.
 const MAX_BATCH: usize = 512;
+
+/// Most jobs waiting for the writer; beyond it a write is refused at once
+/// (503 with Retry-After) rather than queued without bound.
+const MAX_QUEUED: usize = 8 * MAX_BATCH;
 
 /// What readers know of the writer's batches.
 #[derive(Default)]
@@ -108,6 +112,8 @@ enum Message {
 /// The request side of the writer thread.
 pub(super) struct Writer {
     queue: mpsc::Sender<Message>,
+    /// Jobs sent and not yet taken by the writer thread.
+    queued: Arc<AtomicUsize>,
 }
 
 /// What the writer thread shares with the readers.
@@ -133,11 +139,13 @@ fn stopped() -> StoreError {
 impl Writer {
     pub(super) fn start(conn: Connection, shared: Shared) -> Result<Writer, StoreError> {
         let (queue, messages) = mpsc::channel::<Message>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, messages, &shared))
+            .spawn(move || writer_loop(conn, messages, &taken, &shared))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
-        Ok(Writer { queue })
+        Ok(Writer { queue, queued })
     }
 
     /// Queues `work` and waits until its batch is durable.
@@ -150,6 +158,10 @@ impl Writer {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(E::from(StoreError::Busy));
+        }
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
             work: Some(work),
@@ -158,9 +170,10 @@ impl Writer {
             reply,
             secret: spec.secret,
         });
-        self.queue
-            .send(Message::Job(job))
-            .map_err(|_| E::from(stopped()))?;
+        if self.queue.send(Message::Job(job)).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(E::from(stopped()));
+        }
         answer.await.map_err(|_| E::from(stopped()))?
     }
 
@@ -173,7 +186,12 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Shared) {
+fn writer_loop(
+    conn: Connection,
+    messages: mpsc::Receiver<Message>,
+    queued: &AtomicUsize,
+    shared: &Shared,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     let mut head = HeadRecord::default();
@@ -197,6 +215,7 @@ fn writer_loop(conn: Connection, messages: mpsc::Receiver<Message>, shared: &Sha
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         if !batch.is_empty() {
             shared.batches.writing.store(true, Ordering::SeqCst);
             shared.readers.release_idle();

@@ -1,0 +1,382 @@
+//! Limits a lone server keeps on its own: slow clients cut off by the header
+//! and body timeouts, a connection flood that never locks out `/healthz`,
+//! requests beyond `--max-in-flight` shed at once, a per-credential rate
+//! limit, and the HTTP-layer errors answered, logged and told apart.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+fn host_port(app: &TestApp) -> String {
+    app.addr.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the peer closes (or `limit` passes) and returns what came.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut out))
+        .await
+        .ok()
+        .map(|_| out)
+}
+
+/// Sends a whole request on a new connection and returns the whole answer
+/// (the request asks the server to close).
+async fn exchange(app: &TestApp, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(host_port(app)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let out = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an answer within 10 s");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_cut_off_at_the_header_timeout_while_others_are_served() {
+    sqlite_only!("the HTTP layer is the same on both engines");
+    let app = spawn_with(Options::default().env("STRONGROOM_HEADER_TIMEOUT", "2")).await;
+    let cred = app.admin();
+    assert_eq!(app.put("slow/probe", "v", &cred).await.status, 200);
+
+    // 300 clients that send a header line and then a byte every half second,
+    // never finishing their headers.
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let addr = host_port(&app);
+        slow.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /secrets/slow/probe HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => {
+                        if matches!(read, Ok(0) | Err(_)) {
+                            return started.elapsed();
+                        }
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if stream.write_all(b"X-A: b\r\n").await.is_err() {
+                            return started.elapsed();
+                        }
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(20) {
+                    panic!("a slow client was never cut off");
+                }
+            }
+        }));
+    }
+    // Meanwhile a well-behaved client is served quickly.
+    let mut latencies = Vec::new();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let t = Instant::now();
+        let reply = app.get("slow/probe", &cred).await;
+        latencies.push(t.elapsed());
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let worst_cut = futures_max(slow).await;
+    assert!(
+        worst_cut >= Duration::from_secs(2) && worst_cut < Duration::from_secs(5),
+        "slow clients cut off after {worst_cut:?} (header timeout 2 s)"
+    );
+    let p99 = p99(latencies.clone());
+    eprintln!(
+        "{} requests beside 300 slowloris connections: p99 {p99:?}",
+        latencies.len()
+    );
+    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    // The server still serves after them.
+    assert_eq!(app.get("slow/probe", &cred).await.status, 200);
+}
+
+async fn futures_max(tasks: Vec<tokio::task::JoinHandle<Duration>>) -> Duration {
+    let mut worst = Duration::ZERO;
+    for task in tasks {
+        worst = worst.max(task.await.unwrap());
+    }
+    worst
+}
+
+#[tokio::test]
+async fn a_flood_of_20000_connections_never_stops_healthz_from_answering() {
+    sqlite_only!("the HTTP layer is the same on both engines");
+    let app = spawn_with(Options::default().env("STRONGROOM_MAX_CONNECTIONS", "256")).await;
+    let addr = host_port(&app);
+    // The flood: 20,000 connections that never send a byte, up to 1,000
+    // held open at once by this side.
+    let flood = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut held = std::collections::VecDeque::new();
+            for _ in 0..20_000 {
+                if let Ok(stream) = std::net::TcpStream::connect(&addr) {
+                    held.push_back(stream);
+                }
+                if held.len() > 1_000 {
+                    held.pop_front();
+                }
+            }
+        }
+    });
+    let mut probes = 0;
+    while !flood.is_finished() || probes < 10 {
+        let t = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            exchange(
+                &app,
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("/healthz answers within 2 s during the flood");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{answer:?} after {:?}",
+            t.elapsed()
+        );
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flood.join().unwrap();
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .header("X-Api-Key", app.bootstrap_key.clone().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strongroom_connections_evicted_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(evicted > 10_000, "{evicted} evicted");
+    assert!(!app.log_text().contains("Too many open files"));
+}
+
+/// Starts a PUT whose body never finishes: the request stays in flight.
+async fn held_put(app: &TestApp, key: &str) -> (TcpStream, String) {
+    let body = format!(r#"{{"key":"{key}","value":"held"}}"#);
+    let head = format!(
+        "PUT /secrets HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        app.bootstrap_key.as_deref().unwrap(),
+        body.len()
+    );
+    let mut stream = TcpStream::connect(host_port(app)).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..5]).await.unwrap();
+    (stream, body[5..].to_owned())
+}
+
+#[tokio::test]
+async fn beyond_max_in_flight_requests_answer_503_at_once_and_the_accepted_ones_finish() {
+    sqlite_only!("the HTTP layer is the same on both engines");
+    let app = spawn_with(Options::default().env("STRONGROOM_MAX_IN_FLIGHT", "4")).await;
+    let cred = app.admin();
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(held_put(&app, &format!("flight/{i}")).await);
+    }
+    // Let the server take the four in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..8 {
+        let t = Instant::now();
+        let shed = app.get("flight/0", &cred).await;
+        assert_eq!(shed.status, 503, "{}", shed.body);
+        assert_eq!(shed.error(), "service unavailable");
+        assert_eq!(shed.header("retry-after").as_deref(), Some("1"));
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "shed at once, not queued"
+        );
+    }
+    // The four finish and are kept.
+    for (mut stream, rest) in held {
+        stream.write_all(rest.as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut stream, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    }
+    for i in 0..4 {
+        let got = app.get(&format!("flight/{i}"), &cred).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["value"], "held");
+    }
+    let metrics = app
+        .send(app.client.get(app.url("/metrics")), &cred)
+        .await
+        .body;
+    assert!(
+        metrics.contains("strongroom_requests_shed_total 8"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_over_its_rate_limit_gets_429_and_others_are_unaffected() {
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_RATE_LIMIT", "1")
+            .env("STRONGROOM_RATE_LIMIT_BURST", "3"),
+    )
+    .await;
+    let busy = Cred::ApiKey(app.create_key("rl", &[]));
+    let calm = Cred::ApiKey(app.create_key("rl", &[]));
+    for _ in 0..3 {
+        assert_eq!(app.get("rate/missing", &busy).await.status, 404);
+    }
+    let limited = app.get("rate/missing", &busy).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.error(), "rate limited");
+    assert_eq!(limited.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(app.get("rate/missing", &calm).await.status, 404);
+    // A second later the bucket holds a token again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.get("rate/missing", &busy).await.status, 404);
+    let metrics = app
+        .send(app.client.get(app.url("/metrics")), &app.admin())
+        .await
+        .body;
+    assert!(
+        metrics.contains("strongroom_rate_limited_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_a_bad_chunk_400_and_a_client_that_leaves_is_logged_as_499() {
+    let app = spawn_with(Options::default().env("STRONGROOM_BODY_TIMEOUT", "1")).await;
+    let key = app.bootstrap_key.clone().unwrap();
+
+    let (mut stalled, _) = held_put(&app, "body/stalled").await;
+    let answer = read_to_close(&mut stalled, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request timeout""#), "{answer}");
+
+    let chunked = format!(
+        "PUT /secrets HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let answer = exchange(&app, chunked.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains(r#""error":"invalid request format""#),
+        "{answer}"
+    );
+
+    let (left, _) = held_put(&app, "body/left").await;
+    drop(left);
+    assert!(app.log_shows(r#""status":499"#).await, "{}", app.log_text());
+    assert!(
+        !app.log_text().contains(r#""status":413"#),
+        "{}",
+        app.log_text()
+    );
+    // Nothing was stored by any of them.
+    for key in ["body/stalled", "body/left"] {
+        assert_eq!(app.get(key, &app.admin()).await.status, 404);
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let app = spawn_app().await;
+    let key = app.bootstrap_key.clone().unwrap();
+    let body = r#"{"key":"half/closed","value":"answered"}"#;
+    let request = format!(
+        "PUT /secrets HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let answer = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let got = app.get("half/closed", &app.admin()).await;
+    assert_eq!(got.json()["value"], "answered");
+}
+
+#[tokio::test]
+async fn http_layer_errors_are_answered_and_logged() {
+    let app = spawn_app().await;
+    let long_uri = format!(
+        "GET /secrets/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(1024 * 1024)
+    );
+    for (request, status, error) in [
+        (
+            b"GET /secrets/a\0b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "400",
+            "invalid request format",
+        ),
+        (
+            b"GET /secrets/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "400",
+            "invalid request format",
+        ),
+        (
+            b"PUT /secrets HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n".to_vec(),
+            "400",
+            "invalid request format",
+        ),
+        (long_uri.into_bytes(), "414", "uri too long"),
+        (
+            many_headers.into_bytes(),
+            "431",
+            "request header fields too large",
+        ),
+        (
+            huge_header.into_bytes(),
+            "431",
+            "request header fields too large",
+        ),
+    ] {
+        let answer = exchange(&app, &request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{status}: {answer:?}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body, serde_json::json!({ "error": error }));
+        assert!(
+            app.log_shows(&format!(r#""status":{status}"#)).await,
+            "no access line for {status}: {}",
+            app.log_text()
+        );
+    }
+}
