@@ -56,3 +56,29 @@ pub fn lock_exclusive(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
     Ok(Some(file))
 }
+
+/// Space below which a data dir counts as full: a batch of changes and its
+/// audit lines need room, and SQLite needs some to roll back.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// An error naming the problem when the file system holding `dir` has less
+/// than a megabyte free (or cannot say).
+pub fn check_free_space(dir: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("{} is not a usable path", dir.display()))?;
+    // SAFETY: statvfs writes only into `stat`, and `path` is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(format!(
+            "cannot read the free space of {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < MIN_FREE_BYTES {
+        return Err(format!("{} has {free} bytes free", dir.display()));
+    }
+    Ok(())
+}

@@ -31,6 +31,10 @@ struct Inner {
     shed: u64,
 }
 
+/// Answers of 502 `stored data failed its integrity check`; counted where
+/// the error becomes an answer, which has no registry at hand.
+pub static INTEGRITY_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The process's metrics registry.
 #[derive(Default)]
 pub struct Metrics {
@@ -145,6 +149,7 @@ impl Metrics {
             ("strongroom_connections_refused_total", "Connections closed at once: at --max-connections with none idle to close.", crate::http::STATS.refused.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_connections_evicted_total", "Silent connections closed to make room at --max-connections.", crate::http::STATS.evicted.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", crate::http::STATS.timed_out.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", INTEGRITY_FAILURES.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
         ];
         for (name, help, value) in counters {

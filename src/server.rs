@@ -115,6 +115,7 @@ impl Init {
             ),
             rate_limit: RateLimit::new(self.limits.rate_limit, self.limits.rate_limit_burst),
             in_flight: Default::default(),
+            readiness: Default::default(),
         });
         Ok((state, bootstrap_key))
     }

@@ -41,6 +41,11 @@ impl AuditRecorder {
         self.0.route
     }
 
+    /// The request's id, which its audit line carries.
+    pub fn request_id(&self) -> Arc<str> {
+        self.entry().request_id.clone()
+    }
+
     pub fn principal(&self, principal: &Arc<Principal>) {
         self.entry().principal = Some(principal.clone());
     }

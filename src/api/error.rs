@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::crypto::keyring::KeyringError;
+use crate::crypto::CryptoError;
 use crate::store::StoreError;
 
 /// Which operation a 400 belongs to: each has its own compat error text.
@@ -52,6 +53,10 @@ pub enum ApiError {
     Overloaded,
     /// The request's body did not arrive in time.
     BodyTimeout,
+    /// Stored data (a value, a data key, a record) failed its integrity
+    /// check: 502, as from an upstream that answered with bad data; never
+    /// a value.
+    Integrity(String),
     /// The client went away before its request was read; recorded as 499
     /// (no one reads the answer).
     ClientClosed,
@@ -75,7 +80,7 @@ impl From<StoreError> for ApiError {
             StoreError::VersionMismatch => ApiError::VersionMismatch,
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             StoreError::Busy => ApiError::Overloaded,
-            StoreError::Corrupt(cause) => ApiError::Internal(format!("corrupt store: {cause}")),
+            StoreError::Corrupt(cause) => ApiError::Integrity(cause),
             StoreError::Seal => ApiError::Internal("sealing failed".into()),
         }
     }
@@ -85,6 +90,13 @@ impl From<KeyringError> for ApiError {
     fn from(e: KeyringError) -> Self {
         match e {
             KeyringError::Store(e) => e.into(),
+            KeyringError::Crypto(
+                e @ (CryptoError::Tampered
+                | CryptoError::Truncated
+                | CryptoError::UnknownFormat(_)
+                | CryptoError::UnknownDataKey(_)
+                | CryptoError::DataKeyCorrupt(_)),
+            ) => ApiError::Integrity(e.to_string()),
             KeyringError::Crypto(e) => ApiError::Internal(format!("crypto: {e}")),
         }
     }
@@ -155,6 +167,16 @@ impl IntoResponse for ApiError {
                 "request timeout",
                 Some("the request body did not arrive in time"),
             ),
+            ApiError::Integrity(cause) => {
+                crate::metrics::INTEGRITY_FAILURES
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(cause = %cause, "stored data failed its integrity check");
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "stored data failed its integrity check",
+                    None,
+                )
+            }
             ApiError::ClientClosed => json_error(
                 StatusCode::from_u16(499).expect("499 is a valid status"),
                 "client closed request",

@@ -80,6 +80,8 @@ pub struct AppState {
     pub rate_limit: Option<RateLimit>,
     /// Requests being handled now, against `Limits::max_in_flight`.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The last readiness probe and when it ran (`ops::readyz`).
+    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 /// Shared slot for the application state: empty while start-up waits for

@@ -17,13 +17,29 @@ pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// Ready when the audit trail can append, the store can take a change (a
+/// probe write: a read-only or full data dir fails it) and the shared state
+/// (the master key's check value) reads back. The probe runs at most once a
+/// second; probes meanwhile get its answer.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if let Some(why) = state.trail.lost() {
         return ApiError::Unavailable(format!("audit trail: {why}")).into_response();
     }
-    match state.store.ping().await {
-        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
+    let mut last = state.readiness.lock().await;
+    let fresh = last
+        .as_ref()
+        .is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
+    if !fresh {
+        let probed = match state.store.ready().await {
+            Ok(()) => state.keyring.bind().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        *last = Some((std::time::Instant::now(), probed));
+    }
+    match last.as_ref().map(|(_, probed)| probed) {
+        Some(Ok(())) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Some(Err(why)) => ApiError::Unavailable(format!("not ready: {why}")).into_response(),
+        None => ApiError::Unavailable("not ready: no probe ran".into()).into_response(),
     }
 }
 

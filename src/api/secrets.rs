@@ -75,7 +75,11 @@ struct SecretBody<'a> {
 
 pub async fn get_secret(
     State(app): State<Arc<AppState>>,
-    Keyed { principal, key, .. }: Keyed,
+    Keyed {
+        principal,
+        key,
+        audit,
+    }: Keyed,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let pairs = request::query_pairs(uri.query(), Op::Get)?;
@@ -93,7 +97,17 @@ pub async fn get_secret(
             stored.version,
             &stored.sealed,
         )
-        .await?;
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // Named by the request id: its audit line pairs it with the key.
+            ApiError::Integrity(cause) => ApiError::Integrity(format!(
+                "{cause} (tenant {}, version {}, request {})",
+                principal.tenant.as_str(),
+                stored.version,
+                audit.request_id()
+            )),
+            other => other,
+        })?;
     let value = std::str::from_utf8(&plaintext)
         .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
     let body = serde_json::to_vec(&SecretBody {

@@ -193,9 +193,13 @@ impl Keyring {
         }
         let mut keys = HashMap::with_capacity(wrapped.len());
         for w in &wrapped {
+            // The master key was checked against the store at start, so a
+            // DEK it cannot unwrap is a damaged record.
             let raw = seal::unwrap_key(&self.master.aead, tenant.as_str(), w.id, &w.wrapped)
                 .map_err(|e| match e {
-                    CryptoError::Tampered => CryptoError::WrongMasterKey,
+                    CryptoError::Tampered
+                    | CryptoError::Truncated
+                    | CryptoError::UnknownFormat(_) => CryptoError::DataKeyCorrupt(w.id),
                     other => other,
                 })?;
             keys.insert(w.id, AeadKey::new(&raw));

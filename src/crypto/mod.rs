@@ -25,6 +25,10 @@ pub enum CryptoError {
     Truncated,
     #[error("data key {0} is not in the keyring")]
     UnknownDataKey(u32),
+    /// A stored data key that the (verified) master key cannot unwrap: the
+    /// record was changed or damaged, not the master key.
+    #[error("data key {0} failed its integrity check")]
+    DataKeyCorrupt(u32),
     #[error("master key does not match the one this store was created with")]
     WrongMasterKey,
     #[error("master key: {0}")]

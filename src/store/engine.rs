@@ -67,6 +67,10 @@ pub(crate) trait Backend: Send + Sync {
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Whether the engine can take a change now (`/readyz`): it writes, so
+    /// a read-only or full store answers with an error.
+    fn ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The key's newest version and whether it is deleted.
     fn head(
         &self,

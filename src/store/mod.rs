@@ -236,6 +236,11 @@ impl Store {
         dispatch!(self.backend, b => b.ping())
     }
 
+    /// Whether a change could be stored now; it writes a probe record.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.ready())
+    }
+
     pub async fn get(
         &self,
         tenant: &TenantId,

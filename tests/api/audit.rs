@@ -467,6 +467,18 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `/readyz`'s status once its once-a-second probe has run again.
+async fn readyz(app: &TestApp) -> u16 {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Fills the file system holding `dir` to the last byte; returns the filler.
 fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     use std::io::Write;
@@ -505,7 +517,9 @@ async fn a_full_disk_answers_503_and_service_returns_on_the_same_chain() {
         );
         acknowledged.push((format!("k{i}"), "before".to_owned()));
     }
+    assert_eq!(readyz(&app).await, 200);
     let filler = fill(&fs.0);
+    assert_eq!(readyz(&app).await, 503, "a full disk is not ready");
     let mut refused = 0;
     for i in 0..50 {
         let r = app.put(&format!("full{i}"), "never", &admin).await;
@@ -529,6 +543,7 @@ async fn a_full_disk_answers_503_and_service_returns_on_the_same_chain() {
         "only {refused} of 50 writes on a full disk refused"
     );
     std::fs::remove_file(&filler).unwrap();
+    assert_eq!(readyz(&app).await, 200, "space is back");
     for i in 0..20 {
         let r = app.put(&format!("after{i}"), "again", &admin).await;
         assert_eq!(r.status, 200, "space is back: {}", r.body);

@@ -221,8 +221,122 @@ async fn a_ciphertext_moved_to_another_key_fails_to_open() {
     }
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     let r = again.get("b", &admin).await;
-    assert_ne!(r.status, 200);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.error(), "stored data failed its integrity check");
     assert!(!r.body.contains("value-a"));
+}
+
+/// Flips one bit of `column` in the one row of `table` matching `filter`,
+/// at the byte `at` picks from the blob's length, while no server runs.
+fn flip_bit(
+    data_dir: &std::path::Path,
+    table: &str,
+    column: &str,
+    filter: &str,
+    at: fn(usize) -> usize,
+) {
+    let db = rusqlite::Connection::open(data_dir.join("strongroom.db")).unwrap();
+    let mut blob: Vec<u8> = db
+        .query_row(
+            &format!("SELECT {column} FROM {table} WHERE {filter}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let i = at(blob.len());
+    blob[i] ^= 1;
+    let changed = db
+        .execute(
+            &format!("UPDATE {table} SET {column} = ?1 WHERE {filter}"),
+            [&blob],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+#[tokio::test]
+async fn one_flipped_byte_in_a_ciphertext_is_named_counted_and_never_a_value() {
+    sqlite_only!("edits the database file");
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    assert_eq!(
+        app.put("team/flipped", "canary-flipped-value", &admin)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.put("team/intact", "intact-value", &admin).await.status,
+        200
+    );
+    assert_eq!(app.terminate().code(), Some(0));
+    // The middle byte of the sealed value: inside the ciphertext.
+    flip_bit(
+        &app.data_dir,
+        "versions",
+        "sealed",
+        "key = 'team/flipped'",
+        |n| n / 2,
+    );
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    let r = again.get("team/flipped", &admin).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.error(), "stored data failed its integrity check");
+    assert!(!r.body.contains("canary"));
+    assert_eq!(
+        again.get("team/intact", &admin).await.json()["value"],
+        "intact-value"
+    );
+    assert!(
+        again
+            .log_shows("stored data failed its integrity check")
+            .await
+    );
+    let log = again.log_text();
+    assert!(!log.contains("canary"), "{log}");
+    assert!(!log.contains("master key does not match"), "{log}");
+    let metrics = again
+        .send(again.client.get(again.url("/metrics")), &admin)
+        .await
+        .body;
+    assert!(
+        metrics.contains("strongroom_integrity_failures_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_data_key_is_named_as_that_data_key_not_as_the_master_key() {
+    sqlite_only!("edits the database file");
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    assert_eq!(
+        app.put("dek/one", "value-under-dek-1", &admin).await.status,
+        200
+    );
+    assert_eq!(app.terminate().code(), Some(0));
+    // The last byte of the wrapped key: its authentication tag.
+    flip_bit(
+        &app.data_dir,
+        "deks",
+        "wrapped",
+        "tenant = 'default'",
+        |n| n - 1,
+    );
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    for _ in 0..2 {
+        let r = again.get("dek/one", &admin).await;
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert_eq!(r.error(), "stored data failed its integrity check");
+    }
+    assert!(
+        again
+            .log_shows("data key 1 failed its integrity check")
+            .await,
+        "{}",
+        again.log_text()
+    );
+    assert!(!again.log_text().contains("master key does not match"));
 }
 
 #[tokio::test]

@@ -178,6 +178,15 @@ impl Backend for NatsBackend {
             .map_err(|e| unavailable("ping", e))
     }
 
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.ping().await?;
+        // The shared state every gateway needs (the master key's check
+        // value) is readable.
+        apikeys::meta_get(self, "master_key_check")
+            .await
+            .map(|_| ())
+    }
+
     async fn head(&self, tenant: &TenantId, key: &SecretKey) -> Result<Observed, StoreError> {
         secrets::head(self, tenant, key).await
     }

@@ -36,7 +36,11 @@ pub use trail::FileTrail;
 use writer::{Batches, JobSpec, Shared, Writer};
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
 }
 
 /// Runs one statement from the connection's statement cache: the same few
@@ -51,6 +55,8 @@ pub struct SqliteBackend {
     writer: Writer,
     max_versions: u64,
     cache: Arc<ReadCache>,
+    /// The directory holding the database.
+    dir: std::path::PathBuf,
     /// The data dir's lock, held while a server serves it.
     _lock: Option<std::fs::File>,
 }
@@ -113,6 +119,7 @@ impl SqliteBackend {
             writer,
             max_versions: u64::from(max_versions.max(1)),
             cache,
+            dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
             _lock: None,
         })
     }
@@ -149,6 +156,20 @@ impl Backend for SqliteBackend {
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers
             .read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        crate::fsutil::check_free_space(&self.dir).map_err(StoreError::Unavailable)?;
+        self.writer
+            .run(Self::plain(), |c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('ready_probe', ?1)",
+                )
+                .and_then(|mut s| s.execute([crate::clock::now_ms().to_string().as_bytes()]))
+                .map(|_| ())
+                .map_err(unavailable)
+            })
+            .await
     }
 
     async fn head(&self, tenant: &TenantId, key: &SecretKey) -> Result<Observed, StoreError> {
