@@ -288,17 +288,32 @@ responses = {
         }),
     "UnsupportedMediaType": error_response(
         "The request body is not JSON", "unsupported media type", "send the body as application/json"),
-    "Unavailable": error_response("The store is unavailable", "service unavailable"),
+    "Unavailable": error_response(
+        "The store or audit trail cannot take the request now (a full disk, NATS down); or more requests "
+        "are in flight than --max-in-flight, or the write queue is full, and then Retry-After says when to retry",
+        "service unavailable", extra_headers={"Retry-After": ref("headers", "RetryAfter")}),
     "RateLimited": error_response(
-        "The client address failed authentication too often; retry after the given seconds",
+        "The credential is over --rate-limit, or the client address failed authentication too often; "
+        "retry after the given seconds",
         "rate limited", extra_headers={"Retry-After": ref("headers", "RetryAfter")}),
+    "RequestTimeout": error_response(
+        "The request body did not arrive within --body-timeout", "request timeout",
+        "the request body did not arrive in time"),
+    "UriTooLong": error_response("The request line is over 64 KiB", "uri too long"),
+    "HeadersTooLarge": error_response(
+        "More than 100 headers, or a request head over about 400 KiB", "request header fields too large"),
+    "IntegrityFailed": error_response(
+        "Stored data (the value, its data key or its record) failed its integrity check: damaged or "
+        "tampered storage. Never carries a value.", "stored data failed its integrity check"),
 }
 
 def secured(op_responses):
     r = dict(op_responses)
     r.setdefault("401", ref("responses", "Unauthorized"))
     r.setdefault("403", ref("responses", "Forbidden"))
+    r.setdefault("414", ref("responses", "UriTooLong"))
     r.setdefault("429", ref("responses", "RateLimited"))
+    r.setdefault("431", ref("responses", "HeadersTooLarge"))
     r.setdefault("503", ref("responses", "Unavailable"))
     return dict(sorted(r.items()))
 
@@ -332,6 +347,7 @@ paths = {
                 "200": message_200("Secret created or updated", etag=True),
                 "400": ref("responses", "BadRequest"),
                 "412": ref("responses", "PreconditionFailed"),
+                "408": ref("responses", "RequestTimeout"),
                 "413": ref("responses", "PayloadTooLarge"),
                 "415": ref("responses", "UnsupportedMediaType"),
             }),
@@ -385,6 +401,7 @@ paths = {
                             "key": "api-key", "value": "sk_live_abcdefghijklmnopqrstuvwxyz"})},
                 "400": ref("responses", "BadRequestGet"),
                 "404": ref("responses", "NotFound"),
+                "502": ref("responses", "IntegrityFailed"),
             }),
         },
         "delete": {
@@ -465,6 +482,7 @@ paths = {
                 "201": {"description": "The key, shown once",
                         "content": json_content(ref("schemas", "ApiKeyCreated"))},
                 "400": error_response("Bad request", "invalid request format", "field 'name' is required"),
+                "408": ref("responses", "RequestTimeout"),
                 "413": error_response("Body too large", "request too large"),
                 "415": ref("responses", "UnsupportedMediaType"),
             }),
@@ -536,7 +554,8 @@ paths = {
         "get": {
             "tags": ["Operations"],
             "summary": "Readiness probe",
-            "description": "Ready when the store answers.",
+            "description": "Ready when the audit trail can append, the store can take a write (a probe record, "
+                           "at most once a second; a megabyte free) and the shared state reads back.",
             "operationId": "readyz",
             "security": [],
             "responses": {

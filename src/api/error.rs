@@ -184,7 +184,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unavailable(cause) => {
                 tracing::error!(cause = %cause, "store unavailable");
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None)
+                let mut r =
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
             }
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, "internal error");
