@@ -155,12 +155,6 @@ impl Application {
         let jwt = JwtVerifier::from_config(&jwt_config)
             .await
             .map_err(StartError::Config)?;
-        crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
-            StartError::Config(format!(
-                "cannot create data dir {}: {e}",
-                args.store.data_dir.display()
-            ))
-        })?;
         // A master key is generated only for a new embedded store: over an
         // existing one it could never match, and writing it would leave a
         // wrong key beside the data (the nats store is checked by `bind`).
@@ -172,6 +166,13 @@ impl Application {
             &args.store.data_dir,
             !existing,
         )?;
+        // Only now, with every check passed, is anything written.
+        crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
+            StartError::Config(format!(
+                "cannot create data dir {}: {e}",
+                args.store.data_dir.display()
+            ))
+        })?;
         if let MasterKeyOrigin::Generated(path) | MasterKeyOrigin::DefaultFile(path) = &origin {
             tracing::warn!(
                 path = %path.display(),

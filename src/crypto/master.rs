@@ -91,7 +91,9 @@ impl MasterKey {
         }
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
-        crate::fsutil::write_private_file(&path, text.as_bytes()).map_err(|e| {
+        crate::fsutil::create_private_dir(data_dir)
+            .and_then(|()| crate::fsutil::write_private_file(&path, text.as_bytes()))
+            .map_err(|e| {
             CryptoError::BadMasterKey(format!(
                 "cannot create master key file {}: {e}",
                 path.display()

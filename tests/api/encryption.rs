@@ -196,6 +196,10 @@ async fn a_master_key_file_works_and_a_malformed_one_is_refused() {
     let mut malformed = command(&dir.path().join("other"));
     malformed.env("STRONGROOM_MASTER_KEY_FILE", &file);
     assert!(refused_start(malformed).contains("master key"));
+    assert!(
+        !dir.path().join("other").exists(),
+        "a refused start wrote its data dir"
+    );
 }
 
 #[tokio::test]
