@@ -94,11 +94,11 @@ impl MasterKey {
         crate::fsutil::create_private_dir(data_dir)
             .and_then(|()| crate::fsutil::write_private_file(&path, text.as_bytes()))
             .map_err(|e| {
-            CryptoError::BadMasterKey(format!(
-                "cannot create master key file {}: {e}",
-                path.display()
-            ))
-        })?;
+                CryptoError::BadMasterKey(format!(
+                    "cannot create master key file {}: {e}",
+                    path.display()
+                ))
+            })?;
         Ok((Self::from_bytes(&bytes), MasterKeyOrigin::Generated(path)))
     }
 

@@ -116,3 +116,55 @@ async fn idle_readers_release_their_snapshots() {
     let wal = std::fs::metadata(dir.path().join("s.db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "the checkpoint at close left the WAL non-empty");
 }
+
+/// Past `MAX_QUEUED` waiting jobs a write is refused at once (503 with
+/// Retry-After upstream) instead of queueing without bound; the queued
+/// ones all finish once the writer moves again.
+#[tokio::test]
+async fn a_full_write_queue_refuses_at_once_and_the_queued_jobs_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteBackend::open(&dir.path().join("s.db"), 10, None).unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let blocker = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .writer
+                .run(SqliteBackend::plain(), move |_| {
+                    let _ = started.send(());
+                    let _ = released.recv();
+                    Ok::<(), StoreError>(())
+                })
+                .await
+        }
+    });
+    // The writer thread is inside the blocking job, with nothing queued.
+    running.await.unwrap();
+    assert_eq!(store.writer.queued(), 0);
+    let queued: Vec<_> = (0..writer::MAX_QUEUED)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .writer
+                    .run(SqliteBackend::plain(), |_| Ok::<(), StoreError>(()))
+                    .await
+            })
+        })
+        .collect();
+    while store.writer.queued() < writer::MAX_QUEUED {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let over = store
+        .writer
+        .run(SqliteBackend::plain(), |_| Ok::<(), StoreError>(()))
+        .await;
+    assert!(matches!(over, Err(StoreError::Busy)), "{over:?}");
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    for job in queued {
+        job.await.unwrap().unwrap();
+    }
+    assert_eq!(store.writer.queued(), 0);
+}

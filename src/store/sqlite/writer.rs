@@ -33,7 +33,7 @@ const MAX_BATCH: usize = 512;
 
 /// Most jobs waiting for the writer; beyond it a write is refused at once
 /// (503 with Retry-After) rather than queued without bound.
-const MAX_QUEUED: usize = 8 * MAX_BATCH;
+pub(super) const MAX_QUEUED: usize = 8 * MAX_BATCH;
 
 /// What readers know of the writer's batches.
 #[derive(Default)]
@@ -175,6 +175,12 @@ impl Writer {
             return Err(E::from(stopped()));
         }
         answer.await.map_err(|_| E::from(stopped()))?
+    }
+
+    /// Jobs waiting for the writer thread.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Commits what is queued, checkpoints, and stops the thread.
