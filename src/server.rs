@@ -66,6 +66,9 @@ struct Init {
     jwt: Option<JwtVerifier>,
     limits: Limits,
     restart_chain: bool,
+    /// A key generated for a shared store, written beside the data once the
+    /// store took it (`bind`): the data dir and the key's text.
+    unwritten_key: Option<(std::path::PathBuf, zeroize::Zeroizing<String>)>,
 }
 
 type Started = (Arc<AppState>, Option<zeroize::Zeroizing<String>>);
@@ -76,6 +79,9 @@ impl Init {
     async fn finish(&mut self) -> Result<Started, StartError> {
         let keyring = self.keyring.as_ref().expect("finish succeeds once");
         keyring.bind().await?;
+        if let Some((dir, text)) = self.unwritten_key.take() {
+            MasterKey::write_default_file(&dir, &text)?;
+        }
         let audit_key = keyring.audit_key(true).await?.expect("created when absent");
         crate::audit::start::start(&self.trail, &self.store, audit_key, self.restart_chain)
             .await
@@ -155,17 +161,29 @@ impl Application {
         let jwt = JwtVerifier::from_config(&jwt_config)
             .await
             .map_err(StartError::Config)?;
-        // A master key is generated only for a new embedded store: over an
-        // existing one it could never match, and writing it would leave a
-        // wrong key beside the data (the nats store is checked by `bind`).
-        let existing = args.store.store == crate::store::Engine::Sqlite
-            && args.store.data_dir.join("strongroom.db").exists();
-        let (master, origin) = MasterKey::load(
-            args.master.master_key.as_deref(),
-            args.master.master_key_file.as_deref(),
-            &args.store.data_dir,
-            !existing,
-        )?;
+        // A master key is generated only for a new store: over an existing
+        // one it could never match, and writing it would leave a wrong key
+        // beside the data. The embedded store is new when its file is
+        // absent; a shared one says so when `bind` records the key, so
+        // there the key is written only after that.
+        let nats = args.store.store == crate::store::Engine::Nats;
+        let given = args.master.master_key.is_some()
+            || args.master.master_key_file.is_some()
+            || args.store.data_dir.join("master.key").exists();
+        let (master, origin, unwritten) = if nats && !given {
+            let (master, text) = MasterKey::random();
+            let path = args.store.data_dir.join("master.key");
+            (master, MasterKeyOrigin::Generated(path), Some(text))
+        } else {
+            let existing = args.store.data_dir.join("strongroom.db").exists();
+            let (master, origin) = MasterKey::load(
+                args.master.master_key.as_deref(),
+                args.master.master_key_file.as_deref(),
+                &args.store.data_dir,
+                !nats && !existing,
+            )?;
+            (master, origin, None)
+        };
         // Only now, with every check passed, is anything written.
         crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
             StartError::Config(format!(
@@ -205,6 +223,7 @@ impl Application {
             jwt,
             limits,
             restart_chain: args.audit_restart_chain,
+            unwritten_key: unwritten.map(|text| (args.store.data_dir.clone(), text)),
         };
         let ready: Ready = Arc::new(OnceLock::new());
         let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {

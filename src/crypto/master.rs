@@ -89,8 +89,22 @@ impl MasterKey {
                 path.display()
             )));
         }
+        let (key, text) = Self::random();
+        let path = Self::write_default_file(data_dir, &text)?;
+        Ok((key, MasterKeyOrigin::Generated(path)))
+    }
+
+    /// A new random key and its base64 text.
+    pub fn random() -> (Self, Zeroizing<String>) {
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
+        (Self::from_bytes(&bytes), text)
+    }
+
+    /// Stores a generated key's text as `<data_dir>/master.key`, where
+    /// `load` finds it.
+    pub fn write_default_file(data_dir: &Path, text: &str) -> Result<PathBuf, CryptoError> {
+        let path = data_dir.join("master.key");
         crate::fsutil::create_private_dir(data_dir)
             .and_then(|()| crate::fsutil::write_private_file(&path, text.as_bytes()))
             .map_err(|e| {
@@ -99,7 +113,7 @@ impl MasterKey {
                     path.display()
                 ))
             })?;
-        Ok((Self::from_bytes(&bytes), MasterKeyOrigin::Generated(path)))
+        Ok(path)
     }
 
     fn read_file(path: &Path) -> Result<Self, CryptoError> {

@@ -23,6 +23,7 @@ use tower::Service;
 
 use super::errors::JsonErrors;
 use super::fresh::Ticket;
+use super::timeout::{Progress, WatchedTimer, REQUEST_TIMEOUT};
 use super::{ClientAddr, Settings, STATS};
 
 /// Serves one accepted connection until it closes, is evicted (it never
@@ -42,9 +43,10 @@ pub(super) async fn serve(
             std::future::pending::<()>().await;
         }
     };
+    let progress = stream.progress.clone();
     let served = async move {
         match &settings.tls {
-            None => http1(stream, addr, app, &settings, watcher).await,
+            None => http1(stream, addr, app, &settings, watcher, progress).await,
             Some(tls) => {
                 let handshake = tls.acceptor().accept(stream);
                 let stream = match tokio::time::timeout(settings.header_timeout, handshake).await {
@@ -64,9 +66,9 @@ pub(super) async fn serve(
                         hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                     builder.timer(TokioTimer::new());
                     let conn = builder.serve_connection(TokioIo::new(stream), service(app, addr));
-                    finished(watcher.watch(conn).await, addr);
+                    finished(watcher.watch(conn).await, addr, &progress);
                 } else {
-                    http1(stream, addr, app, &settings, watcher).await;
+                    http1(stream, addr, app, &settings, watcher, progress).await;
                 }
             }
         }
@@ -77,18 +79,24 @@ pub(super) async fn serve(
     }
 }
 
-async fn http1<I>(io: I, addr: SocketAddr, app: Router, settings: &Settings, watcher: Watcher)
-where
+async fn http1<I>(
+    io: I,
+    addr: SocketAddr,
+    app: Router,
+    settings: &Settings,
+    watcher: Watcher,
+    progress: Arc<Progress>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
+        .timer(WatchedTimer(progress.clone()))
         .header_read_timeout(settings.header_timeout)
         .half_close(true);
     let io = TokioIo::new(JsonErrors::new(io));
     let conn = builder.serve_connection(io, service(app, addr));
-    finished(watcher.watch(conn).await, addr);
+    finished(watcher.watch(conn).await, addr, &progress);
 }
 
 /// The router, with the client's address where the audit trail finds it.
@@ -110,7 +118,7 @@ fn service(
 /// Logs what ended a connection: the errors hyper answered itself (a
 /// malformed request, headers too large, a URI too long, a header timeout)
 /// get an access-log line like any request.
-fn finished(result: Result<(), hyper::Error>, addr: SocketAddr) {
+fn finished(result: Result<(), hyper::Error>, addr: SocketAddr, progress: &Progress) {
     let Err(e) = result else { return };
     // hyper tells a URI too long from headers too large only in its text.
     let status = if e.is_parse_too_large() && e.to_string().contains("URI too long") {
@@ -121,6 +129,10 @@ fn finished(result: Result<(), hyper::Error>, addr: SocketAddr) {
         400
     } else if e.is_timeout() {
         STATS.timed_out.fetch_add(1, Ordering::Relaxed);
+        // An idle keep-alive connection closing is no request.
+        if !progress.cut_off_mid_request() {
+            return;
+        }
         408
     } else {
         tracing::debug!(client = %addr, error = %e, "connection ended");
@@ -135,26 +147,43 @@ fn finished(result: Result<(), hyper::Error>, addr: SocketAddr) {
     });
 }
 
-/// A connection that gives its shard's open count back when it closes and
-/// leaves the eviction list once its client sends a byte.
+/// A connection that gives its shard's open count back when it closes,
+/// leaves the eviction list once its client sends a byte, and notes whether
+/// a request is under way (`Progress`).
 pub(super) struct Counted {
     stream: TcpStream,
     open: Arc<AtomicUsize>,
     ticket: Option<Ticket>,
+    progress: Arc<Progress>,
+    /// HTTP straight on the socket (no TLS), so a 408 can be written here.
+    plain: bool,
 }
 
 impl Counted {
-    pub(super) fn new(stream: TcpStream, open: Arc<AtomicUsize>, ticket: Ticket) -> Counted {
+    pub(super) fn new(
+        stream: TcpStream,
+        open: Arc<AtomicUsize>,
+        ticket: Ticket,
+        plain: bool,
+    ) -> Counted {
         Counted {
             stream,
             open,
             ticket: Some(ticket),
+            progress: Arc::default(),
+            plain,
         }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        // hyper gave up on a request head that did not arrive in time; it
+        // writes nothing, so answer here, best effort (a send buffer that is
+        // full drops it).
+        if self.plain && self.progress.cut_off_mid_request() {
+            let _ = self.stream.try_write(REQUEST_TIMEOUT);
+        }
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -168,8 +197,9 @@ impl AsyncRead for Counted {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if this.ticket.is_some() && buf.filled().len() > before {
+        if buf.filled().len() > before {
             this.ticket = None;
+            this.progress.read();
         }
         polled
     }
@@ -181,7 +211,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.progress.wrote();
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -189,7 +221,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.progress.wrote();
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -8,6 +8,7 @@
 mod conn;
 mod errors;
 mod fresh;
+mod timeout;
 pub mod tls;
 
 use std::future::Future;
@@ -240,7 +241,8 @@ async fn run_shard(
     while let Some(handed) = conns.recv().await {
         match TcpStream::from_std(handed.stream) {
             Ok(stream) => {
-                let stream = Counted::new(stream, open.clone(), handed.ticket);
+                let plain = settings.tls.is_none();
+                let stream = Counted::new(stream, open.clone(), handed.ticket, plain);
                 tokio::spawn(conn::serve(
                     stream,
                     handed.addr,

@@ -380,3 +380,41 @@ async fn http_layer_errors_are_answered_and_logged() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_head_cut_off_by_the_header_timeout_gets_408_and_an_idle_connection_just_closes()
+{
+    let app = spawn_with(Options::default().env("STRONGROOM_HEADER_TIMEOUT", "1")).await;
+    let mut partial = TcpStream::connect(host_port(&app)).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut partial, Duration::from_secs(10))
+        .await
+        .expect("closed within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        answer.ends_with(r#"{"error":"request timeout"}"#),
+        "{answer:?}"
+    );
+    assert!(app.log_shows(r#""status":408"#).await, "{}", app.log_text());
+
+    // Idle, before and after a request: closed without a word.
+    let mut idle = TcpStream::connect(host_port(&app)).await.unwrap();
+    let said = read_to_close(&mut idle, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(said.is_empty(), "{:?}", String::from_utf8_lossy(&said));
+    let mut kept = TcpStream::connect(host_port(&app)).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let said = read_to_close(&mut kept, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.starts_with("HTTP/1.1 200"), "{said:?}");
+    assert!(!said.contains("408"), "{said:?}");
+}
