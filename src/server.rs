@@ -175,7 +175,10 @@ impl Application {
             let path = args.store.data_dir.join("master.key");
             (master, MasterKeyOrigin::Generated(path), Some(text))
         } else {
-            let existing = args.store.data_dir.join("strongroom.db").exists();
+            let existing = !nats
+                && crate::store::sqlite::bound_to_a_master_key(
+                    &args.store.data_dir.join("strongroom.db"),
+                )?;
             let (master, origin) = MasterKey::load(
                 args.master.master_key.as_deref(),
                 args.master.master_key_file.as_deref(),

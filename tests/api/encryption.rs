@@ -360,3 +360,17 @@ async fn the_data_dir_and_its_files_are_owner_only() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+/// `apikey create` before the first `serve` makes a store no master key is
+/// bound to yet: the first `serve` then generates one, and the key works.
+#[tokio::test]
+async fn a_key_created_before_the_first_serve_works_once_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "early", &[]);
+    let app = spawn_with(Options::default().data_dir(&data)).await;
+    assert!(app.data_dir.join("master.key").exists());
+    let cred = Cred::ApiKey(key);
+    assert_eq!(app.put("early/k", "v", &cred).await.status, 200);
+    assert_eq!(app.get("early/k", &cred).await.json()["value"], "v");
+}

@@ -32,6 +32,7 @@ use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
 pub use files::{trail_files, TrailFile};
 use reads::Readers;
+pub use schema::bound_to_a_master_key;
 pub use trail::FileTrail;
 use writer::{Batches, JobSpec, Shared, Writer};
 

@@ -77,6 +77,32 @@ pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connectio
     Ok(conn)
 }
 
+/// Whether the database at `path` exists and records a master key's check
+/// value: a store a master key was bound to. (`apikey create` before the
+/// first `serve` makes a database that records none.)
+pub fn bound_to_a_master_key(path: &Path) -> Result<bool, StoreError> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if !has_meta {
+        return Ok(false);
+    }
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM meta WHERE name = 'master_key_check')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(unavailable)
+}
+
 /// Opens the write connection. WAL: readers never block the writer; FULL:
 /// COMMIT fsyncs the WAL, so a committed transaction survives power loss.
 /// secure_delete zeroes freed pages so destroyed versions leave no bytes
