@@ -66,9 +66,9 @@ struct Init {
     jwt: Option<JwtVerifier>,
     limits: Limits,
     restart_chain: bool,
-    /// A key generated for a shared store, written beside the data once the
-    /// store took it (`bind`): the data dir and the key's text.
-    unwritten_key: Option<(std::path::PathBuf, zeroize::Zeroizing<String>)>,
+    /// The data dir of a key generated for a shared store, pending until
+    /// the store takes it (`bind`).
+    pending_key: Option<std::path::PathBuf>,
 }
 
 type Started = (Arc<AppState>, Option<zeroize::Zeroizing<String>>);
@@ -78,10 +78,18 @@ impl Init {
     /// store is new, and builds the state.
     async fn finish(&mut self) -> Result<Started, StartError> {
         let keyring = self.keyring.as_ref().expect("finish succeeds once");
-        keyring.bind().await?;
-        if let Some((dir, text)) = self.unwritten_key.take() {
-            MasterKey::write_default_file(&dir, &text)?;
+        let bound = keyring.bind().await;
+        if let Some(dir) = &self.pending_key {
+            match &bound {
+                Ok(()) => MasterKey::confirm_pending(dir)?,
+                Err(KeyringError::Crypto(CryptoError::WrongMasterKey)) => {
+                    MasterKey::discard_pending(dir)
+                }
+                Err(_) => {}
+            }
         }
+        bound?;
+        self.pending_key = None;
         let audit_key = keyring.audit_key(true).await?.expect("created when absent");
         crate::audit::start::start(&self.trail, &self.store, audit_key, self.restart_chain)
             .await
@@ -170,10 +178,9 @@ impl Application {
         let given = args.master.master_key.is_some()
             || args.master.master_key_file.is_some()
             || args.store.data_dir.join("master.key").exists();
-        let (master, origin, unwritten) = if nats && !given {
-            let (master, text) = MasterKey::random();
-            let path = args.store.data_dir.join("master.key");
-            (master, MasterKeyOrigin::Generated(path), Some(text))
+        let (master, origin, pending) = if nats && !given {
+            let (master, path) = MasterKey::pending(&args.store.data_dir)?;
+            (master, MasterKeyOrigin::Generated(path), true)
         } else {
             let existing = !nats
                 && crate::store::sqlite::bound_to_a_master_key(
@@ -185,7 +192,7 @@ impl Application {
                 &args.store.data_dir,
                 !nats && !existing,
             )?;
-            (master, origin, None)
+            (master, origin, false)
         };
         // Only now, with every check passed, is anything written.
         crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
@@ -226,7 +233,7 @@ impl Application {
             jwt,
             limits,
             restart_chain: args.audit_restart_chain,
-            unwritten_key: unwritten.map(|text| (args.store.data_dir.clone(), text)),
+            pending_key: pending.then(|| args.store.data_dir.clone()),
         };
         let ready: Ready = Arc::new(OnceLock::new());
         let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {

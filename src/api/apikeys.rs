@@ -114,7 +114,7 @@ pub async fn create(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     request::require_json(&headers)?;
-    let bytes = request::read_body(&headers, body, &app.limits).await?;
+    let bytes = request::read_body(&headers, body, &app.limits, Op::Other).await?;
     let wanted = parse_create(&bytes)?;
     let scopes = match &wanted.scopes {
         None => Scope::all_secrets(),

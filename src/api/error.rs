@@ -102,6 +102,11 @@ impl From<KeyringError> for ApiError {
     }
 }
 
+/// Marks an answer refused at once for load (over `--max-in-flight`, or the
+/// write queue full), for the metrics.
+#[derive(Clone, Copy)]
+pub struct Shed;
+
 fn json_error(status: StatusCode, error: &str, detail: Option<&str>) -> Response {
     let body = match detail {
         None => serde_json::json!({ "error": error }),
@@ -160,6 +165,7 @@ impl IntoResponse for ApiError {
                     json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None);
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r.extensions_mut().insert(Shed);
                 r
             }
             ApiError::BodyTimeout => json_error(

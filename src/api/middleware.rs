@@ -119,10 +119,13 @@ where
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let id = request_id(&request);
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let Some(in_flight) = InFlight::enter(&self.state) else {
+        // Probes are answered under load too: shedding /readyz would take
+        // the server out of rotation and make the overload worse.
+        let probe = matches!(route, "/readyz" | "/metrics");
+        let in_flight = InFlight::enter(&self.state, probe);
+        let Some(in_flight) = in_flight else {
             // Shed before any work, the audit line included: it reached
-            // nothing.
-            self.state.metrics.shed();
+            // nothing. (Counted as shed by `observed`.)
             let response = ApiError::Overloaded.into_response();
             return Box::pin(std::future::ready(Ok(
                 self.finish(response, method, route, id, started)
@@ -191,6 +194,9 @@ fn observed(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(method, route, status, elapsed);
+    if response.extensions().get::<super::error::Shed>().is_some() {
+        state.metrics.shed();
+    }
     if log {
         crate::log::access::record(&crate::log::access::Access {
             method,
@@ -209,9 +215,9 @@ fn observed(
 struct InFlight(Arc<AppState>);
 
 impl InFlight {
-    fn enter(state: &Arc<AppState>) -> Option<InFlight> {
+    fn enter(state: &Arc<AppState>, probe: bool) -> Option<InFlight> {
         let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
-        if before >= state.limits.max_in_flight {
+        if before >= state.limits.max_in_flight && !probe {
             state.in_flight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }

@@ -19,8 +19,8 @@ pub async fn healthz() -> Response {
 
 /// Ready when the audit trail can append, the store can take a change (a
 /// probe write: a read-only or full data dir fails it) and the shared state
-/// (the master key's check value) reads back. The probe runs at most once a
-/// second; probes meanwhile get its answer.
+/// (the master key's check value) reads back, all within 2 s. The probe runs
+/// at most once a second; probes meanwhile get its answer.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if let Some(why) = state.trail.lost() {
         return ApiError::Unavailable(format!("audit trail: {why}")).into_response();
@@ -30,10 +30,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .as_ref()
         .is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
     if !fresh {
-        let probed = match state.store.ready().await {
-            Ok(()) => state.keyring.bind().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let probe = async {
+            state.store.ready().await.map_err(|e| e.to_string())?;
+            state.keyring.check().await.map_err(|e| e.to_string())
         };
+        // A store that hangs is not ready either, and probes must not pile up.
+        let probed = tokio::time::timeout(std::time::Duration::from_secs(2), probe)
+            .await
+            .unwrap_or_else(|_| Err("the probe took over 2 s".into()));
         *last = Some((std::time::Instant::now(), probed));
     }
     match last.as_ref().map(|(_, probed)| probed) {

@@ -50,6 +50,7 @@ pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,
+    op: Op,
 ) -> Result<Bytes, ApiError> {
     let limit = limits.max_request_bytes;
     let declared = headers
@@ -62,31 +63,30 @@ pub async fn read_body(
     tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| ApiError::BodyTimeout)?
-        .map_err(body_error)
+        .map_err(|e| body_error(e, op))
 }
 
-/// What went wrong reading a body: the length limit, unless the connection
-/// says otherwise.
-fn body_error(e: axum::Error) -> ApiError {
+/// What went wrong reading a body: 413 only for the length limit, 400 for
+/// a body that does not decode (a bad chunk size); anything else is the
+/// client going away (a closed connection, a reset HTTP/2 stream).
+fn body_error(e: axum::Error, op: Op) -> ApiError {
     let inner = e.into_inner();
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
     while let Some(err) = cause {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
-                    ApiError::bad(Op::Put, "the request body is malformed")
-                }
-                _ => ApiError::ClientClosed,
-            };
+        if err.is::<http_body_util::LengthLimitError>() {
+            return ApiError::RequestTooLarge;
         }
-        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
-            if hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled() {
-                return ApiError::ClientClosed;
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return ApiError::bad(op, "the request body is malformed");
             }
         }
         cause = err.source();
     }
-    ApiError::RequestTooLarge
+    ApiError::ClientClosed
 }
 
 /// Parses the PUT body. Error details describe the shape of the problem and

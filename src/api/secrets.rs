@@ -41,7 +41,7 @@ pub async fn put_secret(
     body: Body,
 ) -> Result<Response, ApiError> {
     request::require_json(&headers)?;
-    let bytes = request::read_body(&headers, body, &app.limits).await?;
+    let bytes = request::read_body(&headers, body, &app.limits, Op::Put).await?;
     let put = request::parse_put_body(&bytes)?;
     let key = SecretKey::parse(&put.key).map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
     audit.key(key.as_str());

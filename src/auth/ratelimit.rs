@@ -47,7 +47,8 @@ impl Tokens {
 /// Requests allowed per principal; `None` from `new` when the limit is off.
 pub struct RateLimit {
     rate: Rate,
-    buckets: Mutex<HashMap<(String, String), Tokens>>,
+    /// Keyed by `tenant NUL subject`.
+    buckets: Mutex<HashMap<String, Tokens>>,
 }
 
 impl RateLimit {
@@ -63,19 +64,40 @@ impl RateLimit {
 
     /// Takes a token for the principal, or says how long until one is due.
     pub fn admit(&self, tenant: &str, subject: &str) -> Result<(), Duration> {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(tenant);
+            key.push('\0');
+            key.push_str(subject);
+            self.admit_key(key)
+        })
+    }
+
+    fn admit_key(&self, key: &str) -> Result<(), Duration> {
         let now = Instant::now();
+        let rate = self.rate;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (tenant.to_owned(), subject.to_owned());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
-            let rate = self.rate;
+        if !buckets.contains_key(key) && buckets.len() >= MAX_TRACKED {
+            // Forget the buckets that refilled (they hold nothing a new one
+            // would not); if every one is in use, forget them all rather
+            // than grow: a flood of new principals resets the others' limits.
             buckets.retain(|_, b| {
                 b.refill(rate, now);
                 !b.is_full(rate)
             });
+            if buckets.len() >= MAX_TRACKED {
+                buckets.clear();
+            }
         }
-        let bucket = buckets
-            .entry(key)
-            .or_insert_with(|| Tokens::full(self.rate, now));
+        let bucket = match buckets.get_mut(key) {
+            Some(bucket) => bucket,
+            None => buckets
+                .entry(key.to_owned())
+                .or_insert_with(|| Tokens::full(rate, now)),
+        };
         bucket.refill(self.rate, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

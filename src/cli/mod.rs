@@ -88,6 +88,9 @@ fn fail(message: &str) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let _log_guard = crate::log::init(&args.log_format);
+    // At once: SIGHUP's default action would end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     let app = Application::build(&args).await.map_err(|e| e.to_string())?;
     if let Some(key) = &app.bootstrap_key {
         server::print_bootstrap_key(key);
@@ -104,9 +107,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         tls: app.tls.clone(),
     };
-    if let Some(tls) = app.tls.clone() {
-        reload_tls_on_hangup(tls);
-    }
+    reload_on_hangup(hangups, app.tls.clone());
     server::run(app.listener, app.ready, shutdown_signal(), settings)
         .await
         .map_err(|e| e.to_string())?;
@@ -117,19 +118,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
 /// Reads the TLS certificate and key again on every SIGHUP; open
 /// connections keep the ones they began with.
-fn reload_tls_on_hangup(tls: std::sync::Arc<crate::http::tls::Tls>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-        return;
-    };
+fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    tls: Option<std::sync::Arc<crate::http::tls::Tls>>,
+) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
-                }
+            match tls.as_ref().map(|tls| tls.reload()) {
+                None => tracing::info!("SIGHUP: nothing to reload"),
+                Some(Ok(())) => tracing::info!("TLS certificate and key reloaded"),
+                Some(Err(e)) => tracing::error!(
+                    error = %e,
+                    "TLS reload failed; still serving the previous certificate"
+                ),
             }
         }
     });

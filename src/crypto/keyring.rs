@@ -94,6 +94,15 @@ impl Keyring {
         Ok(())
     }
 
+    /// Whether the store's recorded check value still reads back and
+    /// matches this KEK (`/readyz`); writes nothing.
+    pub async fn check(&self) -> Result<(), KeyringError> {
+        match self.store.meta_get("master_key_check").await? {
+            Some(stored) if self.master.matches(&stored) => Ok(()),
+            _ => Err(CryptoError::WrongMasterKey.into()),
+        }
+    }
+
     /// The key audit lines are chained under. The first start creates it;
     /// it is stored wrapped by the KEK like a DEK, under a tenant name no
     /// tenant can have (""), so only a holder of the KEK can chain or verify.

@@ -10,6 +10,9 @@ use zeroize::Zeroizing;
 use super::seal::{random_bytes, AeadKey};
 use super::CryptoError;
 
+/// Where a key generated for a shared store waits until the store took it.
+const PENDING: &str = "master.key.pending";
+
 /// Where the master key came from; `Generated` earns a warning at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasterKeyOrigin {
@@ -99,6 +102,45 @@ impl MasterKey {
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
         (Self::from_bytes(&bytes), text)
+    }
+
+    /// For a shared store no key was given for: the key an earlier start
+    /// generated but could not yet confirm, else a new one, kept in
+    /// `<data_dir>/master.key.pending` until the store took it
+    /// (`confirm_pending`) or refused it (`discard_pending`). Kept on disk
+    /// before the store records it, so a crash in between loses nothing.
+    pub fn pending(data_dir: &Path) -> Result<(Self, PathBuf), CryptoError> {
+        let path = data_dir.join(PENDING);
+        if path.exists() {
+            return Ok((Self::read_file(&path)?, path));
+        }
+        let (key, text) = Self::random();
+        crate::fsutil::create_private_dir(data_dir)
+            .and_then(|()| crate::fsutil::write_private_file(&path, text.as_bytes()))
+            .map_err(|e| {
+                CryptoError::BadMasterKey(format!(
+                    "cannot create master key file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok((key, path))
+    }
+
+    /// The store took the pending key: it becomes `master.key`.
+    pub fn confirm_pending(data_dir: &Path) -> Result<(), CryptoError> {
+        let renamed = std::fs::rename(data_dir.join(PENDING), data_dir.join("master.key"))
+            .and_then(|()| std::fs::File::open(data_dir)?.sync_all());
+        renamed.map_err(|e| {
+            CryptoError::BadMasterKey(format!(
+                "cannot keep the generated master key in {}: {e}",
+                data_dir.display()
+            ))
+        })
+    }
+
+    /// The store holds another key: the pending one is not its.
+    pub fn discard_pending(data_dir: &Path) {
+        let _ = std::fs::remove_file(data_dir.join(PENDING));
     }
 
     /// Stores a generated key's text as `<data_dir>/master.key`, where

@@ -1,20 +1,20 @@
 //! One connection from accept to close: the TLS handshake when TLS is on,
-//! then HTTP/1.1 (or HTTP/2 when ALPN chose it) with a header timeout that
-//! also bounds keep-alive idleness, half-closed clients still answered,
-//! and an access-log line for the errors hyper answers on its own.
+//! then HTTP/1.1 (or HTTP/2 when ALPN chose it), half-closed clients still
+//! answered, cut off by the watchdog when a head or an idle spell lasts too
+//! long, and an access-log line for the errors hyper answers on its own.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -23,52 +23,55 @@ use tower::Service;
 
 use super::errors::JsonErrors;
 use super::fresh::Ticket;
-use super::timeout::{Progress, WatchedTimer, REQUEST_TIMEOUT};
+use super::watchdog::{Cut, Progress, REQUEST_TIMEOUT};
 use super::{ClientAddr, Settings, STATS};
 
-/// Serves one accepted connection until it closes, is evicted (it never
-/// sent a byte and the server is at its connection cap), or the shard
-/// shuts down.
+/// Serves one accepted connection until it closes, is evicted (no request
+/// yet and the server at its connection cap), is cut off by the watchdog,
+/// or the shard shuts down.
 pub(super) async fn serve(
     stream: Counted,
     addr: SocketAddr,
     app: Router,
     settings: Arc<Settings>,
     watcher: Watcher,
-    evicted: oneshot::Receiver<()>,
+    (ticket, evicted): (Ticket, oneshot::Receiver<()>),
 ) {
     let evicted = async move {
-        // A dropped ticket (the client spoke) is not an eviction.
+        // A dropped ticket (a request arrived) is not an eviction.
         if evicted.await.is_err() {
             std::future::pending::<()>().await;
         }
     };
     let progress = stream.progress.clone();
+    let first = Arc::new(FirstRequest {
+        seen: AtomicBool::new(false),
+        ticket: Mutex::new(Some(ticket)),
+    });
+    let calls = Calls {
+        app,
+        addr,
+        progress: progress.clone(),
+        first,
+    };
     let served = async move {
         match &settings.tls {
-            None => http1(stream, addr, app, &settings, watcher, progress).await,
+            None => http1(stream, calls, watcher).await,
             Some(tls) => {
-                let handshake = tls.acceptor().accept(stream);
-                let stream = match tokio::time::timeout(settings.header_timeout, handshake).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
+                let stream = match tls.acceptor().accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
                         STATS.tls_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
                         return;
                     }
-                    Err(_) => {
-                        STATS.timed_out.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
                 };
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let mut builder =
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                    builder.timer(TokioTimer::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), service(app, addr));
-                    finished(watcher.watch(conn).await, addr, &progress);
+                    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(calls));
+                    finished(watcher.watch(conn).await, addr);
                 } else {
-                    http1(stream, addr, app, &settings, watcher, progress).await;
+                    http1(stream, calls, watcher).await;
                 }
             }
         }
@@ -76,49 +79,75 @@ pub(super) async fn serve(
     tokio::select! {
         () = served => {}
         () = evicted => { STATS.evicted.fetch_add(1, Ordering::Relaxed); }
+        cut = progress.cut_off() => {
+            STATS.timed_out.fetch_add(1, Ordering::Relaxed);
+            if cut == Cut::MidRequest {
+                access_line(408);
+            }
+        }
     }
 }
 
-async fn http1<I>(
-    io: I,
-    addr: SocketAddr,
-    app: Router,
-    settings: &Settings,
-    watcher: Watcher,
-    progress: Arc<Progress>,
-) where
+async fn http1<I>(io: I, calls: Calls, watcher: Watcher)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let addr = calls.addr;
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(WatchedTimer(progress.clone()))
-        .header_read_timeout(settings.header_timeout)
-        .half_close(true);
+    builder.half_close(true);
     let io = TokioIo::new(JsonErrors::new(io));
-    let conn = builder.serve_connection(io, service(app, addr));
-    finished(watcher.watch(conn).await, addr, &progress);
+    let conn = builder.serve_connection(io, service(calls));
+    finished(watcher.watch(conn).await, addr);
+}
+
+/// Leaves the eviction list at the connection's first request.
+struct FirstRequest {
+    seen: AtomicBool,
+    ticket: Mutex<Option<Ticket>>,
+}
+
+/// What every request of one connection is called with.
+struct Calls {
+    app: Router,
+    addr: SocketAddr,
+    progress: Arc<Progress>,
+    first: Arc<FirstRequest>,
 }
 
 /// The router, with the client's address where the audit trail finds it.
 fn service(
-    app: Router,
-    addr: SocketAddr,
+    calls: Calls,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
     Error = std::convert::Infallible,
     Future = axum::routing::future::RouteFuture<std::convert::Infallible>,
 > + Clone {
+    let Calls {
+        app,
+        addr,
+        progress,
+        first,
+    } = calls;
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        progress.called();
+        if !first.seen.load(Ordering::Relaxed) {
+            first.seen.store(true, Ordering::Relaxed);
+            first
+                .ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
         req.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
         app.clone().call(req)
     })
 }
 
 /// Logs what ended a connection: the errors hyper answered itself (a
-/// malformed request, headers too large, a URI too long, a header timeout)
-/// get an access-log line like any request.
-fn finished(result: Result<(), hyper::Error>, addr: SocketAddr, progress: &Progress) {
+/// malformed request, headers too large, a URI too long) get an access-log
+/// line like any request.
+fn finished(result: Result<(), hyper::Error>, addr: SocketAddr) {
     let Err(e) = result else { return };
     // hyper tells a URI too long from headers too large only in its text.
     let status = if e.is_parse_too_large() && e.to_string().contains("URI too long") {
@@ -127,17 +156,15 @@ fn finished(result: Result<(), hyper::Error>, addr: SocketAddr, progress: &Progr
         431
     } else if e.is_parse() {
         400
-    } else if e.is_timeout() {
-        STATS.timed_out.fetch_add(1, Ordering::Relaxed);
-        // An idle keep-alive connection closing is no request.
-        if !progress.cut_off_mid_request() {
-            return;
-        }
-        408
     } else {
         tracing::debug!(client = %addr, error = %e, "connection ended");
         return;
     };
+    access_line(status);
+}
+
+/// The access-log line of an answer no route gave.
+fn access_line(status: u16) {
     crate::log::access::record(&crate::log::access::Access {
         method: "-",
         route: "-",
@@ -147,13 +174,11 @@ fn finished(result: Result<(), hyper::Error>, addr: SocketAddr, progress: &Progr
     });
 }
 
-/// A connection that gives its shard's open count back when it closes,
-/// leaves the eviction list once its client sends a byte, and notes whether
-/// a request is under way (`Progress`).
+/// A connection that gives its shard's open count back when it closes and
+/// tells the watchdog what it reads and writes (`Progress`).
 pub(super) struct Counted {
     stream: TcpStream,
     open: Arc<AtomicUsize>,
-    ticket: Option<Ticket>,
     progress: Arc<Progress>,
     /// HTTP straight on the socket (no TLS), so a 408 can be written here.
     plain: bool,
@@ -163,14 +188,13 @@ impl Counted {
     pub(super) fn new(
         stream: TcpStream,
         open: Arc<AtomicUsize>,
-        ticket: Ticket,
+        progress: Arc<Progress>,
         plain: bool,
     ) -> Counted {
         Counted {
             stream,
             open,
-            ticket: Some(ticket),
-            progress: Arc::default(),
+            progress,
             plain,
         }
     }
@@ -178,10 +202,9 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        // hyper gave up on a request head that did not arrive in time; it
-        // writes nothing, so answer here, best effort (a send buffer that is
-        // full drops it).
-        if self.plain && self.progress.cut_off_mid_request() {
+        // Cut off mid-request by the watchdog: answer here, best effort (a
+        // send buffer that is full drops it).
+        if self.plain && self.progress.cut() == Some(Cut::MidRequest) {
             let _ = self.stream.try_write(REQUEST_TIMEOUT);
         }
         self.open.fetch_sub(1, Ordering::Relaxed);
@@ -198,7 +221,6 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.ticket = None;
             this.progress.read();
         }
         polled

@@ -8,8 +8,8 @@
 mod conn;
 mod errors;
 mod fresh;
-mod timeout;
 pub mod tls;
+mod watchdog;
 
 use std::future::Future;
 use std::io;
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use conn::Counted;
 use fresh::{Fresh, Ticket};
+use watchdog::Watchdog;
 
 /// The client's address, as the audit trail records it.
 #[derive(Clone, Copy, Debug)]
@@ -34,8 +35,8 @@ pub struct ClientAddr(pub SocketAddr);
 pub struct Settings {
     /// How long SIGTERM waits for in-flight requests.
     pub grace: Duration,
-    /// How long a client may take to send a request's headers, and how long
-    /// a keep-alive connection may sit idle (and a TLS handshake take).
+    /// How long a client may take to send a request's headers (or a TLS
+    /// handshake), and how long a connection may sit idle.
     pub header_timeout: Duration,
     /// Connections held open at most.
     pub max_connections: usize,
@@ -111,9 +112,15 @@ pub async fn serve(
 ) -> io::Result<()> {
     let settings = Arc::new(settings);
     let fresh = Arc::new(Fresh::default());
+    let watchdog = Watchdog::start(settings.header_timeout)?;
     let mut shards = Vec::new();
     for i in 0..shard_count() {
-        shards.push(ShardHandle::start(i, app.clone(), settings.clone())?);
+        shards.push(ShardHandle::start(
+            i,
+            app.clone(),
+            settings.clone(),
+            watchdog.clone(),
+        )?);
     }
     tokio::pin!(shutdown);
     loop {
@@ -167,6 +174,7 @@ pub async fn serve(
             );
         }
     }
+    watchdog.stop();
     Ok(())
 }
 
@@ -189,7 +197,12 @@ struct ShardHandle {
 impl ShardHandle {
     /// Builds the shard's runtime here, so a failure to build it fails
     /// start-up, and runs it on a thread of its own.
-    fn start(i: usize, app: Router, settings: Arc<Settings>) -> io::Result<ShardHandle> {
+    fn start(
+        i: usize,
+        app: Router,
+        settings: Arc<Settings>,
+        watchdog: Arc<Watchdog>,
+    ) -> io::Result<ShardHandle> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -200,7 +213,7 @@ impl ShardHandle {
         std::thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
-                runtime.block_on(run_shard(rx, app, settings, shard_open));
+                runtime.block_on(run_shard(rx, app, settings, watchdog, shard_open));
                 let _ = done_tx.send(());
             })?;
         Ok(ShardHandle { conns, open, done })
@@ -235,6 +248,7 @@ async fn run_shard(
     mut conns: mpsc::UnboundedReceiver<Handed>,
     app: Router,
     settings: Arc<Settings>,
+    watchdog: Arc<Watchdog>,
     open: Arc<AtomicUsize>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -242,14 +256,14 @@ async fn run_shard(
         match TcpStream::from_std(handed.stream) {
             Ok(stream) => {
                 let plain = settings.tls.is_none();
-                let stream = Counted::new(stream, open.clone(), handed.ticket, plain);
+                let stream = Counted::new(stream, open.clone(), watchdog.watch(), plain);
                 tokio::spawn(conn::serve(
                     stream,
                     handed.addr,
                     app.clone(),
                     settings.clone(),
                     graceful.watcher(),
-                    handed.evicted,
+                    (handed.ticket, handed.evicted),
                 ));
             }
             Err(e) => {

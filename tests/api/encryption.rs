@@ -138,6 +138,7 @@ async fn a_start_without_the_master_key_over_an_existing_store_writes_none() {
         !key_file.exists(),
         "a new master.key was written over the store"
     );
+    assert!(!app.data_dir.join("master.key.pending").exists());
     std::fs::write(&key_file, &saved).unwrap();
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     assert_eq!(again.get("k", &admin).await.json()["value"], "kept");
