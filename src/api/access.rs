@@ -5,6 +5,7 @@
 //! or `Keyed` (also the key named by the path, checked against the route's
 //! scopes).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -76,14 +77,19 @@ pub async fn principal(
                 .map(|id| format!("apikey:{id}")),
         ),
     }
-    if let (Ok(principal), Some(limit)) = (&result, &app.rate_limit) {
-        if limit
-            .admit(principal.tenant.as_str(), &principal.subject)
-            .is_err()
-        {
-            app.metrics.rate_limited();
-            return Err(ApiError::RateLimited);
+    if let Ok(principal) = &result {
+        if let Some(limit) = &app.rate_limit {
+            if limit
+                .admit(principal.tenant.as_str(), &principal.subject)
+                .is_err()
+            {
+                app.metrics.rate_limited();
+                return Err(ApiError::RateLimited);
+            }
         }
+        // Counted only once the credential is known and within its rate:
+        // a flooding credential's refused requests never crowd out others'.
+        audit.hold(InFlight::enter(app).ok_or(ApiError::Overloaded)?);
     }
     result.map_err(|e| {
         app.metrics.auth_failure(e.label());
@@ -93,6 +99,27 @@ pub async fn principal(
             _ => ApiError::Unauthorized,
         }
     })
+}
+
+/// A request counted against `--max-in-flight` until dropped (with its
+/// audit recorder, once the answer is done or the client has left).
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(app: &AppState) -> Option<InFlight> {
+        let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= app.limits.max_in_flight {
+            app.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(app.in_flight.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The request's audit recorder, which the middleware gives every audited

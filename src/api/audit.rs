@@ -34,11 +34,19 @@ struct Inner {
     /// Set when the failed-authentication limit refused the request: its
     /// line is one count in a summary (`summarise_throttled`).
     throttled: AtomicBool,
+    /// The request's place in `--max-in-flight`, given back with the
+    /// recorder.
+    in_flight: std::sync::OnceLock<super::access::InFlight>,
 }
 
 impl AuditRecorder {
     pub fn route(&self) -> &'static Route {
         self.0.route
+    }
+
+    /// Holds the request's place in `--max-in-flight` until it is done.
+    pub fn hold(&self, in_flight: super::access::InFlight) {
+        let _ = self.0.in_flight.set(in_flight);
     }
 
     /// The request's id, which its audit line carries.
@@ -134,6 +142,7 @@ pub(super) fn begin(
         }),
         written: AtomicBool::new(false),
         throttled: AtomicBool::new(false),
+        in_flight: std::sync::OnceLock::new(),
     }));
     request.extensions_mut().insert(recorder.clone());
     recorder

@@ -17,8 +17,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::{ApiError, AppState};
-use axum::response::IntoResponse;
+use super::AppState;
 
 /// A constant, so answering with it allocates no header name.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -119,18 +118,6 @@ where
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let id = request_id(&request);
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        // Probes are answered under load too: shedding /readyz would take
-        // the server out of rotation and make the overload worse.
-        let probe = matches!(route, "/readyz" | "/metrics");
-        let in_flight = InFlight::enter(&self.state, probe);
-        let Some(in_flight) = in_flight else {
-            // Shed before any work, the audit line included: it reached
-            // nothing. (Counted as shed by `observed`.)
-            let response = ApiError::Overloaded.into_response();
-            return Box::pin(std::future::ready(Ok(
-                self.finish(response, method, route, id, started)
-            )));
-        };
         let recorder = super::routes::find(request.method(), route).map(|route| {
             super::audit::begin(
                 &self.state.trail,
@@ -144,7 +131,6 @@ where
         let answer = self.inner.call(request);
         let state = self.state.clone();
         Box::pin(async move {
-            let _in_flight = in_flight;
             let Ok(mut response) = answer.await;
             let mut summarised = false;
             if let Some(recorder) = recorder {
@@ -164,19 +150,6 @@ where
                 !summarised,
             ))
         })
-    }
-}
-
-impl<S> Observe<S> {
-    fn finish(
-        &self,
-        response: Response,
-        method: &'static str,
-        route: &str,
-        id: HeaderValue,
-        started: Instant,
-    ) -> Response {
-        observed(&self.state, response, method, route, id, started, true)
     }
 }
 
@@ -208,27 +181,6 @@ fn observed(
     }
     response.headers_mut().insert(X_REQUEST_ID, id);
     response
-}
-
-/// A request counted against `--max-in-flight` until dropped (also when the
-/// client goes away and the request's future with it).
-struct InFlight(Arc<AppState>);
-
-impl InFlight {
-    fn enter(state: &Arc<AppState>, probe: bool) -> Option<InFlight> {
-        let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
-        if before >= state.limits.max_in_flight && !probe {
-            state.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(InFlight(state.clone()))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 #[cfg(test)]

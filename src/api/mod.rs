@@ -79,7 +79,7 @@ pub struct AppState {
     /// Requests per credential, when limited (`Limits`).
     pub rate_limit: Option<RateLimit>,
     /// Requests being handled now, against `Limits::max_in_flight`.
-    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The last readiness probe and when it ran (`ops::readyz`).
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }

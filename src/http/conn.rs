@@ -6,8 +6,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
@@ -35,24 +35,19 @@ pub(super) async fn serve(
     app: Router,
     settings: Arc<Settings>,
     watcher: Watcher,
-    (ticket, evicted): (Ticket, oneshot::Receiver<()>),
+    evicted: oneshot::Receiver<()>,
 ) {
     let evicted = async move {
-        // A dropped ticket (a request arrived) is not an eviction.
+        // A dropped ticket (the client spoke) is not an eviction.
         if evicted.await.is_err() {
             std::future::pending::<()>().await;
         }
     };
     let progress = stream.progress.clone();
-    let first = Arc::new(FirstRequest {
-        seen: AtomicBool::new(false),
-        ticket: Mutex::new(Some(ticket)),
-    });
     let calls = Calls {
         app,
         addr,
         progress: progress.clone(),
-        first,
     };
     let served = async move {
         match &settings.tls {
@@ -100,18 +95,11 @@ where
     finished(watcher.watch(conn).await, addr);
 }
 
-/// Leaves the eviction list at the connection's first request.
-struct FirstRequest {
-    seen: AtomicBool,
-    ticket: Mutex<Option<Ticket>>,
-}
-
 /// What every request of one connection is called with.
 struct Calls {
     app: Router,
     addr: SocketAddr,
     progress: Arc<Progress>,
-    first: Arc<FirstRequest>,
 }
 
 /// The router, with the client's address where the audit trail finds it.
@@ -127,18 +115,9 @@ fn service(
         app,
         addr,
         progress,
-        first,
     } = calls;
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         progress.called();
-        if !first.seen.load(Ordering::Relaxed) {
-            first.seen.store(true, Ordering::Relaxed);
-            first
-                .ticket
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-        }
         req.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
         app.clone().call(req)
     })
@@ -174,11 +153,14 @@ fn access_line(status: u16) {
     });
 }
 
-/// A connection that gives its shard's open count back when it closes and
+/// A connection that gives its shard's open count back when it closes,
+/// leaves the eviction list once its client sends a byte (a client that
+/// then falls silent, after a TLS handshake say, is the watchdog's), and
 /// tells the watchdog what it reads and writes (`Progress`).
 pub(super) struct Counted {
     stream: TcpStream,
     open: Arc<AtomicUsize>,
+    ticket: Option<Ticket>,
     progress: Arc<Progress>,
     /// HTTP straight on the socket (no TLS), so a 408 can be written here.
     plain: bool,
@@ -188,12 +170,13 @@ impl Counted {
     pub(super) fn new(
         stream: TcpStream,
         open: Arc<AtomicUsize>,
-        progress: Arc<Progress>,
+        (ticket, progress): (Ticket, Arc<Progress>),
         plain: bool,
     ) -> Counted {
         Counted {
             stream,
             open,
+            ticket: Some(ticket),
             progress,
             plain,
         }
@@ -221,6 +204,7 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
+            this.ticket = None;
             this.progress.read();
         }
         polled

@@ -256,14 +256,15 @@ async fn run_shard(
         match TcpStream::from_std(handed.stream) {
             Ok(stream) => {
                 let plain = settings.tls.is_none();
-                let stream = Counted::new(stream, open.clone(), watchdog.watch(), plain);
+                let watched = (handed.ticket, watchdog.watch());
+                let stream = Counted::new(stream, open.clone(), watched, plain);
                 tokio::spawn(conn::serve(
                     stream,
                     handed.addr,
                     app.clone(),
                     settings.clone(),
                     graceful.watcher(),
-                    (handed.ticket, handed.evicted),
+                    handed.evicted,
                 ));
             }
             Err(e) => {

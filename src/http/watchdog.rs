@@ -15,7 +15,7 @@ const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
 
-/// How often the watchdog looks; a timeout fires up to this much late.
+/// How often the watchdog looks; a timeout fires up to two of these late.
 const TICK: Duration = Duration::from_millis(250);
 
 /// Why a connection was cut off.
@@ -88,7 +88,9 @@ impl Progress {
 
     fn check(&self, now: u64, limit: u64) {
         let phase = self.phase.load(Ordering::Relaxed);
-        if phase == BUSY || now.saturating_sub(self.since.load(Ordering::Relaxed)) < limit {
+        // `since` is a tick begun up to one tick before the event, so one
+        // tick more: never cut before the full timeout.
+        if phase == BUSY || now.saturating_sub(self.since.load(Ordering::Relaxed)) <= limit {
             return;
         }
         let cut = if phase == HEAD {
@@ -196,13 +198,13 @@ mod tests {
         let clock = Arc::new(AtomicU64::new(0));
         let slow = progress(&clock);
         slow.read();
-        slow.check(3, 4);
-        assert_eq!(slow.cut(), None);
         slow.check(4, 4);
+        assert_eq!(slow.cut(), None);
+        slow.check(5, 4);
         assert_eq!(slow.cut(), Some(Cut::MidRequest));
 
         let idle = progress(&clock);
-        idle.check(4, 4);
+        idle.check(5, 4);
         assert_eq!(idle.cut(), Some(Cut::Idle));
 
         let busy = progress(&clock);
@@ -213,9 +215,9 @@ mod tests {
         // Answered at tick 100: idle from then, not from tick 0.
         clock.store(100, Ordering::Relaxed);
         busy.wrote();
-        busy.check(103, 4);
-        assert_eq!(busy.cut(), None);
         busy.check(104, 4);
+        assert_eq!(busy.cut(), None);
+        busy.check(105, 4);
         assert_eq!(busy.cut(), Some(Cut::Idle));
     }
 }

@@ -339,3 +339,38 @@ async fn a_bad_certificate_or_key_file_stops_the_start_and_is_named() {
         assert!(!data.exists(), "the refused start wrote its data dir");
     }
 }
+
+#[tokio::test]
+async fn a_client_silent_after_its_handshake_is_cut_off_at_the_header_timeout() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    pki.leaf("server");
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_TLS_CERT", &pki.path("server.crt"))
+            .env("STRONGROOM_TLS_KEY", &pki.path("server.key"))
+            .env("STRONGROOM_HEADER_TIMEOUT", "1"),
+    )
+    .await;
+    let port: u16 = app.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut config = client_config(&pki, &[&rustls::version::TLS13]);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut silent = connect(port, config).await.unwrap();
+    assert_eq!(silent.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+            .await
+            .expect("closed within 10 s");
+        if matches!(read, Ok(0) | Err(_)) {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
