@@ -16,7 +16,7 @@ use crate::config::ServeArgs;
 use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
-use crate::http::tls::{Tls, TlsFiles};
+use crate::http::tls::Tls;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, Trail};
 use crate::types::TenantId;
@@ -156,7 +156,13 @@ impl Application {
     pub async fn build(args: &ServeArgs) -> Result<Application, StartError> {
         check_limits(args)?;
         // Before anything is written to the data dir.
-        let tls = load_tls(args)?;
+        let tls = Tls::from_flags(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_client_ca.as_deref(),
+        )
+        .map_err(StartError::Config)?
+        .map(Arc::new);
         let jwt_config = JwtConfig {
             hs256_secret: args.jwt_hs256_secret.clone().map(zeroize::Zeroizing::new),
             public_keys: args.jwt_public_keys.clone(),
@@ -313,26 +319,6 @@ async fn wait_for_store(store: &Store) {
         tokio::time::sleep(delay).await;
         waited += delay;
         delay = (delay * 2).min(std::time::Duration::from_secs(1));
-    }
-}
-
-/// The TLS configuration, when `--tls-cert` and `--tls-key` are given.
-fn load_tls(args: &ServeArgs) -> Result<Option<Arc<Tls>>, StartError> {
-    match (&args.tls_cert, &args.tls_key) {
-        (None, None) if args.tls_client_ca.is_some() => Err(StartError::Config(
-            "--tls-client-ca needs --tls-cert and --tls-key".into(),
-        )),
-        (None, None) => Ok(None),
-        (Some(cert), Some(key)) => Tls::load(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: args.tls_client_ca.clone(),
-        })
-        .map(|tls| Some(Arc::new(tls)))
-        .map_err(StartError::Config),
-        _ => Err(StartError::Config(
-            "--tls-cert and --tls-key go together".into(),
-        )),
     }
 }
 

@@ -36,6 +36,28 @@ impl Tls {
         })
     }
 
+    /// The configuration `--tls-cert`, `--tls-key` and `--tls-client-ca`
+    /// ask for: none without a certificate; the error names what is wrong.
+    pub fn from_flags(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        client_ca: Option<&Path>,
+    ) -> Result<Option<Tls>, String> {
+        match (cert, key) {
+            (None, None) if client_ca.is_some() => {
+                Err("--tls-client-ca needs --tls-cert and --tls-key".into())
+            }
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Tls::load(TlsFiles {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                client_ca: client_ca.map(Path::to_owned),
+            })
+            .map(Some),
+            _ => Err("--tls-cert and --tls-key go together".into()),
+        }
+    }
+
     /// Reads the files again; on an error the configuration in use stays.
     pub fn reload(&self) -> Result<(), String> {
         let config = Arc::new(server_config(&self.files)?);
