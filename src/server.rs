@@ -188,15 +188,16 @@ impl Application {
             let (master, path) = MasterKey::pending(&args.store.data_dir)?;
             (master, MasterKeyOrigin::Generated(path), true)
         } else {
-            let existing = !nats
-                && crate::store::sqlite::bound_to_a_master_key(
+            // Here a key is given, or the store is the embedded one.
+            let generate = !given
+                && !crate::store::sqlite::bound_to_a_master_key(
                     &args.store.data_dir.join("strongroom.db"),
                 )?;
             let (master, origin) = MasterKey::load(
                 args.master.master_key.as_deref(),
                 args.master.master_key_file.as_deref(),
                 &args.store.data_dir,
-                !nats && !existing,
+                generate,
             )?;
             (master, origin, false)
         };

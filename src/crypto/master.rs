@@ -93,12 +93,12 @@ impl MasterKey {
             )));
         }
         let (key, text) = Self::random();
-        let path = Self::write_default_file(data_dir, &text)?;
+        write_key_file(data_dir, &path, &text)?;
         Ok((key, MasterKeyOrigin::Generated(path)))
     }
 
     /// A new random key and its base64 text.
-    pub fn random() -> (Self, Zeroizing<String>) {
+    fn random() -> (Self, Zeroizing<String>) {
         let bytes = random_bytes::<32>();
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
         (Self::from_bytes(&bytes), text)
@@ -115,14 +115,7 @@ impl MasterKey {
             return Ok((Self::read_file(&path)?, path));
         }
         let (key, text) = Self::random();
-        crate::fsutil::create_private_dir(data_dir)
-            .and_then(|()| crate::fsutil::write_private_file(&path, text.as_bytes()))
-            .map_err(|e| {
-                CryptoError::BadMasterKey(format!(
-                    "cannot create master key file {}: {e}",
-                    path.display()
-                ))
-            })?;
+        write_key_file(data_dir, &path, &text)?;
         Ok((key, path))
     }
 
@@ -141,21 +134,6 @@ impl MasterKey {
     /// The store holds another key: the pending one is not its.
     pub fn discard_pending(data_dir: &Path) {
         let _ = std::fs::remove_file(data_dir.join(PENDING));
-    }
-
-    /// Stores a generated key's text as `<data_dir>/master.key`, where
-    /// `load` finds it.
-    pub fn write_default_file(data_dir: &Path, text: &str) -> Result<PathBuf, CryptoError> {
-        let path = data_dir.join("master.key");
-        crate::fsutil::create_private_dir(data_dir)
-            .and_then(|()| crate::fsutil::write_private_file(&path, text.as_bytes()))
-            .map_err(|e| {
-                CryptoError::BadMasterKey(format!(
-                    "cannot create master key file {}: {e}",
-                    path.display()
-                ))
-            })?;
-        Ok(path)
     }
 
     fn read_file(path: &Path) -> Result<Self, CryptoError> {
@@ -177,6 +155,19 @@ impl MasterKey {
     pub fn matches(&self, stored: &[u8]) -> bool {
         aws_lc_rs::constant_time::verify_slices_are_equal(stored, &self.check).is_ok()
     }
+}
+
+/// Writes a generated key's text to `path` in `data_dir` (created if need
+/// be), owner-only and synced.
+fn write_key_file(data_dir: &Path, path: &Path, text: &str) -> Result<(), CryptoError> {
+    crate::fsutil::create_private_dir(data_dir)
+        .and_then(|()| crate::fsutil::write_private_file(path, text.as_bytes()))
+        .map_err(|e| {
+            CryptoError::BadMasterKey(format!(
+                "cannot create master key file {}: {e}",
+                path.display()
+            ))
+        })
 }
 
 #[cfg(test)]
