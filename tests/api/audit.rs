@@ -743,16 +743,7 @@ async fn the_throttled_count_is_a_metric() {
     // Counted when summarised, once a second.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let metrics = app
-            .send(app.client.get(app.url("/metrics")), &Cred::None)
-            .await
-            .body;
-        let counted: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("strongroom_auth_throttled_total "))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let counted = app.counter("strongroom_auth_throttled_total").await;
         if counted == throttled || std::time::Instant::now() > deadline {
             assert_eq!(counted, throttled);
             break;

@@ -298,6 +298,20 @@ impl TestApp {
         .await
     }
 
+    /// The value of the unlabelled counter `name` in `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let metrics = self
+            .send(self.client.get(self.url("/metrics")), &Cred::None)
+            .await
+            .body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+            .parse()
+            .unwrap()
+    }
+
     /// Issues a key with `strongroom apikey create` against this data dir.
     pub fn create_key(&self, tenant: &str, extra: &[&str]) -> String {
         create_key(&self.data_dir, tenant, extra)

@@ -62,13 +62,11 @@ impl Pki {
     }
 }
 
-async fn spawn_tls(pki: &Pki, leaf: &str, client_ca: Option<&Path>) -> TestApp {
-    let mut options = Options::default()
+/// A server with `leaf`'s certificate and key, and what else `options` set.
+async fn spawn_tls(pki: &Pki, leaf: &str, options: Options) -> TestApp {
+    let options = options
         .env("STRONGROOM_TLS_CERT", &pki.path(&format!("{leaf}.crt")))
         .env("STRONGROOM_TLS_KEY", &pki.path(&format!("{leaf}.key")));
-    if let Some(ca) = client_ca {
-        options = options.env("STRONGROOM_TLS_CLIENT_CA", ca.to_str().unwrap());
-    }
     let mut app = spawn_with(options).await;
     app.addr = app.addr.replace("http://", "https://");
     app
@@ -150,7 +148,7 @@ async fn https_speaks_tls_1_2_and_1_3_http2_and_http1_and_refuses_plain_http() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "root");
     pki.leaf("server");
-    let mut app = spawn_tls(&pki, "server", None).await;
+    let mut app = spawn_tls(&pki, "server", Options::default()).await;
     let port = port_of(&app);
 
     for (version, expected) in [
@@ -235,7 +233,7 @@ async fn sighup_reloads_the_certificate_and_open_connections_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "root");
     let first = pki.leaf("server");
-    let mut app = spawn_tls(&pki, "server", None).await;
+    let mut app = spawn_tls(&pki, "server", Options::default()).await;
     let port = port_of(&app);
     let config = || client_config(&pki, &[&rustls::version::TLS13]);
 
@@ -283,7 +281,15 @@ async fn with_a_client_ca_only_clients_it_signed_are_served() {
     pki.leaf("server");
     pki.leaf("client");
     rogue.leaf("intruder");
-    let mut app = spawn_tls(&pki, "server", Some(&pki.ca_path("root"))).await;
+    let mut app = spawn_tls(
+        &pki,
+        "server",
+        Options::default().env(
+            "STRONGROOM_TLS_CLIENT_CA",
+            pki.ca_path("root").to_str().unwrap(),
+        ),
+    )
+    .await;
 
     let identity = |pki: &Pki, file: &str| {
         let mut pem = std::fs::read(pki.path(&format!("{file}.crt"))).unwrap();
@@ -346,14 +352,13 @@ async fn a_client_silent_after_its_handshake_is_cut_off_at_the_header_timeout() 
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "root");
     pki.leaf("server");
-    let app = spawn_with(
-        Options::default()
-            .env("STRONGROOM_TLS_CERT", &pki.path("server.crt"))
-            .env("STRONGROOM_TLS_KEY", &pki.path("server.key"))
-            .env("STRONGROOM_HEADER_TIMEOUT", "1"),
+    let app = spawn_tls(
+        &pki,
+        "server",
+        Options::default().env("STRONGROOM_HEADER_TIMEOUT", "1"),
     )
     .await;
-    let port: u16 = app.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let port = port_of(&app);
     let mut config = client_config(&pki, &[&rustls::version::TLS13]);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let mut silent = connect(port, config).await.unwrap();

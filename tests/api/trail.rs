@@ -243,16 +243,7 @@ async fn a_trail_file_removed_under_a_running_server_stops_it_until_restored() {
         .send(app.client.get(app.url("/readyz")), &Cred::None)
         .await;
     assert_eq!(ready.status, 503);
-    let metrics = app
-        .send(app.client.get(app.url("/metrics")), &Cred::None)
-        .await;
-    let failures: u64 = metrics
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("strongroom_audit_write_failures_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let failures = app.counter("strongroom_audit_write_failures_total").await;
     assert!(failures >= 2, "{failures}");
     assert!(app.log_shows("the trail's file is gone").await);
     // A file put in its place is not the trail either.
