@@ -29,11 +29,8 @@ struct Inner {
     auth_throttled: u64,
     rate_limited: u64,
     shed: u64,
+    integrity_failures: u64,
 }
-
-/// Answers of 502 `stored data failed its integrity check`; counted where
-/// the error becomes an answer, which has no registry at hand.
-pub static INTEGRITY_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The process's metrics registry.
 #[derive(Default)]
@@ -77,9 +74,14 @@ impl Metrics {
             .rate_limited += 1;
     }
 
-    /// A request refused at once: too many in flight, or the write queue full.
-    pub fn shed(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).shed += 1;
+    /// An error answer the metrics count by kind (`ApiError`'s `Tally`).
+    pub fn tally(&self, tally: crate::api::error::Tally) {
+        use crate::api::error::Tally;
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match tally {
+            Tally::Shed => inner.shed += 1,
+            Tally::Integrity => inner.integrity_failures += 1,
+        }
     }
 
     /// The Prometheus text exposition format, version 0.0.4, with the
@@ -149,7 +151,7 @@ impl Metrics {
             ("strongroom_connections_refused_total", "Connections closed at once: at --max-connections with none idle to close.", crate::http::STATS.refused.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_connections_evicted_total", "Silent connections closed to make room at --max-connections.", crate::http::STATS.evicted.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", crate::http::STATS.timed_out.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", INTEGRITY_FAILURES.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", inner.integrity_failures),
             ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
         ];
         for (name, help, value) in counters {

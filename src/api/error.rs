@@ -102,10 +102,16 @@ impl From<KeyringError> for ApiError {
     }
 }
 
-/// Marks an answer refused at once for load (over `--max-in-flight`, or the
-/// write queue full), for the metrics.
-#[derive(Clone, Copy)]
-pub struct Shed;
+/// What an error answer is, for the metrics the middleware keeps: the
+/// error becomes an answer where no registry is at hand.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// Refused at once for load (over `--max-in-flight`, or the write queue
+    /// full).
+    Shed,
+    /// Stored data that failed its integrity check.
+    Integrity,
+}
 
 fn json_error(status: StatusCode, error: &str, detail: Option<&str>) -> Response {
     let body = match detail {
@@ -165,7 +171,7 @@ impl IntoResponse for ApiError {
                     json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", None);
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r.extensions_mut().insert(Shed);
+                r.extensions_mut().insert(Tally::Shed);
                 r
             }
             ApiError::BodyTimeout => json_error(
@@ -174,14 +180,14 @@ impl IntoResponse for ApiError {
                 Some("the request body did not arrive in time"),
             ),
             ApiError::Integrity(cause) => {
-                crate::metrics::INTEGRITY_FAILURES
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(cause = %cause, "stored data failed its integrity check");
-                json_error(
+                let mut r = json_error(
                     StatusCode::BAD_GATEWAY,
                     "stored data failed its integrity check",
                     None,
-                )
+                );
+                r.extensions_mut().insert(Tally::Integrity);
+                r
             }
             ApiError::ClientClosed => json_error(
                 StatusCode::from_u16(499).expect("499 is a valid status"),

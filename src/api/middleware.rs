@@ -138,49 +138,28 @@ where
                 response = super::audit::finish(recorder, response).await;
             }
             let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let request_id = id.to_str().unwrap_or("");
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            state.metrics.observe(method, route, status, elapsed);
+            if let Some(tally) = response.extensions().get::<super::error::Tally>() {
+                state.metrics.tally(*tally);
+            }
             // A refusal of the failed-authentication limit is counted in a
             // summary line instead.
-            Ok(observed(
-                &state,
-                response,
-                method,
-                route,
-                id,
-                started,
-                !summarised,
-            ))
+            if !summarised {
+                crate::log::access::record(&crate::log::access::Access {
+                    method,
+                    route,
+                    status,
+                    latency_us: elapsed.as_micros() as u64,
+                    request_id,
+                });
+            }
+            response.headers_mut().insert(X_REQUEST_ID, id);
+            Ok(response)
         })
     }
-}
-
-/// Counts the answered request, logs its access line (unless `log` is
-/// false) and adds its id to the answer.
-fn observed(
-    state: &AppState,
-    mut response: Response,
-    method: &'static str,
-    route: &str,
-    id: HeaderValue,
-    started: Instant,
-    log: bool,
-) -> Response {
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    state.metrics.observe(method, route, status, elapsed);
-    if response.extensions().get::<super::error::Shed>().is_some() {
-        state.metrics.shed();
-    }
-    if log {
-        crate::log::access::record(&crate::log::access::Access {
-            method,
-            route,
-            status,
-            latency_us: elapsed.as_micros() as u64,
-            request_id: id.to_str().unwrap_or(""),
-        });
-    }
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    response
 }
 
 #[cfg(test)]
