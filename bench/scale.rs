@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use strongroom::crypto::{Keyring, MasterKey};
+use strongroom::crypto::{Keyring, MasterKey, MasterKeys};
 use strongroom::store::{Engine, Precondition, Store, StoreConfig};
 use strongroom::types::{SecretKey, TenantId};
 
@@ -51,9 +51,12 @@ async fn open() -> Bench {
     };
     let store = Store::open(&config).await.unwrap();
     let keyring = Arc::new(
-        Keyring::open(MasterKey::from_bytes(&MASTER_KEY), store.clone())
-            .await
-            .unwrap(),
+        Keyring::open(
+            MasterKeys::single(MasterKey::from_bytes(&MASTER_KEY)),
+            store.clone(),
+        )
+        .await
+        .unwrap(),
     );
     Bench {
         store,

@@ -37,7 +37,7 @@ I64_MAX = 9223372036854775807
 
 # A prefix must be able to begin a key: key characters, not starting with
 # `.` or `/`, and never two of those in a row (the server's rule).
-SCOPE_PATTERN = r"^(secrets:(read|list|write|delete)(:[A-Za-z0-9_=-]+([./][A-Za-z0-9_=-]+)*[./]?)?|apikeys:admin|audit:read)$"
+SCOPE_PATTERN = r"^(secrets:(read|list|write|delete)(:[A-Za-z0-9_=-]+([./][A-Za-z0-9_=-]+)*[./]?)?|apikeys:admin|audit:read|keys:admin)$"
 
 schemas = {
     "ApiKeyCreate": {
@@ -171,6 +171,16 @@ schemas = {
             "version": {"type": "integer", "format": "int64", "minimum": 1},
             "created_at": {"type": "string", "format": "date-time"},
             "deleted": {"type": "boolean"},
+            "dek_id": {"type": "integer", "format": "int32", "minimum": 1, "nullable": True,
+                       "description": "The data key this version is sealed under."},
+        },
+    },
+    "DataKey": {
+        "type": "object",
+        "required": ["dek_id", "created_at"],
+        "properties": {
+            "dek_id": {"type": "integer", "format": "int32", "minimum": 1},
+            "created_at": {"type": "string", "format": "date-time"},
         },
     },
     "SecretMetadata": {
@@ -540,6 +550,21 @@ paths = {
             }),
         },
     },
+    "/keys/rotate": {
+        "post": {
+            "tags": ["Keys"],
+            "summary": "Start a new data key for the tenant",
+            "description": (
+                "Needs `keys:admin`. New writes are sealed under the new data key; old versions "
+                "keep opening under theirs (`dek_id` in metadata)."
+            ),
+            "operationId": "rotateDataKey",
+            "responses": secured({
+                "200": {"description": "The new data key",
+                        "content": json_content(ref("schemas", "DataKey"))},
+            }),
+        },
+    },
     "/healthz": {
         "get": {
             "tags": ["Operations"],
@@ -605,6 +630,7 @@ doc = {
         {"name": "Secrets", "description": "Secrets stored in a per-account secrets bucket."},
         {"name": "API keys", "description": "API-key management; needs the apikeys:admin scope."},
         {"name": "Audit", "description": "The audit trail; needs the audit:read scope."},
+        {"name": "Keys", "description": "Data-key rotation; needs the keys:admin scope."},
         {"name": "Operations", "description": "Liveness, readiness, metrics and this document. No authentication."},
     ],
     "paths": paths,

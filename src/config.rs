@@ -29,6 +29,20 @@ pub enum Command {
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Rewrap every data key under the first key of the master key file,
+    /// after which the other keys can leave it (works while servers run).
+    Rekey(crate::cli::lifecycle::KeysArgs),
+    /// Start a new data key for a tenant; new writes are sealed under it.
+    RotateDek(crate::cli::lifecycle::TenantKeysArgs),
+    /// Re-encrypt every retained version of a tenant under its current data
+    /// key, in batches, while servers run (embedded store).
+    Reseal(crate::cli::lifecycle::TenantKeysArgs),
+    /// Write everything the store holds to one file (values stay sealed).
+    Backup(crate::cli::lifecycle::BackupArgs),
+    /// Fill an empty store from a backup, after checking all of it.
+    Restore(crate::cli::lifecycle::RestoreArgs),
+    /// Copy one store into another (sqlite to nats, nats to sqlite).
+    Migrate(crate::cli::lifecycle::MigrateArgs),
     /// Store a secret on a server (`put KEY VALUE`, or `put KEY -` for stdin).
     Put(Client<PutArgs>),
     /// Print a secret's value on stdout, exactly.
@@ -260,6 +274,19 @@ pub struct ServeArgs {
     /// Requests a credential may make at once under `--rate-limit`.
     #[arg(long, env = "STRONGROOM_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
+    /// Take a backup into this directory every `--backup-interval`.
+    #[arg(long, env = "STRONGROOM_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// How often to take a scheduled backup: 90s, 5m, 1h, 1d.
+    #[arg(long, env = "STRONGROOM_BACKUP_INTERVAL", default_value = "1h", value_parser = crate::backup::schedule::parse_interval)]
+    pub backup_interval: std::time::Duration,
+    /// Scheduled backups kept; older ones are removed.
+    #[arg(long, env = "STRONGROOM_BACKUP_KEEP", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
+    /// Seals a data key may make before it is rotated (at most, and by
+    /// default, 2^30); lower only rotates sooner. For tests.
+    #[arg(long, env = "STRONGROOM_DEK_MAX_SEALS", hide = true)]
+    pub dek_max_seals: Option<u64>,
     /// Log format: json or text.
     #[arg(long, env = "STRONGROOM_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

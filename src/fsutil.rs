@@ -18,8 +18,8 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Creates `path` with mode 0600 (never overwriting) and makes it durable.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// Creates `path` with mode 0600, empty, never overwriting a file.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -27,7 +27,12 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
+    options.open(path)
+}
+
+/// Creates `path` with mode 0600 (never overwriting) and makes it durable.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = create_private_file(path)?;
     file.write_all(contents)?;
     file.sync_all()?;
     if let Some(dir) = path.parent() {

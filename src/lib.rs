@@ -6,7 +6,9 @@
 //!   call what, error mapping. With `http`, the only module that knows HTTP.
 //! - `audit`: what an audit line says, and the verifier of a whole trail.
 //! - `auth`: API keys, JWTs, scopes; resolves a request to a `Principal`.
-//! - `crypto`: the master key, per-tenant data keys, AES-256-GCM sealing.
+//! - `backup`: the backup file, backup, restore and migration, schedules.
+//! - `crypto`: the master keys, per-tenant data keys, AES-256-GCM sealing,
+//!   and their rotation.
 //! - `store`: the `Store` handle: the rules (`store::model`) over an engine
 //!   (embedded `sqlite` with group commit, or `nats` JetStream KV), and the
 //!   audit trail each engine keeps; never sees a plaintext value or an
@@ -16,17 +18,20 @@
 //!   commands) and its flags.
 //! - `log`: JSON log lines on stderr and the one access line per request.
 //! - `http`: the HTTP server under the router (per-core shards).
-//! - `metrics`, `clock`, `json`, `fsutil`, `types`: Prometheus counters,
-//!   time formats, JSON string escaping, owner-only files, and the
-//!   validated `SecretKey` and `TenantId`.
+//! - `metrics`, `clock`, `json`, `fsutil`, `types`, `failpoint`:
+//!   Prometheus counters, time formats, JSON string escaping, owner-only
+//!   files, the validated `SecretKey` and `TenantId`, and crash points for
+//!   the crash tests.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod failpoint;
 pub mod fsutil;
 pub mod http;
 pub mod json;

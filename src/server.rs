@@ -101,6 +101,7 @@ impl Init {
             let mut scopes = Scope::all_secrets();
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
             scopes.push(Scope::parse("audit:read").map_err(StartError::Config)?);
+            scopes.push(Scope::parse("keys:admin").map_err(StartError::Config)?);
             let tenant = TenantId::parse("default").expect("valid tenant");
             let key = apikeys::create(
                 &self.store,
@@ -235,7 +236,10 @@ impl Application {
         };
         let mut init = Init {
             store: store.clone(),
-            keyring: Some(Keyring::new(master, store.clone())),
+            keyring: Some(match args.dek_max_seals {
+                Some(max) => Keyring::new(master, store.clone()).with_max_seals(max),
+                None => Keyring::new(master, store.clone()),
+            }),
             trail: opened.trail,
             jwt,
             limits,

@@ -82,6 +82,7 @@ impl From<StoreError> for ApiError {
             StoreError::Busy => ApiError::Overloaded,
             StoreError::Corrupt(cause) => ApiError::Integrity(cause),
             StoreError::Seal => ApiError::Internal("sealing failed".into()),
+            StoreError::Refused(why) => ApiError::Internal(why),
         }
     }
 }

@@ -8,6 +8,7 @@ mod access;
 mod apikeys;
 pub mod audit;
 pub mod error;
+mod keys;
 mod middleware;
 mod ops;
 mod request;

@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 
 use super::error::Op;
-use super::{apikeys, secrets, trail, AppState};
+use super::{apikeys, keys, secrets, trail, AppState};
 use crate::auth::Action;
 
 /// What a route's caller must be allowed, checked by the `Caller` and
@@ -98,6 +98,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/apikeys", "apikeys.list", ADMIN, get(apikeys::list)),
     route!(DELETE "/apikeys/{*id}", "apikeys.revoke", ADMIN, delete(apikeys::revoke)),
     route!(GET "/audit", "audit.read", Access::Tenant(Action::AuditRead), get(trail::read)),
+    route!(POST "/keys/rotate", "keys.rotate", Access::Tenant(Action::KeysAdmin), post(keys::rotate)),
 ];
 
 /// The router of every audited route.
@@ -148,6 +149,7 @@ mod tests {
             ("PUT", "/metadata/{*key}"),
             ("GET", "/undelete/{*key}"),
             ("GET", "/apikeys/{*id}"),
+            ("GET", "/keys/rotate"),
         ] {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
             assert!(find(&method, path).is_none(), "{method} {path}");

@@ -209,6 +209,7 @@ struct VersionBody {
     version: u64,
     created_at: String,
     deleted: bool,
+    dek_id: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -243,6 +244,7 @@ pub async fn get_metadata(
                 version: v.version,
                 created_at: rfc3339(v.created_at),
                 deleted: v.deleted,
+                dek_id: v.dek_id,
             })
             .collect(),
     })

@@ -27,6 +27,8 @@ pub enum Action {
     ApiKeysAdmin,
     /// Reading the tenant's audit lines (`GET /audit`).
     AuditRead,
+    /// Starting a new data key for the tenant (`POST /keys/rotate`).
+    KeysAdmin,
 }
 
 impl Action {
@@ -38,6 +40,7 @@ impl Action {
             Action::Delete => "secrets:delete",
             Action::ApiKeysAdmin => "apikeys:admin",
             Action::AuditRead => "audit:read",
+            Action::KeysAdmin => "keys:admin",
         }
     }
 }
@@ -59,6 +62,7 @@ impl Scope {
             Action::Delete,
             Action::ApiKeysAdmin,
             Action::AuditRead,
+            Action::KeysAdmin,
         ];
         for action in actions {
             let Some(rest) = text.strip_prefix(action.name()) else {
@@ -71,8 +75,10 @@ impl Scope {
                 });
             }
             if let Some(prefix) = rest.strip_prefix(':') {
-                if !matches!(action, Action::ApiKeysAdmin | Action::AuditRead)
-                    && crate::types::can_begin_a_key(prefix)
+                if !matches!(
+                    action,
+                    Action::ApiKeysAdmin | Action::AuditRead | Action::KeysAdmin
+                ) && crate::types::can_begin_a_key(prefix)
                 {
                     return Ok(Scope {
                         action,
@@ -82,7 +88,7 @@ impl Scope {
             }
         }
         Err(format!(
-            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>'), apikeys:admin and audit:read"
+            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>'), apikeys:admin, audit:read and keys:admin"
         ))
     }
 

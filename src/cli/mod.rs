@@ -8,6 +8,7 @@ pub mod client;
 pub mod commands;
 pub mod dotenv;
 pub mod error;
+pub mod lifecycle;
 pub mod run;
 
 use std::process::ExitCode;
@@ -48,6 +49,12 @@ pub fn main() -> ExitCode {
             }
             Command::Audit(AuditCommand::Verify(args)) => server_outcome(audit_verify(args).await),
             Command::Audit(AuditCommand::Export(args)) => server_outcome(audit_export(args).await),
+            Command::Rekey(args) => server_outcome(lifecycle::rekey(args).await),
+            Command::RotateDek(args) => server_outcome(lifecycle::rotate_dek(args).await),
+            Command::Reseal(args) => server_outcome(lifecycle::reseal(args).await),
+            Command::Backup(args) => server_outcome(lifecycle::backup(args).await),
+            Command::Restore(args) => server_outcome(lifecycle::restore(args).await),
+            Command::Migrate(args) => server_outcome(lifecycle::migrate(args).await),
             Command::Put(c) => client_outcome(commands::put(&c.client, c.args).await),
             Command::Get(c) => client_outcome(commands::get(&c.client, c.args).await),
             Command::Rm(c) => client_outcome(commands::rm(&c.client, c.args).await),
@@ -107,7 +114,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         tls: app.tls.clone(),
     };
-    reload_on_hangup(hangups, app.tls.clone());
+    reload_on_hangup(
+        hangups,
+        app.tls.clone(),
+        app.ready.clone(),
+        (args.master.clone(), args.store.data_dir.clone()),
+    );
+    if let Some(dir) = &args.backup_dir {
+        let schedule = crate::backup::schedule::Schedule {
+            dir: dir.clone(),
+            every: args.backup_interval,
+            keep: args.backup_keep as usize,
+        };
+        crate::backup::schedule::start(schedule, app.ready.clone());
+    }
     server::run(app.listener, app.ready, shutdown_signal(), settings)
         .await
         .map_err(|e| e.to_string())?;
@@ -116,20 +136,52 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the TLS certificate and key again on every SIGHUP; open
-/// connections keep the ones they began with.
+/// Reads the TLS certificate and key and the master keys again on every
+/// SIGHUP; open connections keep the certificate they began with, and a
+/// keyring that fails its checks leaves the one in use.
 fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     tls: Option<std::sync::Arc<crate::http::tls::Tls>>,
+    ready: crate::api::Ready,
+    (master, data_dir): (crate::config::MasterKeyArgs, std::path::PathBuf),
 ) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             match tls.as_ref().map(|tls| tls.reload()) {
-                None => tracing::info!("SIGHUP: nothing to reload"),
+                None => {}
                 Some(Ok(())) => tracing::info!("TLS certificate and key reloaded"),
                 Some(Err(e)) => tracing::error!(
                     error = %e,
                     "TLS reload failed; still serving the previous certificate"
+                ),
+            }
+            let Some(state) = ready.get() else { continue };
+            let loaded = crate::crypto::MasterKey::load(
+                master.master_key.as_deref(),
+                master.master_key_file.as_deref(),
+                &data_dir,
+                false,
+            );
+            let replaced = match loaded {
+                Ok((keys, _)) => {
+                    let count = keys.iter().count();
+                    let active = keys.active().id();
+                    state
+                        .keyring
+                        .replace_keks(keys)
+                        .await
+                        .map(|()| (count, active))
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match replaced {
+                Ok((count, active)) => {
+                    tracing::info!(keys = count, active = %active, "master keys reloaded")
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "master key reload failed; still using the previous keys"
                 ),
             }
         }

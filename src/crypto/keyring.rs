@@ -3,25 +3,45 @@
 //! unwraps. Values are sealed and opened here; callers get `Zeroizing` text.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use zeroize::Zeroizing;
 
-use super::master::MasterKey;
+use super::master::MasterKeys;
 use super::seal::{self, AeadKey, ValueContext};
 use super::CryptoError;
 use crate::store::chain::AuditKey;
 use crate::store::{Store, StoreError, WrappedDek};
-
-/// The meta name of the wrapped audit key.
-const AUDIT_KEY: &str = "audit_key";
 use crate::types::TenantId;
 
-/// A tenant's unwrapped data keys; `current` seals new values.
-struct TenantKeys {
-    current: u32,
-    keys: HashMap<u32, AeadKey>,
+/// The meta name of the wrapped audit key.
+pub(super) const AUDIT_KEY: &str = "audit_key";
+/// The meta name of the active KEK's check value.
+pub(super) const CHECK: &str = "master_key_check";
+/// How long a tenant's cached key list is trusted for sealing before it is
+/// read again, so a rotation made elsewhere (another gateway, the CLI)
+/// reaches new writes within about this long.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// A tenant's unwrapped data keys; `current` seals new values, and
+/// `budget` is how many seals under it are reserved and not yet used.
+pub(super) struct TenantKeys {
+    pub current: u32,
+    keys: HashMap<u32, Arc<AeadKey>>,
+    pub budget: AtomicU64,
+    loaded: Instant,
+}
+
+impl TenantKeys {
+    /// Takes one reserved seal; false when none is left.
+    fn take_seal(&self) -> bool {
+        self.budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// Why a keyring operation failed.
@@ -33,11 +53,13 @@ pub enum KeyringError {
     Crypto(#[from] CryptoError),
 }
 
-/// The KEK and the cache of unwrapped DEKs.
+/// The KEKs and the cache of unwrapped DEKs.
 pub struct Keyring {
-    master: MasterKey,
-    store: Store,
+    keks: RwLock<Arc<MasterKeys>>,
+    pub(super) store: Store,
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
+    /// Seals a DEK may make before it is rotated (DESIGN §3: 2^30).
+    pub(super) max_seals: u64,
 }
 
 /// Something that can seal one value for a given version, detached from the
@@ -61,44 +83,97 @@ impl ValueSealer {
             .ok_or(CryptoError::UnknownDataKey(self.keys.current))?;
         seal::seal_value(dek, self.keys.current, &ctx, plaintext)
     }
+
+    /// The id of the DEK this sealer seals under.
+    pub fn dek_id(&self) -> u32 {
+        self.keys.current
+    }
 }
 
+/// The most seals a DEK may make (AES-GCM with random nonces stays far
+/// below 2^32 per key).
+pub const MAX_SEALS: u64 = 1 << 30;
+
 impl Keyring {
-    /// Binds the KEK to the store: the first start records the KEK's check
-    /// value; later starts refuse a different KEK before touching any data.
-    pub async fn open(master: MasterKey, store: Store) -> Result<Keyring, KeyringError> {
-        let keyring = Keyring::new(master, store);
+    /// Checks the KEKs against the store (`bind`) and returns the keyring.
+    pub async fn open(keks: MasterKeys, store: Store) -> Result<Keyring, KeyringError> {
+        let keyring = Keyring::new(keks, store);
         keyring.bind().await?;
         Ok(keyring)
     }
 
     /// A keyring not yet checked against the store; call `bind` before use.
-    pub fn new(master: MasterKey, store: Store) -> Keyring {
+    pub fn new(keks: MasterKeys, store: Store) -> Keyring {
         Keyring {
-            master,
+            keks: RwLock::new(Arc::new(keks)),
             store,
             tenants: RwLock::new(HashMap::new()),
+            max_seals: MAX_SEALS,
         }
     }
 
-    /// Records the KEK's check value on first start, or refuses a KEK that
-    /// differs from the recorded one. Safe to retry.
+    /// Rotates DEKs after `max` seals instead of 2^30 (a lower bound only
+    /// rotates sooner; tests use it to reach the bound).
+    pub fn with_max_seals(mut self, max: u64) -> Keyring {
+        self.max_seals = max.clamp(1, MAX_SEALS);
+        self
+    }
+
+    pub fn keks(&self) -> Arc<MasterKeys> {
+        self.keks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the active KEK's check value on a new store, refuses KEKs
+    /// none of which the store was bound to, and refuses a keyring that
+    /// cannot unwrap every stored key (naming the KEK it lacks). Safe to
+    /// retry; writes nothing unless the store is new.
     pub async fn bind(&self) -> Result<(), KeyringError> {
+        let keks = self.keks();
         let stored = self
             .store
-            .meta_init("master_key_check", self.master.check_value().to_vec())
+            .meta_init(CHECK, keks.active().check_value().to_vec())
             .await?;
-        if !self.master.matches(&stored) {
+        self.verify(&keks, &stored).await
+    }
+
+    /// Takes a new set of KEKs (SIGHUP) once it is checked as `bind` checks
+    /// at start; on error the keyring keeps the KEKs it had.
+    pub async fn replace_keks(&self, keks: MasterKeys) -> Result<(), KeyringError> {
+        let stored = self.store.meta_get(CHECK).await?.unwrap_or_default();
+        self.verify(&keks, &stored).await?;
+        *self.keks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keks);
+        Ok(())
+    }
+
+    /// Whether `keks` holds the KEK the check value names and every KEK a
+    /// stored key is wrapped by.
+    async fn verify(&self, keks: &MasterKeys, check: &[u8]) -> Result<(), KeyringError> {
+        let bound = keks.by_check(check).is_some();
+        // A key that names a missing KEK says which; one that fails to open
+        // is damaged only if the keyring is the store's at all.
+        let opens = |tenant: &str, id: u32, wrapped: &[u8]| match keks.unwrap(tenant, id, wrapped) {
+            Ok(_) => Ok(()),
+            Err(e @ CryptoError::MissingKek(_)) => Err(e),
+            Err(_) if !bound => Err(CryptoError::WrongMasterKey),
+            Err(e) => Err(corrupt(e, id)),
+        };
+        for (tenant, dek) in self.store.all_deks().await? {
+            opens(tenant.as_str(), dek.id, &dek.wrapped)?;
+        }
+        if let Some(stored) = self.store.meta_get(AUDIT_KEY).await? {
+            opens("", 0, &stored)?;
+        }
+        if !bound {
             return Err(CryptoError::WrongMasterKey.into());
         }
         Ok(())
     }
 
     /// Whether the store's recorded check value still reads back and
-    /// matches this KEK (`/readyz`); writes nothing.
+    /// names one of these KEKs (`/readyz`); writes nothing.
     pub async fn check(&self) -> Result<(), KeyringError> {
-        match self.store.meta_get("master_key_check").await? {
-            Some(stored) if self.master.matches(&stored) => Ok(()),
+        match self.store.meta_get(CHECK).await? {
+            Some(stored) if self.keks().by_check(&stored).is_some() => Ok(()),
             _ => Err(CryptoError::WrongMasterKey.into()),
         }
     }
@@ -109,16 +184,17 @@ impl Keyring {
     /// `None` when the store has none and `create` is false (`audit verify`
     /// on a trail written before keyed lines).
     pub async fn audit_key(&self, create: bool) -> Result<Option<AuditKey>, KeyringError> {
+        let keks = self.keks();
         let stored = match self.store.meta_get(AUDIT_KEY).await? {
             Some(stored) => stored,
             None if create => {
                 let raw = seal::random_bytes::<32>();
-                let wrapped = seal::wrap_key(&self.master.aead, "", 0, &raw);
+                let wrapped = keks.wrap("", 0, &raw);
                 self.store.meta_init(AUDIT_KEY, wrapped).await?
             }
             None => return Ok(None),
         };
-        let raw = seal::unwrap_key(&self.master.aead, "", 0, &stored).map_err(|e| match e {
+        let raw = keks.unwrap("", 0, &stored).map_err(|e| match e {
             CryptoError::Tampered => CryptoError::WrongMasterKey,
             other => other,
         })?;
@@ -128,9 +204,16 @@ impl Keyring {
         ))))
     }
 
-    /// A sealer for `tenant`'s current DEK, creating the DEK on first use.
+    /// A sealer for `tenant`'s current DEK, creating the DEK on first use,
+    /// with one seal taken from the DEK's budget (`reserve_seals`).
     pub async fn sealer(&self, tenant: &TenantId) -> Result<ValueSealer, KeyringError> {
-        let keys = self.tenant_keys(tenant, None).await?;
+        let mut keys = self.tenant_keys(tenant, None).await?;
+        if keys.loaded.elapsed() >= REFRESH {
+            keys = Box::pin(self.load_keys(tenant)).await?;
+        }
+        if !keys.take_seal() {
+            keys = Box::pin(self.reserve_seals(tenant, keys)).await?;
+        }
         Ok(ValueSealer {
             keys,
             tenant: tenant.clone(),
@@ -181,44 +264,76 @@ impl Keyring {
         Box::pin(self.load_keys(tenant)).await
     }
 
-    /// `tenant_keys` when the cache cannot answer.
-    async fn load_keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, KeyringError> {
+    /// Reads the tenant's DEKs again (`tenant_keys` when the cache cannot
+    /// answer, a refresh, a rotation). Keys already unwrapped are kept, and
+    /// so is the unused budget while the current DEK stays the same.
+    pub(super) async fn load_keys(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Arc<TenantKeys>, KeyringError> {
         let mut wrapped = self.store.deks(tenant).await?;
         if wrapped.is_empty() {
             // First write for this tenant: make DEK 1. Two gateways racing
             // here both insert-if-absent; the loser reloads the winner's key.
-            let dek = seal::random_bytes::<32>();
-            let blob = seal::wrap_key(&self.master.aead, tenant.as_str(), 1, &dek);
-            self.store
-                .add_dek(
-                    tenant,
-                    WrappedDek {
-                        id: 1,
-                        wrapped: blob,
-                    },
-                )
-                .await?;
+            self.add_dek(tenant, 1).await?;
             wrapped = self.store.deks(tenant).await?;
         }
+        let previous = self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .cloned();
+        let keks = self.keks();
         let mut keys = HashMap::with_capacity(wrapped.len());
         for w in &wrapped {
-            // The master key was checked against the store at start, so a
-            // DEK it cannot unwrap is a damaged record.
-            let raw = seal::unwrap_key(&self.master.aead, tenant.as_str(), w.id, &w.wrapped)
-                .map_err(|e| match e {
-                    CryptoError::Tampered
-                    | CryptoError::Truncated
-                    | CryptoError::UnknownFormat(_) => CryptoError::DataKeyCorrupt(w.id),
-                    other => other,
-                })?;
-            keys.insert(w.id, AeadKey::new(&raw));
+            if let Some(known) = previous.as_ref().and_then(|p| p.keys.get(&w.id)) {
+                keys.insert(w.id, known.clone());
+                continue;
+            }
+            let raw = keks
+                .unwrap(tenant.as_str(), w.id, &w.wrapped)
+                .map_err(|e| corrupt(e, w.id))?;
+            keys.insert(w.id, Arc::new(AeadKey::new(&raw)));
         }
         let current = wrapped.iter().map(|w| w.id).max().unwrap_or(1);
-        let loaded = Arc::new(TenantKeys { current, keys });
+        // Moved, not copied: requests still holding the old entry then find
+        // it empty and reserve anew rather than spend the same seals twice.
+        let budget = previous
+            .filter(|p| p.current == current)
+            .map_or(0, |p| p.budget.swap(0, Ordering::AcqRel));
+        let loaded = Arc::new(TenantKeys {
+            current,
+            keys,
+            budget: AtomicU64::new(budget),
+            loaded: Instant::now(),
+        });
         self.tenants
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(tenant.clone(), loaded.clone());
         Ok(loaded)
+    }
+
+    /// Stores a new DEK `id` for `tenant`, wrapped under the active KEK;
+    /// false when a DEK with that id exists already.
+    pub(super) async fn add_dek(&self, tenant: &TenantId, id: u32) -> Result<bool, KeyringError> {
+        let raw = seal::random_bytes::<32>();
+        let wrapped = self.keks().wrap(tenant.as_str(), id, &raw);
+        Ok(self
+            .store
+            .add_dek(tenant, WrappedDek { id, wrapped })
+            .await?)
+    }
+}
+
+/// A key the (verified) keyring cannot open: a missing KEK stays named; a
+/// key that fails to unwrap is a damaged record.
+fn corrupt(e: CryptoError, id: u32) -> CryptoError {
+    match e {
+        CryptoError::Tampered | CryptoError::Truncated | CryptoError::UnknownFormat(_) => {
+            CryptoError::DataKeyCorrupt(id)
+        }
+        other => other,
     }
 }

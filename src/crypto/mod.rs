@@ -7,10 +7,11 @@
 
 pub mod keyring;
 pub mod master;
+mod rotation;
 pub mod seal;
 
 pub use keyring::Keyring;
-pub use master::MasterKey;
+pub use master::{KekId, MasterKey, MasterKeys};
 
 /// Why a sealed blob could not be opened or a key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum CryptoError {
     DataKeyCorrupt(u32),
     #[error("master key does not match the one this store was created with")]
     WrongMasterKey,
+    /// A stored key names a KEK the keyring lacks.
+    #[error("a stored data key is wrapped by master key {0}, which is not in the keyring")]
+    MissingKek(master::KekId),
     #[error("master key: {0}")]
     BadMasterKey(String),
     #[error("aes-gcm failure")]

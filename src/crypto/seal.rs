@@ -3,8 +3,9 @@
 //! A sealed value is `[format=1][dek id: u32 BE][nonce: 12][ciphertext][tag: 16]`.
 //! Its associated data binds tenant, key and version, each length-prefixed, so
 //! a ciphertext copied to another key, tenant or version fails to open. A
-//! wrapped DEK is `[format=1][nonce][ciphertext][tag]` under the KEK, bound to
-//! tenant and DEK id the same way.
+//! wrapped DEK is `[format=2][KEK id: 8][nonce][ciphertext][tag]` under the
+//! KEK with that id, bound to tenant and DEK id the same way (format 1, from
+//! before the keyring, has no KEK id: any KEK of the keyring may open it).
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use zeroize::Zeroizing;
@@ -134,11 +135,23 @@ pub fn open_value(
     Ok(buf)
 }
 
-/// Wraps a DEK under the KEK.
-pub fn wrap_key(kek: &AeadKey, tenant: &str, dek_id: u32, dek: &[u8; 32]) -> Vec<u8> {
+/// Format byte of a wrapped key that names its KEK.
+const WRAPPED_V2: u8 = 2;
+const KEK_ID_LEN: usize = 8;
+
+/// Wraps a DEK under the KEK whose id is `kek_id`.
+pub fn wrap_key(
+    kek: &AeadKey,
+    kek_id: [u8; KEK_ID_LEN],
+    tenant: &str,
+    dek_id: u32,
+    dek: &[u8; 32],
+) -> Vec<u8> {
     let nonce = random_bytes::<NONCE_LEN>();
-    let mut out = Vec::with_capacity(1 + NONCE_LEN + 32 + TAG_LEN);
-    out.push(FORMAT_V1);
+    let header = 1 + KEK_ID_LEN + NONCE_LEN;
+    let mut out = Vec::with_capacity(header + 32 + TAG_LEN);
+    out.push(WRAPPED_V2);
+    out.extend_from_slice(&kek_id);
     out.extend_from_slice(nonce.as_ref());
     out.extend_from_slice(dek);
     let tag = kek
@@ -146,11 +159,29 @@ pub fn wrap_key(kek: &AeadKey, tenant: &str, dek_id: u32, dek: &[u8; 32]) -> Vec
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(*nonce),
             Aad::from(dek_aad(tenant, dek_id)),
-            &mut out[1 + NONCE_LEN..],
+            &mut out[header..],
         )
         .expect("sealing 32 bytes cannot fail");
     out.extend_from_slice(tag.as_ref());
     out
+}
+
+/// The id of the KEK a wrapped key names (`None` for format 1, which names
+/// none), and where its nonce starts.
+pub fn wrapped_kek_id(wrapped: &[u8]) -> Result<(Option<[u8; KEK_ID_LEN]>, usize), CryptoError> {
+    let (id, start) = match wrapped.first() {
+        Some(&FORMAT_V1) => (None, 1),
+        Some(&WRAPPED_V2) if wrapped.len() > KEK_ID_LEN => (
+            Some(wrapped[1..1 + KEK_ID_LEN].try_into().expect("8 bytes")),
+            1 + KEK_ID_LEN,
+        ),
+        Some(&other) if other != WRAPPED_V2 => return Err(CryptoError::UnknownFormat(other)),
+        _ => return Err(CryptoError::Truncated),
+    };
+    if wrapped.len() != start + NONCE_LEN + 32 + TAG_LEN {
+        return Err(CryptoError::Truncated);
+    }
+    Ok((id, start))
 }
 
 /// Unwraps a DEK; fails with `Tampered` under the wrong KEK.
@@ -160,14 +191,9 @@ pub fn unwrap_key(
     dek_id: u32,
     wrapped: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    if wrapped.len() != 1 + NONCE_LEN + 32 + TAG_LEN {
-        return Err(CryptoError::Truncated);
-    }
-    if wrapped[0] != FORMAT_V1 {
-        return Err(CryptoError::UnknownFormat(wrapped[0]));
-    }
-    let nonce: [u8; NONCE_LEN] = wrapped[1..1 + NONCE_LEN].try_into().expect("nonce");
-    let mut buf = Zeroizing::new(wrapped[1 + NONCE_LEN..].to_vec());
+    let (_, start) = wrapped_kek_id(wrapped)?;
+    let nonce: [u8; NONCE_LEN] = wrapped[start..start + NONCE_LEN].try_into().expect("nonce");
+    let mut buf = Zeroizing::new(wrapped[start + NONCE_LEN..].to_vec());
     let plain = kek
         .0
         .open_in_place(
@@ -248,8 +274,13 @@ mod tests {
     fn wrapped_key_is_bound_to_tenant_and_id() {
         let kek = AeadKey::new(&random_bytes::<32>());
         let dek = random_bytes::<32>();
-        let wrapped = wrap_key(&kek, "acme", 1, &dek);
+        let wrapped = wrap_key(&kek, [7; 8], "acme", 1, &dek);
+        assert_eq!(wrapped_kek_id(&wrapped).unwrap().0, Some([7; 8]));
         assert_eq!(*unwrap_key(&kek, "acme", 1, &wrapped).unwrap(), *dek);
+        assert!(matches!(
+            wrapped_kek_id(&wrapped[..20]),
+            Err(CryptoError::Truncated)
+        ));
         assert!(unwrap_key(&kek, "acme", 2, &wrapped).is_err());
         assert!(unwrap_key(&kek, "other", 1, &wrapped).is_err());
         let wrong = AeadKey::new(&random_bytes::<32>());

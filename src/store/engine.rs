@@ -6,9 +6,10 @@
 
 use std::future::Future;
 
+use super::dump::{LoadCounts, Records, Sink};
 use super::model::{
-    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SecretMetadata,
-    StoredVersion, WrappedDek,
+    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SealedVersion,
+    SecretMetadata, StoredVersion, WrappedDek,
 };
 use super::trail::LineBody;
 use super::StoreError;
@@ -163,4 +164,54 @@ pub(crate) trait Backend: Send + Sync {
         name: &str,
         value: &[u8],
     ) -> impl Future<Output = Result<Vec<u8>, WriteError>> + Send;
+
+    fn all_deks(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(TenantId, WrappedDek)>, StoreError>> + Send;
+
+    /// Replaces a DEK's wrapped bytes if they are still `old`.
+    fn replace_dek(
+        &self,
+        tenant: &TenantId,
+        id: u32,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Sets `name` to `new` if it still holds `old` (`None`: unset).
+    fn meta_replace(
+        &self,
+        name: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A page of a tenant's retained versions after (key, version).
+    fn sealed_versions(
+        &self,
+        tenant: &TenantId,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SealedVersion>, StoreError>> + Send;
+
+    /// Replaces one version's sealed bytes if they are still `old`.
+    fn replace_sealed(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        version: u64,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Hands every record the store holds to `sink` (`store::dump`).
+    fn dump(&self, sink: Sink<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes `records` into the store (`store::dump`).
+    fn load(
+        &self,
+        records: Records,
+        force: bool,
+        line: Option<LineBody>,
+    ) -> impl Future<Output = Result<LoadCounts, StoreError>> + Send;
 }

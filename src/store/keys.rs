@@ -1,11 +1,12 @@
 //! The `Store` handle's records beside the secrets: wrapped data keys, API
-//! keys (changed through the same retry loop as secrets) and the store's
-//! named metadata (the master key's check value, the audit key, the chain
-//! head).
+//! keys (changed through the same retry loop as secrets), the store's named
+//! metadata (the master key's check value, the audit key, the chain head),
+//! and the compare-and-set steps of key rotation.
 
 use super::engine::Backend;
 use super::{
-    again, retry, ApiKeyChange, ApiKeyRecord, Backends, LineBody, Store, StoreError, WrappedDek,
+    again, retry, ApiKeyChange, ApiKeyRecord, Backends, LineBody, SealedVersion, Store, StoreError,
+    WrappedDek,
 };
 use crate::types::TenantId;
 
@@ -17,6 +18,57 @@ impl Store {
     /// Inserts a DEK unless one with that id exists; true when inserted.
     pub async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
         dispatch!(self.backend, b => b.add_dek(tenant, dek))
+    }
+
+    /// Every tenant's DEKs (start-up checks them all against the keyring).
+    pub async fn all_deks(&self) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
+        dispatch!(self.backend, b => b.all_deks())
+    }
+
+    /// Replaces DEK `id`'s wrapped bytes if they are still `old`; false when
+    /// they changed meanwhile.
+    pub async fn replace_dek(
+        &self,
+        tenant: &TenantId,
+        id: u32,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.replace_dek(tenant, id, old, new))
+    }
+
+    /// Sets `name` to `new` if it still holds `old` (`None`: unset); false
+    /// when another writer changed it first.
+    pub async fn meta_replace(
+        &self,
+        name: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.meta_replace(name, old, new))
+    }
+
+    /// Up to `limit` of `tenant`'s retained versions after `after` (key,
+    /// version), in that order, with their sealed bytes.
+    pub async fn sealed_versions(
+        &self,
+        tenant: &TenantId,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        dispatch!(self.backend, b => b.sealed_versions(tenant, after, limit))
+    }
+
+    /// Replaces one version's sealed bytes if they are still `old`.
+    pub async fn replace_sealed(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        version: u64,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.backend, b => b.replace_sealed(tenant, key, version, old, new))
     }
 
     pub async fn apikey_insert(

@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use engine::{Backend, Observed, SecretWrite, Seen, WriteError};
 pub use model::{
-    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SecretMetadata,
-    StoredVersion, VersionInfo, WrappedDek,
+    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SealedVersion,
+    SecretMetadata, StoredVersion, VersionInfo, WrappedDek,
 };
 pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinished};
 
@@ -54,6 +54,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("sealing failed")]
     Seal,
+    /// An operator's request the store will not carry out (a restore into
+    /// a store that holds data, a backup that fails its check).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Which engine to run. `FromStr` names the engines that exist.
@@ -123,7 +127,8 @@ macro_rules! dispatch {
     };
 }
 
-// After `dispatch!`, which it uses.
+// After `dispatch!`, which they use.
+pub mod dump;
 mod keys;
 
 /// Runs `attempt` until it is not beaten by a concurrent writer; each
@@ -220,6 +225,14 @@ impl Store {
         Store {
             backend: Arc::new(backend),
             max_versions: config.max_versions,
+        }
+    }
+
+    /// The engine's name, as `--store` spells it.
+    pub fn engine_name(&self) -> &'static str {
+        match &*self.backend {
+            Backends::Sqlite(_) => "sqlite",
+            Backends::Nats(_) => "nats",
         }
     }
 

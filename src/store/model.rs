@@ -155,6 +155,14 @@ pub struct VersionInfo {
     pub version: u64,
     pub created_at: i64,
     pub deleted: bool,
+    /// The data key it is sealed under (`sealed_dek_id`).
+    pub dek_id: Option<u32>,
+}
+
+/// The DEK id a sealed value names: its stored form is a format byte and
+/// the id (u32, big endian) before the ciphertext (DESIGN §3).
+pub fn sealed_dek_id(sealed: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(sealed.get(1..5)?.try_into().ok()?))
 }
 
 /// A key's metadata and its retained versions, oldest first.
@@ -195,6 +203,14 @@ pub struct ListedSecret {
     pub version: u64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// One retained version's sealed bytes, as reseal reads them.
+#[derive(Debug, Clone)]
+pub struct SealedVersion {
+    pub key: String,
+    pub version: u64,
+    pub sealed: Vec<u8>,
 }
 
 /// A data key as stored: wrapped by the KEK.

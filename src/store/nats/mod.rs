@@ -20,6 +20,7 @@ mod apikeys;
 mod connection;
 mod head;
 mod kv;
+mod lifecycle;
 mod records;
 mod secrets;
 mod trail;
@@ -28,9 +29,11 @@ mod unfinished;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::model::{
-    ApiKeyChange, ApiKeyRecord, ListedSecret, SecretMetadata, StoredVersion, WrappedDek,
+    ApiKeyChange, ApiKeyRecord, ListedSecret, SealedVersion, SecretMetadata, StoredVersion,
+    WrappedDek,
 };
 use super::trail::LineBody;
 use super::{StoreConfig, StoreError};
@@ -142,7 +145,7 @@ impl NatsBackend {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
         let sequence = kv::publish(&self.conn.js, store, message, request_id).await?;
-        stop_here("after-change");
+        crate::failpoint::stop_here("after-change");
         if let (Some(trail), Some(line)) = (trail, line) {
             trail
                 .append(line)
@@ -150,14 +153,6 @@ impl NatsBackend {
                 .map_err(|e| StoreError::Unavailable(format!("{e}; the change was made")))?;
         }
         Ok(sequence)
-    }
-}
-
-/// Debug builds only, for the crash tests: `STRONGROOM_FAILPOINT=<point>`
-/// ends the process at `point` as a crash there would.
-fn stop_here(point: &str) {
-    if cfg!(debug_assertions) && std::env::var("STRONGROOM_FAILPOINT").as_deref() == Ok(point) {
-        std::process::abort();
     }
 }
 
@@ -270,5 +265,70 @@ impl Backend for NatsBackend {
 
     async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {
         apikeys::meta_init(self, name, value).await
+    }
+
+    async fn all_deks(&self) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
+        lifecycle::all_deks(self).await
+    }
+
+    async fn replace_dek(
+        &self,
+        tenant: &TenantId,
+        id: u32,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        lifecycle::replace_dek(self, tenant, id, old, &new).await
+    }
+
+    async fn meta_replace(
+        &self,
+        name: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        lifecycle::meta_replace(self, name, old, new).await
+    }
+
+    async fn sealed_versions(
+        &self,
+        _tenant: &TenantId,
+        _after: Option<(String, u64)>,
+        _limit: usize,
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        Err(lifecycle::reseal_refused())
+    }
+
+    async fn replace_sealed(
+        &self,
+        _tenant: &TenantId,
+        _key: &str,
+        _version: u64,
+        _old: &[u8],
+        _new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        Err(lifecycle::reseal_refused())
+    }
+
+    async fn dump(&self, sink: Sink<'_>) -> Result<(), StoreError> {
+        lifecycle::dump(self, sink).await
+    }
+
+    /// The line follows the load: JetStream has no unit of work across
+    /// buckets and the trail.
+    async fn load(
+        &self,
+        records: Records,
+        force: bool,
+        line: Option<LineBody>,
+    ) -> Result<LoadCounts, StoreError> {
+        let counts = lifecycle::load(self, records, force).await?;
+        if let (Some(trail), Some(line)) = (&self.trail, line) {
+            trail
+                .append(line)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{e}; the store was restored")))?;
+        }
+        Ok(counts)
     }
 }

@@ -131,17 +131,32 @@ pub(super) struct Entry {
 
 impl Entry {
     pub fn from_message(message: jetstream::message::StreamMessage) -> Result<Entry, StoreError> {
-        let op = op_of(Some(&message.headers));
+        Entry::from_parts(
+            message.sequence,
+            Some(&message.headers),
+            &message.payload,
+            (message.time.unix_timestamp_nanos() / 1_000_000) as i64,
+        )
+    }
+
+    /// An entry from a message's parts (a consumer's messages come apart).
+    pub fn from_parts(
+        revision: u64,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+        time_ms: i64,
+    ) -> Result<Entry, StoreError> {
+        let op = op_of(headers);
         let record = match op {
-            Op::Put => Some(Record::decode(&message.payload)?),
-            Op::Delete if !message.payload.is_empty() => Some(Record::decode(&message.payload)?),
+            Op::Put => Some(Record::decode(payload)?),
+            Op::Delete if !payload.is_empty() => Some(Record::decode(payload)?),
             _ => None,
         };
         Ok(Entry {
-            revision: message.sequence,
+            revision,
             op,
             record,
-            time_ms: (message.time.unix_timestamp_nanos() / 1_000_000) as i64,
+            time_ms,
         })
     }
 
@@ -183,7 +198,7 @@ impl State {
                 (Op::Delete, Some(r)) => {
                     s.versions
                         .entry(r.version)
-                        .or_insert((r.created_at, true, None))
+                        .or_insert((r.created_at, true, Some(r.clone())))
                         .1 = true;
                 }
                 (Op::Delete, None) => {
@@ -205,10 +220,13 @@ impl State {
     pub fn versions(&self) -> Vec<VersionInfo> {
         self.versions
             .iter()
-            .map(|(&version, &(created_at, deleted, _))| VersionInfo {
+            .map(|(&version, (created_at, deleted, record))| VersionInfo {
                 version,
-                created_at,
-                deleted,
+                created_at: *created_at,
+                deleted: *deleted,
+                dek_id: record
+                    .as_ref()
+                    .and_then(|r| crate::store::model::sealed_dek_id(&r.sealed)),
             })
             .collect()
     }

@@ -37,6 +37,13 @@ fn apikey_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     })
 }
 
+/// Every record, for a backup.
+pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<ApiKeyRecord>> {
+    c.prepare(&format!("SELECT {APIKEY_COLUMNS} FROM apikeys ORDER BY id"))?
+        .query_map([], apikey_from_row)?
+        .collect()
+}
+
 pub(super) fn insert(c: &Connection, r: &ApiKeyRecord) -> rusqlite::Result<()> {
     c.execute(
         &format!(

@@ -9,6 +9,7 @@
 
 mod apikeys;
 mod files;
+mod lifecycle;
 mod reads;
 mod schema;
 mod secrets;
@@ -21,10 +22,11 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::cache::ReadCache;
+use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::model::{
-    self, ApiKeyChange, ApiKeyRecord, Change, ListedSecret, Refusal, SecretMetadata, StoredVersion,
-    WrappedDek,
+    self, ApiKeyChange, ApiKeyRecord, Change, ListedSecret, Refusal, SealedVersion, SecretMetadata,
+    StoredVersion, WrappedDek,
 };
 use super::trail::LineBody;
 use super::StoreError;
@@ -58,6 +60,8 @@ pub struct SqliteBackend {
     cache: Arc<ReadCache>,
     /// The directory holding the database.
     dir: std::path::PathBuf,
+    /// The database file, for a backup's own read connection.
+    path: std::path::PathBuf,
     /// The data dir's lock, held while a server serves it.
     _lock: Option<std::fs::File>,
 }
@@ -121,6 +125,7 @@ impl SqliteBackend {
             max_versions: u64::from(max_versions.max(1)),
             cache,
             dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            path: path.to_owned(),
             _lock: None,
         })
     }
@@ -338,6 +343,95 @@ impl Backend for SqliteBackend {
             })
             .await
             .map_err(WriteError::Failed)
+    }
+
+    async fn all_deks(&self) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
+        let rows = self.readers.read(lifecycle::all_deks)?;
+        rows.into_iter()
+            .map(|(tenant, dek)| {
+                TenantId::parse(&tenant)
+                    .map(|t| (t, dek))
+                    .map_err(|_| StoreError::Corrupt("a data key of an invalid tenant".into()))
+            })
+            .collect()
+    }
+
+    async fn replace_dek(
+        &self,
+        tenant: &TenantId,
+        id: u32,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let (tenant, old) = (tenant.as_str().to_owned(), old.to_vec());
+        self.writer
+            .run(Self::plain(), move |c| {
+                lifecycle::replace_dek(c, &tenant, id, &old, &new).map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn meta_replace(
+        &self,
+        name: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let (name, old, new) = (name.to_owned(), old.map(<[u8]>::to_vec), new.to_vec());
+        self.writer
+            .run(Self::plain(), move |c| {
+                lifecycle::meta_replace(c, &name, old.as_deref(), &new).map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn sealed_versions(
+        &self,
+        tenant: &TenantId,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        self.readers
+            .read(|c| lifecycle::sealed_versions(c, tenant.as_str(), after, limit))
+    }
+
+    async fn replace_sealed(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        version: u64,
+        old: &[u8],
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let spec = JobSpec {
+            secret: Some((tenant.as_str().to_owned(), key.to_owned())),
+            line: None,
+        };
+        let (tenant, key, old) = (tenant.as_str().to_owned(), key.to_owned(), old.to_vec());
+        self.writer
+            .run(spec, move |c| {
+                lifecycle::replace_sealed(c, &tenant, &key, version, &old, &new)
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn dump(&self, sink: Sink<'_>) -> Result<(), StoreError> {
+        // Its own connection: the read transaction lasts the whole dump.
+        let conn = schema::open_connection(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        tokio::task::block_in_place(|| lifecycle::dump(&conn, sink))
+    }
+
+    async fn load(
+        &self,
+        records: Records,
+        force: bool,
+        line: Option<LineBody>,
+    ) -> Result<LoadCounts, StoreError> {
+        let spec = JobSpec { secret: None, line };
+        self.writer
+            .run(spec, move |c| lifecycle::load(c, records, force))
+            .await
     }
 }
 

@@ -73,13 +73,15 @@ pub(super) fn versions(
     key: &str,
 ) -> rusqlite::Result<Vec<VersionInfo>> {
     c.prepare_cached(
-        "SELECT version, created_at, deleted FROM versions WHERE tenant = ?1 AND key = ?2 ORDER BY version",
+        "SELECT version, created_at, deleted, substr(sealed, 1, 5) FROM versions
+         WHERE tenant = ?1 AND key = ?2 ORDER BY version",
     )?
     .query_map(params![tenant, key], |r| {
         Ok(VersionInfo {
             version: r.get::<_, i64>(0)? as u64,
             created_at: r.get(1)?,
             deleted: r.get(2)?,
+            dek_id: crate::store::model::sealed_dek_id(&r.get::<_, Vec<u8>>(3)?),
         })
     })?
     .collect()

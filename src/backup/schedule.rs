@@ -1,0 +1,185 @@
+//! Backups on a schedule (`serve --backup-dir D --backup-interval 1h
+//! --backup-keep 24`): each is written under a temporary name, fsync'd and
+//! renamed, so a file named `.backup` is always whole; beyond `keep` the
+//! oldest are removed. A failed backup is logged and counted, and the
+//! server goes on serving.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::api::AppState;
+
+/// What `/metrics` shows of scheduled backups.
+#[derive(Default)]
+pub struct Stats {
+    pub written: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+pub static STATS: Stats = Stats {
+    written: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+};
+
+/// Where, how often, and how many to keep.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub dir: PathBuf,
+    pub every: Duration,
+    pub keep: usize,
+}
+
+/// Parses `90s`, `5m`, `1h`, `1d` or bare seconds.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not an interval like 90s, 5m, 1h or 1d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "'{text}' is not an interval like 90s, 5m, 1h or 1d"
+            ))
+        }
+    };
+    match n.checked_mul(unit) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("'{text}' must be at least one second")),
+    }
+}
+
+/// Runs `schedule` for as long as the process lives, once the server's
+/// state is ready.
+pub fn start(schedule: Schedule, ready: crate::api::Ready) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(schedule.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(state) = ready.get() else { continue };
+            match take(state, &schedule).await {
+                Ok(path) => {
+                    STATS.written.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(path = %path.display(), "backup written");
+                }
+                Err(e) => {
+                    STATS.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(dir = %schedule.dir.display(), error = %e, "backup failed");
+                }
+            }
+        }
+    });
+}
+
+/// One scheduled backup: written, synced, renamed, then the old pruned.
+async fn take(state: &AppState, schedule: &Schedule) -> Result<PathBuf, String> {
+    let dir = &schedule.dir;
+    crate::fsutil::create_private_dir(dir).map_err(|e| format!("cannot create the dir: {e}"))?;
+    let stamp: String = crate::clock::rfc3339(crate::clock::now_ms())
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let name = format!("strongroom-{stamp}.backup");
+    let temp = dir.join(format!(".{name}.tmp"));
+    let written = write_synced(state, &temp).await;
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    let path = dir.join(&name);
+    std::fs::rename(&temp, &path)
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(|e| format!("cannot rename the backup into place: {e}"))?;
+    prune(dir, schedule.keep).map_err(|e| format!("cannot remove old backups: {e}"))?;
+    Ok(path)
+}
+
+async fn write_synced(state: &AppState, temp: &Path) -> Result<(), String> {
+    let file = crate::fsutil::create_private_file(temp)
+        .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+    let mut out = BufWriter::new(file);
+    let keks = state.keyring.keks();
+    super::write(
+        &state.store,
+        &keks,
+        state.store.engine_name(),
+        &mut out,
+        &|_| {},
+    )
+    .await?;
+    let file = out.into_inner().map_err(|e| e.to_string())?;
+    file.sync_all()
+        .map_err(|e| format!("cannot sync the backup: {e}"))
+}
+
+/// Removes the oldest `strongroom-*.backup` files beyond `keep` (their
+/// names sort by time).
+fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("strongroom-") && n.ends_with(".backup"))
+        .collect();
+    names.sort();
+    let excess = names.len().saturating_sub(keep);
+    for name in &names[..excess] {
+        std::fs::remove_file(dir.join(name))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_interval("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_interval("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_interval("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_interval("7"), Ok(Duration::from_secs(7)));
+        for bad in ["", "0", "1w", "h", "-1s", "99999999999999999999d"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_touches_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "strongroom-20260101T000000.000Z.backup",
+            "strongroom-20260103T000000.000Z.backup",
+            "strongroom-20260102T000000.000Z.backup",
+            ".strongroom-20260104T000000.000Z.backup.tmp",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        prune(dir.path(), 2).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".strongroom-20260104T000000.000Z.backup.tmp",
+                "notes.txt",
+                "strongroom-20260102T000000.000Z.backup",
+                "strongroom-20260103T000000.000Z.backup"
+            ]
+        );
+    }
+}

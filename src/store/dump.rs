@@ -1,0 +1,105 @@
+//! Everything a store holds, as records: what `backup` writes and `restore`
+//! and `migrate` load, the same for both engines. Values stay sealed.
+
+use super::engine::Backend;
+use super::model::{ApiKeyRecord, Head, WrappedDek};
+use super::trail::LineBody;
+use super::{Backends, Store, StoreError};
+use crate::types::TenantId;
+
+/// One record of a store.
+#[derive(Debug, Clone)]
+pub enum Dumped {
+    /// A named meta value (the check value, seal counts; never the audit
+    /// key or head, which belong to the trail of the store they are in).
+    Meta {
+        name: String,
+        value: Vec<u8>,
+    },
+    Dek {
+        tenant: TenantId,
+        dek: WrappedDek,
+    },
+    ApiKey(ApiKeyRecord),
+    Secret(SecretDump),
+}
+
+/// One secret: its head and every retained version, oldest first.
+#[derive(Debug, Clone)]
+pub struct SecretDump {
+    pub tenant: TenantId,
+    pub key: String,
+    pub head: Head,
+    pub versions: Vec<DumpedVersion>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DumpedVersion {
+    pub version: u64,
+    pub created_at: i64,
+    pub deleted: bool,
+    pub sealed: Vec<u8>,
+}
+
+/// Where a dump goes: an error stops the dump and is returned as
+/// `StoreError::Refused`.
+pub type Sink<'a> = &'a mut (dyn FnMut(Dumped) -> Result<(), String> + Send);
+
+/// What a load reads: an error (a backup that fails its check) undoes the
+/// load where the engine can (sqlite) and is returned as
+/// `StoreError::Refused`.
+pub type Records = Box<dyn Iterator<Item = Result<Dumped, String>> + Send>;
+
+/// How many records a load wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadCounts {
+    pub secrets: u64,
+    pub versions: u64,
+    pub deks: u64,
+    pub apikeys: u64,
+}
+
+impl LoadCounts {
+    pub fn count(&mut self, record: &Dumped) {
+        match record {
+            Dumped::Meta { .. } => {}
+            Dumped::Dek { .. } => self.deks += 1,
+            Dumped::ApiKey(_) => self.apikeys += 1,
+            Dumped::Secret(s) => {
+                self.secrets += 1;
+                self.versions += s.versions.len() as u64;
+            }
+        }
+    }
+}
+
+/// Meta values that belong to the store's own trail or probes, not to its
+/// data: never dumped, and kept by a forced load.
+pub const LOCAL_META: &[&str] = &["audit_key", "audit_head", "ready_probe"];
+
+/// The refusal a load gives when the store holds data and `force` is off.
+pub fn not_empty() -> StoreError {
+    StoreError::Refused(
+        "the target store is not empty: restore into an empty store, or pass --force to replace its data".into(),
+    )
+}
+
+impl Store {
+    /// Hands every record to `sink`: meta, DEKs, API keys, then secrets in
+    /// (tenant, key) order. On sqlite it is one read transaction.
+    pub async fn dump(&self, sink: Sink<'_>) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.dump(sink))
+    }
+
+    /// Loads `records` into an empty store (`force`: replaces its data, and
+    /// keeps its audit trail and key); `line` is appended to the trail in
+    /// the same unit of work where the engine has one (sqlite).
+    pub async fn load(
+        &self,
+        records: Records,
+        force: bool,
+        line: Option<LineBody>,
+    ) -> Result<LoadCounts, StoreError> {
+        dispatch!(self.backend, b => b.load(records, force, line))
+    }
+}

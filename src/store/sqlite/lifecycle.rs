@@ -1,0 +1,285 @@
+//! The SQL of key rotation and of backup and restore: compare-and-set
+//! updates of wrapped keys, meta values and sealed versions; a dump in one
+//! read transaction; a load in one job of the writer (so one transaction,
+//! undone whole when the backup fails its check).
+
+use rusqlite::{params, Connection};
+
+use super::apikeys;
+use crate::clock::now_ms;
+use crate::store::dump::{not_empty, Dumped, DumpedVersion, LoadCounts, SecretDump, LOCAL_META};
+use crate::store::model::{Head, SealedVersion, WrappedDek};
+use crate::store::StoreError;
+use crate::types::TenantId;
+
+pub(super) fn all_deks(c: &Connection) -> rusqlite::Result<Vec<(String, WrappedDek)>> {
+    c.prepare("SELECT tenant, id, wrapped FROM deks ORDER BY tenant, id")?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                WrappedDek {
+                    id: r.get(1)?,
+                    wrapped: r.get(2)?,
+                },
+            ))
+        })?
+        .collect()
+}
+
+pub(super) fn replace_dek(
+    c: &Connection,
+    tenant: &str,
+    id: u32,
+    old: &[u8],
+    new: &[u8],
+) -> rusqlite::Result<bool> {
+    c.execute(
+        "UPDATE deks SET wrapped = ?4 WHERE tenant = ?1 AND id = ?2 AND wrapped = ?3",
+        params![tenant, id, old, new],
+    )
+    .map(|n| n == 1)
+}
+
+pub(super) fn meta_replace(
+    c: &Connection,
+    name: &str,
+    old: Option<&[u8]>,
+    new: &[u8],
+) -> rusqlite::Result<bool> {
+    let changed = match old {
+        None => c.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)",
+            params![name, new],
+        )?,
+        Some(old) => c.execute(
+            "UPDATE meta SET value = ?3 WHERE name = ?1 AND value = ?2",
+            params![name, old, new],
+        )?,
+    };
+    Ok(changed == 1)
+}
+
+pub(super) fn sealed_versions(
+    c: &Connection,
+    tenant: &str,
+    after: Option<(String, u64)>,
+    limit: usize,
+) -> rusqlite::Result<Vec<SealedVersion>> {
+    let (key, version) = after.unwrap_or_default();
+    c.prepare_cached(
+        "SELECT key, version, sealed FROM versions WHERE tenant = ?1 AND (key, version) > (?2, ?3)
+         ORDER BY key, version LIMIT ?4",
+    )?
+    .query_map(params![tenant, key, version as i64, limit as i64], |r| {
+        Ok(SealedVersion {
+            key: r.get(0)?,
+            version: r.get::<_, i64>(1)? as u64,
+            sealed: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn replace_sealed(
+    c: &Connection,
+    tenant: &str,
+    key: &str,
+    version: u64,
+    old: &[u8],
+    new: &[u8],
+) -> rusqlite::Result<bool> {
+    c.execute(
+        "UPDATE versions SET sealed = ?5
+         WHERE tenant = ?1 AND key = ?2 AND version = ?3 AND sealed = ?4",
+        params![tenant, key, version as i64, old, new],
+    )
+    .map(|n| n == 1)
+}
+
+fn bad_tenant(column: usize) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        "bad tenant".into(),
+    )
+}
+
+/// Hands every record to `sink` inside one read transaction of `c`, so
+/// the records are one instant of the store.
+pub(super) fn dump(
+    c: &Connection,
+    sink: &mut dyn FnMut(Dumped) -> Result<(), String>,
+) -> Result<(), StoreError> {
+    let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+    c.execute_batch("BEGIN DEFERRED").map_err(sql)?;
+    let dumped = dump_in(c, sink);
+    let _ = c.execute_batch("COMMIT");
+    dumped
+}
+
+fn dump_in(
+    c: &Connection,
+    sink: &mut dyn FnMut(Dumped) -> Result<(), String>,
+) -> Result<(), StoreError> {
+    let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+    let mut emit = |record| sink(record).map_err(StoreError::Refused);
+    let mut meta = c
+        .prepare("SELECT name, value FROM meta ORDER BY name")
+        .map_err(sql)?;
+    let mut rows = meta.query([]).map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let name: String = r.get(0).map_err(sql)?;
+        if !LOCAL_META.contains(&name.as_str()) {
+            let value = r.get(1).map_err(sql)?;
+            emit(Dumped::Meta { name, value })?;
+        }
+    }
+    for (tenant, dek) in all_deks(c).map_err(sql)? {
+        let tenant = TenantId::parse(&tenant).map_err(|_| sql(bad_tenant(0)))?;
+        emit(Dumped::Dek { tenant, dek })?;
+    }
+    for record in apikeys::all(c).map_err(sql)? {
+        emit(Dumped::ApiKey(record))?;
+    }
+    let mut versions = c
+        .prepare(
+            "SELECT s.tenant, s.key, s.current_version, s.created_at, s.updated_at, s.deleted,
+                    v.version, v.created_at, v.deleted, v.sealed
+             FROM secrets s JOIN versions v ON v.tenant = s.tenant AND v.key = s.key
+             ORDER BY s.tenant, s.key, v.version",
+        )
+        .map_err(sql)?;
+    let mut rows = versions.query([]).map_err(sql)?;
+    let mut current: Option<SecretDump> = None;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let (tenant, key): (String, String) = (r.get(0).map_err(sql)?, r.get(1).map_err(sql)?);
+        let same = current
+            .as_ref()
+            .is_some_and(|s| s.tenant.as_str() == tenant && s.key == key);
+        if !same {
+            if let Some(done) = current.take() {
+                emit(Dumped::Secret(done))?;
+            }
+            current = Some(SecretDump {
+                tenant: TenantId::parse(&tenant).map_err(|_| sql(bad_tenant(0)))?,
+                key,
+                head: Head {
+                    version: r.get::<_, i64>(2).map_err(sql)? as u64,
+                    key_created_at: r.get(3).map_err(sql)?,
+                    updated_at: r.get(4).map_err(sql)?,
+                    deleted: r.get(5).map_err(sql)?,
+                },
+                versions: Vec::new(),
+            });
+        }
+        let secret = current.as_mut().expect("set above");
+        let version = r.get::<_, i64>(6).map_err(sql)? as u64;
+        // The head's flag wins for the current version (as in metadata).
+        let deleted = if version == secret.head.version {
+            secret.head.deleted
+        } else {
+            r.get(8).map_err(sql)?
+        };
+        secret.versions.push(DumpedVersion {
+            version,
+            created_at: r.get(7).map_err(sql)?,
+            deleted,
+            sealed: r.get(9).map_err(sql)?,
+        });
+    }
+    if let Some(done) = current {
+        emit(Dumped::Secret(done))?;
+    }
+    Ok(())
+}
+
+/// Writes `records` (inside the writer's transaction: an error undoes it
+/// all). A store holding secrets, DEKs or API keys is refused unless
+/// `force`, which first removes them and every meta value but the trail's.
+pub(super) fn load(
+    c: &Connection,
+    records: impl Iterator<Item = Result<Dumped, String>>,
+    force: bool,
+) -> Result<LoadCounts, StoreError> {
+    let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+    let holds: bool = c
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM secrets) OR EXISTS (SELECT 1 FROM deks)
+                 OR EXISTS (SELECT 1 FROM apikeys)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
+    if holds && !force {
+        return Err(not_empty());
+    }
+    if force {
+        c.execute_batch(
+            "DELETE FROM secrets; DELETE FROM versions; DELETE FROM deks; DELETE FROM apikeys;",
+        )
+        .map_err(sql)?;
+        let mut drop = c.prepare("DELETE FROM meta WHERE name = ?1").map_err(sql)?;
+        let names: Vec<String> = c
+            .prepare("SELECT name FROM meta")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(sql)?;
+        for name in names.iter().filter(|n| !LOCAL_META.contains(&n.as_str())) {
+            drop.execute([name]).map_err(sql)?;
+        }
+    }
+    let mut counts = LoadCounts::default();
+    let now = now_ms();
+    for record in records {
+        let record = record.map_err(StoreError::Refused)?;
+        counts.count(&record);
+        let written = match &record {
+            Dumped::Meta { name, value } => c
+                .execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+                    params![name, value],
+                )
+                .map(|_| ()),
+            Dumped::Dek { tenant, dek } => c
+                .execute(
+                    "INSERT INTO deks (tenant, id, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant.as_str(), dek.id, dek.wrapped, now],
+                )
+                .map(|_| ()),
+            Dumped::ApiKey(r) => apikeys::insert(c, r),
+            Dumped::Secret(s) => insert_secret(c, s),
+        };
+        written.map_err(|e| StoreError::Refused(format!("cannot load a record: {e}")))?;
+    }
+    Ok(counts)
+}
+
+fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
+    let tenant = s.tenant.as_str();
+    c.prepare_cached(
+        "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        tenant,
+        s.key,
+        s.head.version as i64,
+        s.head.key_created_at,
+        s.head.updated_at,
+        s.head.deleted
+    ])?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for v in &s.versions {
+        insert.execute(params![
+            tenant,
+            s.key,
+            v.version as i64,
+            v.created_at,
+            v.deleted,
+            v.sealed
+        ])?;
+    }
+    Ok(())
+}
