@@ -245,7 +245,13 @@ fn writer_loop(
         if let Some(done) = closing.take() {
             head.record(&conn, shared.trail.as_deref(), true);
             shared.readers.release_all();
-            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            // A tool beside a running server (no trail of its own) must not
+            // wait for the server's readers: it checkpoints what it can.
+            let checkpoint = match shared.trail {
+                Some(_) => "PRAGMA wal_checkpoint(TRUNCATE)",
+                None => "PRAGMA wal_checkpoint(PASSIVE)",
+            };
+            if let Err(e) = conn.execute_batch(checkpoint) {
                 tracing::warn!(error = %e, "checkpoint at close failed; the WAL is replayed at next open");
             }
             let _ = done.send(());
