@@ -32,7 +32,161 @@ pub(crate) async fn run_all(opened: &Opened, config: &StoreConfig) {
     data_keys_are_created_once(store).await;
     api_keys_round_trip(store).await;
     meta_init_keeps_the_first_value(store).await;
+    rotation_steps_are_compare_and_set(store).await;
     lines_are_written_with_the_changes_that_happen(opened, config).await;
+}
+
+async fn rotation_steps_are_compare_and_set(s: &Store) {
+    let name = "rotation.test";
+    assert!(s.meta_replace(name, None, b"one").await.unwrap());
+    assert!(!s.meta_replace(name, None, b"two").await.unwrap());
+    assert!(!s.meta_replace(name, Some(b"zero"), b"two").await.unwrap());
+    assert!(s.meta_replace(name, Some(b"one"), b"two").await.unwrap());
+    assert_eq!(s.meta_get(name).await.unwrap().unwrap(), b"two");
+
+    let tn = t("rekeyed");
+    let dek = |wrapped: &[u8]| WrappedDek {
+        id: 3,
+        wrapped: wrapped.to_vec(),
+    };
+    assert!(s.add_dek(&tn, dek(b"old")).await.unwrap());
+    assert!(!s
+        .replace_dek(&tn, 3, b"other", b"new".to_vec())
+        .await
+        .unwrap());
+    assert!(s
+        .replace_dek(&tn, 3, b"old", b"new".to_vec())
+        .await
+        .unwrap());
+    assert_eq!(s.deks(&tn).await.unwrap(), [dek(b"new")]);
+    let all = s.all_deks().await.unwrap();
+    assert!(all.contains(&(tn.clone(), dek(b"new"))), "{all:?}");
+    assert!(all.iter().any(|(t, _)| t.as_str() == "deks"));
+}
+
+/// Fills `source` with every kind of record, dumps it, loads the dump
+/// into the empty `target`, and finds the same records there; a second
+/// load is refused unless forced, and a forced one keeps the target's
+/// trail meta.
+pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, target: &Store) {
+    use crate::store::dump::{Dumped, Records};
+    let (tn, gone) = (t("dumped"), k("d/gone"));
+    for (key, n) in [("d/one", 3), ("d/two", 1), ("d/gone", 2)] {
+        for _ in 0..n {
+            source
+                .put(&tn, &k(key), Precondition::None, sealer(key), None)
+                .await
+                .unwrap();
+        }
+    }
+    let deleted = |store: &Store| {
+        let store = store.clone();
+        let (tn, gone) = (tn.clone(), gone.clone());
+        async move {
+            store
+                .change(&tn, &gone, Change::Delete, Precondition::None, None)
+                .await
+        }
+    };
+    deleted(source).await.unwrap();
+    source
+        .add_dek(
+            &tn,
+            WrappedDek {
+                id: 1,
+                wrapped: b"w".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    source
+        .apikey_insert(
+            ApiKeyRecord {
+                id: "dumpkey".into(),
+                tenant: tn.clone(),
+                name: "n".into(),
+                scopes: vec!["secrets:read".into()],
+                hash: [3; 32],
+                created_at: 1,
+                expires_at: Some(2),
+                revoked_at: None,
+                last_used_at: Some(1),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    source
+        .meta_init("master_key_check", b"check".to_vec())
+        .await
+        .unwrap();
+    source
+        .meta_init("audit_key", b"source's".to_vec())
+        .await
+        .unwrap();
+    let dump = |store: Store| async move {
+        let mut records = Vec::new();
+        store
+            .dump(&mut |r: Dumped| {
+                records.push(r);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        records
+    };
+    let records = dump(source.clone()).await;
+    assert!(records
+        .iter()
+        .all(|r| !matches!(r, Dumped::Meta { name, .. } if name == "audit_key")));
+    let gone_dump = records.iter().find_map(|r| match r {
+        Dumped::Secret(s) if s.key == "d/gone" => Some(s.clone()),
+        _ => None,
+    });
+    let gone_dump = gone_dump.expect("a soft-deleted secret is dumped");
+    assert!(gone_dump.head.deleted && gone_dump.versions.len() == 2);
+    let feed = |records: &Vec<Dumped>| -> Records { Box::new(records.clone().into_iter().map(Ok)) };
+
+    target
+        .meta_init("audit_key", b"target's".to_vec())
+        .await
+        .unwrap();
+    let counts = target.load(feed(&records), false, None).await.unwrap();
+    assert_eq!(
+        (counts.secrets, counts.versions, counts.deks, counts.apikeys),
+        (3, 6, 1, 1)
+    );
+    assert_eq!(dump(target.clone()).await, records);
+    let meta = target.metadata(&tn, &gone).await.unwrap().unwrap();
+    assert_eq!(meta, source.metadata(&tn, &gone).await.unwrap().unwrap());
+    let old = target
+        .get(&tn, &k("d/one"), Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&old), "d/one@1");
+
+    assert!(matches!(
+        target.load(feed(&records), false, None).await,
+        Err(StoreError::Refused(_))
+    ));
+    let mut fewer = records.clone();
+    fewer.retain(|r| !matches!(r, Dumped::Secret(s) if s.key == "d/two"));
+    target.load(feed(&fewer), true, None).await.unwrap();
+    assert_eq!(dump(target.clone()).await, fewer);
+    assert_eq!(
+        target.meta_get("audit_key").await.unwrap().unwrap(),
+        b"target's"
+    );
+    // A failing record stops the load; on sqlite it undoes it whole.
+    let failing: Records = Box::new(
+        records
+            .clone()
+            .into_iter()
+            .map(Ok)
+            .chain([Err("cut".to_owned())]),
+    );
+    assert!(target.load(failing, true, None).await.is_err());
 }
 
 async fn put_assigns_increasing_versions(s: &Store) {
@@ -556,6 +710,18 @@ async fn sqlite_changes_fail_when_the_trail_cannot_be_written() {
 }
 
 #[tokio::test]
+async fn sqlite_dumps_load_into_another_store() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = Store::open(&sqlite_config(a.path())).await.unwrap();
+    let target = Store::open(&sqlite_config(b.path())).await.unwrap();
+    a_dump_loads_into_another_store_as_it_was(&source, &target).await;
+    // The failed forced load above left the target as it was before it.
+    let tn = t("dumped");
+    assert!(target.get(&tn, &k("d/two"), None).await.unwrap().is_none());
+    assert!(target.get(&tn, &k("d/one"), None).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn sqlite_concurrent_create_only_writes_have_one_winner() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&sqlite_config(dir.path())).await.unwrap();
@@ -603,6 +769,20 @@ mod nats {
         opened.trail.start(test_key()).await.unwrap();
         run_all(&opened, &config).await;
         opened.store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_dumps_load_into_another_store() {
+        let server = NatsServer::start();
+        let source = Store::open(&nats_config(server.url(), "dump_src"))
+            .await
+            .unwrap();
+        let target = Store::open(&nats_config(server.url(), "dump_dst"))
+            .await
+            .unwrap();
+        wait_ready(&source, Duration::from_secs(10)).await.unwrap();
+        wait_ready(&target, Duration::from_secs(10)).await.unwrap();
+        a_dump_loads_into_another_store_as_it_was(&source, &target).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

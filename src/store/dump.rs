@@ -8,7 +8,7 @@ use super::{Backends, Store, StoreError};
 use crate::types::TenantId;
 
 /// One record of a store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dumped {
     /// A named meta value (the check value, seal counts; never the audit
     /// key or head, which belong to the trail of the store they are in).
@@ -25,7 +25,7 @@ pub enum Dumped {
 }
 
 /// One secret: its head and every retained version, oldest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretDump {
     pub tenant: TenantId,
     pub key: String,
@@ -33,7 +33,7 @@ pub struct SecretDump {
     pub versions: Vec<DumpedVersion>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpedVersion {
     pub version: u64,
     pub created_at: i64,

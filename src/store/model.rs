@@ -166,7 +166,7 @@ pub fn sealed_dek_id(sealed: &[u8]) -> Option<u32> {
 }
 
 /// A key's metadata and its retained versions, oldest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretMetadata {
     pub current_version: u64,
     pub created_at: i64,
@@ -214,7 +214,7 @@ pub struct SealedVersion {
 }
 
 /// A data key as stored: wrapped by the KEK.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedDek {
     pub id: u32,
     pub wrapped: Vec<u8>,

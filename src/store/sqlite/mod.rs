@@ -419,7 +419,14 @@ impl Backend for SqliteBackend {
     async fn dump(&self, sink: Sink<'_>) -> Result<(), StoreError> {
         // Its own connection: the read transaction lasts the whole dump.
         let conn = schema::open_connection(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        tokio::task::block_in_place(|| lifecycle::dump(&conn, sink))
+        // Off the runtime's worker where it can be (a long read); a
+        // single-threaded runtime has no other worker to hand off to.
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| lifecycle::dump(&conn, sink))
+            }
+            _ => lifecycle::dump(&conn, sink),
+        }
     }
 
     async fn load(
