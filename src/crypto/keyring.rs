@@ -37,7 +37,7 @@ pub(super) struct TenantKeys {
 
 impl TenantKeys {
     /// Takes one reserved seal; false when none is left.
-    fn take_seal(&self) -> bool {
+    pub(super) fn take_seal(&self) -> bool {
         self.budget
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1))
             .is_ok()

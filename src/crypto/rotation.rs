@@ -51,6 +51,11 @@ impl Keyring {
         mut keys: Arc<TenantKeys>,
     ) -> Result<Arc<TenantKeys>, KeyringError> {
         for _ in 0..ATTEMPTS {
+            // Another request of this process may have refilled the budget
+            // while this one waited (it lost the compare-and-set to it).
+            if keys.take_seal() {
+                return Ok(keys);
+            }
             let name = seal_counter(tenant, keys.current);
             let stored = self.store.meta_get(&name).await?;
             let used = match stored.as_deref().map(<[u8; 8]>::try_from) {
