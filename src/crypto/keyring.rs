@@ -31,7 +31,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 pub(super) struct TenantKeys {
     pub current: u32,
     keys: HashMap<u32, Arc<AeadKey>>,
-    pub budget: AtomicU64,
+    /// Shared by every load of the tenant's keys while `current` stays.
+    pub budget: Arc<AtomicU64>,
     loaded: Instant,
 }
 
@@ -60,6 +61,9 @@ pub struct Keyring {
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
     /// Seals a DEK may make before it is rotated (DESIGN §3: 2^30).
     pub(super) max_seals: u64,
+    /// Held while seals are reserved, so requests of this process wait for
+    /// one reservation instead of racing each other for the stored count.
+    pub(super) reserving: tokio::sync::Mutex<()>,
 }
 
 /// Something that can seal one value for a given version, detached from the
@@ -109,6 +113,7 @@ impl Keyring {
             store,
             tenants: RwLock::new(HashMap::new()),
             max_seals: MAX_SEALS,
+            reserving: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -212,7 +217,7 @@ impl Keyring {
             keys = Box::pin(self.load_keys(tenant)).await?;
         }
         if !keys.take_seal() {
-            keys = Box::pin(self.reserve_seals(tenant, keys)).await?;
+            keys = Box::pin(self.reserve_seals(tenant)).await?;
         }
         Ok(ValueSealer {
             keys,
@@ -244,7 +249,7 @@ impl Keyring {
 
     /// The cached keys, reloaded from the store when the tenant is unknown or
     /// `need` names a DEK the cache lacks (another gateway rotated).
-    async fn tenant_keys(
+    pub(super) async fn tenant_keys(
         &self,
         tenant: &TenantId,
         need: Option<u32>,
@@ -297,15 +302,14 @@ impl Keyring {
             keys.insert(w.id, Arc::new(AeadKey::new(&raw)));
         }
         let current = wrapped.iter().map(|w| w.id).max().unwrap_or(1);
-        // Moved, not copied: requests still holding the old entry then find
-        // it empty and reserve anew rather than spend the same seals twice.
         let budget = previous
             .filter(|p| p.current == current)
-            .map_or(0, |p| p.budget.swap(0, Ordering::AcqRel));
+            .map(|p| p.budget.clone())
+            .unwrap_or_default();
         let loaded = Arc::new(TenantKeys {
             current,
             keys,
-            budget: AtomicU64::new(budget),
+            budget,
             loaded: Instant::now(),
         });
         self.tenants

@@ -42,17 +42,17 @@ impl Keyring {
         Err(busy("rotate"))
     }
 
-    /// Reserves a block of seals under `keys.current`, first rotating when
-    /// that DEK has used its `max_seals`; returns the keys to seal with,
-    /// one seal already taken.
+    /// Reserves a block of seals under the tenant's current DEK, first
+    /// rotating when that DEK has used its `max_seals`; returns the keys to
+    /// seal with, one seal already taken. One reservation at a time per
+    /// process: the others wait and take from the block it reserved.
     pub(super) async fn reserve_seals(
         &self,
         tenant: &TenantId,
-        mut keys: Arc<TenantKeys>,
     ) -> Result<Arc<TenantKeys>, KeyringError> {
+        let _one = self.reserving.lock().await;
+        let mut keys = self.tenant_keys(tenant, None).await?;
         for _ in 0..ATTEMPTS {
-            // Another request of this process may have refilled the budget
-            // while this one waited (it lost the compare-and-set to it).
             if keys.take_seal() {
                 return Ok(keys);
             }
