@@ -151,27 +151,49 @@ impl Keyring {
     }
 
     /// Whether `keks` holds the KEK the check value names and every KEK a
-    /// stored key is wrapped by.
+    /// stored key is wrapped by. A keyring none of whose KEKs opens anything
+    /// is the wrong master key; one that opens some keys but lacks the KEK of
+    /// another names that KEK. A key that fails to open under a present KEK
+    /// of a bound keyring is a damaged record: reads of it answer 502 and
+    /// name it, the rest of the store still serves.
     async fn verify(&self, keks: &MasterKeys, check: &[u8]) -> Result<(), KeyringError> {
         let bound = keks.by_check(check).is_some();
-        // A key that names a missing KEK says which; one that fails to open
-        // is damaged only if the keyring is the store's at all.
-        let opens = |tenant: &str, id: u32, wrapped: &[u8]| match keks.unwrap(tenant, id, wrapped) {
-            Ok(_) => Ok(()),
-            Err(e @ CryptoError::MissingKek(_)) => Err(e),
-            Err(_) if !bound => Err(CryptoError::WrongMasterKey),
-            Err(e) => Err(corrupt(e, id)),
-        };
-        for (tenant, dek) in self.store.all_deks().await? {
-            opens(tenant.as_str(), dek.id, &dek.wrapped)?;
-        }
+        let mut wrapped: Vec<(String, WrappedDek)> = (self.store.all_deks().await?)
+            .into_iter()
+            .map(|(tenant, dek)| (tenant.as_str().to_owned(), dek))
+            .collect();
         if let Some(stored) = self.store.meta_get(AUDIT_KEY).await? {
-            opens("", 0, &stored)?;
+            wrapped.push((
+                String::new(),
+                WrappedDek {
+                    id: 0,
+                    wrapped: stored,
+                },
+            ));
         }
-        if !bound {
+        let (mut opened, mut missing, mut damaged) = (false, None, None);
+        for (tenant, dek) in &wrapped {
+            match keks.unwrap(tenant, dek.id, &dek.wrapped) {
+                Ok(_) => opened = true,
+                Err(CryptoError::MissingKek(id)) => missing = missing.or(Some(id)),
+                Err(e) => damaged = damaged.or(Some(corrupt(e, dek.id))),
+            }
+        }
+        if !bound && !opened {
             return Err(CryptoError::WrongMasterKey.into());
         }
-        Ok(())
+        if let Some(id) = missing {
+            return Err(CryptoError::MissingKek(id).into());
+        }
+        match damaged {
+            Some(e) if !bound => Err(e.into()),
+            Some(e) => {
+                tracing::warn!(error = %e, "a stored data key is damaged; its secrets answer 502");
+                Ok(())
+            }
+            None if !bound => Err(CryptoError::WrongMasterKey.into()),
+            None => Ok(()),
+        }
     }
 
     /// Whether the store's recorded check value still reads back and
@@ -199,10 +221,18 @@ impl Keyring {
             }
             None => return Ok(None),
         };
-        let raw = keks.unwrap("", 0, &stored).map_err(|e| match e {
-            CryptoError::Tampered => CryptoError::WrongMasterKey,
-            other => other,
-        })?;
+        let raw = match keks.unwrap("", 0, &stored) {
+            Ok(raw) => raw,
+            // A keyring that is not the store's at all is the wrong master
+            // key, not a missing one of several.
+            Err(e @ CryptoError::MissingKek(_)) if self.check().await.is_ok() => {
+                return Err(e.into())
+            }
+            Err(CryptoError::Tampered | CryptoError::MissingKek(_)) => {
+                return Err(CryptoError::WrongMasterKey.into())
+            }
+            Err(other) => return Err(other.into()),
+        };
         Ok(Some(AuditKey::new(hmac::Key::new(
             hmac::HMAC_SHA256,
             raw.as_ref(),

@@ -268,7 +268,9 @@ async fn metadata_has_the_documented_shape_and_no_value() {
     assert_eq!(m["deleted"], false);
     for v in m["versions"].as_array().unwrap() {
         let fields = field_names(v);
-        assert_eq!(fields, ["created_at", "deleted", "version"]);
+        // dek_id: the data key the version is sealed under (issue 18).
+        assert_eq!(fields, ["created_at", "dek_id", "deleted", "version"]);
+        assert!(v["dek_id"].as_u64().is_some_and(|id| id >= 1), "{v}");
         assert!(is_rfc3339_utc(v["created_at"].as_str().unwrap()));
     }
     assert!(is_rfc3339_utc(m["created_at"].as_str().unwrap()));
