@@ -1,6 +1,6 @@
 -- wrk script for bench/run. MODE selects the request: "get" reads one of
--- KEYS seeded secrets, "put" writes a fresh key each time, "hello" hits the
--- baseline. The done() hook prints one JSON line with the figures.
+-- KEYS seeded secrets, "batch" reads 100 of them in one POST /batch/get,
+-- "put" writes a fresh key each time, "hello" hits the baseline. The done() hook prints one JSON line with the figures.
 local mode = os.getenv("MODE") or "get"
 local api_key = os.getenv("API_KEY") or ""
 local keys = tonumber(os.getenv("KEYS") or "1000")
@@ -40,6 +40,17 @@ function init(args)
     for i = 0, keys - 1 do
       prepared[i] = wrk.format("GET", "/secrets/bench/key-" .. i, auth_headers({}))
     end
+  elseif mode == "batch" then
+    -- Ten batches of 100 consecutive keys, from different places.
+    for b = 0, 9 do
+      local names = {}
+      for i = 0, 99 do
+        table.insert(names, '"bench/key-' .. ((b * 100 + i * 7) % keys) .. '"')
+      end
+      local body = '{"keys":[' .. table.concat(names, ",") .. ']}'
+      prepared[b] = wrk.format("POST", "/batch/get",
+        auth_headers({["Content-Type"] = "application/json"}), body)
+    end
   else
     -- wrk.format's request, cut before the Content-Length it would add.
     local headers = auth_headers({["Content-Type"] = "application/json"})
@@ -57,6 +68,8 @@ function request()
     return prepared[0]
   elseif mode == "get" then
     return prepared[(counter * 7919 + thread_id * 104729) % keys]
+  elseif mode == "batch" then
+    return prepared[(counter + thread_id) % 10]
   else
     local body = string.format('{"key":"bench/put-%d-%d","value":"value-%d-0123456789abcdef0123456789abcdef"}', thread_id, counter, counter)
     return put_head .. #body .. "\r\n\r\n" .. body

@@ -175,6 +175,32 @@ schemas = {
                        "description": "The data key this version is sealed under."},
         },
     },
+    "BatchGet": {
+        "type": "object",
+        "required": ["keys"],
+        "additionalProperties": False,
+        "properties": {
+            "keys": {"type": "array", "minItems": 1, "maxItems": 100,
+                     "items": {"type": "string", "pattern": KEY_PATTERN, "maxLength": 256}},
+        },
+    },
+    "BatchSecrets": {
+        "type": "object",
+        "required": ["secrets", "missing"],
+        "properties": {
+            "secrets": {"type": "array", "items": {
+                "type": "object",
+                "required": ["key", "value", "version"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "value": {"type": "string"},
+                    "version": {"type": "integer", "minimum": 1},
+                },
+            }},
+            "missing": {"type": "array", "items": {"type": "string"},
+                        "description": "Keys that are absent, expired, soft-deleted or outside the caller's read scope, alike."},
+        },
+    },
     "DataKey": {
         "type": "object",
         "required": ["dek_id", "created_at"],
@@ -471,6 +497,32 @@ paths = {
                 "200": message_200("Secret restored"),
                 "400": ref("responses", "BadRequest"),
                 "404": ref("responses", "NotFound"),
+            }),
+        },
+    },
+    "/batch/get": {
+        "post": {
+            "tags": ["Secrets"],
+            "summary": "Read up to 100 secrets at once",
+            "description": (
+                "Each key is authorized by the caller's read scopes and audited with its own "
+                "`secrets.read` line. A key that is absent, expired, soft-deleted or outside the "
+                "caller's scopes is listed only in `missing`. Duplicates are answered once."
+            ),
+            "operationId": "batchGetSecrets",
+            "requestBody": {
+                "required": True,
+                "content": json_content(ref("schemas", "BatchGet"), example={"keys": ["team/db", "team/api"]}),
+            },
+            "responses": secured({
+                "200": {"description": "The values the caller may read, and the rest by name",
+                        "headers": {"Cache-Control": ref("headers", "CacheControl")},
+                        "content": json_content(ref("schemas", "BatchSecrets"))},
+                "400": error_response("Bad request", "error retrieving secret", "keys must name 1 to 100 keys"),
+                "408": ref("responses", "RequestTimeout"),
+                "413": error_response("Body too large", "request too large"),
+                "415": ref("responses", "UnsupportedMediaType"),
+                "502": ref("responses", "IntegrityFailed"),
             }),
         },
     },

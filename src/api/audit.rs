@@ -94,6 +94,29 @@ impl AuditRecorder {
         self.0.throttled.load(Ordering::Acquire)
     }
 
+    /// The line of one key among several a request reads (`POST
+    /// /batch/get`): the request's line, as a read of that key with the
+    /// status a read of it alone would have had.
+    pub fn line_for(&self, key: &str, status: u16) -> LineBody {
+        let entry = self.entry();
+        AuditEntry {
+            request_id: entry.request_id.clone(),
+            principal: entry.principal.clone(),
+            subject: entry.subject.clone(),
+            action: "secrets.read",
+            key: Some(key.to_owned()),
+            status,
+            client: entry.client,
+        }
+        .render()
+    }
+
+    /// The handler wrote a line per key (`line_for`), which stand for the
+    /// request's own.
+    pub fn written_per_key(&self) {
+        self.0.written.store(true, Ordering::Release);
+    }
+
     /// The store made the change and wrote its line.
     pub fn changed(&self) {
         self.0.written.store(true, Ordering::Release);

@@ -7,6 +7,7 @@
 mod access;
 mod apikeys;
 pub mod audit;
+mod batch;
 pub mod error;
 mod keys;
 mod middleware;

@@ -11,14 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use zeroize::Zeroizing;
+
 use super::access::{Caller, Keyed};
+use super::audit::AuditRecorder;
 use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
 use crate::auth::Action;
 use crate::clock::{http_date, rfc3339};
-use crate::store::{Change, Precondition};
-use crate::types::{is_valid_key_prefix, SecretKey};
+use crate::store::{Change, Precondition, StoredVersion};
+use crate::types::{is_valid_key_prefix, SecretKey, TenantId};
 
 fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
@@ -89,25 +92,7 @@ pub async fn get_secret(
         .get(&principal.tenant, &key, version)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let plaintext = app
-        .keyring
-        .open_value(
-            &principal.tenant,
-            key.as_str(),
-            stored.version,
-            &stored.sealed,
-        )
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            // Named by the request id: its audit line pairs it with the key.
-            ApiError::Integrity(cause) => ApiError::Integrity(format!(
-                "{cause} (tenant {}, version {}, request {})",
-                principal.tenant.as_str(),
-                stored.version,
-                audit.request_id()
-            )),
-            other => other,
-        })?;
+    let plaintext = open(&app, &principal.tenant, &key, &stored, &audit).await?;
     let value = std::str::from_utf8(&plaintext)
         .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
     let body = serde_json::to_vec(&SecretBody {
@@ -132,6 +117,30 @@ pub async fn get_secret(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Opens a stored version's value; a failed integrity check is named by
+/// tenant, version and request id (the request's audit line pairs it with
+/// the key), never by the value.
+pub(super) async fn open(
+    app: &AppState,
+    tenant: &TenantId,
+    key: &SecretKey,
+    stored: &StoredVersion,
+    audit: &AuditRecorder,
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    app.keyring
+        .open_value(tenant, key.as_str(), stored.version, &stored.sealed)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Integrity(cause) => ApiError::Integrity(format!(
+                "{cause} (tenant {}, version {}, request {})",
+                tenant.as_str(),
+                stored.version,
+                audit.request_id()
+            )),
+            other => other,
+        })
 }
 
 pub async fn delete_secret(

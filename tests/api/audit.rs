@@ -5,7 +5,7 @@ use crate::helpers::*;
 
 /// The trail's text: audit.log, or on nats the stream as `audit export`
 /// writes it (the same lines).
-fn trail(data_dir: &std::path::Path) -> String {
+pub(crate) fn trail(data_dir: &std::path::Path) -> String {
     if on_nats() {
         let out = command(data_dir)
             .args(["audit", "export"])
@@ -22,7 +22,7 @@ fn trail(data_dir: &std::path::Path) -> String {
     }
 }
 
-fn lines(app: &TestApp) -> Vec<serde_json::Value> {
+pub(crate) fn lines(app: &TestApp) -> Vec<serde_json::Value> {
     trail(&app.data_dir)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -8,6 +8,7 @@ mod apikeys;
 mod audit;
 mod auth;
 mod backup;
+mod batch;
 mod cluster;
 mod durability;
 mod encryption;

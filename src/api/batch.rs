@@ -1,0 +1,157 @@
+//! `POST /batch/get`: up to 100 keys read in one request, each authorized
+//! by its own prefix scope and audited with its own line. A key the caller
+//! may not read is answered exactly as one that does not exist (`missing`),
+//! so the answer never tells the two apart.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::access::Caller;
+use super::error::{ApiError, Op};
+use super::{request, secrets, AppState};
+use crate::auth::Action;
+use crate::types::SecretKey;
+
+/// Most keys one request may name (DESIGN §1).
+pub const MAX_KEYS: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Found<'a> {
+    key: &'a str,
+    value: &'a str,
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    secrets: Vec<Found<'a>>,
+    missing: Vec<&'a str>,
+}
+
+/// The keys a body names, each once, in the order first named.
+fn parse(bytes: &[u8]) -> Result<Vec<SecretKey>, ApiError> {
+    let body: BatchBody = serde_json::from_slice(bytes).map_err(|_| {
+        ApiError::bad(
+            Op::Get,
+            "request body must be a JSON object {\"keys\": [<key>, ...]}",
+        )
+    })?;
+    if body.keys.is_empty() || body.keys.len() > MAX_KEYS {
+        return Err(ApiError::bad(
+            Op::Get,
+            format!("keys must name 1 to {MAX_KEYS} keys"),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(body.keys.len());
+    let mut keys = Vec::with_capacity(body.keys.len());
+    for (i, text) in body.keys.into_iter().enumerate() {
+        let key = SecretKey::parse(&text)
+            .map_err(|e| ApiError::bad(Op::Get, format!("keys[{i}]: {e}")))?;
+        if seen.insert(text) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+pub async fn batch_get(
+    State(app): State<Arc<AppState>>,
+    Caller { principal, audit }: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    request::require_json(&headers)?;
+    let bytes = request::read_body(&headers, body, &app.limits, Op::Get).await?;
+    let keys = parse(&bytes)?;
+    let mut values = Vec::with_capacity(keys.len());
+    let mut missing = Vec::new();
+    let mut lines = Vec::with_capacity(keys.len());
+    for key in &keys {
+        if !principal.allows(Action::Read, key.as_str()) {
+            lines.push(audit.line_for(key.as_str(), 403));
+            missing.push(key.as_str());
+            continue;
+        }
+        match app.store.get(&principal.tenant, key, None).await? {
+            None => {
+                lines.push(audit.line_for(key.as_str(), 404));
+                missing.push(key.as_str());
+            }
+            Some(stored) => {
+                audit.key(key.as_str());
+                let plaintext =
+                    secrets::open(&app, &principal.tenant, key, &stored, &audit).await?;
+                lines.push(audit.line_for(key.as_str(), 200));
+                values.push((key, stored.version, plaintext));
+            }
+        }
+    }
+    // Every key's line is written before any value leaves; the appends go
+    // together, so the trail's writer takes them as one batch.
+    futures_util::future::try_join_all(lines.into_iter().map(|line| app.trail.append(line)))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    audit.written_per_key();
+    let mut secrets = Vec::with_capacity(values.len());
+    for (key, version, plaintext) in &values {
+        let value = std::str::from_utf8(plaintext)
+            .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
+        secrets.push(Found {
+            key: key.as_str(),
+            value,
+            version: *version,
+        });
+    }
+    let body = serde_json::to_vec(&Answer { secrets, missing })
+        .map_err(|e| ApiError::Internal(format!("serialising secrets: {e}")))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_counted_and_answered_once() {
+        let keys = parse(br#"{"keys":["a","b/c","a"]}"#).unwrap();
+        let names: Vec<_> = keys.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["a", "b/c"]);
+        let many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("k{i}")).collect();
+        let body = serde_json::json!({ "keys": many }).to_string();
+        for bad in [
+            r#"{"keys":[]}"#,
+            r#"{"keys":"a"}"#,
+            r#"{"keys":["ok","bad..key"]}"#,
+            r#"{"keys":["a"],"other":1}"#,
+            r#"[]"#,
+            body.as_str(),
+        ] {
+            match parse(bad.as_bytes()) {
+                Err(ApiError::BadRequest { op: Op::Get, .. }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}
