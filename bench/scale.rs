@@ -83,7 +83,7 @@ async fn load(bench: &Bench, n: usize) -> Duration {
                 let value = format!("value-{i:07}-{}", "x".repeat(32));
                 let seal = |v| sealer.seal(key.as_str(), v, value.as_bytes());
                 store
-                    .put(&tenant, &key, Precondition::None, seal, None)
+                    .put(&tenant, &key, None, Precondition::None, seal, None)
                     .await
                     .unwrap();
                 i += WRITERS;
@@ -158,7 +158,7 @@ async fn list_latencies(bench: &Bench, n: usize, samples: usize) -> Vec<Duration
         let started = Instant::now();
         let rows = bench
             .store
-            .list(&bench.tenant, &prefix, after.as_deref(), 101)
+            .list(&bench.tenant, &prefix, after.as_deref(), 101, None)
             .await
             .unwrap();
         out.push(started.elapsed());

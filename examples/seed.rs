@@ -52,7 +52,7 @@ async fn main() {
                     let value = format!("value-{i}-{v}-0123456789abcdef0123456789abcdef");
                     let seal = |version: u64| sealer.seal(key.as_str(), version, value.as_bytes());
                     store
-                        .put(&tenant, &key, Precondition::None, seal, None)
+                        .put(&tenant, &key, None, Precondition::None, seal, None)
                         .await
                         .unwrap();
                 }

@@ -1,7 +1,7 @@
 //! Wall-clock time as unix milliseconds, and its two text forms on the wire:
 //! RFC 3339 (JSON bodies and log lines, written by hand without allocating:
-//! it is on every audit and access line) and IMF-fixdate (`Last-Modified`,
-//! by `httpdate`).
+//! it is on every audit and access line; read by `time`) and IMF-fixdate
+//! (`Last-Modified`, by `httpdate`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,14 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The instant an RFC 3339 text names, as unix milliseconds (any offset;
+/// finer digits are cut off), by `time`.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// `2026-11-26T13:15:08.123Z`: RFC 3339, UTC, millisecond precision.

@@ -283,6 +283,10 @@ pub struct ServeArgs {
     /// Scheduled backups kept; older ones are removed.
     #[arg(long, env = "STRONGROOM_BACKUP_KEEP", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
     pub backup_keep: u32,
+    /// How often lapsed secrets are marked deleted, with a `secrets.expire`
+    /// audit line each (reads stop serving them the instant they lapse).
+    #[arg(long, env = "STRONGROOM_EXPIRY_SWEEP_INTERVAL", default_value = "10s", value_parser = crate::backup::schedule::parse_interval)]
+    pub expiry_sweep_interval: std::time::Duration,
     /// Seals a data key may make before it is rotated (at most, and by
     /// default, 2^30); lower only rotates sooner. For tests.
     #[arg(long, env = "STRONGROOM_DEK_MAX_SEALS", hide = true)]

@@ -9,6 +9,7 @@
 //! - `backup`: the backup file, backup, restore and migration, schedules.
 //! - `crypto`: the master keys, per-tenant data keys, AES-256-GCM sealing,
 //!   and their rotation.
+//! - `expiry`: the sweep that marks lapsed secrets deleted, with their lines.
 //! - `store`: the `Store` handle: the rules (`store::model`) over an engine
 //!   (embedded `sqlite` with group commit, or `nats` JetStream KV), and the
 //!   audit trail each engine keeps; never sees a plaintext value or an
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod expiry;
 pub mod failpoint;
 pub mod fsutil;
 pub mod http;

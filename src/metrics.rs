@@ -153,6 +153,7 @@ impl Metrics {
             ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", crate::http::STATS.timed_out.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", inner.integrity_failures),
             ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_secrets_expired_total", "Lapsed secrets the sweep marked deleted.", crate::expiry::EXPIRED.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_backups_total", "Scheduled backups written.", crate::backup::schedule::STATS.written.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_backups_failed_total", "Scheduled backups that failed (logged; the server goes on).", crate::backup::schedule::STATS.failed.load(std::sync::atomic::Ordering::Relaxed)),
         ];

@@ -18,6 +18,51 @@ use crate::types::SecretKey;
 pub struct PutBody {
     pub key: String,
     pub value: Zeroizing<String>,
+    /// When the version lapses: RFC 3339, in the future (DESIGN §1).
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Or how many seconds from now; never with `expires_at`.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// The longest expiry a PUT may ask for: ten years of 365.25 days.
+pub const MAX_TTL_SECONDS: u64 = 315_576_000;
+
+impl PutBody {
+    /// When the written version lapses (unix ms), if it should.
+    pub fn expiry(&self) -> Result<Option<i64>, ApiError> {
+        if self.expires_at.is_none() && self.ttl_seconds.is_none() {
+            return Ok(None);
+        }
+        self.expiry_at(crate::clock::now_ms())
+    }
+
+    /// `expiry` as of `now`.
+    fn expiry_at(&self, now: i64) -> Result<Option<i64>, ApiError> {
+        let bad = |detail: &str| ApiError::bad(Op::Put, detail);
+        let latest = now + MAX_TTL_SECONDS as i64 * 1000;
+        match (&self.expires_at, self.ttl_seconds) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(bad("give expires_at or ttl_seconds, not both")),
+            (None, Some(ttl)) if (1..=MAX_TTL_SECONDS).contains(&ttl) => {
+                Ok(Some(now + ttl as i64 * 1000))
+            }
+            (None, Some(_)) => Err(bad("ttl_seconds must be from 1 to 315576000 (ten years)")),
+            (Some(text), None) => {
+                let at = crate::clock::parse_rfc3339(text).ok_or_else(|| {
+                    bad("expires_at must be an RFC 3339 time, such as 2030-01-31T12:00:00Z")
+                })?;
+                if at <= now {
+                    Err(bad("expires_at must be in the future"))
+                } else if at > latest {
+                    Err(bad("expires_at must be at most ten years ahead"))
+                } else {
+                    Ok(Some(at))
+                }
+            }
+        }
+    }
 }
 
 /// 415 unless a body's content type is JSON (`application/json` or a
@@ -119,6 +164,18 @@ fn describe_put_error(bytes: &[u8]) -> String {
             Some(_) => {}
         }
     }
+    if object
+        .get("expires_at")
+        .is_some_and(|v| !v.is_string() && !v.is_null())
+    {
+        return "field 'expires_at' must be an RFC 3339 time as a string".into();
+    }
+    if object
+        .get("ttl_seconds")
+        .is_some_and(|v| !v.is_u64() && !v.is_null())
+    {
+        return "ttl_seconds must be from 1 to 315576000 (ten years)".into();
+    }
     "request body has a duplicate field".into()
 }
 
@@ -184,6 +241,20 @@ impl ListQuery {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// `expiring_before`: an RFC 3339 time, if given.
+    pub fn expiring_before(&self) -> Result<Option<i64>, ApiError> {
+        self.get("expiring_before")
+            .map(|text| {
+                crate::clock::parse_rfc3339(text).ok_or_else(|| {
+                    ApiError::bad(
+                        Op::Other,
+                        "expiring_before must be an RFC 3339 time, such as 2030-01-31T12:00:00Z",
+                    )
+                })
+            })
+            .transpose()
     }
 
     pub fn limit(&self) -> Result<usize, ApiError> {

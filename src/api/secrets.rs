@@ -48,6 +48,7 @@ pub async fn put_secret(
     let put = request::parse_put_body(&bytes)?;
     let key = SecretKey::parse(&put.key).map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
     audit.key(key.as_str());
+    let expires_at = put.expiry()?;
     if put.value.len() > app.limits.max_value_bytes {
         return Err(ApiError::ValueTooLarge {
             limit: app.limits.max_value_bytes,
@@ -62,7 +63,14 @@ pub async fn put_secret(
     let line = audit.change_line(200);
     let version = app
         .store
-        .put(&principal.tenant, &key, precondition, seal, Some(line))
+        .put(
+            &principal.tenant,
+            &key,
+            expires_at,
+            precondition,
+            seal,
+            Some(line),
+        )
         .await?;
     audit.changed();
     let mut response = success();
@@ -158,6 +166,7 @@ struct ListedBody {
     version: u64,
     created_at: String,
     updated_at: String,
+    expires_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -180,6 +189,7 @@ pub async fn list_secrets(
         ));
     }
     let limit = query.limit()?;
+    let expiring_before = query.expiring_before()?;
     // The cursor is the last key of the previous page: keys strictly after
     // it come next. Clients treat it as opaque; any string is a valid bound.
     let after = query.get("cursor").filter(|c| !c.is_empty());
@@ -189,7 +199,7 @@ pub async fn list_secrets(
     // One extra row tells whether another page exists.
     let mut rows = app
         .store
-        .list(&principal.tenant, prefix, after, limit + 1)
+        .list(&principal.tenant, prefix, after, limit + 1, expiring_before)
         .await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
@@ -204,6 +214,7 @@ pub async fn list_secrets(
             version: r.version,
             created_at: rfc3339(r.created_at),
             updated_at: rfc3339(r.updated_at),
+            expires_at: r.expires_at.map(rfc3339),
         })
         .collect();
     Ok(Json(ListBody {
@@ -228,6 +239,7 @@ struct MetadataBody<'a> {
     created_at: String,
     updated_at: String,
     deleted: bool,
+    expires_at: Option<String>,
     versions: Vec<VersionBody>,
 }
 
@@ -246,6 +258,7 @@ pub async fn get_metadata(
         created_at: rfc3339(meta.created_at),
         updated_at: rfc3339(meta.updated_at),
         deleted: meta.deleted,
+        expires_at: meta.expires_at.map(rfc3339),
         versions: meta
             .versions
             .into_iter()

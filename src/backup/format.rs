@@ -61,7 +61,7 @@ enum Line {
         created_at: i64,
         updated_at: i64,
         deleted: bool,
-        /// Per-secret expiry, kept by the format for the stores that have it.
+        /// When the current version lapses (unix ms), if it can.
         expires_at: Option<i64>,
         versions: Vec<VersionLine>,
     },
@@ -78,6 +78,8 @@ struct VersionLine {
     created_at: i64,
     deleted: bool,
     sealed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 /// Writes a backup: `new` writes the header, `record` each record,
@@ -184,7 +186,7 @@ fn to_line(record: &Dumped) -> Line {
             created_at: s.head.key_created_at,
             updated_at: s.head.updated_at,
             deleted: s.head.deleted,
-            expires_at: None,
+            expires_at: s.head.expires_at,
             versions: s
                 .versions
                 .iter()
@@ -193,6 +195,7 @@ fn to_line(record: &Dumped) -> Line {
                     created_at: v.created_at,
                     deleted: v.deleted,
                     sealed: B64.encode(&v.sealed),
+                    expires_at: v.expires_at,
                 })
                 .collect(),
         },
@@ -385,8 +388,8 @@ fn from_line(line: Line) -> Result<Dumped, String> {
             created_at,
             updated_at,
             deleted,
+            expires_at,
             versions,
-            ..
         } => Dumped::Secret(SecretDump {
             tenant: tenant(&t)?,
             key,
@@ -395,6 +398,7 @@ fn from_line(line: Line) -> Result<Dumped, String> {
                 deleted,
                 key_created_at: created_at,
                 updated_at,
+                expires_at,
             },
             versions: versions
                 .into_iter()
@@ -404,6 +408,7 @@ fn from_line(line: Line) -> Result<Dumped, String> {
                         created_at: v.created_at,
                         deleted: v.deleted,
                         sealed: b64(&v.sealed)?,
+                        expires_at: v.expires_at,
                     })
                 })
                 .collect::<Result<_, String>>()?,

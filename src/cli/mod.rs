@@ -128,6 +128,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         };
         crate::backup::schedule::start(schedule, app.ready.clone());
     }
+    crate::expiry::start(app.store.clone(), args.expiry_sweep_interval);
     server::run(app.listener, app.ready, shutdown_signal(), settings)
         .await
         .map_err(|e| e.to_string())?;

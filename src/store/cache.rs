@@ -126,6 +126,7 @@ mod tests {
             version,
             created_at: 0,
             sealed: vec![version as u8],
+            expires_at: None,
         }
     }
 

@@ -33,7 +33,122 @@ pub(crate) async fn run_all(opened: &Opened, config: &StoreConfig) {
     api_keys_round_trip(store).await;
     meta_init_keeps_the_first_value(store).await;
     rotation_steps_are_compare_and_set(store).await;
+    lapsed_keys_read_as_deleted_and_the_sweep_marks_them(store).await;
     lines_are_written_with_the_changes_that_happen(opened, config).await;
+}
+
+/// Expiry (DESIGN §1): a lapsed version is not read, listed or counted as
+/// live from the instant it lapses; the sweep finds it and marks it deleted
+/// once, leaving a key rewritten with another expiry alone; undelete brings
+/// it back without one.
+async fn lapsed_keys_read_as_deleted_and_the_sweep_marks_them(s: &Store) {
+    let tn = t("lapsing");
+    let now = crate::clock::now_ms();
+    let put = |key: &'static str, expires_at: Option<i64>| {
+        let s = s.clone();
+        let tn = tn.clone();
+        async move {
+            s.put(
+                &tn,
+                &k(key),
+                expires_at,
+                Precondition::None,
+                sealer(key),
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    put("e/gone", Some(now - 1000)).await;
+    put("e/later", Some(now + 3_600_000)).await;
+    put("e/never", None).await;
+    put("e/rewritten", Some(now - 1000)).await;
+    put("e/rewritten", Some(now + 3_600_000)).await;
+    assert!(s.get(&tn, &k("e/gone"), None).await.unwrap().is_none());
+    assert!(s.get(&tn, &k("e/gone"), Some(1)).await.unwrap().is_none());
+    assert!(s
+        .get(&tn, &k("e/rewritten"), Some(1))
+        .await
+        .unwrap()
+        .is_none());
+    let live = s.get(&tn, &k("e/later"), None).await.unwrap().unwrap();
+    assert_eq!(live.expires_at, Some(now + 3_600_000));
+    let names = |rows: Vec<ListedSecret>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.list(&tn, "e/", None, 10, None).await.unwrap()),
+        ["e/later", "e/never", "e/rewritten"]
+    );
+    assert_eq!(
+        names(
+            s.list(&tn, "e/", None, 10, Some(now + 7_200_000))
+                .await
+                .unwrap()
+        ),
+        ["e/later", "e/rewritten"]
+    );
+    let meta = s.metadata(&tn, &k("e/gone")).await.unwrap().unwrap();
+    assert!(meta.deleted && meta.expires_at == Some(now - 1000));
+    // Create-only sees the lapsed key as absent.
+    let lapsed = s.lapsed(crate::clock::now_ms(), 100).await.unwrap();
+    let mine: Vec<_> = lapsed.iter().filter(|l| l.tenant == tn).collect();
+    assert_eq!(mine.len(), 1, "{lapsed:?}");
+    assert_eq!(
+        (mine[0].key.as_str(), mine[0].expires_at),
+        ("e/gone", now - 1000)
+    );
+    let expire = |at| Change::Expire { at };
+    assert!(matches!(
+        s.change(
+            &tn,
+            &k("e/rewritten"),
+            expire(now - 1000),
+            Precondition::None,
+            None
+        )
+        .await,
+        Err(StoreError::NotFound)
+    ));
+    s.change(
+        &tn,
+        &k("e/gone"),
+        expire(now - 1000),
+        Precondition::None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.change(
+            &tn,
+            &k("e/gone"),
+            expire(now - 1000),
+            Precondition::None,
+            None
+        )
+        .await,
+        Err(StoreError::NotFound)
+    ));
+    let lapsed = s.lapsed(crate::clock::now_ms(), 100).await.unwrap();
+    assert!(lapsed.iter().all(|l| l.tenant != tn), "{lapsed:?}");
+    let meta = s.metadata(&tn, &k("e/gone")).await.unwrap().unwrap();
+    assert!(
+        meta.deleted && meta.expires_at == Some(now - 1000),
+        "{meta:?}"
+    );
+    s.change(
+        &tn,
+        &k("e/gone"),
+        Change::Undelete,
+        Precondition::None,
+        None,
+    )
+    .await
+    .unwrap();
+    let back = s.get(&tn, &k("e/gone"), None).await.unwrap().unwrap();
+    assert_eq!((text(&back).as_str(), back.expires_at), ("e/gone@1", None));
+    let meta = s.metadata(&tn, &k("e/gone")).await.unwrap().unwrap();
+    assert!(!meta.deleted && meta.expires_at.is_none());
 }
 
 async fn rotation_steps_are_compare_and_set(s: &Store) {
@@ -74,7 +189,7 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
     for (key, n) in [("d/one", 3), ("d/two", 1), ("d/gone", 2)] {
         for _ in 0..n {
             source
-                .put(&tn, &k(key), Precondition::None, sealer(key), None)
+                .put(&tn, &k(key), None, Precondition::None, sealer(key), None)
                 .await
                 .unwrap();
         }
@@ -89,6 +204,18 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
         }
     };
     deleted(source).await.unwrap();
+    // A version that lapses, far ahead: the dump carries its expiry.
+    source
+        .put(
+            &tn,
+            &k("d/lapsing"),
+            Some(4_000_000_000_000),
+            Precondition::None,
+            sealer("lapsing"),
+            None,
+        )
+        .await
+        .unwrap();
     source
         .add_dek(
             &tn,
@@ -145,6 +272,13 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
     });
     let gone_dump = gone_dump.expect("a soft-deleted secret is dumped");
     assert!(gone_dump.head.deleted && gone_dump.versions.len() == 2);
+    let lapsing = records.iter().find_map(|r| match r {
+        Dumped::Secret(s) if s.key == "d/lapsing" => Some(s.clone()),
+        _ => None,
+    });
+    let lapsing = lapsing.expect("a lapsing secret is dumped");
+    assert_eq!(lapsing.head.expires_at, Some(4_000_000_000_000));
+    assert_eq!(lapsing.versions[0].expires_at, Some(4_000_000_000_000));
     let feed = |records: &Vec<Dumped>| -> Records { Box::new(records.clone().into_iter().map(Ok)) };
 
     target
@@ -154,7 +288,7 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
     let counts = target.load(feed(&records), false, None).await.unwrap();
     assert_eq!(
         (counts.secrets, counts.versions, counts.deks, counts.apikeys),
-        (3, 6, 1, 1)
+        (4, 7, 1, 1)
     );
     assert_eq!(dump(target.clone()).await, records);
     let meta = target.metadata(&tn, &gone).await.unwrap().unwrap();
@@ -193,13 +327,13 @@ async fn put_assigns_increasing_versions(s: &Store) {
     let (tn, key) = (t("a"), k("app/one"));
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
     assert_eq!(
-        s.put(&tn, &key, Precondition::None, sealer("x"), None)
+        s.put(&tn, &key, None, Precondition::None, sealer("x"), None)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        s.put(&tn, &key, Precondition::None, sealer("y"), None)
+        s.put(&tn, &key, None, Precondition::None, sealer("y"), None)
             .await
             .unwrap(),
         2
@@ -213,7 +347,7 @@ async fn put_assigns_increasing_versions(s: &Store) {
 
 async fn tenants_are_partitioned(s: &Store) {
     let key = k("shared/name");
-    s.put(&t("a"), &key, Precondition::None, sealer("a"), None)
+    s.put(&t("a"), &key, None, Precondition::None, sealer("a"), None)
         .await
         .unwrap();
     assert!(s.get(&t("b"), &key, None).await.unwrap().is_none());
@@ -223,30 +357,34 @@ async fn tenants_are_partitioned(s: &Store) {
         Err(StoreError::NotFound)
     ));
     assert!(s.metadata(&t("b"), &key).await.unwrap().is_none());
-    assert!(s.list(&t("b"), "", None, 100).await.unwrap().is_empty());
+    assert!(s
+        .list(&t("b"), "", None, 100, None)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.get(&t("a"), &key, None).await.unwrap().is_some());
 }
 
 async fn preconditions_are_checked(s: &Store) {
     let (tn, key) = (t("a"), k("cas"));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Absent, sealer("1"), None)
+        s.put(&tn, &key, None, Precondition::Absent, sealer("1"), None)
             .await
             .unwrap(),
         1
     );
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Absent, sealer("x"), None)
+        s.put(&tn, &key, None, Precondition::Absent, sealer("x"), None)
             .await,
         Err(StoreError::VersionMismatch)
     ));
     assert!(matches!(
-        s.put(&tn, &key, Precondition::Version(7), sealer("x"), None)
+        s.put(&tn, &key, None, Precondition::Version(7), sealer("x"), None)
             .await,
         Err(StoreError::VersionMismatch)
     ));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Version(1), sealer("2"), None)
+        s.put(&tn, &key, None, Precondition::Version(1), sealer("2"), None)
             .await
             .unwrap(),
         2
@@ -262,7 +400,7 @@ async fn preconditions_are_checked(s: &Store) {
         .unwrap();
     // A soft-deleted key counts as absent for create-only writes.
     assert_eq!(
-        s.put(&tn, &key, Precondition::Absent, sealer("3"), None)
+        s.put(&tn, &key, None, Precondition::Absent, sealer("3"), None)
             .await
             .unwrap(),
         3
@@ -271,10 +409,10 @@ async fn preconditions_are_checked(s: &Store) {
 
 async fn soft_delete_undelete_destroy(s: &Store) {
     let (tn, key) = (t("a"), k("soft"));
-    s.put(&tn, &key, Precondition::None, sealer("v"), None)
+    s.put(&tn, &key, None, Precondition::None, sealer("v"), None)
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("w"), None)
+    s.put(&tn, &key, None, Precondition::None, sealer("w"), None)
         .await
         .unwrap();
     s.change(&tn, &key, Change::Delete, Precondition::None, None)
@@ -312,7 +450,7 @@ async fn soft_delete_undelete_destroy(s: &Store) {
     s.change(&tn, &key, Change::Delete, Precondition::None, None)
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("x"), None)
+    s.put(&tn, &key, None, Precondition::None, sealer("x"), None)
         .await
         .unwrap();
     assert_eq!(text(&s.get(&tn, &key, None).await.unwrap().unwrap()), "x@3");
@@ -339,7 +477,7 @@ async fn old_versions_are_pruned(s: &Store) {
     let (tn, key) = (t("a"), k("pruned"));
     let max = u64::from(s.max_versions());
     for _ in 0..max + 3 {
-        s.put(&tn, &key, Precondition::None, sealer("p"), None)
+        s.put(&tn, &key, None, Precondition::None, sealer("p"), None)
             .await
             .unwrap();
     }
@@ -353,7 +491,7 @@ async fn old_versions_are_pruned(s: &Store) {
 async fn listing_pages_by_prefix(s: &Store) {
     let tn = t("lister");
     for name in ["p/c", "p/a", "p/b", "q/a", "p", "pa"] {
-        s.put(&tn, &k(name), Precondition::None, sealer("l"), None)
+        s.put(&tn, &k(name), None, Precondition::None, sealer("l"), None)
             .await
             .unwrap();
     }
@@ -362,16 +500,19 @@ async fn listing_pages_by_prefix(s: &Store) {
         .unwrap();
     let keys = |rows: Vec<ListedSecret>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
     assert_eq!(
-        keys(s.list(&tn, "p/", None, 10).await.unwrap()),
+        keys(s.list(&tn, "p/", None, 10, None).await.unwrap()),
         ["p/a", "p/c"]
     );
-    assert_eq!(keys(s.list(&tn, "", None, 2).await.unwrap()), ["p", "p/a"]);
     assert_eq!(
-        keys(s.list(&tn, "", Some("p/a"), 10).await.unwrap()),
+        keys(s.list(&tn, "", None, 2, None).await.unwrap()),
+        ["p", "p/a"]
+    );
+    assert_eq!(
+        keys(s.list(&tn, "", Some("p/a"), 10, None).await.unwrap()),
         ["p/c", "pa", "q/a"]
     );
     assert_eq!(
-        keys(s.list(&tn, "p", Some("p/c"), 10).await.unwrap()),
+        keys(s.list(&tn, "p", Some("p/c"), 10, None).await.unwrap()),
         ["pa"]
     );
 }
@@ -473,13 +614,21 @@ async fn trail_ids(config: &StoreConfig) -> Vec<String> {
 /// change go through the trail.
 async fn lines_are_written_with_the_changes_that_happen(opened: &Opened, config: &StoreConfig) {
     let (s, tn, key) = (&opened.store, t("lines"), k("l"));
-    s.put(&tn, &key, Precondition::None, sealer("1"), line("put-1"))
-        .await
-        .unwrap();
+    s.put(
+        &tn,
+        &key,
+        None,
+        Precondition::None,
+        sealer("1"),
+        line("put-1"),
+    )
+    .await
+    .unwrap();
     let refused = s
         .put(
             &tn,
             &key,
+            None,
             Precondition::Absent,
             sealer("x"),
             line("put-412"),
@@ -584,11 +733,11 @@ fn unavailable<T>(r: Result<T, StoreError>) -> bool {
 async fn changes_fail_when_their_line_cannot_be_written(s: &Store) {
     let (tn, key) = (t("veto"), k("v"));
     assert!(unavailable(
-        s.put(&tn, &key, Precondition::None, sealer("2"), line("p"))
+        s.put(&tn, &key, None, Precondition::None, sealer("2"), line("p"))
             .await
     ));
     assert!(s.get(&tn, &key, None).await.unwrap().is_none());
-    s.put(&tn, &key, Precondition::None, sealer("1"), None)
+    s.put(&tn, &key, None, Precondition::None, sealer("1"), None)
         .await
         .unwrap();
     for change in [Change::Delete, Change::Destroy] {
@@ -623,6 +772,7 @@ async fn create_only_race(store: &Store) {
                 .put(
                     &t("race"),
                     &k("once"),
+                    None,
                     Precondition::Absent,
                     sealer(&i.to_string()),
                     None,
@@ -646,10 +796,10 @@ async fn create_only_race(store: &Store) {
 async fn one_version_survives_delete_and_undelete(s: &Store) {
     assert_eq!(s.max_versions(), 1);
     let (tn, key) = (t("one"), k("only"));
-    s.put(&tn, &key, Precondition::None, sealer("a"), None)
+    s.put(&tn, &key, None, Precondition::None, sealer("a"), None)
         .await
         .unwrap();
-    s.put(&tn, &key, Precondition::None, sealer("b"), None)
+    s.put(&tn, &key, None, Precondition::None, sealer("b"), None)
         .await
         .unwrap();
     assert!(s.get(&tn, &key, Some(1)).await.unwrap().is_none());
@@ -671,7 +821,7 @@ async fn one_version_survives_delete_and_undelete(s: &Store) {
     let cur = s.get(&tn, &key, None).await.unwrap().unwrap();
     assert_eq!((cur.version, text(&cur)), (2, "b@2".into()));
     assert_eq!(
-        s.put(&tn, &key, Precondition::Version(2), sealer("c"), None)
+        s.put(&tn, &key, None, Precondition::Version(2), sealer("c"), None)
             .await
             .unwrap(),
         3
@@ -850,7 +1000,14 @@ mod nats {
         ));
         assert!(matches!(
             store
-                .put(&t("a"), &k("early"), Precondition::None, sealer("x"), None)
+                .put(
+                    &t("a"),
+                    &k("early"),
+                    None,
+                    Precondition::None,
+                    sealer("x"),
+                    None
+                )
                 .await,
             Err(StoreError::Unavailable(_))
         ));
@@ -860,7 +1017,14 @@ mod nats {
             .expect("the store reconnects by itself");
         assert_eq!(
             store
-                .put(&t("a"), &k("late"), Precondition::None, sealer("y"), None)
+                .put(
+                    &t("a"),
+                    &k("late"),
+                    None,
+                    Precondition::None,
+                    sealer("y"),
+                    None
+                )
                 .await
                 .unwrap(),
             1

@@ -39,6 +39,8 @@ pub struct DumpedVersion {
     pub created_at: i64,
     pub deleted: bool,
     pub sealed: Vec<u8>,
+    /// When the version lapses, if it was written with an expiry.
+    pub expires_at: Option<i64>,
 }
 
 /// Where a dump goes: an error stops the dump and is returned as

@@ -8,8 +8,8 @@ use std::future::Future;
 
 use super::dump::{LoadCounts, Records, Sink};
 use super::model::{
-    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SealedVersion,
-    SecretMetadata, StoredVersion, WrappedDek,
+    ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
+    SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
 };
 use super::trail::LineBody;
 use super::StoreError;
@@ -79,8 +79,9 @@ pub(crate) trait Backend: Send + Sync {
         key: &SecretKey,
     ) -> impl Future<Output = Result<Observed, StoreError>> + Send;
 
-    /// The live current version (`version == None`) or a given retained,
-    /// not-deleted version.
+    /// The current version unless soft deleted (`version == None`) or a
+    /// given retained, not-deleted version; whether it lapsed is `Store`'s
+    /// to check.
     fn get(
         &self,
         tenant: &TenantId,
@@ -103,14 +104,24 @@ pub(crate) trait Backend: Send + Sync {
         key: &SecretKey,
     ) -> impl Future<Output = Result<Option<SecretMetadata>, StoreError>> + Send;
 
-    /// Live keys under `prefix` strictly after `after`, in byte order.
+    /// Live keys under `prefix` strictly after `after` that `filter`
+    /// admits, in byte order.
     fn list(
         &self,
         tenant: &TenantId,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        filter: ListFilter,
     ) -> impl Future<Output = Result<Vec<ListedSecret>, StoreError>> + Send;
+
+    /// Up to `limit` keys, of every tenant, not soft deleted whose current
+    /// version lapsed at or before `now`.
+    fn lapsed(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Lapsed>, StoreError>> + Send;
 
     fn deks(
         &self,

@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use engine::{Backend, Observed, SecretWrite, Seen, WriteError};
 pub use model::{
-    ApiKeyChange, ApiKeyRecord, Change, Head, ListedSecret, Precondition, SealedVersion,
-    SecretMetadata, StoredVersion, VersionInfo, WrappedDek,
+    ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
+    SealedVersion, SecretMetadata, StoredVersion, VersionInfo, WrappedDek,
 };
 pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinished};
 
@@ -260,7 +260,10 @@ impl Store {
         key: &SecretKey,
         version: Option<u64>,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        dispatch!(self.backend, b => b.get(tenant, key, version))
+        let found = dispatch!(self.backend, b => b.get(tenant, key, version))?;
+        // Exact to the millisecond, whatever the sweep has done; the clock
+        // is read only for a value that can lapse.
+        Ok(found.filter(|v| v.expires_at.is_none_or(|at| at > crate::clock::now_ms())))
     }
 
     /// Writes the next version of `key`; returns its number. `seal` gives
@@ -271,6 +274,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         key: &SecretKey,
+        expires_at: Option<i64>,
         precondition: Precondition,
         mut seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
         line: Option<LineBody>,
@@ -286,6 +290,7 @@ impl Store {
                     change: Change::Put {
                         version,
                         sealed: sealed?,
+                        expires_at,
                     },
                     precondition,
                     line,
@@ -350,15 +355,27 @@ impl Store {
         dispatch!(self.backend, b => b.metadata(tenant, key))
     }
 
-    /// Live keys under `prefix` strictly after `after`, in byte order.
+    /// Live keys under `prefix` strictly after `after`, in byte order; with
+    /// `expiring_before`, only those that lapse before it.
     pub async fn list(
         &self,
         tenant: &TenantId,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        expiring_before: Option<i64>,
     ) -> Result<Vec<ListedSecret>, StoreError> {
-        dispatch!(self.backend, b => b.list(tenant, prefix, after, limit))
+        let filter = ListFilter {
+            now: crate::clock::now_ms(),
+            expiring_before,
+        };
+        dispatch!(self.backend, b => b.list(tenant, prefix, after, limit, filter))
+    }
+
+    /// Keys whose current version lapsed by `now` and that the sweep has
+    /// not yet marked, up to `limit`.
+    pub async fn lapsed(&self, now: i64, limit: usize) -> Result<Vec<Lapsed>, StoreError> {
+        dispatch!(self.backend, b => b.lapsed(now, limit))
     }
 }
 

@@ -41,12 +41,21 @@ pub struct Head {
     /// When the key was created; kept by soft delete, reset by destroy.
     pub key_created_at: i64,
     pub updated_at: i64,
+    /// When the current version lapses (unix ms), if it was written with an
+    /// expiry. From that instant the key reads as soft deleted, whether or
+    /// not the sweep has marked it yet.
+    pub expires_at: Option<i64>,
+}
+
+/// Whether a value written to lapse at `expires_at` has lapsed at `now`.
+pub fn lapsed(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_some_and(|at| at <= now)
 }
 
 impl Head {
-    /// The version a reader of the key sees, if any.
-    pub fn live(&self) -> Option<u64> {
-        (!self.deleted).then_some(self.version)
+    /// The version a reader of the key sees at `now`, if any.
+    pub fn live(&self, now: i64) -> Option<u64> {
+        (!self.deleted && !lapsed(self.expires_at, now)).then_some(self.version)
     }
 }
 
@@ -58,13 +67,24 @@ pub fn next_version(head: Option<&Head>) -> u64 {
 
 /// What a request asks of one key. A put carries its value already sealed
 /// for the version it expects to get (the version is bound into the
-/// ciphertext).
+/// ciphertext), and when it lapses, if ever.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Put { version: u64, sealed: Vec<u8> },
+    Put {
+        version: u64,
+        sealed: Vec<u8>,
+        expires_at: Option<i64>,
+    },
     Delete,
+    /// Brings back a soft-deleted (or lapsed) key without its expiry.
     Undelete,
     Destroy,
+    /// The sweep marks a lapsed key soft deleted: only if its current
+    /// version still lapses at `at` (a rewrite with a later expiry or none
+    /// is left alone).
+    Expire {
+        at: i64,
+    },
 }
 
 /// What an engine must write, decided by `decide` from the head it read.
@@ -76,8 +96,10 @@ pub enum Effect {
         version: u64,
         key_created_at: i64,
         prune_through: Option<u64>,
+        expires_at: Option<i64>,
     },
-    /// Mark the current `version` soft deleted (`deleted`) or live again.
+    /// Mark the current `version` soft deleted (`deleted`) or live again;
+    /// live again also clears its expiry.
     SetDeleted { version: u64, deleted: bool },
     /// Remove the key and every version for good.
     Destroy,
@@ -108,8 +130,12 @@ pub fn decide(
     now: i64,
 ) -> Result<Effect, Refusal> {
     match change {
-        Change::Put { version, .. } => {
-            precondition.check(head.and_then(Head::live))?;
+        Change::Put {
+            version,
+            expires_at,
+            ..
+        } => {
+            precondition.check(head.and_then(|h| h.live(now)))?;
             if *version != next_version(head) {
                 return Err(Refusal::Stale);
             }
@@ -117,10 +143,11 @@ pub fn decide(
                 version: *version,
                 key_created_at: head.map_or(now, |h| h.key_created_at),
                 prune_through: version.checked_sub(max_versions).filter(|&v| v > 0),
+                expires_at: *expires_at,
             })
         }
         Change::Delete => {
-            let version = head.and_then(Head::live).ok_or(StoreError::NotFound)?;
+            let version = head.and_then(|h| h.live(now)).ok_or(StoreError::NotFound)?;
             precondition.check(Some(version))?;
             Ok(Effect::SetDeleted {
                 version,
@@ -128,7 +155,7 @@ pub fn decide(
             })
         }
         Change::Undelete => match head {
-            Some(h) if h.deleted => Ok(Effect::SetDeleted {
+            Some(h) if h.live(now).is_none() => Ok(Effect::SetDeleted {
                 version: h.version,
                 deleted: false,
             }),
@@ -137,6 +164,15 @@ pub fn decide(
         Change::Destroy => match head {
             Some(_) => Ok(Effect::Destroy),
             None => Err(StoreError::NotFound.into()),
+        },
+        Change::Expire { at } => match head {
+            Some(h) if !h.deleted && h.expires_at == Some(*at) && lapsed(Some(*at), now) => {
+                Ok(Effect::SetDeleted {
+                    version: h.version,
+                    deleted: true,
+                })
+            }
+            _ => Err(StoreError::NotFound.into()),
         },
     }
 }
@@ -147,6 +183,9 @@ pub struct StoredVersion {
     pub version: u64,
     pub created_at: i64,
     pub sealed: Vec<u8>,
+    /// When this version lapses, if it was written with an expiry: it is
+    /// never served after (`Store::get`).
+    pub expires_at: Option<i64>,
 }
 
 /// A version as shown by metadata: never the value.
@@ -171,7 +210,9 @@ pub struct SecretMetadata {
     pub current_version: u64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Soft deleted, or lapsed (whether or not the sweep marked it yet).
     pub deleted: bool,
+    pub expires_at: Option<i64>,
     pub versions: Vec<VersionInfo>,
 }
 
@@ -179,18 +220,20 @@ impl SecretMetadata {
     /// What metadata shows: the head's numbers and the retained versions in
     /// order, the current one flagged as the head says (an engine may hold
     /// the flag in two places; the head's wins).
-    pub fn from_parts(head: &Head, mut versions: Vec<VersionInfo>) -> SecretMetadata {
+    pub fn from_parts(head: &Head, mut versions: Vec<VersionInfo>, now: i64) -> SecretMetadata {
         versions.sort_by_key(|v| v.version);
+        let deleted = head.live(now).is_none();
         for v in &mut versions {
             if v.version == head.version {
-                v.deleted = head.deleted;
+                v.deleted = deleted;
             }
         }
         SecretMetadata {
             current_version: head.version,
             created_at: head.key_created_at,
             updated_at: head.updated_at,
-            deleted: head.deleted,
+            deleted,
+            expires_at: head.expires_at,
             versions,
         }
     }
@@ -203,6 +246,34 @@ pub struct ListedSecret {
     pub version: u64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// Which live keys a listing wants, besides its prefix and page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Keys that lapse at or before this are not live and never listed.
+    pub now: i64,
+    /// Only keys that lapse before this (`?expiring_before=`).
+    pub expiring_before: Option<i64>,
+}
+
+impl ListFilter {
+    /// Whether a live key with this expiry belongs in the listing.
+    pub fn admits(&self, expires_at: Option<i64>) -> bool {
+        !lapsed(expires_at, self.now)
+            && self
+                .expiring_before
+                .is_none_or(|before| expires_at.is_some_and(|at| at < before))
+    }
+}
+
+/// A key the sweep found lapsed, with the instant it lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lapsed {
+    pub tenant: TenantId,
+    pub key: String,
+    pub expires_at: i64,
 }
 
 /// One retained version's sealed bytes, as reseal reads them.
@@ -287,6 +358,7 @@ mod tests {
             deleted,
             key_created_at: 5,
             updated_at: 6,
+            expires_at: None,
         }
     }
 
@@ -294,7 +366,99 @@ mod tests {
         Change::Put {
             version,
             sealed: Vec::new(),
+            expires_at: None,
         }
+    }
+
+    /// A key lapses at 100: from then on it reads as soft deleted, before
+    /// any sweep; the sweep marks it only while it still lapses at 100.
+    #[test]
+    fn a_lapsed_key_is_deleted_for_every_rule_and_the_sweep_marks_only_that_lapse() {
+        let lapsing = Head {
+            expires_at: Some(100),
+            ..head(4, false)
+        };
+        assert_eq!(lapsing.live(99), Some(4));
+        assert_eq!(lapsing.live(100), None);
+        let decide_at = |change: &Change, precondition, now| {
+            decide(Some(&lapsing), change, precondition, 10, now)
+        };
+        assert!(decide_at(&put(5), Precondition::Absent, 100).is_ok());
+        assert!(decide_at(&put(5), Precondition::Absent, 99).is_err());
+        assert!(matches!(
+            decide_at(&put(5), Precondition::Version(4), 100),
+            Err(Refusal::Answer(StoreError::VersionMismatch))
+        ));
+        assert!(matches!(
+            decide_at(&Change::Delete, Precondition::None, 100),
+            Err(Refusal::Answer(StoreError::NotFound))
+        ));
+        let back = Effect::SetDeleted {
+            version: 4,
+            deleted: false,
+        };
+        assert_eq!(
+            decide_at(&Change::Undelete, Precondition::None, 100).unwrap(),
+            back
+        );
+        let marked = Effect::SetDeleted {
+            version: 4,
+            deleted: true,
+        };
+        let expire = |at| Change::Expire { at };
+        assert_eq!(
+            decide_at(&expire(100), Precondition::None, 100).unwrap(),
+            marked
+        );
+        // Too early, another lapse (rewritten since the sweep looked), or
+        // already marked: left alone.
+        for (change, now) in [(expire(100), 99), (expire(90), 100)] {
+            assert!(decide_at(&change, Precondition::None, now).is_err());
+        }
+        let rewritten = Head {
+            expires_at: None,
+            ..head(5, false)
+        };
+        assert!(decide(Some(&rewritten), &expire(100), Precondition::None, 10, 200).is_err());
+        let marked_head = Head {
+            deleted: true,
+            ..lapsing.clone()
+        };
+        assert!(decide(
+            Some(&marked_head),
+            &expire(100),
+            Precondition::None,
+            10,
+            200
+        )
+        .is_err());
+        // A put carries its expiry into the effect.
+        let lapsing_put = Change::Put {
+            version: 5,
+            sealed: Vec::new(),
+            expires_at: Some(500),
+        };
+        assert!(matches!(
+            decide_at(&lapsing_put, Precondition::None, 100),
+            Ok(Effect::Put {
+                expires_at: Some(500),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_listing_filter_keeps_live_keys_and_those_lapsing_before_its_bound() {
+        let all = ListFilter {
+            now: 100,
+            expiring_before: None,
+        };
+        assert!(all.admits(None) && all.admits(Some(101)) && !all.admits(Some(100)));
+        let soon = ListFilter {
+            expiring_before: Some(200),
+            ..all
+        };
+        assert!(!soon.admits(None) && soon.admits(Some(199)) && !soon.admits(Some(200)));
     }
 
     #[test]
@@ -304,7 +468,8 @@ mod tests {
             Effect::Put {
                 version: 1,
                 key_created_at: 99,
-                prune_through: None
+                prune_through: None,
+                expires_at: None,
             }
         );
         assert_eq!(
@@ -312,7 +477,8 @@ mod tests {
             Effect::Put {
                 version: 13,
                 key_created_at: 5,
-                prune_through: Some(3)
+                prune_through: Some(3),
+                expires_at: None,
             }
         );
         assert!(matches!(

@@ -12,6 +12,7 @@ mod batch;
 mod cluster;
 mod durability;
 mod encryption;
+mod expiry;
 mod jwt_keys;
 mod keys;
 mod limits;

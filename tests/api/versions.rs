@@ -16,11 +16,11 @@ impl TestApp {
             .body(body);
         self.send(b, cred).await
     }
-    async fn metadata(&self, key: &str, cred: &Cred) -> Reply {
+    pub async fn metadata(&self, key: &str, cred: &Cred) -> Reply {
         self.send(self.client.get(self.url(&format!("/metadata/{key}"))), cred)
             .await
     }
-    async fn list(&self, query: &str, cred: &Cred) -> Reply {
+    pub async fn list(&self, query: &str, cred: &Cred) -> Reply {
         self.send(self.client.get(self.url(&format!("/secrets{query}"))), cred)
             .await
     }
@@ -258,11 +258,13 @@ async fn metadata_has_the_documented_shape_and_no_value() {
             "created_at",
             "current_version",
             "deleted",
+            "expires_at",
             "key",
             "updated_at",
             "versions"
         ]
     );
+    assert!(m["expires_at"].is_null(), "written without an expiry");
     assert_eq!(m["key"], "team/db");
     assert_eq!(m["current_version"], 2);
     assert_eq!(m["deleted"], false);
@@ -395,7 +397,11 @@ async fn listing_returns_metadata_in_byte_order_without_values() {
     assert!(body["next_cursor"].is_null());
     let first = &body["secrets"][0];
     let fields = field_names(first);
-    assert_eq!(fields, ["created_at", "key", "updated_at", "version"]);
+    assert_eq!(
+        fields,
+        ["created_at", "expires_at", "key", "updated_at", "version"]
+    );
+    assert!(first["expires_at"].is_null());
     let r = app.list("?prefix=a/", &admin).await.json();
     assert_eq!(r["secrets"].as_array().unwrap().len(), 2);
     for bad in ["?limit=1001", "?limit=0", "?limit=x", "?prefix=a%20b"] {

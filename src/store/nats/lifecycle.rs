@@ -28,7 +28,7 @@ use crate::types::TenantId;
 const LOAD_CONCURRENCY: usize = 64;
 
 /// Splits a `<hex tenant>.<rest>` KV key.
-fn split_tenant_key(key: &str) -> Option<(TenantId, &str)> {
+pub(super) fn split_tenant_key(key: &str) -> Option<(TenantId, &str)> {
     let (hex_tenant, rest) = key.split_once('.')?;
     let tenant = String::from_utf8(hex::decode(hex_tenant).ok()?).ok()?;
     Some((TenantId::parse(&tenant).ok()?, rest))
@@ -205,11 +205,13 @@ pub(super) async fn dump(backend: &NatsBackend, sink: Sink<'_>) -> Result<(), St
             .versions
             .into_iter()
             .filter_map(|(version, (created_at, deleted, record))| {
+                let record = record?;
                 Some(DumpedVersion {
                     version,
                     created_at,
                     deleted,
-                    sealed: record?.sealed,
+                    expires_at: record.expires_at,
+                    sealed: record.sealed,
                 })
             })
             .collect();
@@ -249,6 +251,7 @@ async fn load_secret(
                 v.created_at
             },
             sealed: v.sealed,
+            expires_at: v.expires_at,
         };
         let mut ops = vec![Op::Put];
         if v.deleted {

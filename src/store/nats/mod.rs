@@ -32,8 +32,8 @@ use std::time::Duration;
 use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::model::{
-    ApiKeyChange, ApiKeyRecord, ListedSecret, SealedVersion, SecretMetadata, StoredVersion,
-    WrappedDek,
+    ApiKeyChange, ApiKeyRecord, Lapsed, ListFilter, ListedSecret, SealedVersion, SecretMetadata,
+    StoredVersion, WrappedDek,
 };
 use super::trail::LineBody;
 use super::{StoreConfig, StoreError};
@@ -218,8 +218,13 @@ impl Backend for NatsBackend {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        filter: ListFilter,
     ) -> Result<Vec<ListedSecret>, StoreError> {
-        secrets::list(self, tenant, prefix, after, limit).await
+        secrets::list(self, tenant, prefix, after, limit, filter).await
+    }
+
+    async fn lapsed(&self, now: i64, limit: usize) -> Result<Vec<Lapsed>, StoreError> {
+        secrets::lapsed(self, now, limit).await
     }
 
     async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {

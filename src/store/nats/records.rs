@@ -3,8 +3,9 @@
 //!
 //! - A secret's value is a `Record`: `[format=1][version u64][version
 //!   created_at i64][key created_at i64][written_at i64][sealed bytes]` (big
-//!   endian). The per-key version number lives in the record (KV revisions
-//!   are bucket-global).
+//!   endian); a version written with an expiry is `[format=2]`, the same
+//!   with `[expires_at i64]` before the sealed bytes. The per-key version
+//!   number lives in the record (KV revisions are bucket-global).
 //! - A soft delete is a KV delete marker whose payload is the record of the
 //!   version it deletes, so undelete can re-put it (same version number) even
 //!   when the history no longer holds the put itself. Destroy is a purge.
@@ -24,6 +25,8 @@ use crate::types::TenantId;
 pub(super) const FORMAT: u8 = 1;
 /// Fixed part of a secret record before the sealed bytes.
 const RECORD_HEADER: usize = 1 + 8 * 4;
+/// Format byte of a secret record that carries an expiry.
+const FORMAT_EXPIRING: u8 = 2;
 pub(super) const KV_OPERATION: &str = "KV-Operation";
 
 /// The KV key of a tenant's secret (or data key): hex keeps a tenant that
@@ -74,22 +77,35 @@ pub(super) struct Record {
     /// When this message was written (put, delete, undelete): `updated_at`.
     pub written_at: i64,
     pub sealed: Vec<u8>,
+    /// When this version lapses, if it was written with an expiry.
+    pub expires_at: Option<i64>,
 }
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(RECORD_HEADER + self.sealed.len());
-        out.push(FORMAT);
+        let mut out = Vec::with_capacity(RECORD_HEADER + 8 + self.sealed.len());
+        out.push(match self.expires_at {
+            None => FORMAT,
+            Some(_) => FORMAT_EXPIRING,
+        });
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.created_at.to_be_bytes());
         out.extend_from_slice(&self.key_created_at.to_be_bytes());
         out.extend_from_slice(&self.written_at.to_be_bytes());
+        if let Some(at) = self.expires_at {
+            out.extend_from_slice(&at.to_be_bytes());
+        }
         out.extend_from_slice(&self.sealed);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
-        if bytes.len() < RECORD_HEADER || bytes[0] != FORMAT {
+        let header = match bytes.first() {
+            Some(&FORMAT) => RECORD_HEADER,
+            Some(&FORMAT_EXPIRING) => RECORD_HEADER + 8,
+            _ => 0,
+        };
+        if header == 0 || bytes.len() < header {
             return Err(StoreError::Corrupt(format!(
                 "secret record of {} bytes with an unknown format",
                 bytes.len()
@@ -104,7 +120,8 @@ impl Record {
             created_at: i64::from_be_bytes(word(1)),
             key_created_at: i64::from_be_bytes(word(2)),
             written_at: i64::from_be_bytes(word(3)),
-            sealed: bytes[RECORD_HEADER..].to_vec(),
+            expires_at: (header > RECORD_HEADER).then(|| i64::from_be_bytes(word(4))),
+            sealed: bytes[header..].to_vec(),
         })
     }
 
@@ -113,6 +130,7 @@ impl Record {
             version: self.version,
             created_at: self.created_at,
             sealed: self.sealed,
+            expires_at: self.expires_at,
         }
     }
 }
@@ -171,6 +189,7 @@ impl Entry {
                 deleted: op == Op::Delete,
                 key_created_at: r.key_created_at,
                 updated_at: r.written_at,
+                expires_at: r.expires_at,
             })),
             (_, None) => None,
         }
@@ -318,8 +337,19 @@ mod tests {
             key_created_at: 2,
             written_at: 3,
             sealed: b"sealed".to_vec(),
+            expires_at: None,
         };
         let back = Record::decode(&r.encode()).unwrap();
+        assert_eq!(back.expires_at, None);
+        let lapsing = Record {
+            expires_at: Some(9),
+            ..r.clone()
+        };
+        let again = Record::decode(&lapsing.encode()).unwrap();
+        assert_eq!(
+            (again.expires_at, again.sealed.as_slice()),
+            (Some(9), &b"sealed"[..])
+        );
         assert_eq!(
             (
                 back.version,
@@ -330,6 +360,7 @@ mod tests {
             (7, -1, 2, 3)
         );
         assert_eq!(back.sealed, b"sealed");
+        assert!(Record::decode(&[3; 40]).is_err());
         assert!(Record::decode(&[2; 40]).is_err());
         assert!(Record::decode(&[1; 10]).is_err());
     }
@@ -349,6 +380,7 @@ mod tests {
             key_created_at: 1,
             written_at: v as i64,
             sealed: vec![],
+            expires_at: None,
         };
         let e = |revision, op, r: Option<Record>| Entry {
             revision,

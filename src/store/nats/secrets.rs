@@ -13,7 +13,7 @@ use super::NatsBackend;
 use crate::clock::now_ms;
 use crate::store::engine::{Observed, SecretWrite, Seen, WriteError};
 use crate::store::model::{
-    self, Change, Effect, ListedSecret, Refusal, SecretMetadata, StoredVersion,
+    self, Change, Effect, Lapsed, ListFilter, ListedSecret, Refusal, SecretMetadata, StoredVersion,
 };
 use crate::store::StoreError;
 use crate::types::{SecretKey, TenantId};
@@ -100,9 +100,14 @@ pub(super) async fn write(
         Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
         Err(Refusal::Stale) => return Err(WriteError::Stale(seen)),
     };
-    let rewritten = |record: Option<Record>| {
+    // Brought back, a version keeps no expiry; soft deleted, the marker
+    // keeps the one it lapsed at.
+    let rewritten = |record: Option<Record>, live: bool| {
         let mut record = record.ok_or(StoreError::NotFound)?;
         record.written_at = now;
+        if live {
+            record.expires_at = None;
+        }
         Ok::<_, StoreError>(record.encode())
     };
     let (op, payload) = match (effect, write.change) {
@@ -110,6 +115,7 @@ pub(super) async fn write(
             Effect::Put {
                 version,
                 key_created_at,
+                expires_at,
                 ..
             },
             Change::Put { sealed, .. },
@@ -122,11 +128,12 @@ pub(super) async fn write(
                 key_created_at,
                 written_at: now,
                 sealed,
+                expires_at,
             };
             (Op::Put, record.encode())
         }
-        (Effect::SetDeleted { deleted: true, .. }, _) => (Op::Delete, rewritten(record)?),
-        (Effect::SetDeleted { deleted: false, .. }, _) => (Op::Put, rewritten(record)?),
+        (Effect::SetDeleted { deleted: true, .. }, _) => (Op::Delete, rewritten(record, false)?),
+        (Effect::SetDeleted { deleted: false, .. }, _) => (Op::Put, rewritten(record, true)?),
         (Effect::Destroy, _) => (Op::Purge, Vec::new()),
         (Effect::Put { .. }, _) => unreachable!("the model puts only for a put"),
     };
@@ -153,7 +160,7 @@ pub(super) async fn metadata(
     Ok(state
         .head
         .as_ref()
-        .map(|head| SecretMetadata::from_parts(head, state.versions())))
+        .map(|head| SecretMetadata::from_parts(head, state.versions(), now_ms())))
 }
 
 pub(super) async fn list(
@@ -162,6 +169,7 @@ pub(super) async fn list(
     prefix: &str,
     after: Option<&str>,
     limit: usize,
+    filter: ListFilter,
 ) -> Result<Vec<ListedSecret>, StoreError> {
     let b = backend.conn.buckets().await?;
     let tenant_hex = hex::encode(tenant.as_str());
@@ -197,13 +205,49 @@ pub(super) async fn list(
             ..
         }) = entry
         {
-            rows.push(ListedSecret {
-                key: name,
-                version: r.version,
-                created_at: r.key_created_at,
-                updated_at: r.written_at,
-            });
+            if filter.admits(r.expires_at) {
+                rows.push(ListedSecret {
+                    key: name,
+                    version: r.version,
+                    created_at: r.key_created_at,
+                    updated_at: r.written_at,
+                    expires_at: r.expires_at,
+                });
+            }
         }
     }
     Ok(rows)
+}
+
+/// Keys whose last message is a put that lapsed by `now`: a scan of every
+/// key's last message with its value (only puts can lapse, and the expiry
+/// is in the record).
+pub(super) async fn lapsed(
+    backend: &NatsBackend,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<Lapsed>, StoreError> {
+    let b = backend.conn.buckets().await?;
+    let mut found = Vec::new();
+    for (kv_key, op, payload) in kv::scan_last(&backend.conn.client, &b.secrets, ">", false).await?
+    {
+        if op != Op::Put || found.len() >= limit {
+            continue;
+        }
+        let Ok(record) = Record::decode(&payload) else {
+            continue;
+        };
+        let Some(at) = record.expires_at.filter(|&at| at <= now) else {
+            continue;
+        };
+        if let Some((tenant, key)) = super::lifecycle::split_tenant_key(&kv_key) {
+            found.push(Lapsed {
+                tenant,
+                key: key.to_owned(),
+                expires_at: at,
+            });
+        }
+    }
+    found.sort_by_key(|l| l.expires_at);
+    Ok(found)
 }

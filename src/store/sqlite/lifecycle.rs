@@ -144,7 +144,7 @@ fn dump_in(
     let mut versions = c
         .prepare(
             "SELECT s.tenant, s.key, s.current_version, s.created_at, s.updated_at, s.deleted,
-                    v.version, v.created_at, v.deleted, v.sealed
+                    v.version, v.created_at, v.deleted, v.sealed, s.expires_at, v.expires_at
              FROM secrets s JOIN versions v ON v.tenant = s.tenant AND v.key = s.key
              ORDER BY s.tenant, s.key, v.version",
         )
@@ -168,6 +168,7 @@ fn dump_in(
                     key_created_at: r.get(3).map_err(sql)?,
                     updated_at: r.get(4).map_err(sql)?,
                     deleted: r.get(5).map_err(sql)?,
+                    expires_at: r.get(10).map_err(sql)?,
                 },
                 versions: Vec::new(),
             });
@@ -185,6 +186,7 @@ fn dump_in(
             created_at: r.get(7).map_err(sql)?,
             deleted,
             sealed: r.get(9).map_err(sql)?,
+            expires_at: r.get(11).map_err(sql)?,
         });
     }
     if let Some(done) = current {
@@ -256,8 +258,8 @@ pub(super) fn load(
 fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
     let tenant = s.tenant.as_str();
     c.prepare_cached(
-        "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         tenant,
@@ -265,11 +267,12 @@ fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
         s.head.version as i64,
         s.head.key_created_at,
         s.head.updated_at,
-        s.head.deleted
+        s.head.deleted,
+        s.head.expires_at
     ])?;
     let mut insert = c.prepare_cached(
-        "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for v in &s.versions {
         insert.execute(params![
@@ -278,7 +281,8 @@ fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
             v.version as i64,
             v.created_at,
             v.deleted,
-            v.sealed
+            v.sealed,
+            v.expires_at
         ])?;
     }
     Ok(())

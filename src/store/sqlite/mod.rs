@@ -25,8 +25,8 @@ use super::cache::ReadCache;
 use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::model::{
-    self, ApiKeyChange, ApiKeyRecord, Change, ListedSecret, Refusal, SealedVersion, SecretMetadata,
-    StoredVersion, WrappedDek,
+    self, ApiKeyChange, ApiKeyRecord, Change, Lapsed, ListFilter, ListedSecret, Refusal,
+    SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
 };
 use super::trail::LineBody;
 use super::StoreError;
@@ -252,7 +252,7 @@ impl Backend for SqliteBackend {
                 return Ok(None);
             };
             let versions = secrets::versions(c, t, k)?;
-            Ok(Some(SecretMetadata::from_parts(&head, versions)))
+            Ok(Some(SecretMetadata::from_parts(&head, versions, now_ms())))
         })
     }
 
@@ -262,8 +262,13 @@ impl Backend for SqliteBackend {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        filter: ListFilter,
     ) -> Result<Vec<ListedSecret>, StoreError> {
-        self.read_secrets(|c| secrets::list(c, tenant.as_str(), prefix, after, limit))
+        self.read_secrets(|c| secrets::list(c, tenant.as_str(), prefix, after, limit, filter))
+    }
+
+    async fn lapsed(&self, now: i64, limit: usize) -> Result<Vec<Lapsed>, StoreError> {
+        self.readers.read(|c| secrets::lapsed(c, now, limit))
     }
 
     async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {

@@ -10,7 +10,7 @@ use super::unavailable;
 use crate::store::StoreError;
 
 /// Current schema, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS secrets (
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     deleted         INTEGER NOT NULL DEFAULT 0,
+    expires_at      INTEGER,
     PRIMARY KEY (tenant, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS versions (
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at INTEGER NOT NULL,
     deleted    INTEGER NOT NULL DEFAULT 0,
     sealed     BLOB NOT NULL,
+    expires_at INTEGER,
     PRIMARY KEY (tenant, key, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deks (
@@ -55,6 +57,18 @@ CREATE TABLE IF NOT EXISTS apikeys (
     last_used_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS apikeys_by_tenant ON apikeys (tenant, created_at);
+";
+
+/// What schema 2 added to schema 1: per-version expiry (DESIGN §1).
+const TO_2: &str = "
+ALTER TABLE secrets ADD COLUMN expires_at INTEGER;
+ALTER TABLE versions ADD COLUMN expires_at INTEGER;
+";
+
+/// The sweep's index: only live keys that can lapse are in it.
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS secrets_lapsing ON secrets (expires_at)
+    WHERE expires_at IS NOT NULL AND deleted = 0;
 ";
 
 pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
@@ -138,8 +152,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "database schema {version} is newer than this strongroom understands ({SCHEMA_VERSION})"
         )));
     }
+    let steps = if version == 1 { TO_2 } else { SCHEMA };
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {steps} {INDEXES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
     .map_err(unavailable)
 }

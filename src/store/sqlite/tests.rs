@@ -14,6 +14,7 @@ fn put(version: u64, text: &str) -> SecretWrite {
         change: Change::Put {
             version,
             sealed: text.as_bytes().to_vec(),
+            expires_at: None,
         },
         precondition: Precondition::None,
         line: None,
@@ -75,7 +76,19 @@ async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
     assert_eq!(by_number.sealed, b"two");
     let meta = store.metadata(&tenant, &key).await.unwrap().unwrap();
     assert_eq!((meta.current_version, meta.versions.len()), (2, 2));
-    let listed = store.list(&tenant, "app/", None, 10).await.unwrap();
+    let listed = store
+        .list(
+            &tenant,
+            "app/",
+            None,
+            10,
+            crate::store::ListFilter {
+                now: 0,
+                expiring_before: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].version, 2);
     store.close().await;
