@@ -108,6 +108,17 @@ schemas = {
                     "by default (413 `value too large` above the limit)."
                 ),
             },
+            "expires_at": {
+                "type": "string", "format": "date-time", "nullable": True,
+                "description": (
+                    "When this version lapses (RFC 3339, in the future, at most ten years ahead). "
+                    "From then on the key reads as deleted. Never with `ttl_seconds`."
+                ),
+            },
+            "ttl_seconds": {
+                "type": "integer", "minimum": 1, "maximum": 315576000, "nullable": True,
+                "description": "Seconds from now until this version lapses. Never with `expires_at`.",
+            },
         },
         "additionalProperties": True,
         "description": "A secret to create or update. Unknown fields are ignored.",
@@ -152,6 +163,8 @@ schemas = {
                            "description": "When the secret was first created."},
             "updated_at": {"type": "string", "format": "date-time",
                            "description": "When the current version was written."},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True,
+                           "description": "When the current version lapses, or null."},
         },
     },
     "SecretList": {
@@ -217,7 +230,9 @@ schemas = {
             "current_version": {"type": "integer", "format": "int64"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
-            "deleted": {"type": "boolean", "description": "Whether the current version is deleted."},
+            "deleted": {"type": "boolean", "description": "Whether the current version is deleted (or lapsed)."},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True,
+                           "description": "When the current version lapses (or lapsed), or null."},
             "versions": {"type": "array", "items": ref("schemas", "VersionInfo")},
         },
     },
@@ -404,6 +419,9 @@ paths = {
                 {"name": "cursor", "in": "query", "required": False,
                  "description": "The `next_cursor` of the previous page.",
                  "schema": {"type": "string"}},
+                {"name": "expiring_before", "in": "query", "required": False,
+                 "description": "Only keys whose current version lapses before this time (RFC 3339).",
+                 "schema": {"type": "string", "format": "date-time"}},
             ],
             "responses": secured({
                 "200": {"description": "A page of secrets",

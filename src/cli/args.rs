@@ -35,6 +35,10 @@ pub struct PutArgs {
     /// The value, or `-` to read it from stdin byte for byte (no newline is
     /// stripped).
     pub value: OsString,
+    /// Let this version lapse after this long: 90s, 30m, 1h, 7d (at most
+    /// ten years).
+    #[arg(long, value_parser = crate::backup::schedule::parse_interval)]
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// `strongroom get KEY`, `rm KEY`, `history KEY`.
@@ -53,6 +57,10 @@ pub struct LsArgs {
     /// Keys asked for per request (1 to 1000).
     #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+    /// Only keys that lapse within this long: 1h, 7d; each line then ends
+    /// with the time it lapses.
+    #[arg(long, value_parser = crate::backup::schedule::parse_interval)]
+    pub expiring_within: Option<std::time::Duration>,
 }
 
 /// File formats of `import` and `export`.
@@ -89,6 +97,10 @@ pub struct ExportArgs {
     /// Keys asked for per request (1 to 1000).
     #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+    /// Only keys that lapse within this long: 1h, 7d; each line then ends
+    /// with the time it lapses.
+    #[arg(long, value_parser = crate::backup::schedule::parse_interval)]
+    pub expiring_within: Option<std::time::Duration>,
 }
 
 /// `strongroom run [--prefix P] -- CMD ARGS...`.

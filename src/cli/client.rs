@@ -40,6 +40,8 @@ pub struct Listed {
     pub version: u64,
     pub created_at: String,
     pub updated_at: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -245,9 +247,18 @@ impl Client {
         }
     }
 
-    /// `PUT /secrets`; returns the new version when the server tells it.
-    pub async fn put(&self, key: &SecretKey, value: &str) -> Result<Option<u64>, CliError> {
-        let body = serde_json::json!({ "key": key.as_str(), "value": value });
+    /// `PUT /secrets`, lapsing after `ttl_seconds` if given; returns the
+    /// new version when the server tells it.
+    pub async fn put(
+        &self,
+        key: &SecretKey,
+        value: &str,
+        ttl_seconds: Option<u64>,
+    ) -> Result<Option<u64>, CliError> {
+        let mut body = serde_json::json!({ "key": key.as_str(), "value": value });
+        if let Some(ttl) = ttl_seconds {
+            body["ttl_seconds"] = ttl.into();
+        }
         let what = format!("put {}", key.as_str());
         let (headers, _) = self
             .send(Method::PUT, self.url(&["secrets"], None), Some(body), &what)
@@ -290,8 +301,14 @@ impl Client {
             .map_err(|e| CliError::Other(format!("{what}: unexpected answer: {e}")))
     }
 
-    /// Every key under `prefix`, following `next_cursor` page by page.
-    pub async fn list_all(&self, prefix: &str, page_size: u32) -> Result<Vec<Listed>, CliError> {
+    /// Every key under `prefix` (that lapses before `expiring_before`, an
+    /// RFC 3339 time, if given), following `next_cursor` page by page.
+    pub async fn list_all(
+        &self,
+        prefix: &str,
+        page_size: u32,
+        expiring_before: Option<&str>,
+    ) -> Result<Vec<Listed>, CliError> {
         check_prefix(prefix)?;
         let what = if prefix.is_empty() {
             "ls".to_owned()
@@ -306,6 +323,9 @@ impl Client {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("prefix", prefix);
                 q.append_pair("limit", &page_size.to_string());
+                if let Some(before) = expiring_before {
+                    q.append_pair("expiring_before", before);
+                }
                 if let Some(c) = &cursor {
                     q.append_pair("cursor", c);
                 }

@@ -58,7 +58,9 @@ pub async fn put(common: &ClientArgs, args: PutArgs) -> Result<(), CliError> {
         Zeroizing::new(text.to_owned())
     };
     let client = Client::new(common)?;
-    let version = client.put(&key, &value).await?;
+    let version = client
+        .put(&key, &value, args.ttl.map(|ttl| ttl.as_secs()))
+        .await?;
     if common.json {
         print_json(&json!({ "key": key.as_str(), "version": version }))
     } else {
@@ -102,20 +104,29 @@ pub async fn rm(common: &ClientArgs, args: KeyArgs) -> Result<(), CliError> {
     }
 }
 
-/// `ls [PREFIX]`: one `KEY<TAB>VERSION<TAB>UPDATED_AT` line per key.
+/// `ls [PREFIX]`: one `KEY<TAB>VERSION<TAB>UPDATED_AT` line per key, and
+/// `<TAB>EXPIRES_AT` with `--expiring-within`.
 pub async fn ls(common: &ClientArgs, args: LsArgs) -> Result<(), CliError> {
     check_prefix(&args.prefix)?;
     let client = Client::new(common)?;
-    let rows = client.list_all(&args.prefix, args.page_size).await?;
+    let before = args.expiring_within.map(|within| {
+        let ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        crate::clock::rfc3339(crate::clock::now_ms().saturating_add(ms))
+    });
+    let rows = client
+        .list_all(&args.prefix, args.page_size, before.as_deref())
+        .await?;
     if common.json {
         return print_json(&json!({ "secrets": rows }));
     }
     let mut text = String::new();
     for row in &rows {
-        text.push_str(&format!(
-            "{}\t{}\t{}\n",
-            row.key, row.version, row.updated_at
-        ));
+        text.push_str(&format!("{}\t{}\t{}", row.key, row.version, row.updated_at));
+        if before.is_some() {
+            text.push('\t');
+            text.push_str(row.expires_at.as_deref().unwrap_or("-"));
+        }
+        text.push('\n');
     }
     write_stdout(text.as_bytes())
 }
@@ -214,7 +225,7 @@ pub async fn import(common: &ClientArgs, args: ImportArgs) -> Result<(), CliErro
     let bar = progress(plan.len(), "importing");
     let mut written = Vec::with_capacity(plan.len());
     for (key, entry) in &plan {
-        if let Err(e) = client.put(key, &entry.value).await {
+        if let Err(e) = client.put(key, &entry.value, None).await {
             bar.abandon();
             let done = written.len();
             let note = if done == 0 {
@@ -245,7 +256,7 @@ pub async fn export(common: &ClientArgs, args: ExportArgs) -> Result<(), CliErro
         args.format
     };
     let client = Client::new(common)?;
-    let rows = client.list_all(&args.prefix, args.page_size).await?;
+    let rows = client.list_all(&args.prefix, args.page_size, None).await?;
     for row in &rows {
         let name = row.key.strip_prefix(&args.prefix).unwrap_or(&row.key);
         if format == Format::Dotenv && !dotenv::is_dotenv_name(name) {

@@ -64,7 +64,7 @@ pub async fn run(common: &ClientArgs, args: RunArgs) -> Result<u8, CliError> {
 
     check_prefix(&args.prefix)?;
     let client = Client::new(common)?;
-    let rows = client.list_all(&args.prefix, args.page_size).await?;
+    let rows = client.list_all(&args.prefix, args.page_size, None).await?;
     let names = env_names(&args.prefix, rows.iter().map(|r| r.key.as_str()))?;
     let mut vars: Vec<(String, Zeroizing<String>)> = Vec::with_capacity(names.len());
     for (key, name) in names {

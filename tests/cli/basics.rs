@@ -158,3 +158,26 @@ fn a_bearer_token_is_sent_as_authorization() {
         .unwrap();
     assert_eq!(out.stdout, b"tok");
 }
+
+#[test]
+fn put_with_a_ttl_shows_in_ls_expiring_within_and_lapses() {
+    let s = Server::start();
+    s.ok(&["put", "soon/a", "lapses-canary", "--ttl", "2s"]);
+    s.ok(&["put", "soon/b", "in-a-day", "--ttl", "1d"]);
+    s.ok(&["put", "soon/c", "never"]);
+    let text = stdout(&s.ok(&["ls", "soon/", "--expiring-within", "1h"]));
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0][0], "soon/a");
+    assert!(rows[0][3].ends_with('Z'), "{text}");
+    let week = stdout(&s.ok(&["ls", "soon/", "--expiring-within", "7d"]));
+    assert_eq!(week.lines().count(), 2, "{week}");
+    let out = s.ok(&["ls", "soon/", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["secrets"][2]["expires_at"].is_null(), "{v}");
+    assert!(v["secrets"][0]["expires_at"].is_string(), "{v}");
+    assert_eq!(code(&s.run(&["put", "soon/x", "v", "--ttl", "later"])), 2);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(code(&s.run(&["get", "soon/a"])), 3);
+    assert_eq!(stdout(&s.ok(&["get", "soon/b"])), "in-a-day");
+}

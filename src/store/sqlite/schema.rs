@@ -158,3 +158,49 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     ))
     .map_err(unavailable)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of schema 1 (before expiry) opens as schema 2 with its
+    /// rows intact, and they read as never lapsing.
+    #[test]
+    fn a_schema_1_database_gains_expiry_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strongroom.db");
+        let old = Connection::open(&path).unwrap();
+        let schema_1 = SCHEMA
+            .replace("    expires_at      INTEGER,\n", "")
+            .replace("    expires_at INTEGER,\n", "");
+        assert!(!schema_1.contains("expires_at      INTEGER"));
+        old.execute_batch(&format!(
+            "{schema_1} PRAGMA user_version = 1;
+             INSERT INTO secrets VALUES ('t', 'k', 1, 5, 6, 0);
+             INSERT INTO versions VALUES ('t', 'k', 1, 5, 0, x'01');"
+        ))
+        .unwrap();
+        drop(old);
+        let conn = open_writer(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let head = super::super::secrets::head(&conn, "t", "k")
+            .unwrap()
+            .unwrap();
+        assert_eq!((head.version, head.expires_at), (1, None));
+        let current = super::super::secrets::current(&conn, "t", "k")
+            .unwrap()
+            .unwrap();
+        assert_eq!((current.sealed, current.expires_at), (vec![1], None));
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'secrets_lapsing'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 1);
+    }
+}
