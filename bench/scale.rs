@@ -48,6 +48,7 @@ async fn open() -> Bench {
         nats_bucket: String::new(),
         nats_replicas: 1,
         audit_max_bytes: u64::MAX,
+        events: Default::default(),
     };
     let store = Store::open(&config).await.unwrap();
     let keyring = Arc::new(

@@ -29,6 +29,7 @@ async fn main() {
         nats_bucket: String::new(),
         nats_replicas: 1,
         audit_max_bytes: u64::MAX,
+        events: Default::default(),
     };
     let store = Store::open(&config).await.unwrap();
     let keks = MasterKeys::single(MasterKey::from_base64(&key).unwrap());

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cli::args::{ClientArgs, ExportArgs, ImportArgs, KeyArgs, LsArgs, PutArgs, RunArgs};
+use crate::cli::args::{
+    ClientArgs, ExportArgs, ImportArgs, KeyArgs, LsArgs, PutArgs, RunArgs, WatchArgs,
+};
 use crate::store::{Engine, StoreConfig};
 
 #[derive(Parser, Debug)]
@@ -57,8 +59,13 @@ pub enum Command {
     Import(Client<ImportArgs>),
     /// Print secrets as dotenv or JSON.
     Export(Client<ExportArgs>),
-    /// Run a command with secrets as environment variables.
+    /// Run a command with secrets as environment variables (`--watch`:
+    /// restart it when one changes).
     Run(Client<RunArgs>),
+    /// Print each change under a prefix as it happens (never values).
+    Watch(Client<WatchArgs>),
+    /// Print shell completions: bash, zsh, fish, elvish, powershell.
+    Completions(crate::cli::args::CompletionsArgs),
 }
 
 /// A client command's own arguments plus the connection flags.
@@ -166,6 +173,12 @@ pub struct StoreArgs {
     /// and a new one begins, on the same chain (sqlite store).
     #[arg(long, env = "STRONGROOM_AUDIT_MAX_BYTES", default_value_t = 100 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub audit_max_bytes: u64,
+    /// Change-stream events kept for watchers that resume (`Last-Event-ID`).
+    #[arg(long, env = "STRONGROOM_EVENTS_KEEP", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events_keep: u64,
+    /// And for at most this long: 90s, 30m, 24h, 7d.
+    #[arg(long, env = "STRONGROOM_EVENTS_MAX_AGE", default_value = "24h", value_parser = crate::backup::schedule::parse_interval)]
+    pub events_max_age: std::time::Duration,
 }
 
 impl StoreArgs {
@@ -178,6 +191,10 @@ impl StoreArgs {
             nats_bucket: self.nats_bucket.clone(),
             nats_replicas: self.nats_replicas,
             audit_max_bytes: self.audit_max_bytes,
+            events: crate::store::events::EventWindow {
+                keep: self.events_keep,
+                max_age_ms: i64::try_from(self.events_max_age.as_millis()).unwrap_or(i64::MAX),
+            },
         }
     }
 }
@@ -235,6 +252,9 @@ pub struct ServeArgs {
     /// handshake), and a keep-alive connection may sit idle.
     #[arg(long, env = "STRONGROOM_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout: u64,
+    /// How often an idle `/watch` stream sends a heartbeat comment: 15s.
+    #[arg(long, env = "STRONGROOM_WATCH_HEARTBEAT", default_value = "15s", value_parser = crate::backup::schedule::parse_interval)]
+    pub watch_heartbeat: std::time::Duration,
     /// Seconds a client may take to send a request's body.
     #[arg(long, env = "STRONGROOM_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout: u64,

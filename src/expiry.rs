@@ -87,10 +87,15 @@ pub fn start(store: Store, every: Duration) {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match sweep(&store, crate::clock::now_ms()).await {
+            let now = crate::clock::now_ms();
+            match sweep(&store, now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "expired secrets marked deleted"),
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            }
+            // The change stream's window is kept on the same beat.
+            if let Err(e) = store.prune_events(now).await {
+                tracing::warn!(error = %e, "cannot prune the change stream's events");
             }
         }
     });

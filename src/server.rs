@@ -233,6 +233,7 @@ impl Application {
             rate_limit_burst: args.rate_limit_burst,
             max_in_flight: args.max_in_flight as usize,
             body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            watch_heartbeat: args.watch_heartbeat,
         };
         let mut init = Init {
             store: store.clone(),
@@ -355,6 +356,7 @@ pub async fn run(
             };
             // With a shared store another gateway may revoke a key: forget
             // it here at once rather than when the cache entry lapses.
+            state.store.start_event_feed();
             if let Some(mut changes) = state.store.watch_apikey_changes() {
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -382,6 +384,12 @@ pub async fn run(
     let app = match ready.get() {
         Some(state) => api::router(state.clone()),
         None => api::gated_router(ready.clone()),
+    };
+    // Watchers' streams never end by themselves: end them as shutdown
+    // begins, so it does not wait out the grace period for them.
+    let shutdown = async move {
+        shutdown.await;
+        api::watch::close_all();
     };
     let served = crate::http::serve(listener, app, shutdown, settings).await;
     background.abort();

@@ -43,6 +43,8 @@ pub enum ApiError {
     },
     UnsupportedMediaType,
     NotFound,
+    /// A watcher resumed from before the kept events: re-list.
+    Gone,
     VersionMismatch,
     MethodNotAllowed,
     /// Failed authentications over the client address's limit, or requests
@@ -83,6 +85,7 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(cause) => ApiError::Integrity(cause),
             StoreError::Seal => ApiError::Internal("sealing failed".into()),
             StoreError::Refused(why) => ApiError::Internal(why),
+            StoreError::Gone => ApiError::Gone,
         }
     }
 }
@@ -155,6 +158,11 @@ impl IntoResponse for ApiError {
                 Some("send the body as application/json"),
             ),
             ApiError::NotFound => json_error(StatusCode::NOT_FOUND, "resource not found", None),
+            ApiError::Gone => json_error(
+                StatusCode::GONE,
+                "resource gone",
+                Some("events after that id are no longer kept: list again, then watch from now"),
+            ),
             ApiError::VersionMismatch => {
                 json_error(StatusCode::PRECONDITION_FAILED, "version mismatch", None)
             }

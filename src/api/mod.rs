@@ -16,6 +16,7 @@ mod request;
 pub mod routes;
 mod secrets;
 mod trail;
+pub mod watch;
 
 use std::sync::{Arc, OnceLock};
 
@@ -49,6 +50,8 @@ pub struct Limits {
     /// How long a request's body may take to arrive (408 beyond it).
     pub body_timeout: std::time::Duration,
     pub auth_failure_burst: u32,
+    /// How often an idle `/watch` stream sends a heartbeat comment.
+    pub watch_heartbeat: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             rate_limit_burst: 100,
             max_in_flight: 1024,
             body_timeout: std::time::Duration::from_secs(30),
+            watch_heartbeat: watch::DEFAULT_HEARTBEAT,
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 
 use super::error::Op;
-use super::{apikeys, batch, keys, secrets, trail, AppState};
+use super::{apikeys, batch, keys, secrets, trail, watch, AppState};
 use crate::auth::Action;
 
 /// What a route's caller must be allowed, checked by the `Caller` and
@@ -94,6 +94,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/metadata/{*key}", "secrets.metadata", READ_METADATA, get(secrets::get_metadata)),
     route!(DELETE "/metadata/{*key}", "secrets.destroy", DESTROY_KEY, delete(secrets::destroy_secret)),
     route!(POST "/undelete/{*key}", "secrets.undelete", UNDELETE_KEY, post(secrets::undelete_secret)),
+    route!(GET "/watch", "secrets.watch", Access::Authenticated, get(watch::watch)),
     route!(POST "/batch/get", "secrets.batch_get", Access::Authenticated, post(batch::batch_get)),
     route!(POST "/apikeys", "apikeys.create", ADMIN, post(apikeys::create)),
     route!(GET "/apikeys", "apikeys.list", ADMIN, get(apikeys::list)),

@@ -112,7 +112,29 @@ pub struct RunArgs {
     /// Keys asked for per request (1 to 1000).
     #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+    /// Restart the command when a secret under the prefix changes: SIGTERM,
+    /// `--restart-grace`, SIGKILL, then start it with the new environment.
+    #[arg(long)]
+    pub watch: bool,
+    /// How long a restart waits after SIGTERM before SIGKILL: 10s.
+    #[arg(long, default_value = "10s", value_parser = crate::backup::schedule::parse_interval)]
+    pub restart_grace: std::time::Duration,
     /// The command to start, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// `strongroom watch [PREFIX]`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Only changes of keys starting with this prefix.
+    #[arg(default_value = "")]
+    pub prefix: String,
+}
+
+/// `strongroom completions SHELL`.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }

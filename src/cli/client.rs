@@ -150,14 +150,39 @@ impl Client {
         url
     }
 
-    async fn send(
+    /// Opens `GET /watch?prefix=` after event `after`, if given: the
+    /// response streams events; `None` when the server no longer keeps the
+    /// events after `after` (410).
+    pub async fn open_watch(
         &self,
-        method: Method,
-        url: Url,
-        body: Option<serde_json::Value>,
-        what: &str,
-    ) -> Result<(HeaderMap, Zeroizing<Vec<u8>>), CliError> {
-        let mut request = self.http.request(method, url);
+        prefix: &str,
+        after: Option<u64>,
+    ) -> Result<Option<reqwest::Response>, CliError> {
+        let mut url = self.url(&["watch"], None);
+        url.query_pairs_mut().append_pair("prefix", prefix);
+        // The stream lasts as long as the watch: no overall timeout.
+        let forever = Duration::from_secs(100 * 365 * 86_400);
+        let mut request = self.authorize(self.http.get(url).timeout(forever))?;
+        if let Some(id) = after {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Some(response));
+        }
+        if status == StatusCode::GONE {
+            return Ok(None);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(self.status_error(status, &body, "watch"))
+    }
+
+    /// `request` with the credential, marked sensitive.
+    fn authorize(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, CliError> {
         match &self.credential {
             Credential::None => {}
             Credential::ApiKey(k) => {
@@ -178,6 +203,17 @@ impl Client {
                 request = request.header(AUTHORIZATION, v);
             }
         }
+        Ok(request)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        what: &str,
+    ) -> Result<(HeaderMap, Zeroizing<Vec<u8>>), CliError> {
+        let mut request = self.authorize(self.http.request(method, url))?;
         if let Some(body) = body {
             request = request.json(&body);
         }

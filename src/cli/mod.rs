@@ -10,6 +10,7 @@ pub mod dotenv;
 pub mod error;
 pub mod lifecycle;
 pub mod run;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -62,12 +63,27 @@ pub fn main() -> ExitCode {
             Command::History(c) => client_outcome(commands::history(&c.client, c.args).await),
             Command::Import(c) => client_outcome(commands::import(&c.client, c.args).await),
             Command::Export(c) => client_outcome(commands::export(&c.client, c.args).await),
+            Command::Watch(c) => client_outcome(watch::watch(&c.client, c.args).await),
+            Command::Completions(args) => completions(args),
             Command::Run(c) => match run::run(&c.client, c.args).await {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => client_outcome(Err(e)),
             },
         }
     })
+}
+
+/// `completions SHELL`: the shell's completion script on stdout.
+fn completions(args: crate::cli::args::CompletionsArgs) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = crate::config::Cli::command();
+    clap_complete::generate(
+        args.shell,
+        &mut command,
+        "strongroom",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
 }
 
 fn server_outcome(outcome: Result<(), String>) -> ExitCode {

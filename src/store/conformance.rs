@@ -34,6 +34,7 @@ pub(crate) async fn run_all(opened: &Opened, config: &StoreConfig) {
     meta_init_keeps_the_first_value(store).await;
     rotation_steps_are_compare_and_set(store).await;
     lapsed_keys_read_as_deleted_and_the_sweep_marks_them(store).await;
+    each_change_leaves_one_event_in_commit_order(store).await;
     lines_are_written_with_the_changes_that_happen(opened, config).await;
 }
 
@@ -149,6 +150,97 @@ async fn lapsed_keys_read_as_deleted_and_the_sweep_marks_them(s: &Store) {
     assert_eq!((text(&back).as_str(), back.expires_at), ("e/gone@1", None));
     let meta = s.metadata(&tn, &k("e/gone")).await.unwrap().unwrap();
     assert!(!meta.deleted && meta.expires_at.is_none());
+}
+
+/// The change stream (DESIGN §1): one event per change that happened, none
+/// for one refused, numbered in commit order, never with a value, read back
+/// after any id; an id the store never gave is `Gone`.
+async fn each_change_leaves_one_event_in_commit_order(s: &Store) {
+    let tn = t("evented");
+    let key = k("ev/a");
+    let now = crate::clock::now_ms();
+    s.put(&tn, &key, None, Precondition::None, sealer("1"), None)
+        .await
+        .unwrap();
+    s.put(
+        &tn,
+        &key,
+        Some(now - 1),
+        Precondition::None,
+        sealer("2"),
+        None,
+    )
+    .await
+    .unwrap();
+    // Refused: no event.
+    assert!(s
+        .put(&tn, &key, None, Precondition::Version(9), sealer("x"), None)
+        .await
+        .is_err());
+    s.change(
+        &tn,
+        &key,
+        Change::Expire { at: now - 1 },
+        Precondition::None,
+        None,
+    )
+    .await
+    .unwrap();
+    s.change(&tn, &key, Change::Undelete, Precondition::None, None)
+        .await
+        .unwrap();
+    s.change(&tn, &key, Change::Delete, Precondition::None, None)
+        .await
+        .unwrap();
+    s.change(&tn, &key, Change::Destroy, Precondition::None, None)
+        .await
+        .unwrap();
+    s.put(
+        &tn,
+        &k("other/b"),
+        None,
+        Precondition::None,
+        sealer("b"),
+        None,
+    )
+    .await
+    .unwrap();
+    let all = s.events_after(&tn, "", 0, 100).await.unwrap();
+    let seen: Vec<(&str, u64, &str)> = all
+        .iter()
+        .map(|e| (e.key.as_str(), e.version, e.action))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ev/a", 1, "put"),
+            ("ev/a", 2, "put"),
+            ("ev/a", 2, "expire"),
+            ("ev/a", 2, "undelete"),
+            ("ev/a", 2, "delete"),
+            ("ev/a", 2, "destroy"),
+            ("other/b", 1, "put"),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(all.iter().all(|e| e.tenant == tn && e.at >= now - 1000));
+    let under = s.events_after(&tn, "ev/", all[2].id, 100).await.unwrap();
+    assert_eq!(under, all[3..6].to_vec());
+    assert_eq!(
+        s.events_after(&tn, "ev/", all[1].id, 2).await.unwrap(),
+        all[2..4].to_vec()
+    );
+    let last = all.last().unwrap().id;
+    assert!(s.events_after(&tn, "", last, 100).await.unwrap().is_empty());
+    assert!(matches!(
+        s.events_after(&tn, "", last + 1_000_000, 100).await,
+        Err(StoreError::Gone)
+    ));
+    assert!(s
+        .events_after(&t("quiet"), "", 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn rotation_steps_are_compare_and_set(s: &Store) {
@@ -759,6 +851,7 @@ fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
         nats_bucket: String::new(),
         nats_replicas: 1,
         audit_max_bytes: u64::MAX,
+        events: Default::default(),
     }
 }
 
@@ -893,6 +986,7 @@ mod nats {
             nats_bucket: bucket.into(),
             nats_replicas: 1,
             audit_max_bytes: u64::MAX,
+            events: Default::default(),
         }
     }
 

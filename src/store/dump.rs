@@ -77,7 +77,12 @@ impl LoadCounts {
 
 /// Meta values that belong to the store's own trail or probes, not to its
 /// data: never dumped, and kept by a forced load.
-pub const LOCAL_META: &[&str] = &["audit_key", "audit_head", "ready_probe"];
+pub const LOCAL_META: &[&str] = &[
+    "audit_key",
+    "audit_head",
+    "ready_probe",
+    super::events::PRUNED_THROUGH,
+];
 
 /// The refusal a load gives when the store holds data and `force` is off.
 pub fn not_empty() -> StoreError {

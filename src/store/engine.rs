@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use super::dump::{LoadCounts, Records, Sink};
+use super::events::{Event, Hub};
 use super::model::{
     ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
     SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
@@ -114,6 +115,24 @@ pub(crate) trait Backend: Send + Sync {
         limit: usize,
         filter: ListFilter,
     ) -> impl Future<Output = Result<Vec<ListedSecret>, StoreError>> + Send;
+
+    /// Where this process's watchers take new events from: every change
+    /// of the store, made through this process or (nats) any other.
+    fn hub(&self) -> &Hub;
+
+    /// Up to `limit` of `tenant`'s events under `prefix` with ids after
+    /// `after`, in commit order; `StoreError::Gone` when some of them are no
+    /// longer kept (or `after` is no id of this store).
+    fn events_after(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Drops events beyond the window (where the engine does not itself).
+    fn prune_events(&self, now: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Up to `limit` keys, of every tenant, not soft deleted whose current
     /// version lapsed at or before `now`.

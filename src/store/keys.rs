@@ -150,6 +150,21 @@ impl Store {
         .await
     }
 
+    /// Starts feeding this process's watchers from the events stream every
+    /// gateway publishes to (nats); the embedded engine feeds them from its
+    /// writer. Call inside the runtime.
+    pub fn start_event_feed(&self) {
+        if !matches!(&*self.backend, Backends::Nats(_)) {
+            return;
+        }
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            if let Backends::Nats(b) = &*backend {
+                Box::pin(b.feed_events()).await;
+            }
+        });
+    }
+
     /// Ids of API keys changed by anyone (another gateway, the CLI), as they
     /// change, for engines that can watch (nats); `None` for the embedded
     /// engine, whose changes all go through this process or lapse with the

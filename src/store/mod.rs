@@ -18,6 +18,7 @@
 mod cache;
 pub mod chain;
 mod engine;
+pub mod events;
 pub mod model;
 pub mod nats;
 pub mod sqlite;
@@ -58,6 +59,9 @@ pub enum StoreError {
     /// a store that holds data, a backup that fails its check).
     #[error("{0}")]
     Refused(String),
+    /// Events a watcher asked to resume from are no longer kept.
+    #[error("events after that id are no longer kept")]
+    Gone,
 }
 
 /// Which engine to run. `FromStr` names the engines that exist.
@@ -96,6 +100,8 @@ pub struct StoreConfig {
     pub nats_replicas: usize,
     /// Size at which `audit.log` is rotated (sqlite engine).
     pub audit_max_bytes: u64,
+    /// How long the change stream's events are kept for resuming.
+    pub events: events::EventWindow,
 }
 
 /// Attempts of one change while concurrent writers keep winning the race.
@@ -205,6 +211,7 @@ impl Store {
                     config.max_versions,
                     Some(file.clone()),
                 )?
+                .with_event_window(config.events)
                 .holding(lock);
                 (Backends::Sqlite(backend), Trail::file(file))
             }
@@ -370,6 +377,32 @@ impl Store {
             expiring_before,
         };
         dispatch!(self.backend, b => b.list(tenant, prefix, after, limit, filter))
+    }
+
+    /// Every event committed from now on, through this process or (nats)
+    /// any gateway of the store.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<events::Event>> {
+        match &*self.backend {
+            Backends::Sqlite(b) => b.hub().subscribe(),
+            Backends::Nats(b) => b.hub().subscribe(),
+        }
+    }
+
+    /// `tenant`'s events under `prefix` after id `after`, up to `limit`, in
+    /// commit order (`StoreError::Gone` when no longer all kept).
+    pub async fn events_after(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<events::Event>, StoreError> {
+        dispatch!(self.backend, b => b.events_after(tenant, prefix, after, limit))
+    }
+
+    /// Drops events beyond the window.
+    pub async fn prune_events(&self, now: i64) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.prune_events(now))
     }
 
     /// Keys whose current version lapsed by `now` and that the sweep has

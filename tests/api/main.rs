@@ -22,4 +22,5 @@ mod tenancy;
 mod tls;
 mod trail;
 mod versions;
+mod watch;
 mod wire;

@@ -7,3 +7,4 @@ mod basics;
 mod errors;
 mod import_export;
 mod run;
+mod watch;

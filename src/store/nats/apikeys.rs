@@ -88,7 +88,7 @@ pub(super) async fn insert(
         op: Op::Put,
         payload: encode_apikey(&record),
     };
-    match backend.change(&b.apikeys, create, line).await {
+    match backend.change(&b.apikeys, create, line, None).await {
         Ok(_) => Ok(()),
         Err(WriteError::Failed(e)) => Err(e),
         Err(_) => Err(StoreError::Unavailable(
@@ -156,7 +156,10 @@ pub(super) async fn update(
         op: Op::Put,
         payload: encode_apikey(&updated),
     };
-    backend.change(&b.apikeys, write, line).await.map(|_| ())
+    backend
+        .change(&b.apikeys, write, line, None)
+        .await
+        .map(|_| ())
 }
 
 pub(super) async fn any(backend: &NatsBackend) -> Result<bool, StoreError> {

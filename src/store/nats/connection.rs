@@ -24,6 +24,8 @@ pub(super) struct Buckets {
     pub deks: kv::Store,
     pub apikeys: kv::Store,
     pub meta: kv::Store,
+    /// The change stream's events (`events.rs`).
+    pub events: stream::Stream,
 }
 
 /// The connection and the buckets found on it.
@@ -47,7 +49,7 @@ impl Connection {
     /// configuration.
     pub async fn connect(settings: NatsSettings) -> Result<Connection, StoreError> {
         let config = |m: &str| StoreError::Unavailable(format!("nats store configuration: {m}"));
-        for name in ["", "_deks", "_apikeys", "_meta", "_audit"] {
+        for name in ["", "_deks", "_apikeys", "_meta", "_audit", "_events"] {
             if !valid_bucket_name(&format!("{}{name}", settings.bucket)) {
                 return Err(config("the bucket name may only contain A-Z a-z 0-9 - _"));
             }
@@ -116,9 +118,32 @@ impl Connection {
                     deks: self.bucket(format!("{base}_deks"), 1).await?,
                     apikeys: self.bucket(format!("{base}_apikeys"), 1).await?,
                     meta: self.bucket(format!("{base}_meta"), 1).await?,
+                    events: self.events_stream().await?,
                 })
             })
             .await
+    }
+
+    /// Finds or creates the events stream, which keeps the window.
+    async fn events_stream(&self) -> Result<stream::Stream, StoreError> {
+        let name = format!("{}_events", self.settings.bucket);
+        let window = self.settings.events;
+        let config = stream::Config {
+            name: name.clone(),
+            description: Some("strongroom change stream".into()),
+            subjects: vec![format!("{name}.>")],
+            max_messages: i64::try_from(window.keep).unwrap_or(i64::MAX),
+            max_age: Duration::from_millis(window.max_age_ms.max(1) as u64),
+            storage: StorageType::File,
+            num_replicas: self.settings.replicas.max(1),
+            allow_direct: true,
+            discard: DiscardPolicy::Old,
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| unavailable("open events stream", e))
     }
 
     /// Finds or creates a bucket. The stream is created directly rather than

@@ -18,6 +18,7 @@
 
 mod apikeys;
 mod connection;
+mod events;
 mod head;
 mod kv;
 mod lifecycle;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
+use super::events::{Draft, Event, EventWindow, Hub};
 use super::model::{
     ApiKeyChange, ApiKeyRecord, Lapsed, ListFilter, ListedSecret, SealedVersion, SecretMetadata,
     StoredVersion, WrappedDek,
@@ -55,6 +57,8 @@ pub struct NatsSettings {
     pub replicas: usize,
     /// History of the secrets bucket, 1..=64.
     pub max_versions: u32,
+    /// What the events stream keeps.
+    pub events: EventWindow,
 }
 
 impl From<&StoreConfig> for NatsSettings {
@@ -64,6 +68,7 @@ impl From<&StoreConfig> for NatsSettings {
             bucket: config.nats_bucket.clone(),
             replicas: config.nats_replicas,
             max_versions: config.max_versions,
+            events: config.events,
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct NatsBackend {
     conn: Connection,
     settings: NatsSettings,
     trail: Option<Arc<StreamTrail>>,
+    /// Where this gateway's watchers take events from (`events::feed`).
+    hub: Arc<Hub>,
 }
 
 impl NatsBackend {
@@ -95,6 +102,7 @@ impl NatsBackend {
             conn,
             settings,
             trail,
+            hub: Arc::default(),
         })
     }
 
@@ -104,6 +112,11 @@ impl NatsBackend {
 
     pub(super) fn trail(&self) -> Option<Arc<StreamTrail>> {
         self.trail.clone()
+    }
+
+    /// Feeds this gateway's watchers from the events stream (a task).
+    pub(super) async fn feed_events(&self) {
+        events::feed(self, self.hub.clone()).await
     }
 
     pub(super) async fn watch_apikeys(&self, tx: tokio::sync::mpsc::Sender<String>) {
@@ -121,6 +134,7 @@ impl NatsBackend {
         store: &async_nats::jetstream::kv::Store,
         message: kv::Publish<'_>,
         line: Option<LineBody>,
+        event: Option<(&TenantId, Draft)>,
     ) -> Result<u64, WriteError> {
         let trail = match (&line, &self.trail) {
             (None, _) => None,
@@ -146,6 +160,11 @@ impl NatsBackend {
         }
         let sequence = kv::publish(&self.conn.js, store, message, request_id).await?;
         crate::failpoint::stop_here("after-change");
+        if let Some((tenant, draft)) = event {
+            events::publish(self, tenant, draft)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{e}; the change was made")))?;
+        }
         if let (Some(trail), Some(line)) = (trail, line) {
             trail
                 .append(line)
@@ -225,6 +244,26 @@ impl Backend for NatsBackend {
 
     async fn lapsed(&self, now: i64, limit: usize) -> Result<Vec<Lapsed>, StoreError> {
         secrets::lapsed(self, now, limit).await
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        events::after(self, tenant, prefix, after, limit).await
+    }
+
+    /// The events stream keeps its window itself (`max_messages`,
+    /// `max_age`).
+    async fn prune_events(&self, _now: i64) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {

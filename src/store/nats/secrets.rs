@@ -12,6 +12,7 @@ use super::records::{tenant_key, Entry, Op, Record, State};
 use super::NatsBackend;
 use crate::clock::now_ms;
 use crate::store::engine::{Observed, SecretWrite, Seen, WriteError};
+use crate::store::events::Draft;
 use crate::store::model::{
     self, Change, Effect, Lapsed, ListFilter, ListedSecret, Refusal, SecretMetadata, StoredVersion,
 };
@@ -110,6 +111,13 @@ pub(super) async fn write(
         }
         Ok::<_, StoreError>(record.encode())
     };
+    let draft = Draft::of(
+        key.as_str(),
+        &write.change,
+        &effect,
+        seen.head.as_ref(),
+        now,
+    );
     let (op, payload) = match (effect, write.change) {
         (
             Effect::Put {
@@ -144,7 +152,7 @@ pub(super) async fn write(
         payload,
     };
     backend
-        .change(&b.secrets, change, write.line)
+        .change(&b.secrets, change, write.line, Some((tenant, draft)))
         .await
         .map(|_| ())
 }

@@ -220,6 +220,7 @@ pub(super) fn load(
             "DELETE FROM secrets; DELETE FROM versions; DELETE FROM deks; DELETE FROM apikeys;",
         )
         .map_err(sql)?;
+        super::events::forget_all(c).map_err(sql)?;
         let mut drop = c.prepare("DELETE FROM meta WHERE name = ?1").map_err(sql)?;
         let names: Vec<String> = c
             .prepare("SELECT name FROM meta")

@@ -8,6 +8,7 @@
 //! - `trail.rs`: the audit file; `files.rs`: reading it back and rotating it.
 
 mod apikeys;
+mod events;
 mod files;
 mod lifecycle;
 mod reads;
@@ -24,6 +25,7 @@ use rusqlite::Connection;
 use super::cache::ReadCache;
 use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
+use super::events::{Draft, Event, EventWindow, Hub};
 use super::model::{
     self, ApiKeyChange, ApiKeyRecord, Change, Lapsed, ListFilter, ListedSecret, Refusal,
     SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
@@ -58,6 +60,9 @@ pub struct SqliteBackend {
     writer: Writer,
     max_versions: u64,
     cache: Arc<ReadCache>,
+    /// Where committed changes' events go live.
+    events: Arc<Hub>,
+    window: EventWindow,
     /// The directory holding the database.
     dir: std::path::PathBuf,
     /// The database file, for a backup's own read connection.
@@ -109,6 +114,7 @@ impl SqliteBackend {
         let readers = Arc::new(Readers::open(path)?);
         let batches = Arc::new(Batches::default());
         let cache = Arc::new(ReadCache::default());
+        let events = Arc::new(Hub::default());
         let writer = Writer::start(
             conn,
             Shared {
@@ -116,6 +122,7 @@ impl SqliteBackend {
                 readers: readers.clone(),
                 batches: batches.clone(),
                 trail,
+                events: events.clone(),
             },
         )?;
         Ok(SqliteBackend {
@@ -124,10 +131,17 @@ impl SqliteBackend {
             writer,
             max_versions: u64::from(max_versions.max(1)),
             cache,
+            events,
+            window: EventWindow::default(),
             dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
             path: path.to_owned(),
             _lock: None,
         })
+    }
+
+    /// The engine, keeping events for resuming within `window`.
+    pub fn with_event_window(self, window: EventWindow) -> Self {
+        SqliteBackend { window, ..self }
     }
 
     /// The engine, holding `lock` for as long as it lives.
@@ -212,6 +226,7 @@ impl Backend for SqliteBackend {
         key: &SecretKey,
         write: SecretWrite,
     ) -> Result<(), WriteError> {
+        let tenant_id = tenant.clone();
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
         let spec = JobSpec {
             secret: Some((tenant.clone(), key.clone())),
@@ -219,6 +234,7 @@ impl Backend for SqliteBackend {
         };
         let (change, precondition, max_versions) =
             (write.change, write.precondition, self.max_versions);
+        let hub = self.events.clone();
         self.writer
             .run(spec, move |c| {
                 let head = secrets::head(c, &tenant, &key).map_err(unavailable)?;
@@ -236,6 +252,8 @@ impl Backend for SqliteBackend {
                     _ => &[],
                 };
                 secrets::apply(c, &tenant, &key, &effect, sealed, now).map_err(unavailable)?;
+                let draft = Draft::of(&key, &change, &effect, head.as_ref(), now);
+                hub.stage(events::insert(c, &tenant_id, draft).map_err(unavailable)?);
                 Ok(())
             })
             .await
@@ -269,6 +287,31 @@ impl Backend for SqliteBackend {
 
     async fn lapsed(&self, now: i64, limit: usize) -> Result<Vec<Lapsed>, StoreError> {
         self.readers.read(|c| secrets::lapsed(c, now, limit))
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.events
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.readers
+            .read(|c| events::after(c, tenant, prefix, after, limit))?
+            .ok_or(StoreError::Gone)
+    }
+
+    async fn prune_events(&self, now: i64) -> Result<(), StoreError> {
+        let window = self.window;
+        self.writer
+            .run(Self::plain(), move |c| {
+                events::prune(c, window, now).map_err(unavailable)
+            })
+            .await
     }
 
     async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {

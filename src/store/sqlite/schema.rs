@@ -65,8 +65,19 @@ ALTER TABLE secrets ADD COLUMN expires_at INTEGER;
 ALTER TABLE versions ADD COLUMN expires_at INTEGER;
 ";
 
-/// The sweep's index: only live keys that can lapse are in it.
+/// Tables and indexes of every schema from 2 on: the change stream's
+/// events (AUTOINCREMENT: an id is never used twice, even once pruned) and
+/// the sweep's index of live keys that can lapse.
 const INDEXES: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    action  TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant, id);
 CREATE INDEX IF NOT EXISTS secrets_lapsing ON secrets (expires_at)
     WHERE expires_at IS NOT NULL AND deleted = 0;
 ";

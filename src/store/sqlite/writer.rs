@@ -25,6 +25,7 @@ use super::trail::FileTrail;
 use super::{exec_cached, unavailable};
 use crate::store::cache::ReadCache;
 use crate::store::chain::ChainHead;
+use crate::store::events::Hub;
 use crate::store::trail::{LineBody, AUDIT_HEAD};
 use crate::store::StoreError;
 
@@ -122,6 +123,8 @@ pub(super) struct Shared {
     pub readers: Arc<Readers>,
     pub batches: Arc<Batches>,
     pub trail: Option<Arc<FileTrail>>,
+    /// Where the batch's events are staged, and published once committed.
+    pub events: Arc<Hub>,
 }
 
 /// What one job needs besides its work.
@@ -225,7 +228,7 @@ fn writer_loop(
         if !batch.is_empty() {
             shared.batches.writing.store(true, Ordering::SeqCst);
             shared.readers.release_idle();
-            let commit = commit_batch(&conn, &mut batch, shared.trail.as_deref());
+            let commit = commit_batch(&conn, &mut batch, shared.trail.as_deref(), &shared.events);
             // Before any caller hears back, so a read after an acknowledged
             // change cannot be served what the change replaced.
             shared.batches.committed.fetch_add(1, Ordering::SeqCst);
@@ -237,6 +240,7 @@ fn writer_loop(
             // its own at its next read); ended before answering, so an idle
             // reader never holds a snapshot older than an acknowledged change.
             shared.readers.release_idle();
+            shared.events.end_batch(commit.is_ok());
             for job in batch.drain(..) {
                 job.finish(commit.clone());
             }
@@ -300,16 +304,19 @@ fn commit_batch(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],
     trail: Option<&FileTrail>,
+    events: &Hub,
 ) -> Result<(), StoreError> {
     exec_cached(conn, "BEGIN IMMEDIATE").map_err(unavailable)?;
     let mut lines = Vec::new();
     for job in batch.iter_mut() {
+        let staged = events.mark();
         let savepoint = exec_cached(conn, "SAVEPOINT job");
         let ok = savepoint.is_ok() && job.apply(conn);
         if ok {
             let _ = exec_cached(conn, "RELEASE job");
             lines.extend(job.take_line());
         } else {
+            events.rewind(staged);
             let _ = exec_cached(conn, "ROLLBACK TO job");
             let _ = exec_cached(conn, "RELEASE job");
         }

@@ -1,0 +1,114 @@
+//! The change stream's events in the `events` table: written by each change
+//! in its own unit of work, read back for a watcher resuming after an id,
+//! and pruned to the window.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::events::{action_from, Draft, Event, EventWindow, PRUNED_THROUGH};
+use crate::types::TenantId;
+
+/// Records `draft` of `tenant`; returns it numbered.
+pub(super) fn insert(c: &Connection, tenant: &TenantId, draft: Draft) -> rusqlite::Result<Event> {
+    c.prepare_cached(
+        "INSERT INTO events (tenant, key, version, action, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        tenant.as_str(),
+        draft.key,
+        draft.version as i64,
+        draft.action,
+        draft.at
+    ])?;
+    Ok(draft.numbered(c.last_insert_rowid() as u64, tenant.clone()))
+}
+
+fn meta_u64(c: &Connection, name: &str) -> rusqlite::Result<u64> {
+    let text: Option<Vec<u8>> = c
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(text
+        .and_then(|t| String::from_utf8(t).ok()?.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The newest id ever given (0 before the first).
+fn last_id(c: &Connection) -> rusqlite::Result<u64> {
+    let last: Option<i64> = c
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(last.unwrap_or(0).max(0) as u64)
+}
+
+/// Up to `limit` of `tenant`'s events under `prefix` after id `after`, in
+/// order; `None` when events after it were pruned, or `after` is an id this
+/// store never gave.
+pub(super) fn after(
+    c: &Connection,
+    tenant: &TenantId,
+    prefix: &str,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Option<Vec<Event>>> {
+    if after < meta_u64(c, PRUNED_THROUGH)? || after > last_id(c)? {
+        return Ok(None);
+    }
+    let upper = format!("{prefix}~");
+    c.prepare_cached(
+        "SELECT id, key, version, action, at FROM events
+         WHERE tenant = ?1 AND id > ?2 AND key >= ?3 AND key < ?4 ORDER BY id LIMIT ?5",
+    )?
+    .query_map(
+        params![tenant.as_str(), after as i64, prefix, upper, limit as i64],
+        |r| {
+            let action: String = r.get(3)?;
+            Ok(Event {
+                id: r.get::<_, i64>(0)? as u64,
+                tenant: tenant.clone(),
+                key: r.get(1)?,
+                version: r.get::<_, i64>(2)? as u64,
+                action: action_from(&action).unwrap_or("put"),
+                at: r.get(4)?,
+            })
+        },
+    )?
+    .collect::<rusqlite::Result<_>>()
+    .map(Some)
+}
+
+/// After a forced load: the events before it describe other data, so a
+/// watcher resuming from any of them must re-list.
+pub(super) fn forget_all(c: &Connection) -> rusqlite::Result<()> {
+    c.execute("DELETE FROM events", [])?;
+    c.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+        params![PRUNED_THROUGH, last_id(c)?.to_string().as_bytes()],
+    )?;
+    Ok(())
+}
+
+/// Drops events beyond the window and records how far it dropped.
+pub(super) fn prune(c: &Connection, window: EventWindow, now: i64) -> rusqlite::Result<()> {
+    let last = last_id(c)?;
+    let by_count = last.saturating_sub(window.keep);
+    let by_age: Option<i64> = c.query_row(
+        "SELECT max(id) FROM events WHERE at < ?1",
+        [now - window.max_age_ms],
+        |r| r.get(0),
+    )?;
+    let through = by_count.max(by_age.unwrap_or(0).max(0) as u64);
+    if through <= meta_u64(c, PRUNED_THROUGH)? {
+        return Ok(());
+    }
+    c.execute("DELETE FROM events WHERE id <= ?1", [through as i64])?;
+    c.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+        params![PRUNED_THROUGH, through.to_string().as_bytes()],
+    )?;
+    Ok(())
+}
