@@ -518,6 +518,39 @@ paths = {
             }),
         },
     },
+    "/watch": {
+        "get": {
+            "tags": ["Secrets"],
+            "summary": "Follow changes under a prefix (Server-Sent Events)",
+            "description": (
+                "Needs `secrets:list` on the prefix. Streams one event per change of a key under the "
+                "prefix, in commit order: `put`, `delete`, `undelete`, `destroy`, `expire`. Each event "
+                "has an `id` and the data `{\"key\",\"version\",\"action\",\"at\"}`; never a value. "
+                "`Last-Event-ID` (or `after`) resumes after an event; 410 when the events after it are "
+                "no longer kept (list again, then watch from now). Idle streams carry heartbeat comments."
+            ),
+            "operationId": "watchSecrets",
+            "parameters": [
+                {"name": "prefix", "in": "query", "required": False,
+                 "description": "Only changes of keys starting with this prefix.",
+                 "schema": {"type": "string", "maxLength": 256, "pattern": PREFIX_PATTERN}},
+                {"name": "after", "in": "query", "required": False,
+                 "description": "Resume after this event id (as `Last-Event-ID`).",
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "description": "Resume after this event id.",
+                 "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "responses": secured({
+                "200": {"description": "The stream of changes",
+                        "content": {"text/event-stream": {"schema": {"type": "string"},
+                                    "example": "id: 42\ndata: {\"key\":\"team/db\",\"version\":3,\"action\":\"put\",\"at\":\"2026-12-03T10:00:00.000Z\"}\n\n"}}},
+                "400": error_response("Bad request", "invalid request format", "Last-Event-ID and after must be an event id (a whole number)"),
+                "410": error_response("Resumed from before the kept events", "resource gone",
+                                      "events after that id are no longer kept: list again, then watch from now"),
+            }),
+        },
+    },
     "/batch/get": {
         "post": {
             "tags": ["Secrets"],
