@@ -90,17 +90,16 @@ pub async fn batch_get(
                 missing.push(key.as_str());
             }
             Some(stored) => {
-                audit.key(key.as_str());
-                let plaintext =
-                    secrets::open(&app, &principal.tenant, key, &stored, &audit).await?;
+                let opened = secrets::open(&app, &principal.tenant, key, &stored, &audit).await;
+                let plaintext = opened.inspect_err(|_| audit.key(key.as_str()))?;
                 lines.push(audit.line_for(key.as_str(), 200));
                 values.push((key, stored.version, plaintext));
             }
         }
     }
-    // Every key's line is written before any value leaves; the appends go
-    // together, so the trail's writer takes them as one batch.
-    futures_util::future::try_join_all(lines.into_iter().map(|line| app.trail.append(line)))
+    // Every key's line is written before any value leaves, in one run.
+    app.trail
+        .append_all(lines)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     audit.written_per_key();

@@ -72,6 +72,21 @@ impl Trail {
         }
     }
 
+    /// Appends lines in order; returns once all are written (file) or
+    /// acknowledged (stream). A request must not be answered if this fails.
+    pub async fn append_all(&self, bodies: Vec<LineBody>) -> Result<(), TrailError> {
+        match &self.0 {
+            Kind::File(file) => file.append_all(bodies).await,
+            // The stream's publisher batches what is queued together.
+            Kind::Stream(stream) => {
+                let appends = bodies.into_iter().map(|body| Box::pin(stream.append(body)));
+                futures_util::future::try_join_all(appends)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
     /// A new chain began over a lost one (`--audit-restart-chain`): the head
     /// recorded for the old chain is replaced by the new chain's, though its
     /// number is lower (the file trail's record is always replaced).

@@ -257,6 +257,25 @@ impl FileTrail {
             sink.issued += 1;
             (sink.issued, sink.failures)
         };
+        self.settled_through(ticket, failures).await
+    }
+
+    /// Appends lines that record no change, in order, as one queued run.
+    pub async fn append_all(&self, bodies: Vec<LineBody>) -> Result<(), TrailError> {
+        let (ticket, failures) = {
+            let mut sink = lock_briefly(&self.sink);
+            for body in bodies {
+                sink.queue.push(body.text);
+                sink.issued += 1;
+            }
+            (sink.issued, sink.failures)
+        };
+        self.settled_through(ticket, failures).await
+    }
+
+    /// Waits until the lines queued up to `ticket` are written (by this
+    /// task or another), or fail.
+    async fn settled_through(&self, ticket: u64, failures: u64) -> Result<(), TrailError> {
         tokio::task::yield_now().await;
         loop {
             if self.settled.load(Ordering::Acquire) >= ticket
