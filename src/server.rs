@@ -356,7 +356,6 @@ pub async fn run(
             };
             // With a shared store another gateway may revoke a key: forget
             // it here at once rather than when the cache entry lapses.
-            state.store.start_event_feed();
             if let Some(mut changes) = state.store.watch_apikey_changes() {
                 let state = state.clone();
                 tokio::spawn(async move {

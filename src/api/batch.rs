@@ -92,6 +92,11 @@ pub async fn batch_get(
             Some(stored) => {
                 let opened = secrets::open(&app, &principal.tenant, key, &stored, &audit).await;
                 let plaintext = opened.inspect_err(|_| audit.key(key.as_str()))?;
+                // Checked before any line says 200.
+                if std::str::from_utf8(&plaintext).is_err() {
+                    audit.key(key.as_str());
+                    return Err(ApiError::Internal("stored value is not UTF-8".into()));
+                }
                 lines.push(audit.line_for(key.as_str(), 200));
                 values.push((key, stored.version, plaintext));
             }
@@ -105,8 +110,7 @@ pub async fn batch_get(
     audit.written_per_key();
     let mut secrets = Vec::with_capacity(values.len());
     for (key, version, plaintext) in &values {
-        let value = std::str::from_utf8(plaintext)
-            .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
+        let value = std::str::from_utf8(plaintext).expect("checked above");
         secrets.push(Found {
             key: key.as_str(),
             value,

@@ -16,11 +16,12 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{broadcast, watch};
+use zeroize::Zeroizing;
 
 use super::access::Caller;
 use super::error::{ApiError, Op};
 use super::{request, AppState};
-use crate::auth::Action;
+use crate::auth::{Action, Credential};
 use crate::clock::rfc3339;
 use crate::store::events::Event;
 use crate::store::{Store, StoreError};
@@ -28,6 +29,32 @@ use crate::types::{is_valid_key_prefix, TenantId};
 
 /// Kept events read per store query while a watcher catches up.
 const PAGE: usize = 500;
+
+/// How often a watcher's credential is checked again: a revoked or expired
+/// key (or token) stops receiving changes within this.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// The watcher's credential, kept to check again (`RECHECK`).
+enum Held {
+    ApiKey(Zeroizing<String>),
+    Bearer(Zeroizing<String>),
+}
+
+impl Held {
+    fn of(credential: Credential<'_>) -> Held {
+        match credential {
+            Credential::ApiKey(text) => Held::ApiKey(Zeroizing::new(text.to_owned())),
+            Credential::Bearer(text) => Held::Bearer(Zeroizing::new(text.to_owned())),
+        }
+    }
+
+    fn credential(&self) -> Credential<'_> {
+        match self {
+            Held::ApiKey(text) => Credential::ApiKey(text),
+            Held::Bearer(text) => Credential::Bearer(text),
+        }
+    }
+}
 
 /// Set once the server stops: every watcher's stream then ends, so the
 /// graceful shutdown does not wait for them.
@@ -40,6 +67,9 @@ pub fn close_all() {
 
 /// Where a watcher stands.
 struct Watcher {
+    app: Arc<AppState>,
+    credential: Held,
+    recheck: tokio::time::Interval,
     store: Store,
     tenant: TenantId,
     prefix: String,
@@ -71,10 +101,23 @@ impl Watcher {
                 self.pending.extend(page);
                 continue;
             }
-            let event = tokio::select! {
-                received = self.live.recv() => received.ok()?,
+            let received = tokio::select! {
+                received = self.live.recv() => Some(received),
                 _ = self.closing.wait_for(|closing| *closing) => return None,
+                _ = self.recheck.tick() => None,
             };
+            let Some(received) = received else {
+                let still = self
+                    .app
+                    .auth
+                    .authenticate(self.credential.credential())
+                    .await;
+                if still.is_err() {
+                    return None;
+                }
+                continue;
+            };
+            let event = received.ok()?;
             let mine = event.tenant == self.tenant && event.key.starts_with(&self.prefix);
             if mine && event.id > self.last {
                 self.pending.push_back((*event).clone());
@@ -120,6 +163,10 @@ pub async fn watch(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    // The extractor authenticated this credential; it is checked again as
+    // the stream goes on.
+    let credential =
+        Held::of(super::access::credential(&headers).map_err(|_| ApiError::Unauthorized)?);
     let query = request::ListQuery::parse(uri.query())?;
     let prefix = query.get("prefix").unwrap_or("").to_owned();
     if !is_valid_key_prefix(&prefix) {
@@ -135,7 +182,12 @@ pub async fn watch(
     // Subscribed before the kept events are read, so none committed in
     // between is missed; ids already sent are skipped.
     let live = app.store.subscribe();
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watcher = Watcher {
+        app: app.clone(),
+        credential,
+        recheck,
         store: app.store.clone(),
         tenant: principal.tenant.clone(),
         prefix,

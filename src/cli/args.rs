@@ -97,10 +97,6 @@ pub struct ExportArgs {
     /// Keys asked for per request (1 to 1000).
     #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
-    /// Only keys that lapse within this long: 1h, 7d; each line then ends
-    /// with the time it lapses.
-    #[arg(long, value_parser = crate::backup::schedule::parse_interval)]
-    pub expiring_within: Option<std::time::Duration>,
 }
 
 /// `strongroom run [--prefix P] -- CMD ARGS...`.

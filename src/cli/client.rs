@@ -114,6 +114,9 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
+            // A watch stream gets a heartbeat every 15 s: silence this long
+            // means a dead connection, which `watch` then opens again.
+            .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("strongroom/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &args.ca_cert {
             for cert in read_ca_cert(path)? {

@@ -119,8 +119,12 @@ fn signal_child(child: &tokio::process::Child, sig: libc::c_int) {
     }
 }
 
-/// Changes this close together make one restart.
+/// Changes this close together make one restart...
 const SETTLE: Duration = Duration::from_millis(500);
+/// ...but a key written without pause still restarts within this.
+const MAX_SETTLE: Duration = Duration::from_secs(5);
+/// How long a failed fetch of the new environment waits to try again.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// Starts the change-stream follower of `run --watch`: a message per change
 /// (or gap) under the prefix, after one that says it is following.
@@ -180,8 +184,14 @@ pub async fn run(common: &ClientArgs, args: RunArgs) -> Result<u8, CliError> {
 
     let mut child = spawn(&args, &vars)?;
     vars.clear();
+    // A restart owed since a fetch of the new environment failed.
+    let mut owed = false;
     let status = loop {
         let changed = async {
+            if owed {
+                tokio::time::sleep(RETRY).await;
+                return Some(Ok(()));
+            }
             match changes.as_mut() {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
@@ -202,18 +212,27 @@ pub async fn run(common: &ClientArgs, args: RunArgs) -> Result<u8, CliError> {
                     None => return Err(CliError::Other("the change stream ended".into())),
                 }
                 // Let a burst of changes settle into one restart.
-                while let Ok(Some(more)) = tokio::time::timeout(SETTLE, rx.recv()).await {
+                let settling = tokio::time::Instant::now() + MAX_SETTLE;
+                while let Ok(Some(more)) =
+                    tokio::time::timeout(SETTLE.min(settling - tokio::time::Instant::now()), rx.recv()).await
+                {
                     more?;
+                    if tokio::time::Instant::now() >= settling {
+                        break;
+                    }
                 }
                 // The new environment first: if it cannot be had, the
-                // command keeps running as it is.
+                // command keeps running as it is and the restart is tried
+                // again.
                 let fresh = match fetch(&client, &args).await {
                     Ok(fresh) => fresh,
                     Err(e) => {
-                        eprintln!("strongroom: not restarting: {e}");
+                        eprintln!("strongroom: not restarting yet: {e}");
+                        owed = true;
                         continue;
                     }
                 };
+                owed = false;
                 signal_child(&child, libc::SIGTERM);
                 if tokio::time::timeout(args.restart_grace, child.wait()).await.is_err() {
                     signal_child(&child, libc::SIGKILL);

@@ -60,11 +60,20 @@ pub async fn follow(
 ) -> Result<(), CliError> {
     let mut after: Option<u64> = None;
     let mut failures = 0;
+    let mut connected_before = false;
     loop {
         match client.open_watch(prefix, after).await {
             Ok(Some(mut response)) => {
                 failures = 0;
                 if !notify(Notice::Connected) {
+                    return Ok(());
+                }
+                // Connected again before any event was seen: there is no id
+                // to resume from, so changes in between may be missed.
+                if std::mem::replace(&mut connected_before, true)
+                    && after.is_none()
+                    && !notify(Notice::Gap)
+                {
                     return Ok(());
                 }
                 let mut buffer = String::new();

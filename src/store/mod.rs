@@ -222,10 +222,11 @@ impl Store {
                 (Backends::Nats(Box::new(backend)), trail)
             }
         };
-        Ok(Opened {
-            store: Store::over(backend, config),
-            trail,
-        })
+        let store = Store::over(backend, config);
+        // Following the change stream from the start, before anyone can
+        // watch (nats; the embedded engine feeds watchers from its writer).
+        store.start_event_feed();
+        Ok(Opened { store, trail })
     }
 
     fn over(backend: Backends, config: &StoreConfig) -> Store {

@@ -77,7 +77,8 @@ impl Trail {
     pub async fn append_all(&self, bodies: Vec<LineBody>) -> Result<(), TrailError> {
         match &self.0 {
             Kind::File(file) => file.append_all(bodies).await,
-            // The stream's publisher batches what is queued together.
+            // Appended together, so the publisher takes them in its batches;
+            // one that fails fails the request, whatever the others did.
             Kind::Stream(stream) => {
                 let appends = bodies.into_iter().map(|body| Box::pin(stream.append(body)));
                 futures_util::future::try_join_all(appends)

@@ -469,3 +469,28 @@ fn small_buffer_connection(port: u16) -> std::net::TcpStream {
         std::net::TcpStream::from_raw_fd(fd)
     }
 }
+
+#[tokio::test]
+async fn a_revoked_key_stops_receiving_changes() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let key = app.create_key("default", &[]);
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    let mut watch = Watch::open(&app, "", &Cred::ApiKey(key), None).await;
+    app.put("before/revoke", "v", &admin).await;
+    assert_eq!(watch.take(1).await.len(), 1);
+    let b = app.client.delete(app.url(&format!("/apikeys/{id}")));
+    assert_eq!(app.send(b, &admin).await.status, 200);
+    // Within the recheck (5 s), the stream ends; nothing after it arrives.
+    let ended = Instant::now();
+    while watch.frame(Duration::from_secs(8)).await.is_some() {
+        assert!(ended.elapsed() < Duration::from_secs(8));
+    }
+    assert!(
+        ended.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        ended.elapsed()
+    );
+    app.put("after/revoke", "v", &admin).await;
+    assert!(!watch.seen.contains("after/revoke"));
+}

@@ -18,9 +18,6 @@ use crate::store::events::{action_from, Draft, Event, Hub};
 use crate::store::StoreError;
 use crate::types::TenantId;
 
-/// Most messages one `after` reads (each is a direct get).
-const MAX_READS: usize = 4096;
-
 #[derive(Serialize, Deserialize)]
 struct Body {
     key: String,
@@ -89,18 +86,18 @@ pub(super) async fn after(
         .map_err(|e| unavailable("events", e))?
         .state
         .clone();
-    let dropped = state.first_sequence > 0 && after + 1 < state.first_sequence;
-    if after > state.last_sequence || dropped {
+    if after > state.last_sequence
+        || (state.first_sequence > 0 && after.saturating_add(1) < state.first_sequence)
+    {
         return Err(StoreError::Gone);
     }
     let bucket = &backend.settings.bucket;
     let subject = subject(bucket, tenant);
     let mut out = Vec::new();
     let mut next = after + 1;
-    for _ in 0..MAX_READS {
-        if out.len() >= limit {
-            break;
-        }
+    // Until `limit` under the prefix or the end: a short page means the end
+    // (the watcher then goes live), however many other keys' it skipped.
+    while out.len() < limit {
         match stream
             .get_first_raw_message_by_subject(&subject, next)
             .await

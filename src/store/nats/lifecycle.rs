@@ -278,7 +278,9 @@ async fn load_secret(
     Ok(())
 }
 
-/// Empties the data buckets for `--force`, keeping the trail's meta values.
+/// Empties the data buckets for `--force`, keeping the trail's meta values;
+/// the change stream's events (of the data replaced) go too, so a watcher
+/// resuming from before them gets 410.
 async fn purge(backend: &NatsBackend) -> Result<(), StoreError> {
     let b = backend.conn.buckets().await?;
     for bucket in [&b.secrets, &b.deks, &b.apikeys] {
@@ -288,6 +290,10 @@ async fn purge(backend: &NatsBackend) -> Result<(), StoreError> {
             .await
             .map_err(|e| unavailable("purge", e))?;
     }
+    b.events
+        .purge()
+        .await
+        .map_err(|e| unavailable("purge events", e))?;
     let names = kvops::scan_last(&backend.conn.client, &b.meta, ">", true).await?;
     for (name, _, _) in names {
         if !LOCAL_META.contains(&name.as_str()) {

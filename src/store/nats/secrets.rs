@@ -239,7 +239,10 @@ pub(super) async fn lapsed(
     let mut found = Vec::new();
     for (kv_key, op, payload) in kv::scan_last(&backend.conn.client, &b.secrets, ">", false).await?
     {
-        if op != Op::Put || found.len() >= limit {
+        if found.len() >= limit {
+            break;
+        }
+        if op != Op::Put {
             continue;
         }
         let Ok(record) = Record::decode(&payload) else {

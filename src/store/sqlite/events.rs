@@ -33,15 +33,10 @@ fn meta_u64(c: &Connection, name: &str) -> rusqlite::Result<u64> {
         .unwrap_or(0))
 }
 
-/// The newest id ever given (0 before the first).
+/// The newest id given (0 before the first): the newest row is never
+/// pruned, so it is the table's largest.
 fn last_id(c: &Connection) -> rusqlite::Result<u64> {
-    let last: Option<i64> = c
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let last: Option<i64> = c.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
     Ok(last.unwrap_or(0).max(0) as u64)
 }
 
@@ -55,13 +50,30 @@ pub(super) fn after(
     after: u64,
     limit: usize,
 ) -> rusqlite::Result<Option<Vec<Event>>> {
+    // One snapshot: a prune between the window check and the read would
+    // otherwise skip events without a 410.
+    let snapshot = c.unchecked_transaction()?;
     if after < meta_u64(c, PRUNED_THROUGH)? || after > last_id(c)? {
         return Ok(None);
     }
+    let events = page(c, tenant, prefix, after, limit)?;
+    snapshot.commit()?;
+    Ok(Some(events))
+}
+
+fn page(
+    c: &Connection,
+    tenant: &TenantId,
+    prefix: &str,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Event>> {
     let upper = format!("{prefix}~");
+    // A walk of the ids after `after` (the window is at most
+    // `--events-keep` rows), keeping the tenant's under the prefix.
     c.prepare_cached(
         "SELECT id, key, version, action, at FROM events
-         WHERE tenant = ?1 AND id > ?2 AND key >= ?3 AND key < ?4 ORDER BY id LIMIT ?5",
+         WHERE id > ?2 AND tenant = ?1 AND key >= ?3 AND key < ?4 ORDER BY id LIMIT ?5",
     )?
     .query_map(
         params![tenant.as_str(), after as i64, prefix, upper, limit as i64],
@@ -77,22 +89,24 @@ pub(super) fn after(
             })
         },
     )?
-    .collect::<rusqlite::Result<_>>()
-    .map(Some)
+    .collect()
 }
 
 /// After a forced load: the events before it describe other data, so a
-/// watcher resuming from any of them must re-list.
+/// watcher resuming from any of them, the newest included, must re-list
+/// (410). The newest row stays, so ids go on after it; no resume reads it.
 pub(super) fn forget_all(c: &Connection) -> rusqlite::Result<()> {
-    c.execute("DELETE FROM events", [])?;
+    let last = last_id(c)?;
+    c.execute("DELETE FROM events WHERE id < ?1", [last as i64])?;
     c.execute(
         "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-        params![PRUNED_THROUGH, last_id(c)?.to_string().as_bytes()],
+        params![PRUNED_THROUGH, (last + 1).to_string().as_bytes()],
     )?;
     Ok(())
 }
 
-/// Drops events beyond the window and records how far it dropped.
+/// Drops events beyond the window, always keeping the newest (whose id the
+/// next one follows), and records how far it dropped.
 pub(super) fn prune(c: &Connection, window: EventWindow, now: i64) -> rusqlite::Result<()> {
     let last = last_id(c)?;
     let by_count = last.saturating_sub(window.keep);
@@ -101,7 +115,9 @@ pub(super) fn prune(c: &Connection, window: EventWindow, now: i64) -> rusqlite::
         [now - window.max_age_ms],
         |r| r.get(0),
     )?;
-    let through = by_count.max(by_age.unwrap_or(0).max(0) as u64);
+    let through = by_count
+        .max(by_age.unwrap_or(0).max(0) as u64)
+        .min(last.saturating_sub(1));
     if through <= meta_u64(c, PRUNED_THROUGH)? {
         return Ok(());
     }
