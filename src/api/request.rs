@@ -243,6 +243,18 @@ impl ListQuery {
             .map(|(_, v)| v.as_str())
     }
 
+    /// `prefix`: key characters, at most 256 bytes; empty when absent.
+    pub fn prefix(&self) -> Result<&str, ApiError> {
+        let prefix = self.get("prefix").unwrap_or("");
+        if !crate::types::is_valid_key_prefix(prefix) {
+            return Err(ApiError::bad(
+                Op::Other,
+                "prefix may only contain A-Z a-z 0-9 - _ = . / and be at most 256 bytes",
+            ));
+        }
+        Ok(prefix)
+    }
+
     /// `expiring_before`: an RFC 3339 time, if given.
     pub fn expiring_before(&self) -> Result<Option<i64>, ApiError> {
         self.get("expiring_before")

@@ -21,7 +21,7 @@ use super::AppState;
 use crate::auth::Action;
 use crate::clock::{http_date, rfc3339};
 use crate::store::{Change, Precondition, StoredVersion};
-use crate::types::{is_valid_key_prefix, SecretKey, TenantId};
+use crate::types::{SecretKey, TenantId};
 
 fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
@@ -181,13 +181,7 @@ pub async fn list_secrets(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let query = request::ListQuery::parse(uri.query())?;
-    let prefix = query.get("prefix").unwrap_or("");
-    if !is_valid_key_prefix(prefix) {
-        return Err(ApiError::bad(
-            Op::Other,
-            "prefix may only contain A-Z a-z 0-9 - _ = . / and be at most 256 bytes",
-        ));
-    }
+    let prefix = query.prefix()?;
     let limit = query.limit()?;
     let expiring_before = query.expiring_before()?;
     // The cursor is the last key of the previous page: keys strictly after

@@ -25,7 +25,7 @@ use crate::auth::{Action, Credential};
 use crate::clock::rfc3339;
 use crate::store::events::Event;
 use crate::store::{Store, StoreError};
-use crate::types::{is_valid_key_prefix, TenantId};
+use crate::types::TenantId;
 
 /// Kept events read per store query while a watcher catches up.
 const PAGE: usize = 500;
@@ -168,13 +168,7 @@ pub async fn watch(
     let credential =
         Held::of(super::access::credential(&headers).map_err(|_| ApiError::Unauthorized)?);
     let query = request::ListQuery::parse(uri.query())?;
-    let prefix = query.get("prefix").unwrap_or("").to_owned();
-    if !is_valid_key_prefix(&prefix) {
-        return Err(ApiError::bad(
-            Op::Other,
-            "prefix may only contain A-Z a-z 0-9 - _ = . / and be at most 256 bytes",
-        ));
-    }
+    let prefix = query.prefix()?.to_owned();
     let after = resume_after(&headers, &query)?;
     if !principal.allows(Action::List, &prefix) {
         return Err(ApiError::Forbidden);

@@ -102,16 +102,7 @@ fn run_watch_restarts_the_command_once_per_burst_with_the_new_environment() {
         .spawn()
         .unwrap();
     let _stop = Stop(run.id());
-    let starts = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.lines().count() >= n || Instant::now() > deadline {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let starts = |n: usize| lines_in(&log, n);
     assert_eq!(starts(1), "one\n");
     // Three changes close together: one restart, with the last value.
     for value in ["two", "three", "four"] {
@@ -129,6 +120,19 @@ fn run_watch_restarts_the_command_once_per_burst_with_the_new_environment() {
     let status =
         wait_timeout(&mut run, Duration::from_secs(10)).expect("run ends with its command");
     assert_eq!(status.code(), Some(0));
+}
+
+/// The text of the file at `path` once it has `n` lines, or as it is
+/// after 15 s.
+fn lines_in(path: &std::path::Path, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// SIGTERM to a process.
@@ -196,18 +200,10 @@ fn run_watch_kills_a_command_that_ignores_sigterm_after_the_grace() {
         .spawn()
         .unwrap();
     let _stop = Stop(run.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&log).unwrap_or_default().is_empty() && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(lines_in(&log, 1), "a\n");
     let changed = Instant::now();
     s.ok(&["put", "stubborn/V", "b"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&log).unwrap().lines().count() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\nb\n");
+    assert_eq!(lines_in(&log, 2), "a\nb\n");
     assert!(
         changed.elapsed() >= Duration::from_secs(1),
         "SIGKILL only after the grace"
