@@ -703,6 +703,18 @@ paths = {
                                   "content": {"text/plain": {"schema": {"type": "string"}}}}},
         },
     },
+    "/ui/": {
+        "get": {
+            "tags": ["Operations"],
+            "summary": "The web console",
+            "description": "The console's page; its scripts and styles are beside it under /ui/. "
+                           "It uses this API with the credential a person signs in with.",
+            "operationId": "console",
+            "security": [],
+            "responses": {"200": {"description": "The console's HTML page",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        },
+    },
     "/openapi.json": {
         "get": {
             "tags": ["Operations"],
@@ -734,7 +746,7 @@ doc = {
         {"name": "API keys", "description": "API-key management; needs the apikeys:admin scope."},
         {"name": "Audit", "description": "The audit trail; needs the audit:read scope."},
         {"name": "Keys", "description": "Data-key rotation; needs the keys:admin scope."},
-        {"name": "Operations", "description": "Liveness, readiness, metrics and this document. No authentication."},
+        {"name": "Operations", "description": "Liveness, readiness, metrics, the web console and this document. No authentication."},
     ],
     "paths": paths,
     "components": {

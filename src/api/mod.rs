@@ -16,6 +16,7 @@ mod request;
 pub mod routes;
 mod secrets;
 mod trail;
+mod ui;
 pub mod watch;
 
 use std::sync::{Arc, OnceLock};
@@ -100,6 +101,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::ObserveLayer(state.clone()))

@@ -10,6 +10,7 @@ mod auth;
 mod backup;
 mod batch;
 mod cluster;
+mod console;
 mod durability;
 mod encryption;
 mod expiry;

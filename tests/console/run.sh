@@ -3,8 +3,7 @@
 # $STRONGROOM_BIN (or the first argument), in headless Debian Chromium.
 # Installs chromium/chromium-driver with apt-get when missing (as root) and
 # selenium into target/console-venv when it is not importable. Exits non-zero
-# on failure. Extra env: SCREENSHOT_DIR, CONSOLE_URL+CONSOLE_KEY,
-# CONSOLE_DEVPROXY=1 (dev proxy in front), CONSOLE_EMULATE=1 (proxy fakes /audit, /watch).
+# on failure. Extra env: SCREENSHOT_DIR, CONSOLE_URL+CONSOLE_KEY.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
