@@ -51,6 +51,18 @@ RUN = secrets.token_hex(4)
 CANARY = f"console-canary-{RUN}"
 SECRET = "team/app/db.password"
 BULK = 1005
+JWT_SECRET = secrets.token_urlsafe(32)
+
+
+def hs256_token(claims):
+    """A JWT signed with the server's HS256 secret."""
+    import hashlib
+    import hmac
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    mac = hmac.new(JWT_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
 
 
 # ---- the server ------------------------------------------------------------
@@ -63,25 +75,29 @@ class Server:
         self.data = self.tmp / "data"
         self.log = open(self.tmp / "server.log", "wb")
         env = {**os.environ, "STRONGROOM_DATA_DIR": str(self.data), "STRONGROOM_LOG_FORMAT": "json"}
-        for k in ("STRONGROOM_JWT_HS256_SECRET", "STRONGROOM_JWT_PUBLIC_KEYS", "STRONGROOM_JWT_JWKS_URL", "STRONGROOM_LISTEN"):
+        for k in ("STRONGROOM_JWT_PUBLIC_KEYS", "STRONGROOM_JWT_JWKS_URL", "STRONGROOM_LISTEN"):
             env.pop(k, None)
+        env["STRONGROOM_JWT_HS256_SECRET"] = JWT_SECRET
+        # With JWTs on, serve issues no bootstrap key: issue the admin key first.
+        self.key = subprocess.run(
+            [binary, "apikey", "create", "--tenant", "default", "--name", "bootstrap", "--scopes",
+             "secrets:read,secrets:write,secrets:delete,secrets:list,apikeys:admin,audit:read,keys:admin"],
+            env=env, check=True, capture_output=True, text=True).stdout.strip()
         self.proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.addr = self.key = None
+        self.addr = None
         deadline = time.time() + 20
-        while time.time() < deadline and not (self.addr and self.key):
+        while time.time() < deadline and not self.addr:
             if self.proc.poll() is not None:
                 raise RuntimeError("strongroom exited early:\n" + (self.tmp / "server.log").read_text()[-2000:])
             for line in (self.tmp / "server.log").read_text(errors="replace").splitlines():
                 line = line.strip()
-                if line.startswith("sr_"):
-                    self.key = line
-                elif line.startswith("{") and '"listening"' in line:
+                if line.startswith("{") and '"listening"' in line:
                     self.addr = json.loads(line)["fields"]["addr"]
             time.sleep(0.05)
-        if not (self.addr and self.key):
+        if not self.addr:
             self.stop()
-            raise RuntimeError("no listening address or bootstrap key from strongroom within 20 s")
+            raise RuntimeError("no listening address from strongroom within 20 s")
         self.url = "http://" + self.addr
 
     def stop(self):
@@ -345,6 +361,7 @@ class Scenario:
             ("expiry and the expiring-soon view", self.t_expiring),
             ("360 px wide", self.t_narrow),
             ("keyboard: focus order and visible focus", self.t_keyboard),
+            ("sign in with a JWT", self.t_jwt),
             ("sign out forgets the key and the value", self.t_sign_out),
             ("no value or credential in URLs, title, history or storage", self.t_privacy),
             ("a reload asks for the key again", self.t_reload),
@@ -723,6 +740,22 @@ class Scenario:
               e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
               .map((e) => e.id || e.outerHTML.slice(0, 60));""")
         assert not unlabeled, unlabeled
+
+    def t_jwt(self):
+        if self.server is None:
+            return  # a server at CONSOLE_URL: its JWT secret is not ours
+        token = hs256_token({"sub": "console-person", "tenant": "default",
+                             "scope": "secrets:read secrets:list", "exp": int(time.time()) + 600})
+        self.credentials.append(token)
+        self.sign_out()
+        self.sign_in(token)
+        self.b.wait_text("session-label", "Token for console-person (tenant default)")
+        self.nav("browse")
+        self.b.click_link("team/")
+        self.b.click_link("app/")
+        self.b.click_link("db.password")
+        self.b.wait(lambda: self.b.h1() == "db.password", "the secret's page, signed in with a JWT")
+        self.b.wait(lambda: self.b.exists("reveal"), "the reveal button")
 
     def t_sign_out(self):
         self.b.click("reveal")
