@@ -265,6 +265,13 @@ headers = {
         "required": True,
         "schema": {"type": "string", "pattern": r'^"[0-9]+"$', "example": '"3"'},
     },
+    "Revision": {
+        "description": (
+            "On the nats store: the write's revision. A read that sends it back in "
+            "`X-Strongroom-Min-Revision`, through any gateway, sees this write or a later one."
+        ),
+        "schema": {"type": "string", "pattern": "^[0-9]+$", "example": "4711"},
+    },
     "LastModified": {
         "description": "When the returned version was written (HTTP date).",
         "schema": {"type": "string", "example": "Tue, 15 Nov 1994 08:12:31 GMT"},
@@ -305,6 +312,18 @@ parameters = {
         ),
         "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
         "example": '"3"',
+    },
+    "MinRevision": {
+        "name": "X-Strongroom-Min-Revision",
+        "in": "header",
+        "required": False,
+        "description": (
+            "Answer with every change up to this revision (the `X-Strongroom-Revision` of a "
+            "write): a nats gateway that has not seen it yet reads from the stream leader "
+            "instead of its cache. The embedded store is always current."
+        ),
+        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+        "example": "4711",
     },
     "IfNoneMatch": {
         "name": "If-None-Match",
@@ -374,7 +393,8 @@ def message_200(description, etag=False):
     r = {"description": description,
          "content": json_content(ref("schemas", "Message"), example=success_example)}
     if etag:
-        r["headers"] = {"ETag": ref("headers", "ETag")}
+        r["headers"] = {"ETag": ref("headers", "ETag"),
+                        "X-Strongroom-Revision": ref("headers", "Revision")}
     return r
 
 paths = {
@@ -445,6 +465,7 @@ paths = {
                 {"name": "version", "in": "query", "required": False,
                  "description": "Read this version instead of the current one.",
                  "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": I64_MAX}},
+                ref("parameters", "MinRevision"),
             ],
             "responses": secured({
                 "200": {"description": "Secret retrieved",
@@ -561,6 +582,7 @@ paths = {
                 "caller's scopes is listed only in `missing`. Duplicates are answered once."
             ),
             "operationId": "batchGetSecrets",
+            "parameters": [ref("parameters", "MinRevision")],
             "requestBody": {
                 "required": True,
                 "content": json_content(ref("schemas", "BatchGet"), example={"keys": ["team/db", "team/api"]}),

@@ -154,6 +154,8 @@ impl Metrics {
             ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", inner.integrity_failures),
             ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_secrets_expired_total", "Lapsed secrets the sweep marked deleted.", crate::expiry::EXPIRED.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_gateway_cache_hits_total", "Reads of a current version a nats gateway answered from its cache.", crate::store::nats::CACHE_STATS.hits.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_gateway_cache_misses_total", "Reads of a current version a nats gateway sent to the stream leader.", crate::store::nats::CACHE_STATS.misses.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_backups_total", "Scheduled backups written.", crate::backup::schedule::STATS.written.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_backups_failed_total", "Scheduled backups that failed (logged; the server goes on).", crate::backup::schedule::STATS.failed.load(std::sync::atomic::Ordering::Relaxed)),
         ];

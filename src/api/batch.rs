@@ -75,6 +75,7 @@ pub async fn batch_get(
     request::require_json(&headers)?;
     let bytes = request::read_body(&headers, body, &app.limits, Op::Get).await?;
     let keys = parse(&bytes)?;
+    let min_revision = request::min_revision(&headers, Op::Get)?;
     let mut values = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
     let mut lines = Vec::with_capacity(keys.len());
@@ -84,7 +85,11 @@ pub async fn batch_get(
             missing.push(key.as_str());
             continue;
         }
-        match app.store.get(&principal.tenant, key, None).await? {
+        match app
+            .store
+            .get_fresh(&principal.tenant, key, None, min_revision)
+            .await?
+        {
             None => {
                 lines.push(audit.line_for(key.as_str(), 404));
                 missing.push(key.as_str());

@@ -294,6 +294,39 @@ pub fn version_param(pairs: &[(String, String)], op: Op) -> Result<Option<u64>, 
     }
 }
 
+/// A write's revision, answered where reads can lag (a nats gateway's cache).
+pub const REVISION: &str = "x-strongroom-revision";
+/// A read that must reflect every change up to a revision a write answered.
+pub const MIN_REVISION: &str = "x-strongroom-min-revision";
+
+/// `X-Strongroom-Min-Revision: <revision>`, if sent.
+pub fn min_revision(headers: &HeaderMap, op: Op) -> Result<Option<u64>, ApiError> {
+    match headers.get(MIN_REVISION) {
+        None => Ok(None),
+        Some(v) => match v.to_str().map(|t| t.trim().parse::<u64>()) {
+            Ok(Ok(n)) => Ok(Some(n)),
+            _ => Err(ApiError::bad(
+                op,
+                "X-Strongroom-Min-Revision must be a revision a write answered, a whole number",
+            )),
+        },
+    }
+}
+
+/// A GET's `X-Strongroom-Min-Revision`, read without copying the headers.
+pub struct MinRevision(pub Option<u64>);
+
+impl<S: Sync> axum::extract::FromRequestParts<S> for MinRevision {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        min_revision(&parts.headers, Op::Get).map(MinRevision)
+    }
+}
+
 /// `If-Match: "<version>"` and (for PUT) `If-None-Match: *`.
 pub fn precondition(headers: &HeaderMap, op: Op) -> Result<Precondition, ApiError> {
     let if_match = headers.get(header::IF_MATCH);

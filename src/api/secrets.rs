@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use super::access::{Caller, Keyed};
 use super::audit::AuditRecorder;
 use super::error::{ApiError, Op};
-use super::request;
+use super::request::{self, MinRevision};
 use super::AppState;
 use crate::auth::Action;
 use crate::clock::{http_date, rfc3339};
@@ -61,9 +61,9 @@ pub async fn put_secret(
     let sealer = app.keyring.sealer(&principal.tenant).await?;
     let seal = |version| sealer.seal(key.as_str(), version, put.value.as_bytes());
     let line = audit.change_line(200);
-    let version = app
+    let (version, revision) = app
         .store
-        .put(
+        .put_revision(
             &principal.tenant,
             &key,
             expires_at,
@@ -74,7 +74,11 @@ pub async fn put_secret(
         .await?;
     audit.changed();
     let mut response = success();
-    response.headers_mut().insert(header::ETAG, etag(version));
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag(version));
+    if let Some(revision) = revision {
+        headers.insert(request::REVISION, HeaderValue::from(revision));
+    }
     Ok(response)
 }
 
@@ -92,12 +96,13 @@ pub async fn get_secret(
         audit,
     }: Keyed,
     uri: Uri,
+    MinRevision(min_revision): MinRevision,
 ) -> Result<Response, ApiError> {
     let pairs = request::query_pairs(uri.query(), Op::Get)?;
     let version = request::version_param(&pairs, Op::Get)?;
     let stored = app
         .store
-        .get(&principal.tenant, &key, version)
+        .get_fresh(&principal.tenant, &key, version, min_revision)
         .await?
         .ok_or(ApiError::NotFound)?;
     let plaintext = open(&app, &principal.tenant, &key, &stored, &audit).await?;

@@ -1,8 +1,9 @@
-//! The embedded store's read cache: the current sealed version of recently
-//! read keys, so a GET of a hot key skips SQLite (whose read transaction and
-//! WAL locks cost more than the lookup itself). Values stay sealed here, as
-//! on disk; only the database file's owner process writes secrets, so every
-//! change passes through `invalidate`.
+//! The read cache: the current sealed version of recently read keys, so a
+//! GET of a hot key skips SQLite (whose read transaction and WAL locks cost
+//! more than the lookup itself) or, on a nats gateway (`nats/cache.rs`), the
+//! round trip to the stream leader. Values stay sealed here, as on disk.
+//! Every change passes through `invalidate`: on sqlite the owner process
+//! makes them all; on nats the gateway's watch of the bucket reports them.
 //!
 //! A read that missed may only fill the cache if no change was committed
 //! since it started (`epoch`): the writer thread invalidates after COMMIT
@@ -103,6 +104,14 @@ impl ReadCache {
         if keys.insert(key.to_owned(), found.clone()).is_none() {
             state.len += 1;
         }
+    }
+
+    /// Forgets every key; reads under way cannot fill.
+    pub(super) fn clear(&self) {
+        let mut state = self.state();
+        state.epoch += 1;
+        state.tenants.clear();
+        state.len = 0;
     }
 
     /// Forgets `key`; called for every change, after its COMMIT.

@@ -82,22 +82,26 @@ pub(crate) trait Backend: Send + Sync {
 
     /// The current version unless soft deleted (`version == None`) or a
     /// given retained, not-deleted version; whether it lapsed is `Store`'s
-    /// to check.
+    /// to check. `min_revision`: the answer reflects every change with a
+    /// revision up to it (an engine whose reads are always current ignores
+    /// it).
     fn get(
         &self,
         tenant: &TenantId,
         key: &SecretKey,
         version: Option<u64>,
+        min_revision: Option<u64>,
     ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
     /// One attempt at a change: reads the head inside the engine's unit of
-    /// work, asks the model, writes the effect and the line.
+    /// work, asks the model, writes the effect and the line. Returns the
+    /// change's revision where reads can lag (nats), else `None`.
     fn write(
         &self,
         tenant: &TenantId,
         key: &SecretKey,
         write: SecretWrite,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    ) -> impl Future<Output = Result<Option<u64>, WriteError>> + Send;
 
     fn metadata(
         &self,

@@ -150,10 +150,11 @@ impl Store {
         .await
     }
 
-    /// Starts feeding this process's watchers from the events stream every
-    /// gateway publishes to (nats); the embedded engine feeds them from its
-    /// writer. Call inside the runtime.
-    pub fn start_event_feed(&self) {
+    /// Starts following what other gateways change (nats): feeding this
+    /// process's watchers from the events stream every gateway publishes
+    /// to, and keeping the read cache coherent. The embedded engine learns
+    /// both from its writer. Call inside the runtime.
+    pub fn start_following(&self) {
         if !matches!(&*self.backend, Backends::Nats(_)) {
             return;
         }
@@ -161,6 +162,12 @@ impl Store {
         tokio::spawn(async move {
             if let Backends::Nats(b) = &*backend {
                 Box::pin(b.feed_events()).await;
+            }
+        });
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            if let Backends::Nats(b) = &*backend {
+                Box::pin(b.follow_for_cache()).await;
             }
         });
     }

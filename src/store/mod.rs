@@ -225,7 +225,7 @@ impl Store {
         let store = Store::over(backend, config);
         // Following the change stream from the start, before anyone can
         // watch (nats; the embedded engine feeds watchers from its writer).
-        store.start_event_feed();
+        store.start_following();
         Ok(Opened { store, trail })
     }
 
@@ -268,7 +268,20 @@ impl Store {
         key: &SecretKey,
         version: Option<u64>,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let found = dispatch!(self.backend, b => b.get(tenant, key, version))?;
+        self.get_fresh(tenant, key, version, None).await
+    }
+
+    /// `get`, reflecting every change up to `min_revision` (a revision a
+    /// write answered with): a nats gateway may otherwise answer from its
+    /// cache before it has seen another gateway's change.
+    pub async fn get_fresh(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        version: Option<u64>,
+        min_revision: Option<u64>,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let found = dispatch!(self.backend, b => b.get(tenant, key, version, min_revision))?;
         // Exact to the millisecond, whatever the sweep has done; the clock
         // is read only for a value that can lapse.
         Ok(found.filter(|v| v.expires_at.is_none_or(|at| at > crate::clock::now_ms())))
@@ -284,9 +297,24 @@ impl Store {
         key: &SecretKey,
         expires_at: Option<i64>,
         precondition: Precondition,
-        mut seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
+        seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
         line: Option<LineBody>,
     ) -> Result<u64, StoreError> {
+        self.put_revision(tenant, key, expires_at, precondition, seal, line)
+            .await
+            .map(|(version, _)| version)
+    }
+
+    /// `put`, also returning the change's revision where reads can lag.
+    pub async fn put_revision<E>(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        expires_at: Option<i64>,
+        precondition: Precondition,
+        mut seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
+        line: Option<LineBody>,
+    ) -> Result<(u64, Option<u64>), StoreError> {
         let seen = dispatch!(self.backend, b => b.head(tenant, key))?;
         retry(seen, |seen| {
             let version = model::next_version(seen.head.as_ref());
@@ -303,7 +331,9 @@ impl Store {
                     precondition,
                     line,
                 };
-                self.write_once(tenant, key, write).await.map(|()| version)
+                self.write_once(tenant, key, write)
+                    .await
+                    .map(|revision| (version, revision))
             }
         })
         .await
@@ -328,6 +358,7 @@ impl Store {
             async move {
                 self.write_once(tenant, key, write)
                     .await
+                    .map(|_| ())
                     .map_err(|attempt| match attempt {
                         Attempt::Again(found) => Attempt::Again(Seen::Read(found)),
                         Attempt::Failed(e) => Attempt::Failed(e),
@@ -343,9 +374,9 @@ impl Store {
         tenant: &TenantId,
         key: &SecretKey,
         write: SecretWrite,
-    ) -> Result<(), Attempt<Observed>> {
+    ) -> Result<Option<u64>, Attempt<Observed>> {
         match dispatch!(self.backend, b => b.write(tenant, key, write)) {
-            Ok(()) => Ok(()),
+            Ok(revision) => Ok(revision),
             Err(WriteError::Stale(found)) => Err(Attempt::Again(found)),
             Err(WriteError::Conflict) => {
                 let found = dispatch!(self.backend, b => b.head(tenant, key))?;

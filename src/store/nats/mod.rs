@@ -17,6 +17,7 @@
 //! which reads and tries again.
 
 mod apikeys;
+mod cache;
 mod connection;
 mod events;
 mod head;
@@ -40,6 +41,7 @@ use super::model::{
 use super::trail::LineBody;
 use super::{StoreConfig, StoreError};
 use crate::types::{SecretKey, TenantId};
+pub use cache::STATS as CACHE_STATS;
 use connection::Connection;
 pub use trail::{read_all, Intent, Recorded, StreamTrail};
 pub use unfinished::unfinished;
@@ -84,6 +86,8 @@ pub struct NatsBackend {
     trail: Option<Arc<StreamTrail>>,
     /// Where this gateway's watchers take events from (`events::feed`).
     hub: Arc<Hub>,
+    /// Current versions this gateway has read (`cache.rs`).
+    cache: cache::GatewayCache,
 }
 
 impl NatsBackend {
@@ -103,6 +107,7 @@ impl NatsBackend {
             settings,
             trail,
             hub: Arc::default(),
+            cache: Default::default(),
         })
     }
 
@@ -117,6 +122,11 @@ impl NatsBackend {
     /// Feeds this gateway's watchers from the events stream (a task).
     pub(super) async fn feed_events(&self) {
         events::feed(self, self.hub.clone()).await
+    }
+
+    /// Keeps the read cache coherent with every gateway's changes (a task).
+    pub(super) async fn follow_for_cache(&self) {
+        cache::follow(self).await
     }
 
     pub(super) async fn watch_apikeys(&self, tx: tokio::sync::mpsc::Sender<String>) {
@@ -158,7 +168,10 @@ impl NatsBackend {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
+        let subject_key = message.key.to_owned();
         let sequence = kv::publish(&self.conn.js, store, message, request_id).await?;
+        // This gateway's next read of the key goes to the leader.
+        self.cache.forget(&subject_key);
         crate::failpoint::stop_here("after-change");
         // The change is made: a lost event must not cost its audit line
         // (watchers that missed it are told nothing; ARCHITECTURE.md).
@@ -212,8 +225,9 @@ impl Backend for NatsBackend {
         tenant: &TenantId,
         key: &SecretKey,
         version: Option<u64>,
+        min_revision: Option<u64>,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        secrets::get(self, tenant, key, version).await
+        secrets::get(self, tenant, key, version, min_revision).await
     }
 
     async fn write(
@@ -221,7 +235,7 @@ impl Backend for NatsBackend {
         tenant: &TenantId,
         key: &SecretKey,
         write: SecretWrite,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Option<u64>, WriteError> {
         secrets::write(self, tenant, key, write).await
     }
 

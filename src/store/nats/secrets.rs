@@ -7,6 +7,7 @@
 //! after an acknowledged write sees it. Listing walks the last message per
 //! subject with a headers-only ordered consumer, so no values are loaded.
 
+use super::cache::Miss;
 use super::kv::{self, Publish};
 use super::records::{tenant_key, Entry, Op, Record, State};
 use super::NatsBackend;
@@ -52,18 +53,38 @@ pub(super) async fn head(
         .map(|(observed, _)| observed)
 }
 
+/// A read of the current version is answered from the gateway's cache when
+/// it may be (`cache.rs`), else from the leader.
 pub(super) async fn get(
     backend: &NatsBackend,
     tenant: &TenantId,
     key: &SecretKey,
     version: Option<u64>,
+    min_revision: Option<u64>,
 ) -> Result<Option<StoredVersion>, StoreError> {
-    let b = backend.conn.buckets().await?;
     let kv_key = tenant_key(tenant, key.as_str());
+    let mut fill = None;
+    if version.is_none() {
+        match backend
+            .cache
+            .get(&backend.conn.client, &kv_key, min_revision)
+        {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(Miss::Fill(epoch)) => fill = Some(epoch),
+            Err(Miss::Bypass) => {}
+        }
+    }
+    let b = backend.conn.buckets().await?;
     let last = kv::last_entry(&b.secrets, &kv_key).await?;
     let live = last.filter(|e| e.op == Op::Put).and_then(|e| e.record);
     match (version, live) {
-        (None, live) => Ok(live.map(Record::stored)),
+        (None, live) => {
+            let found = live.map(Record::stored);
+            if let (Some(epoch), Some(found)) = (fill, &found) {
+                backend.cache.fill(epoch, &kv_key, found);
+            }
+            Ok(found)
+        }
         (Some(n), Some(r)) if r.version == n => Ok(Some(r.stored())),
         (Some(n), _) => {
             let state = State::from_history(&kv::history(&b.secrets, &kv_key).await?);
@@ -80,7 +101,7 @@ pub(super) async fn write(
     tenant: &TenantId,
     key: &SecretKey,
     write: SecretWrite,
-) -> Result<(), WriteError> {
+) -> Result<Option<u64>, WriteError> {
     let b = backend.conn.buckets().await?;
     let kv_key = tenant_key(tenant, key.as_str());
     // A put was sealed against the head `Store` read; the other changes
@@ -154,7 +175,7 @@ pub(super) async fn write(
     backend
         .change(&b.secrets, change, write.line, Some((tenant, draft)))
         .await
-        .map(|_| ())
+        .map(Some)
 }
 
 pub(super) async fn metadata(

@@ -204,7 +204,9 @@ impl Backend for SqliteBackend {
         tenant: &TenantId,
         key: &SecretKey,
         version: Option<u64>,
+        _min_revision: Option<u64>,
     ) -> Result<Option<StoredVersion>, StoreError> {
+        // Every change goes through this process: reads are always current.
         let (t, k) = (tenant.as_str(), key.as_str());
         if let Some(n) = version {
             return self.read_secrets(|c| secrets::version(c, t, k, n));
@@ -225,7 +227,7 @@ impl Backend for SqliteBackend {
         tenant: &TenantId,
         key: &SecretKey,
         write: SecretWrite,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Option<u64>, WriteError> {
         let tenant_id = tenant.clone();
         let (tenant, key) = (tenant.as_str().to_owned(), key.as_str().to_owned());
         let spec = JobSpec {
@@ -257,6 +259,7 @@ impl Backend for SqliteBackend {
                 Ok(())
             })
             .await
+            .map(|()| None)
     }
 
     async fn metadata(

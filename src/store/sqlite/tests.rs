@@ -67,12 +67,16 @@ async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
     assert!(held.iter().all(|r| r.snapshot.is_some()));
     drop(held);
 
-    let current = store.get(&tenant, &key, None).await.unwrap().unwrap();
+    let current = store.get(&tenant, &key, None, None).await.unwrap().unwrap();
     assert_eq!(
         (current.version, current.sealed.as_slice()),
         (2, &b"two"[..])
     );
-    let by_number = store.get(&tenant, &key, Some(2)).await.unwrap().unwrap();
+    let by_number = store
+        .get(&tenant, &key, Some(2), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_number.sealed, b"two");
     let meta = store.metadata(&tenant, &key).await.unwrap().unwrap();
     assert_eq!((meta.current_version, meta.versions.len()), (2, 2));
@@ -102,7 +106,11 @@ async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
 #[tokio::test]
 async fn idle_readers_release_their_snapshots() {
     let (dir, store, tenant, key) = one_version().await;
-    assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
+    assert!(store
+        .get(&tenant, &key, Some(1), None)
+        .await
+        .unwrap()
+        .is_some());
     assert!(store
         .readers
         .pool
@@ -117,14 +125,22 @@ async fn idle_readers_release_their_snapshots() {
     // A read made while a batch is under way keeps no snapshot: the batch's
     // checkpoint could not pass it.
     store.batches.writing.store(true, Ordering::SeqCst);
-    assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
+    assert!(store
+        .get(&tenant, &key, Some(1), None)
+        .await
+        .unwrap()
+        .is_some());
     assert!(store
         .readers
         .pool
         .iter()
         .all(|r| r.lock().unwrap().snapshot.is_none()));
     store.batches.writing.store(false, Ordering::SeqCst);
-    assert!(store.get(&tenant, &key, Some(1)).await.unwrap().is_some());
+    assert!(store
+        .get(&tenant, &key, Some(1), None)
+        .await
+        .unwrap()
+        .is_some());
     store.close().await;
     let wal = std::fs::metadata(dir.path().join("s.db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "the checkpoint at close left the WAL non-empty");
