@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::auth::Principal;
 use crate::clock::{now_ms, write_rfc3339};
 use crate::store::LineBody;
-pub use verify::{verify_lines, Verdict};
+pub use verify::{verify_chains, verify_lines, ChainReport, Verdict};
 
 /// What one line records. The principal is shared with the request, not
 /// copied, and the request id is copied once.

@@ -1,10 +1,12 @@
 //! Starting a server's trail: chain under the store's audit key, and refuse
-//! to begin a new chain over a head the store recorded but the trail no
-//! longer reaches (its file was emptied, replaced or cut short), unless the
-//! operator says so; then the new chain's first line names the old head.
+//! to begin over a head the store recorded but the trail no longer reaches
+//! (a file emptied, replaced or cut short; a stream deleted, or lines cut
+//! off some gateway's chain), unless the operator says so; then this
+//! process's chain begins with a line that names the lost heads.
+
+use std::collections::BTreeMap;
 
 use crate::store::chain::{AuditKey, ChainHead};
-use crate::store::trail::AUDIT_HEAD;
 use crate::store::{Store, StoreError, Trail};
 
 use super::AuditEntry;
@@ -18,37 +20,76 @@ pub enum StartError {
     Refused(String),
 }
 
-/// The head the store recorded, if any.
-pub async fn recorded_head(store: &Store) -> Result<Option<ChainHead>, StoreError> {
-    let stored = store.meta_get(AUDIT_HEAD).await?;
-    Ok(stored.and_then(|v| ChainHead::decode(std::str::from_utf8(&v).ok()?)))
+/// The heads the store recorded, by chain ("" the file trail's one chain,
+/// or the chain nats gateways shared before each kept its own).
+pub async fn recorded_heads(store: &Store) -> Result<BTreeMap<String, ChainHead>, StoreError> {
+    store.audit_heads().await
 }
 
-/// Starts `trail` under `key`, checking it still reaches the recorded head.
+/// The recorded heads in words, for a backup: the one head's encoding, or
+/// each gateway's.
+pub async fn recorded_summary(store: &Store) -> Result<Option<String>, StoreError> {
+    let heads = recorded_heads(store).await?;
+    Ok(match heads.len() {
+        0 => None,
+        1 if heads.contains_key("") => heads.get("").map(ChainHead::encode),
+        _ => Some(
+            heads
+                .iter()
+                .map(|(chain, head)| format!("{chain}:{}", head.encode()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StartError {
+    StartError::Store(StoreError::Unavailable(e.to_string()))
+}
+
+/// Starts `trail` under `key`, checking every chain still reaches the head
+/// the store recorded for it.
 pub async fn start(
     trail: &Trail,
     store: &Store,
     key: AuditKey,
     restart_chain: bool,
 ) -> Result<(), StartError> {
-    let head = trail
-        .start(key)
-        .await
-        .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))?;
-    let Some(recorded) = recorded_head(store).await? else {
+    let head = trail.start(key).await.map_err(unavailable)?;
+    let mut lost = Vec::new();
+    for (chain, recorded) in recorded_heads(store).await? {
+        let found = if chain == trail.chain() {
+            head.clone()
+        } else {
+            trail.chain_tail(&chain).await.map_err(unavailable)?
+        };
+        if recorded.seq > found.seq || (recorded.seq == found.seq && recorded.hash != found.hash) {
+            lost.push((chain, recorded, found));
+        }
+    }
+    let Some((chain, recorded, found)) = lost.first() else {
         return Ok(());
     };
-    let lost = recorded.seq > head.seq || (recorded.seq == head.seq && recorded.hash != head.hash);
-    if !lost {
-        return Ok(());
-    }
     if !restart_chain {
+        let which = if chain.is_empty() {
+            String::new()
+        } else {
+            format!(" (the chain of gateway {chain})")
+        };
         return Err(StartError::Refused(format!(
-            "the audit trail ends at line {} but the store recorded line {}: its end or its file was lost. \
+            "the audit trail{which} ends at line {} but the store recorded line {}: its end or its file was lost. \
              Restore the file, or start with --audit-restart-chain to begin a new chain whose first line names the old head",
-            head.seq, recorded.seq
+            found.seq, recorded.seq
         )));
     }
+    let note = lost
+        .iter()
+        .map(|(chain, recorded, _)| match chain.as_str() {
+            "" => format!("previous head {}", recorded.encode()),
+            gateway => format!("previous head of gateway {gateway} {}", recorded.encode()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let line = AuditEntry {
         request_id: "start".into(),
         principal: None,
@@ -58,12 +99,14 @@ pub async fn start(
         status: 200,
         client: None,
     }
-    .render_with_note(&format!("previous head {}", recorded.encode()));
-    trail.restarted();
-    trail
-        .append(line)
-        .await
-        .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))?;
+    .render_with_note(&note);
+    trail.append(line).await.map_err(unavailable)?;
+    let others: Vec<String> = lost
+        .iter()
+        .map(|(chain, _, _)| chain.clone())
+        .filter(|chain| chain != trail.chain())
+        .collect();
+    trail.retire(&others).await.map_err(unavailable)?;
     tracing::warn!(
         previous_seq = recorded.seq,
         "audit: began a new chain over a lost one (--audit-restart-chain)"

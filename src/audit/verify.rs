@@ -4,6 +4,12 @@
 //! and a removed or reordered line by the first line after the gap. Lines
 //! written before keyed lines (v1) are checked by their SHA-256 as before.
 //! The store's recorded head catches lines cut off the end.
+//!
+//! A nats trail holds one chain per gateway, its lines marked
+//! `"gateway":"<id>"`; `verify_chains` checks each on its own (the lines of
+//! the embedded store and of older nats trails carry no mark: chain "").
+
+use std::collections::BTreeMap;
 
 use crate::store::chain::{field_at_end, sha256_hex, v2_fields, AuditKey, ChainHead, V2_PREFIX};
 
@@ -12,6 +18,62 @@ use crate::store::chain::{field_at_end, sha256_hex, v2_fields, AuditKey, ChainHe
 pub enum Verdict {
     Intact { lines: usize, head: ChainHead },
     Broken { line: usize, reason: String },
+}
+
+/// One chain's verdict; its line numbers are the chain's own, `places`
+/// maps them (1-based) to the trail's.
+#[derive(Debug)]
+pub struct ChainReport {
+    pub chain: String,
+    pub verdict: Verdict,
+    pub places: Vec<usize>,
+}
+
+/// The gateway whose chain `line` is on ("" when unmarked).
+fn chain_of(line: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Mark {
+        gateway: Option<String>,
+    }
+    serde_json::from_slice::<Mark>(line)
+        .ok()
+        .and_then(|m| m.gateway)
+        .unwrap_or_default()
+}
+
+/// Checks every chain of a trail's `lines` (in trail order), each against
+/// the head the store recorded for it; a chain recorded but with no line
+/// left is reported too. Chains come in the order their first lines do.
+pub fn verify_chains(
+    lines: &[Vec<u8>],
+    key: Option<&AuditKey>,
+    recorded: &BTreeMap<String, ChainHead>,
+) -> Vec<ChainReport> {
+    let mut chains: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let chain = chain_of(line);
+        match chains.iter_mut().find(|(c, _)| *c == chain) {
+            Some((_, places)) => places.push(i + 1),
+            None => chains.push((chain, vec![i + 1])),
+        }
+    }
+    for chain in recorded.keys() {
+        if !chains.iter().any(|(c, _)| c == chain) {
+            chains.push((chain.clone(), Vec::new()));
+        }
+    }
+    chains
+        .into_iter()
+        .map(|(chain, places)| {
+            let own = places.iter().map(|&p| Ok::<_, ()>(lines[p - 1].clone()));
+            let verdict = verify_lines(own, key, recorded.get(&chain)).expect("lines in memory");
+            ChainReport {
+                chain,
+                verdict,
+                places,
+            }
+        })
+        .collect()
 }
 
 /// Checks the chain of `lines` (each without its newline), in order, with
@@ -184,6 +246,70 @@ mod tests {
         assert_eq!(broken_at(check(&removed, None)), 2);
         let swapped = vec![lines[1].clone(), lines[0].clone()];
         assert_eq!(broken_at(check(&swapped, None)), 1);
+    }
+
+    #[test]
+    fn chains_of_several_gateways_are_checked_each_on_its_own() {
+        let marked = |gateway: &str, bodies: &[&str], head: &mut ChainHead| {
+            let bodies: Vec<String> = bodies
+                .iter()
+                .map(|b| format!("\"gateway\":\"{gateway}\",{b}"))
+                .collect();
+            let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+            keyed(&bodies, head)
+        };
+        let (mut a, mut b) = (ChainHead::genesis(), ChainHead::genesis());
+        let a_lines = marked("a", &["\"n\":1,", "\"n\":2,", "\"n\":3,"], &mut a);
+        let b_lines = marked("b", &["\"n\":1,", "\"n\":2,"], &mut b);
+        let merged = vec![
+            a_lines[0].clone(),
+            b_lines[0].clone(),
+            a_lines[1].clone(),
+            b_lines[1].clone(),
+            a_lines[2].clone(),
+        ];
+        let key = test_key();
+        let heads = BTreeMap::from([("a".to_owned(), a.clone()), ("b".to_owned(), b)]);
+        let reports = verify_chains(&merged, Some(&key), &heads);
+        assert_eq!(reports.len(), 2);
+        assert!(reports
+            .iter()
+            .all(|r| matches!(r.verdict, Verdict::Intact { .. })));
+        assert_eq!(reports[1].places, vec![2, 4]);
+
+        // A line gone from b's chain: b is broken at its second line (the
+        // trail's fourth), a is intact.
+        let mut gap = merged.clone();
+        gap.remove(1);
+        let reports = verify_chains(&gap, Some(&key), &heads);
+        assert!(matches!(
+            reports[0].verdict,
+            Verdict::Intact { lines: 3, .. }
+        ));
+        assert!(matches!(
+            reports[1].verdict,
+            Verdict::Broken { line: 1, .. }
+        ));
+        assert_eq!(reports[1].places, vec![3]);
+
+        // a's lines swapped: a is broken, b intact.
+        let mut swapped = merged.clone();
+        swapped.swap(0, 2);
+        let reports = verify_chains(&swapped, Some(&key), &heads);
+        assert!(matches!(
+            reports[0].verdict,
+            Verdict::Broken { line: 1, .. }
+        ));
+        assert!(matches!(reports[1].verdict, Verdict::Intact { .. }));
+
+        // A recorded chain with no line left is reported.
+        let mut more = heads.clone();
+        more.insert("c".into(), a);
+        let reports = verify_chains(&merged, Some(&key), &more);
+        assert!(matches!(
+            reports[2].verdict,
+            Verdict::Broken { line: 1, .. }
+        ));
     }
 
     #[test]

@@ -35,10 +35,9 @@ pub async fn write(
     out: impl Write + Send,
     on_secret: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<LoadCounts, String> {
-    let head = crate::audit::start::recorded_head(store)
+    let head = crate::audit::start::recorded_summary(store)
         .await
-        .map_err(|e| e.to_string())?
-        .map(|h| h.encode());
+        .map_err(|e| e.to_string())?;
     let mut writer = format::Writer::new(out, keks.active(), source, head)
         .map_err(|e| format!("cannot write the backup: {e}"))?;
     let mut counts = LoadCounts::default();

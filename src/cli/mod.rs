@@ -319,44 +319,75 @@ async fn audit_trail(args: &AuditVerifyArgs) -> Result<crate::store::RecordedTra
         .map_err(|e| e.to_string())
 }
 
-/// Checks the chain, then names each change whose gateway stopped before its
-/// line: the chain is intact, but an auditor must know of these.
+/// Checks each chain, then names each change whose gateway stopped before
+/// its line: the chains are intact, but an auditor must know of these.
 async fn audit_verify(args: AuditVerifyArgs) -> Result<(), String> {
-    let (key, recorded) = audit_key_and_head(&args).await?;
+    let (key, recorded) = audit_key_and_heads(&args).await?;
     let (trail, recorded) = match &args.file {
-        Some(path) => (read_file_trail(path)?, None),
+        Some(path) => (read_file_trail(path)?, Default::default()),
         None => (audit_trail(&args).await?, recorded),
     };
     let name = &trail.name;
-    let verdict = crate::audit::verify_lines(
-        trail.lines.iter().cloned().map(Ok::<_, ()>),
-        key.as_ref(),
-        recorded.as_ref(),
-    )
-    .expect("lines in memory");
-    match verdict {
-        Verdict::Intact { lines, .. } => {
-            println!("{name}: intact, {lines} lines");
-            for u in &trail.unfinished {
-                let made = match u.made {
-                    Some(true) => "the change was made",
-                    Some(false) => "the change was not made",
-                    None => "whether the change was made is no longer known",
+    let reports = crate::audit::verify_chains(&trail.lines, key.as_ref(), &recorded);
+    // The embedded store's trail is one unmarked chain, named as before.
+    let one = reports.len() <= 1 && reports.iter().all(|r| r.chain.is_empty());
+    let chain_name = |chain: &str| match chain {
+        "" => "the shared chain".to_owned(),
+        gateway => format!("the chain of gateway {gateway}"),
+    };
+    let mut total = 0;
+    let mut broken = Vec::new();
+    for report in &reports {
+        match &report.verdict {
+            Verdict::Intact { lines, .. } => {
+                total += lines;
+                if !one {
+                    println!(
+                        "{name}: {}: intact, {lines} lines",
+                        chain_name(&report.chain)
+                    );
+                }
+            }
+            Verdict::Broken { line, reason } if one => {
+                broken.push(match trail.line_in_file(*line) {
+                    Some((file, local)) => {
+                        format!("{file}: line {local} is bad (line {line} of the trail): {reason}")
+                    }
+                    None => format!("{name}: line {line} is bad: {reason}"),
+                })
+            }
+            Verdict::Broken { line, reason } => {
+                let place = match report.places.get(line - 1) {
+                    Some(place) => format!(" (line {place} of the trail)"),
+                    None => String::new(),
                 };
-                println!(
-                    "{name}: request {} on {} has no line (its gateway stopped before writing it): {made}",
-                    u.request_id, u.subject
-                );
+                broken.push(format!(
+                    "{name}: {}: line {line} is bad{place}: {reason}",
+                    chain_name(&report.chain)
+                ));
             }
-            Ok(())
         }
-        Verdict::Broken { line, reason } => Err(match trail.line_in_file(line) {
-            Some((file, local)) => {
-                format!("{file}: line {local} is bad (line {line} of the trail): {reason}")
-            }
-            None => format!("{name}: line {line} is bad: {reason}"),
-        }),
     }
+    if !broken.is_empty() {
+        return Err(broken.join("\n"));
+    }
+    let chains = match reports.len() {
+        0 | 1 => String::new(),
+        n => format!(" in {n} chains"),
+    };
+    println!("{name}: intact, {total} lines{chains}");
+    for u in &trail.unfinished {
+        let made = match u.made {
+            Some(true) => "the change was made",
+            Some(false) => "the change was not made",
+            None => "whether the change was made is no longer known",
+        };
+        println!(
+            "{name}: request {} on {} has no line (its gateway stopped before writing it): {made}",
+            u.request_id, u.subject
+        );
+    }
+    Ok(())
 }
 
 /// The lines of a trail file given to `audit verify --file`.
@@ -371,13 +402,13 @@ fn read_file_trail(path: &std::path::Path) -> Result<crate::store::RecordedTrail
 }
 
 /// The audit key (when a master key is at hand and the store has one) and
-/// the chain head the store recorded.
-async fn audit_key_and_head(
+/// the chain heads the store recorded.
+async fn audit_key_and_heads(
     args: &AuditVerifyArgs,
 ) -> Result<
     (
         Option<crate::store::chain::AuditKey>,
-        Option<crate::store::chain::ChainHead>,
+        std::collections::BTreeMap<String, crate::store::chain::ChainHead>,
     ),
     String,
 > {
@@ -385,7 +416,7 @@ async fn audit_key_and_head(
         .await
         .map_err(|e| e.to_string())?;
     let found = async {
-        let recorded = crate::audit::start::recorded_head(&store)
+        let recorded = crate::audit::start::recorded_heads(&store)
             .await
             .map_err(|e| e.to_string())?;
         let master = crate::crypto::MasterKey::load(

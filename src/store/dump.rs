@@ -84,6 +84,12 @@ pub const LOCAL_META: &[&str] = &[
     super::events::PRUNED_THROUGH,
 ];
 
+/// Whether the meta value `name` is the store's own (`LOCAL_META`, or a
+/// nats gateway's chain head, `audit_head.<gateway>`).
+pub fn is_local_meta(name: &str) -> bool {
+    LOCAL_META.contains(&name) || name.starts_with("audit_head.")
+}
+
 /// The refusal a load gives when the store holds data and `force` is off.
 pub fn not_empty() -> StoreError {
     StoreError::Refused(

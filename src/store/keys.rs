@@ -142,6 +142,25 @@ impl Store {
         dispatch!(self.backend, b => b.meta_get(name))
     }
 
+    /// The audit chain heads recorded, by chain: the embedded store's one
+    /// (""), or each nats gateway's (and "" for the chain they shared
+    /// before).
+    pub async fn audit_heads(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, super::trail::ChainHead>, StoreError> {
+        match &*self.backend {
+            Backends::Nats(b) => b.audit_heads().await,
+            _ => {
+                let stored = self.meta_get(super::trail::AUDIT_HEAD).await?;
+                Ok(stored
+                    .and_then(|v| super::trail::ChainHead::decode(std::str::from_utf8(&v).ok()?))
+                    .map(|head| (String::new(), head))
+                    .into_iter()
+                    .collect())
+            }
+        }
+    }
+
     /// Stores `value` under `name` unless set; returns what is stored.
     pub async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         retry((), |()| async {

@@ -88,12 +88,30 @@ impl Trail {
         }
     }
 
-    /// A new chain began over a lost one (`--audit-restart-chain`): the head
-    /// recorded for the old chain is replaced by the new chain's, though its
-    /// number is lower (the file trail's record is always replaced).
-    pub fn restarted(&self) {
-        if let Kind::Stream(stream) = &self.0 {
-            stream.restarted();
+    /// The chain this process appends to: "" for the file trail's one
+    /// chain, the gateway's own on a stream.
+    pub fn chain(&self) -> &str {
+        match &self.0 {
+            Kind::File(_) => "",
+            Kind::Stream(stream) => stream.chain(),
+        }
+    }
+
+    /// Where another chain of the trail ends (streams; a file has one).
+    pub async fn chain_tail(&self, chain: &str) -> Result<ChainHead, TrailError> {
+        match &self.0 {
+            Kind::File(_) => Err(TrailError(format!("a file trail has no chain {chain:?}"))),
+            Kind::Stream(stream) => Box::pin(stream.chain_tail(chain)).await,
+        }
+    }
+
+    /// Forgets the recorded heads of other chains, lost and superseded by
+    /// this process's chain (`--audit-restart-chain`). The file trail's one
+    /// record is replaced by its next line's head anyway.
+    pub async fn retire(&self, chains: &[String]) -> Result<(), TrailError> {
+        match &self.0 {
+            Kind::File(_) => Ok(()),
+            Kind::Stream(stream) => stream.retire(chains).await,
         }
     }
 
@@ -137,8 +155,11 @@ impl Trail {
                 .map_err(|_| TrailError("reading the trail failed".into()))?
             }
             Kind::Stream(stream) => {
+                // Each gateway numbers its own chain: a line's number here
+                // is its place in the stream.
                 let lines = Box::pin(stream.read_lines()).await?;
                 let mut selection = Selection::new(after, limit, &keep);
+                selection.by_place = true;
                 for (i, line) in lines.iter().enumerate() {
                     if !selection.offer(i as u64 + 1, line) {
                         break;
@@ -213,10 +234,11 @@ pub struct Page {
 }
 
 /// Picks a page out of a trail's lines as they are offered, in order: each
-/// line's number is its `seq` (keyed lines) or its place (lines written
-/// before).
+/// line's number is its `seq` (keyed lines of a file) or its place (lines
+/// written before, and every line of a stream, which holds several chains).
 struct Selection<'a> {
     after: u64,
+    by_place: bool,
     limit: usize,
     keep: &'a dyn Fn(&serde_json::Value) -> bool,
     page: Page,
@@ -227,6 +249,7 @@ impl<'a> Selection<'a> {
     fn new(after: u64, limit: usize, keep: &'a dyn Fn(&serde_json::Value) -> bool) -> Self {
         Selection {
             after,
+            by_place: false,
             limit,
             keep,
             page: Page::default(),
@@ -237,7 +260,10 @@ impl<'a> Selection<'a> {
     /// Takes the line at `place`; false once the page is full.
     fn offer(&mut self, place: u64, line: &[u8]) -> bool {
         let text = String::from_utf8_lossy(line);
-        let seq = super::chain::v2_fields(&text).map_or(place, |(seq, _)| seq);
+        let seq = match super::chain::v2_fields(&text) {
+            Some((seq, _)) if !self.by_place => seq,
+            _ => place,
+        };
         if seq <= self.after {
             return true;
         }
@@ -323,7 +349,7 @@ pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreErro
                 let unfinished = nats::unfinished(backend.client(), &recorded).await?;
                 Ok::<_, TrailError>(RecordedTrail {
                     name: format!("stream {}_audit", config.nats_bucket),
-                    lines: recorded.lines,
+                    lines: recorded.lines.into_iter().map(|(_, line)| line).collect(),
                     files: Vec::new(),
                     unfinished,
                 })

@@ -276,7 +276,7 @@ async fn nats_audit_full(data_dir: &std::path::Path, full: bool) {
 }
 
 #[tokio::test]
-async fn two_gateways_append_one_chain_to_the_stream() {
+async fn two_gateways_append_their_own_chains_to_the_stream() {
     nats_only!("two gateways share one trail only on the nats store");
     let a = spawn_app().await;
     let b = spawn_with(Options::default().data_dir(&a.data_dir)).await;
@@ -310,8 +310,131 @@ async fn two_gateways_append_one_chain_to_the_stream() {
     }
     let (ok, out) = verify(&a.data_dir);
     assert!(ok, "{out}");
-    assert!(out.contains("intact, 80 lines"), "{out}");
-    assert_eq!(lines(&a).len(), 80);
+    assert!(out.contains("intact, 80 lines in 2 chains"), "{out}");
+    let lines = lines(&a);
+    assert_eq!(lines.len(), 80);
+    // Every line names its gateway: two, each with a chain numbered from 1.
+    let mut gateways = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for line in &lines {
+        let gateway = line["gateway"].as_str().expect("a gateway id").to_owned();
+        gateways
+            .entry(gateway)
+            .or_default()
+            .push(line["seq"].as_u64().unwrap());
+    }
+    assert_eq!(gateways.len(), 2, "{gateways:?}");
+    for seqs in gateways.values() {
+        assert_eq!(*seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    }
+    // Exported, the merged chains verify chain by chain: an edit, a gap or
+    // a reorder in either is named with its gateway.
+    let second = gateways.keys().nth(1).unwrap().clone();
+    let mark = format!("\"gateway\":\"{second}\"");
+    let at: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l["gateway"] == second.as_str())
+        .map(|(i, _)| i)
+        .collect();
+    type Tamper = Box<dyn Fn(&mut Vec<String>)>;
+    let (a1, a2) = (at[1], at[2]);
+    let tampers: [(&str, Tamper); 3] = [
+        (
+            "edit",
+            Box::new(move |l: &mut Vec<String>| {
+                l[a1] = l[a1].replace("\"status\":200", "\"status\":500")
+            }),
+        ),
+        (
+            "gap",
+            Box::new(move |l: &mut Vec<String>| {
+                l.remove(a1);
+            }),
+        ),
+        (
+            "reorder",
+            Box::new(move |l: &mut Vec<String>| l.swap(a1, a2)),
+        ),
+    ];
+    let exported = trail(&a.data_dir);
+    for (what, tamper) in tampers {
+        let mut tampered: Vec<String> = exported.lines().map(str::to_owned).collect();
+        tamper(&mut tampered);
+        assert!(tampered.iter().any(|l| l.contains(&mark)));
+        std::fs::write(a.data_dir.join("audit.log"), tampered.join("\n") + "\n").unwrap();
+        let (ok, out) = verify_file(&a.data_dir);
+        assert!(!ok, "{what}: {out}");
+        assert!(
+            out.contains(&format!("the chain of gateway {second}: line 2 is bad")),
+            "{what}: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_append_leaves_every_chain_intact() {
+    nats_only!("gateways keep their own chains only on the nats store");
+    let a = spawn_app().await;
+    let mut b = spawn_with(Options::default().data_dir(&a.data_dir)).await;
+    let admin = a.admin();
+    let Cred::ApiKey(key) = admin.clone() else {
+        unreachable!()
+    };
+    // Both gateways take writes; B is killed while its lines are in flight.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (client, url, key) = (
+            a.client.clone(),
+            if w % 2 == 0 {
+                a.url("/secrets")
+            } else {
+                b.url("/secrets")
+            },
+            key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0;
+            for i in 0..200 {
+                let body = serde_json::json!({ "key": format!("kill/{w}/{i}"), "value": "v" });
+                match client
+                    .put(&url)
+                    .header("X-Api-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => answered += 1,
+                    Ok(r) => panic!("{}", r.status()),
+                    // B is gone.
+                    Err(_) => break,
+                }
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    signal(&b.child, "KILL");
+    let _ = b.child.wait();
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap();
+    }
+    assert!(answered > 800, "A's writers finished ({answered} answered)");
+    let (ok, out) = verify(&a.data_dir);
+    assert!(ok, "{out}");
+    assert!(out.contains("in 2 chains"), "{out}");
+    // Every write answered 200 has its line.
+    let lines = lines(&a);
+    let written: std::collections::HashSet<String> = lines
+        .iter()
+        .filter(|l| l["action"] == "secrets.write" && l["status"] == 200)
+        .filter_map(|l| l["key"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        written.len() >= answered,
+        "{} lines, {answered} answered",
+        written.len()
+    );
 }
 
 /// Two gateways on nats (one on sqlite, which serves one process per file)

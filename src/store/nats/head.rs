@@ -1,11 +1,11 @@
-//! Each gateway's record of the audit chain's head (`audit_head` in the
-//! `<bucket>_meta` bucket): what `audit verify` and a start compare the
-//! stream with, so a deleted (re-made) stream is noticed. Only ever moved
-//! forward, with a compare-and-set, since gateways record concurrently;
-//! except once after `--audit-restart-chain`, when the new chain's lower
-//! head replaces the lost chain's.
+//! Each gateway's record of its audit chain's head (`audit_head.<chain>` in
+//! the `<bucket>_meta` bucket; `audit_head` was the shared chain's): what
+//! `audit verify` and a start compare the stream with, so a deleted
+//! (re-made) stream or lines cut off a chain's end are noticed. Only ever
+//! moved forward, with a compare-and-set. A chain lost and superseded
+//! (`--audit-restart-chain`) has its record removed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, kv};
 use tokio::sync::OnceCell;
@@ -14,30 +14,91 @@ use super::kv::{last, publish, Publish};
 use super::records::{op_of, with_format, without_format, Op};
 use crate::store::chain::ChainHead;
 use crate::store::engine::WriteError;
-use crate::store::trail::AUDIT_HEAD;
+use crate::store::trail::{TrailError, AUDIT_HEAD};
 use crate::store::StoreError;
 
 pub(super) struct HeadRecord {
     js: jetstream::Context,
     bucket: String,
+    /// The meta key of this gateway's chain.
+    name: String,
     meta: OnceCell<kv::Store>,
-    /// Set when a new chain began over a lost one.
-    replace: AtomicBool,
+}
+
+/// The meta key of `chain`'s recorded head.
+fn record_name(chain: &str) -> String {
+    if chain.is_empty() {
+        AUDIT_HEAD.to_owned()
+    } else {
+        format!("{AUDIT_HEAD}.{chain}")
+    }
+}
+
+/// Every chain's recorded head in the meta bucket `meta`, by chain.
+pub(super) async fn recorded(
+    client: &async_nats::Client,
+    meta: &kv::Store,
+) -> Result<BTreeMap<String, ChainHead>, StoreError> {
+    let mut heads = BTreeMap::new();
+    for (name, op, payload) in super::kv::scan_last(client, meta, &format!("{AUDIT_HEAD}.>"), false)
+        .await?
+        .into_iter()
+        .chain(last_of(meta, AUDIT_HEAD).await?)
+    {
+        if op != Op::Put {
+            continue;
+        }
+        let chain = name
+            .strip_prefix(AUDIT_HEAD)
+            .map(|rest| rest.trim_start_matches('.'))
+            .unwrap_or_default();
+        let stored = without_format("audit head", &payload)?;
+        if let Some(head) = std::str::from_utf8(&stored)
+            .ok()
+            .and_then(ChainHead::decode)
+        {
+            heads.insert(chain.to_owned(), head);
+        }
+    }
+    Ok(heads)
+}
+
+/// `name`'s last message as `scan_last` gives it.
+async fn last_of(
+    meta: &kv::Store,
+    name: &str,
+) -> Result<Option<(String, Op, Vec<u8>)>, StoreError> {
+    Ok(last(meta, name)
+        .await?
+        .map(|m| (name.to_owned(), op_of(Some(&m.headers)), m.payload.to_vec())))
 }
 
 impl HeadRecord {
-    pub fn new(js: jetstream::Context, bucket: &str) -> HeadRecord {
+    pub fn new(js: jetstream::Context, bucket: &str, chain: &str) -> HeadRecord {
         HeadRecord {
             js,
             bucket: bucket.to_owned(),
+            name: record_name(chain),
             meta: OnceCell::new(),
-            replace: AtomicBool::new(false),
         }
     }
 
-    /// The next head recorded replaces the recorded one, whatever its number.
-    pub fn restarted(&self) {
-        self.replace.store(true, Ordering::SeqCst);
+    async fn meta(&self) -> Result<&kv::Store, StoreError> {
+        self.meta
+            .get_or_try_init(|| self.js.get_key_value(format!("{}_meta", self.bucket)))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("nats meta bucket: {e}")))
+    }
+
+    /// Removes the recorded heads of `chains`.
+    pub async fn retire(&self, chains: &[String]) -> Result<(), TrailError> {
+        let meta = self.meta().await.map_err(|e| TrailError(e.to_string()))?;
+        for chain in chains {
+            meta.delete(record_name(chain))
+                .await
+                .map_err(|e| TrailError(format!("audit: retiring chain {chain:?}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Records `head` unless one as far on is recorded (another gateway's);
@@ -56,14 +117,8 @@ impl HeadRecord {
     }
 
     async fn advance(&self, new: &ChainHead) -> Result<(), WriteError> {
-        let meta = self
-            .meta
-            .get_or_try_init(|| self.js.get_key_value(format!("{}_meta", self.bucket)))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("nats meta bucket: {e}")))?;
-        let replace = self.replace.load(Ordering::SeqCst);
-        let expected = match last(meta, AUDIT_HEAD).await? {
-            Some(m) if replace => m.sequence,
+        let meta = self.meta().await?;
+        let expected = match last(meta, &self.name).await? {
             Some(m) if op_of(Some(&m.headers)) == Op::Put => {
                 let stored = without_format("audit head", &m.payload)?;
                 let stored = std::str::from_utf8(&stored)
@@ -78,15 +133,12 @@ impl HeadRecord {
             None => 0,
         };
         let message = Publish {
-            key: AUDIT_HEAD,
+            key: &self.name,
             expected,
             op: Op::Put,
             payload: with_format(new.encode().as_bytes()),
         };
         publish(&self.js, meta, message, None).await?;
-        if replace {
-            self.replace.store(false, Ordering::SeqCst);
-        }
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use super::records::{
 };
 use super::{unavailable, NatsBackend, REQUEST_TIMEOUT};
 use crate::store::dump::{
-    not_empty, Dumped, DumpedVersion, LoadCounts, Records, SecretDump, Sink, LOCAL_META,
+    is_local_meta, not_empty, Dumped, DumpedVersion, LoadCounts, Records, SecretDump, Sink,
 };
 use crate::store::engine::WriteError;
 use crate::store::model::WrappedDek;
@@ -178,7 +178,7 @@ pub(super) async fn dump(backend: &NatsBackend, sink: Sink<'_>) -> Result<(), St
     let mut meta = kvops::scan_last(client, &b.meta, ">", false).await?;
     meta.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, op, payload) in meta {
-        if op == Op::Put && !LOCAL_META.contains(&name.as_str()) {
+        if op == Op::Put && !is_local_meta(&name) {
             let value = without_format("meta value", &payload)?;
             emit(Dumped::Meta { name, value })?;
         }
@@ -296,7 +296,7 @@ async fn purge(backend: &NatsBackend) -> Result<(), StoreError> {
         .map_err(|e| unavailable("purge events", e))?;
     let names = kvops::scan_last(&backend.conn.client, &b.meta, ">", true).await?;
     for (name, _, _) in names {
-        if !LOCAL_META.contains(&name.as_str()) {
+        if !is_local_meta(&name) {
             b.meta
                 .stream
                 .purge()

@@ -124,6 +124,14 @@ impl NatsBackend {
         events::feed(self, self.hub.clone()).await
     }
 
+    /// Every audit chain's recorded head, by chain.
+    pub(super) async fn audit_heads(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, super::trail::ChainHead>, StoreError> {
+        let b = self.conn.buckets().await?;
+        head::recorded(&self.conn.client, &b.meta).await
+    }
+
     /// Keeps the read cache coherent with every gateway's changes (a task).
     pub(super) async fn follow_for_cache(&self) {
         cache::follow(self).await

@@ -1,21 +1,24 @@
 //! The nats engine's trail: every gateway appends to one JetStream stream,
-//! `<bucket>_audit`. Subject `<bucket>.audit` holds the chain: a message
-//! holds one or more lines, each the exact text of a file line, separated by
-//! newlines, so under load the lines of requests waiting together go out in
-//! one acknowledged publish (group commit). Subject `<bucket>.intent` holds
-//! intents: before a change is published, its request id and the KV subject
-//! and revision it writes against, so that a trail that cannot be written
-//! stops the change before it happens, and a gateway that dies between the
-//! change and its line leaves a record `audit verify` names.
+//! `<bucket>_audit`, each to its own chain, so no gateway waits for
+//! another's append. A gateway process picks a random id at start and
+//! appends on subject `<bucket>.audit.<id>`, every line carrying
+//! `"gateway":"<id>"`; a message holds one or more lines, each the exact
+//! text of a file line, separated by newlines, so under load the lines of
+//! requests waiting together go out in one acknowledged publish (group
+//! commit). Every publish carries `Nats-Expected-Last-Subject-Sequence` of
+//! the gateway's last message, so a message lost or doubled is refused, not
+//! chained twice. `audit export` merges the chains in stream order; `audit
+//! verify` checks each (`audit::verify_chains`). Subject `<bucket>.audit`
+//! holds the one chain all gateways shared before, read as chain "".
 //!
-//! The chain stays one chain across gateways: every chain publish carries
-//! `Nats-Expected-Last-Subject-Sequence` (the sequence of the message whose
-//! last line is the new lines' `prev`); a gateway that loses the race
-//! re-reads the last message and chains its lines again. The stream denies
-//! deletes and purges.
+//! Subject `<bucket>.intent` holds intents: before a change is published,
+//! its request id and the KV subject and revision it writes against, so
+//! that a trail that cannot be written stops the change before it happens,
+//! and a gateway that dies between the change and its line leaves a record
+//! `audit verify` names. The stream denies deletes and purges.
 //!
-//! Each gateway records the chain head it last appended at most a second
-//! after the append (`head.rs`).
+//! Each gateway records its chain's head at most a second after the append
+//! (`head.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +54,31 @@ pub struct Intent {
     pub after: u64,
 }
 
-/// Stream name, chain subject and intent subject of the trail of `bucket`.
+/// Stream name, the shared chain's subject (and the prefix of the
+/// gateways' chains) and intent subject of the trail of `bucket`.
 pub fn names(bucket: &str) -> (String, String, String) {
     (
         format!("{bucket}_audit"),
         format!("{bucket}.audit"),
         format!("{bucket}.intent"),
     )
+}
+
+/// The subject of `chain` ("" the shared chain of older gateways).
+fn chain_subject(shared: &str, chain: &str) -> String {
+    if chain.is_empty() {
+        shared.to_owned()
+    } else {
+        format!("{shared}.{chain}")
+    }
+}
+
+/// The chain a message on `subject` belongs to, if it is a chain's.
+fn chain_of<'a>(shared: &str, subject: &'a str) -> Option<&'a str> {
+    match subject.strip_prefix(shared)? {
+        "" => Some(""),
+        rest => rest.strip_prefix('.'),
+    }
 }
 
 /// Requests queue their lines (and intents) for a publisher task of each
@@ -74,7 +95,13 @@ struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     stream_name: String,
+    /// The shared chain's subject, and the prefix of the gateways'.
+    shared: String,
+    /// This gateway's chain: its id, its subject, and the field its lines
+    /// carry.
+    chain: String,
     subject: String,
+    field: String,
     intent_subject: String,
     bucket: String,
     replicas: usize,
@@ -95,16 +122,22 @@ fn failed(what: &str, e: impl std::fmt::Display) -> TrailError {
 impl StreamTrail {
     /// Must be called inside the runtime: it starts the publisher tasks.
     pub fn new(client: async_nats::Client, bucket: &str, replicas: usize) -> StreamTrail {
-        let (stream_name, subject, intent_subject) = names(bucket);
+        let (stream_name, shared, intent_subject) = names(bucket);
         let js = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());
+        let mut id = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut id).expect("system randomness");
+        let chain = hex::encode(id);
         let inner = Arc::new(Inner {
-            head: HeadRecord::new(js.clone(), bucket),
+            head: HeadRecord::new(js.clone(), bucket, &chain),
             js,
             client,
             stream_name,
-            subject,
+            subject: chain_subject(&shared, &chain),
+            field: format!("\"gateway\":\"{chain}\","),
+            shared,
+            chain,
             intent_subject,
             bucket: bucket.to_owned(),
             replicas: replicas.max(1),
@@ -126,19 +159,32 @@ impl StreamTrail {
     pub async fn start(&self, key: AuditKey) -> Result<ChainHead, TrailError> {
         let _ = self.inner.key.set(key);
         let stream = self.inner.stream().await?;
-        Ok(self.inner.read_tail(stream).await?.1)
+        tracing::info!(gateway = %self.inner.chain, "audit: this gateway appends its own chain");
+        Ok(self.inner.read_tail(stream, &self.inner.subject).await?.1)
     }
 
-    /// See `Trail::restarted`.
-    pub fn restarted(&self) {
-        self.inner.head.restarted();
+    /// This gateway's chain.
+    pub fn chain(&self) -> &str {
+        &self.inner.chain
+    }
+
+    /// Where `chain` ends in the stream (genesis when it has no line).
+    pub async fn chain_tail(&self, chain: &str) -> Result<ChainHead, TrailError> {
+        let stream = self.inner.stream().await?;
+        let subject = chain_subject(&self.inner.shared, chain);
+        Ok(self.inner.read_tail(stream, &subject).await?.1)
+    }
+
+    /// Forgets the recorded heads of `chains`, lost and superseded by a new
+    /// chain whose first line names them (`--audit-restart-chain`).
+    pub async fn retire(&self, chains: &[String]) -> Result<(), TrailError> {
+        self.inner.head.retire(chains).await
     }
 
     /// Every line of the chain, oldest first.
     pub async fn read_lines(&self) -> Result<Vec<Vec<u8>>, TrailError> {
-        Ok(read_all(self.inner.client.clone(), &self.inner.bucket)
-            .await?
-            .lines)
+        let recorded = read_all(self.inner.client.clone(), &self.inner.bucket).await?;
+        Ok(recorded.lines.into_iter().map(|(_, line)| line).collect())
     }
 
     /// Appends one line; answers once the stream has acknowledged it.
@@ -253,7 +299,11 @@ impl Inner {
         }
         self.stream
             .get_or_try_init(|| async {
-                let subjects = vec![self.subject.clone(), self.intent_subject.clone()];
+                let subjects = vec![
+                    self.shared.clone(),
+                    format!("{}.*", self.shared),
+                    self.intent_subject.clone(),
+                ];
                 if let Ok(mut found) = self.js.get_stream(&self.stream_name).await {
                     let config = &found.cached_info().config;
                     if config.subjects != subjects {
@@ -299,10 +349,14 @@ impl Inner {
         Ok(ack.await?.sequence)
     }
 
-    /// The stream sequence of the last chain message and the chain's head
-    /// (0 and genesis when none).
-    async fn read_tail(&self, stream: &stream::Stream) -> Result<(u64, ChainHead), TrailError> {
-        let m = match stream.get_last_raw_message_by_subject(&self.subject).await {
+    /// The stream sequence of the last message on `subject` (a chain's)
+    /// and the chain's head (0 and genesis when none).
+    async fn read_tail(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+    ) -> Result<(u64, ChainHead), TrailError> {
+        let m = match stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => m,
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
                 return Ok((0, ChainHead::genesis()))
@@ -311,12 +365,14 @@ impl Inner {
         };
         let last = last_line(&m.payload);
         if !last.starts_with(crate::store::chain::V2_PREFIX.as_bytes()) {
-            // A trail written before v2: number on from its line count, read
-            // once.
+            // The shared chain written before v2: number on from its line
+            // count, read once.
             let count = read_all(self.client.clone(), &self.bucket)
                 .await?
                 .lines
-                .len() as u64;
+                .iter()
+                .filter(|(chain, _)| chain.is_empty())
+                .count() as u64;
             return Ok((m.sequence, ChainHead::after(last, || count)));
         }
         Ok((m.sequence, ChainHead::after(last, || 0)))
@@ -337,14 +393,16 @@ impl Inner {
         for _ in 0..MAX_ATTEMPTS {
             let (sequence, mut head) = match tail.take() {
                 Some(known) => known,
-                None => self.read_tail(stream).await?,
+                None => self.read_tail(stream, &self.subject).await?,
             };
             let mut payload = Vec::with_capacity(batch.len() * 340);
             for (body, _) in batch {
                 if !payload.is_empty() {
                     payload.push(b'\n');
                 }
-                link(key, &mut head, &body.text, &mut payload);
+                let fields = body.text.strip_prefix('{').unwrap_or(&body.text);
+                let text = format!("{}{fields}", self.field);
+                link(key, &mut head, &text, &mut payload);
             }
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -356,13 +414,14 @@ impl Inner {
                     *tail = Some((sequence, head));
                     return Ok(());
                 }
-                // Another gateway appended first: re-read the tail.
+                // A message of ours the tail did not know (a publish whose
+                // ack was lost): re-read the tail.
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
                 // The lines may or may not be stored; the tail is re-read.
                 Err(e) => return Err(failed("publish", e)),
             }
         }
-        Err(TrailError("too many gateways appending at once".into()))
+        Err(TrailError("the chain's tail kept moving".into()))
     }
 }
 
@@ -374,8 +433,9 @@ fn last_line(payload: &[u8]) -> &[u8] {
 /// Everything the trail of `bucket` holds, oldest first.
 #[derive(Debug, Default)]
 pub struct Recorded {
-    /// The chain's lines, each without a newline.
-    pub lines: Vec<Vec<u8>>,
+    /// Every chain's lines in stream order, each without a newline, with
+    /// the chain it is on.
+    pub lines: Vec<(String, Vec<u8>)>,
     pub intents: Vec<Intent>,
 }
 
@@ -412,8 +472,10 @@ pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Record
             .await
             .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
         let parts = m.payload.split(|&b| b == b'\n');
-        if m.subject.as_str() == subject {
-            recorded.lines.extend(parts.map(<[u8]>::to_vec));
+        if let Some(chain) = chain_of(&subject, m.subject.as_str()) {
+            recorded
+                .lines
+                .extend(parts.map(|line| (chain.to_owned(), line.to_vec())));
         } else if m.subject.as_str() == intent_subject {
             for part in parts {
                 let intent = serde_json::from_slice(part).map_err(|_| {

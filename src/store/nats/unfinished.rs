@@ -22,7 +22,7 @@ pub async fn unfinished(
     let answered: HashSet<&str> = recorded
         .lines
         .iter()
-        .filter_map(|line| request_id_of(line))
+        .filter_map(|(_, line)| request_id_of(line))
         .collect();
     let js = jetstream::ContextBuilder::new()
         .timeout(REQUEST_TIMEOUT)

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 
 use super::apikeys;
 use crate::clock::now_ms;
-use crate::store::dump::{not_empty, Dumped, DumpedVersion, LoadCounts, SecretDump, LOCAL_META};
+use crate::store::dump::{is_local_meta, not_empty, Dumped, DumpedVersion, LoadCounts, SecretDump};
 use crate::store::model::{Head, SealedVersion, WrappedDek};
 use crate::store::StoreError;
 use crate::types::TenantId;
@@ -129,7 +129,7 @@ fn dump_in(
     let mut rows = meta.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
         let name: String = r.get(0).map_err(sql)?;
-        if !LOCAL_META.contains(&name.as_str()) {
+        if !is_local_meta(&name) {
             let value = r.get(1).map_err(sql)?;
             emit(Dumped::Meta { name, value })?;
         }
@@ -226,7 +226,7 @@ pub(super) fn load(
             .prepare("SELECT name FROM meta")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(sql)?;
-        for name in names.iter().filter(|n| !LOCAL_META.contains(&n.as_str())) {
+        for name in names.iter().filter(|n| !is_local_meta(n)) {
             drop.execute([name]).map_err(sql)?;
         }
     }
