@@ -9,7 +9,7 @@
 //! `"gateway":"<id>"`; `verify_chains` checks each on its own (the lines of
 //! the embedded store and of older nats trails carry no mark: chain "").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::store::chain::{field_at_end, sha256_hex, v2_fields, AuditKey, ChainHead, V2_PREFIX};
 
@@ -44,29 +44,52 @@ fn chain_of(line: &[u8]) -> String {
 /// Checks every chain of a trail's `lines` (in trail order), each against
 /// the head the store recorded for it; a chain recorded but with no line
 /// left is reported too. Chains come in the order their first lines do.
+/// Without `split` (the embedded store's file) the lines are one chain,
+/// whatever they carry.
+///
+/// An unkeyed line needs no key to make, so one is refused wherever keyed
+/// lines are expected: anywhere in a gateway's chain, and anywhere after
+/// the trail's first keyed line (only a trail begun before keyed lines
+/// starts with unkeyed ones).
 pub fn verify_chains(
     lines: &[Vec<u8>],
     key: Option<&AuditKey>,
     recorded: &BTreeMap<String, ChainHead>,
+    split: bool,
 ) -> Vec<ChainReport> {
+    let keyed = |p: usize| lines[p - 1].starts_with(V2_PREFIX.as_bytes());
+    let first_keyed = (1..=lines.len()).find(|&p| keyed(p));
+    let mut index = HashMap::new();
     let mut chains: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let chain = chain_of(line);
-        match chains.iter_mut().find(|(c, _)| *c == chain) {
-            Some((_, places)) => places.push(i + 1),
-            None => chains.push((chain, vec![i + 1])),
-        }
+        let chain = if split { chain_of(line) } else { String::new() };
+        let at = *index.entry(chain.clone()).or_insert_with(|| {
+            chains.push((chain, Vec::new()));
+            chains.len() - 1
+        });
+        chains[at].1.push(i + 1);
     }
     for chain in recorded.keys() {
-        if !chains.iter().any(|(c, _)| c == chain) {
+        if !index.contains_key(chain) {
             chains.push((chain.clone(), Vec::new()));
         }
     }
     chains
         .into_iter()
         .map(|(chain, places)| {
-            let own = places.iter().map(|&p| Ok::<_, ()>(lines[p - 1].clone()));
-            let verdict = verify_lines(own, key, recorded.get(&chain)).expect("lines in memory");
+            let forgeable = places.iter().position(|&p| {
+                !keyed(p) && (!chain.is_empty() || first_keyed.is_some_and(|k| p > k))
+            });
+            let verdict = match forgeable {
+                Some(n) => Verdict::Broken {
+                    line: n + 1,
+                    reason: "an unkeyed line where lines are keyed".into(),
+                },
+                None => {
+                    let own = places.iter().map(|&p| Ok::<_, ()>(lines[p - 1].clone()));
+                    verify_lines(own, key, recorded.get(&chain)).expect("lines in memory")
+                }
+            };
             ChainReport {
                 chain,
                 verdict,
@@ -270,7 +293,7 @@ mod tests {
         ];
         let key = test_key();
         let heads = BTreeMap::from([("a".to_owned(), a.clone()), ("b".to_owned(), b)]);
-        let reports = verify_chains(&merged, Some(&key), &heads);
+        let reports = verify_chains(&merged, Some(&key), &heads, true);
         assert_eq!(reports.len(), 2);
         assert!(reports
             .iter()
@@ -281,7 +304,7 @@ mod tests {
         // trail's fourth), a is intact.
         let mut gap = merged.clone();
         gap.remove(1);
-        let reports = verify_chains(&gap, Some(&key), &heads);
+        let reports = verify_chains(&gap, Some(&key), &heads, true);
         assert!(matches!(
             reports[0].verdict,
             Verdict::Intact { lines: 3, .. }
@@ -295,7 +318,7 @@ mod tests {
         // a's lines swapped: a is broken, b intact.
         let mut swapped = merged.clone();
         swapped.swap(0, 2);
-        let reports = verify_chains(&swapped, Some(&key), &heads);
+        let reports = verify_chains(&swapped, Some(&key), &heads, true);
         assert!(matches!(
             reports[0].verdict,
             Verdict::Broken { line: 1, .. }
@@ -305,11 +328,32 @@ mod tests {
         // A recorded chain with no line left is reported.
         let mut more = heads.clone();
         more.insert("c".into(), a);
-        let reports = verify_chains(&merged, Some(&key), &more);
+        let reports = verify_chains(&merged, Some(&key), &more, true);
         assert!(matches!(
             reports[2].verdict,
             Verdict::Broken { line: 1, .. }
         ));
+
+        // An unkeyed line needs no key: as a chain of its own, or unmarked
+        // after keyed lines, it is refused; in a file trail it is one more
+        // line of the one chain, which it breaks.
+        for forged in [
+            v1("{\"gateway\":\"x\",\"n\":1,", GENESIS).0,
+            v1("{\"n\":1,", GENESIS).0,
+        ] {
+            let mut with = merged.clone();
+            with.push(forged);
+            let reports = verify_chains(&with, Some(&key), &heads, true);
+            assert!(
+                reports
+                    .iter()
+                    .any(|r| matches!(r.verdict, Verdict::Broken { .. })),
+                "{reports:?}"
+            );
+            let reports = verify_chains(&with, Some(&key), &BTreeMap::new(), false);
+            assert_eq!(reports.len(), 1);
+            assert!(matches!(reports[0].verdict, Verdict::Broken { .. }));
+        }
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<(), String> {
         None => (audit_trail(&args).await?, recorded),
     };
     let name = &trail.name;
-    let reports = crate::audit::verify_chains(&trail.lines, key.as_ref(), &recorded);
+    // The embedded store's file is one chain; a stream, or a file given to
+    // check (an export of one), holds a chain per gateway.
+    let split =
+        args.file.is_some() || args.store.store_config().engine == crate::store::Engine::Nats;
+    let reports = crate::audit::verify_chains(&trail.lines, key.as_ref(), &recorded, split);
     // The embedded store's trail is one unmarked chain, named as before.
     let one = reports.len() <= 1 && reports.iter().all(|r| r.chain.is_empty());
     let chain_name = |chain: &str| match chain {

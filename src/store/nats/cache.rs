@@ -121,8 +121,10 @@ impl GatewayCache {
 /// Keeps `backend.cache` coherent for as long as the gateway runs (a task).
 pub(super) async fn follow(backend: &NatsBackend) {
     loop {
+        let stopped = watch(backend).await;
+        // At once: until a new watch runs, changes go unseen.
         backend.cache.go_dark();
-        if let Err(e) = watch(backend).await {
+        if let Err(e) = stopped {
             tracing::warn!(error = %e, "the read cache's watch stopped; reads go to the leader until it is back");
         }
         tokio::time::sleep(RETRY_AFTER).await;

@@ -306,9 +306,16 @@ impl Inner {
                 ];
                 if let Ok(mut found) = self.js.get_stream(&self.stream_name).await {
                     let config = &found.cached_info().config;
-                    if config.subjects != subjects {
+                    // Subjects are only ever added (gateways of several
+                    // versions may start in any order).
+                    let missing: Vec<String> = subjects
+                        .iter()
+                        .filter(|s| !config.subjects.contains(s))
+                        .cloned()
+                        .collect();
+                    if !missing.is_empty() {
                         let mut config = config.clone();
-                        config.subjects = subjects;
+                        config.subjects.extend(missing);
                         self.js
                             .update_stream(config)
                             .await
