@@ -4,8 +4,6 @@
 //! off some gateway's chain), unless the operator says so; then this
 //! process's chain begins with a line that names the lost heads.
 
-use std::collections::BTreeMap;
-
 use crate::store::chain::{AuditKey, ChainHead};
 use crate::store::{Store, StoreError, Trail};
 
@@ -20,16 +18,10 @@ pub enum StartError {
     Refused(String),
 }
 
-/// The heads the store recorded, by chain ("" the file trail's one chain,
-/// or the chain nats gateways shared before each kept its own).
-pub async fn recorded_heads(store: &Store) -> Result<BTreeMap<String, ChainHead>, StoreError> {
-    store.audit_heads().await
-}
-
 /// The recorded heads in words, for a backup: the one head's encoding, or
 /// each gateway's.
 pub async fn recorded_summary(store: &Store) -> Result<Option<String>, StoreError> {
-    let heads = recorded_heads(store).await?;
+    let heads = store.audit_heads().await?;
     Ok(match heads.len() {
         0 => None,
         1 if heads.contains_key("") => heads.get("").map(ChainHead::encode),
@@ -57,7 +49,7 @@ pub async fn start(
 ) -> Result<(), StartError> {
     let head = trail.start(key).await.map_err(unavailable)?;
     let mut lost = Vec::new();
-    for (chain, recorded) in recorded_heads(store).await? {
+    for (chain, recorded) in store.audit_heads().await? {
         let found = if chain == trail.chain() {
             head.clone()
         } else {

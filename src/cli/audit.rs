@@ -111,9 +111,7 @@ async fn audit_key_and_heads(
         .await
         .map_err(|e| e.to_string())?;
     let found = async {
-        let recorded = crate::audit::start::recorded_heads(&store)
-            .await
-            .map_err(|e| e.to_string())?;
+        let recorded = store.audit_heads().await.map_err(|e| e.to_string())?;
         let master = crate::crypto::MasterKey::load(
             args.master.master_key.as_deref(),
             args.master.master_key_file.as_deref(),

@@ -79,7 +79,7 @@ impl LoadCounts {
 /// data: never dumped, and kept by a forced load.
 pub const LOCAL_META: &[&str] = &[
     "audit_key",
-    "audit_head",
+    super::trail::AUDIT_HEAD,
     "ready_probe",
     super::events::PRUNED_THROUGH,
 ];
@@ -87,7 +87,10 @@ pub const LOCAL_META: &[&str] = &[
 /// Whether the meta value `name` is the store's own (`LOCAL_META`, or a
 /// nats gateway's chain head, `audit_head.<gateway>`).
 pub fn is_local_meta(name: &str) -> bool {
-    LOCAL_META.contains(&name) || name.starts_with("audit_head.")
+    LOCAL_META.contains(&name)
+        || name
+            .strip_prefix(super::trail::AUDIT_HEAD)
+            .is_some_and(|chain| chain.starts_with('.'))
 }
 
 /// The refusal a load gives when the store holds data and `force` is off.

@@ -176,10 +176,10 @@ impl NatsBackend {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
-        let subject_key = message.key.to_owned();
+        let kv_key = message.key;
         let sequence = kv::publish(&self.conn.js, store, message, request_id).await?;
         // This gateway's next read of the key goes to the leader.
-        self.cache.forget(&subject_key);
+        self.cache.forget(kv_key);
         crate::failpoint::stop_here("after-change");
         // The change is made: a lost event must not cost its audit line
         // (watchers that missed it are told nothing; ARCHITECTURE.md).
