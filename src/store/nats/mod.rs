@@ -23,6 +23,7 @@ mod events;
 mod head;
 mod kv;
 mod lifecycle;
+mod recorded;
 mod records;
 mod secrets;
 mod trail;
@@ -43,7 +44,8 @@ use super::{StoreConfig, StoreError};
 use crate::types::{SecretKey, TenantId};
 pub use cache::STATS as CACHE_STATS;
 use connection::Connection;
-pub use trail::{read_all, Intent, Recorded, StreamTrail};
+pub use recorded::{read_all, Recorded};
+pub use trail::{Intent, StreamTrail};
 pub use unfinished::unfinished;
 
 /// Longest a JetStream request or a listing may take.

@@ -23,15 +23,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, StorageType};
-use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use super::head::HeadRecord;
+use super::recorded::read_all;
 use crate::store::chain::{link, AuditKey, ChainHead};
 use crate::store::trail::{LineBody, TrailError};
 
@@ -74,7 +74,7 @@ fn chain_subject(shared: &str, chain: &str) -> String {
 }
 
 /// The chain a message on `subject` belongs to, if it is a chain's.
-fn chain_of<'a>(shared: &str, subject: &'a str) -> Option<&'a str> {
+pub(super) fn chain_of<'a>(shared: &str, subject: &'a str) -> Option<&'a str> {
     match subject.strip_prefix(shared)? {
         "" => Some(""),
         rest => rest.strip_prefix('.'),
@@ -114,7 +114,7 @@ struct Inner {
 
 type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
 
-fn failed(what: &str, e: impl std::fmt::Display) -> TrailError {
+pub(super) fn failed(what: &str, e: impl std::fmt::Display) -> TrailError {
     // NATS error texts name operations and codes, never payloads.
     TrailError(format!("audit stream {what}: {e}"))
 }
@@ -435,62 +435,4 @@ impl Inner {
 /// The last line of a message.
 fn last_line(payload: &[u8]) -> &[u8] {
     payload.rsplit(|&b| b == b'\n').next().unwrap_or(payload)
-}
-
-/// Everything the trail of `bucket` holds, oldest first.
-#[derive(Debug, Default)]
-pub struct Recorded {
-    /// Every chain's lines in stream order, each without a newline, with
-    /// the chain it is on.
-    pub lines: Vec<(String, Vec<u8>)>,
-    pub intents: Vec<Intent>,
-}
-
-/// Reads the whole trail of `bucket`.
-pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Recorded, TrailError> {
-    let (stream_name, subject, intent_subject) = names(bucket);
-    let js = jetstream::ContextBuilder::new()
-        .timeout(REQUEST_TIMEOUT)
-        .build(client);
-    let mut stream = match js.get_stream(&stream_name).await {
-        Ok(stream) => stream,
-        // Never made, or deleted: a trail with no lines.
-        Err(e)
-            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
-                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            return Ok(Recorded::default())
-        }
-        Err(e) => return Err(failed(&format!("open stream {stream_name}"), e)),
-    };
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| failed("stream info", e))?
-        .state
-        .clone();
-    let mut recorded = Recorded::default();
-    if state.messages == 0 {
-        return Ok(recorded);
-    }
-    for sequence in state.first_sequence..=state.last_sequence {
-        let m = stream
-            .get_raw_message(sequence)
-            .await
-            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
-        let parts = m.payload.split(|&b| b == b'\n');
-        if let Some(chain) = chain_of(&subject, m.subject.as_str()) {
-            recorded
-                .lines
-                .extend(parts.map(|line| (chain.to_owned(), line.to_vec())));
-        } else if m.subject.as_str() == intent_subject {
-            for part in parts {
-                let intent = serde_json::from_slice(part).map_err(|_| {
-                    TrailError(format!("intent at sequence {sequence} is unreadable"))
-                })?;
-                recorded.intents.push(intent);
-            }
-        }
-    }
-    Ok(recorded)
 }

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
 
 use super::kv::REQUEST_ID;
-use super::trail::{Intent, Recorded};
+use super::recorded::Recorded;
+use super::trail::Intent;
 use super::REQUEST_TIMEOUT;
 use crate::store::trail::{TrailError, Unfinished};
 

@@ -1,0 +1,68 @@
+//! Reading a nats trail back whole: every chain's lines in stream order and
+//! the intents beside them, for `audit verify`, `audit export`, the audit
+//! API and the start of a chain over a trail written before keyed lines.
+
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, ErrorCode};
+
+use super::trail::{chain_of, failed, names, Intent};
+use super::REQUEST_TIMEOUT;
+use crate::store::trail::TrailError;
+
+/// Everything the trail of `bucket` holds, oldest first.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Every chain's lines in stream order, each without a newline, with
+    /// the chain it is on.
+    pub lines: Vec<(String, Vec<u8>)>,
+    pub intents: Vec<Intent>,
+}
+
+/// Reads the whole trail of `bucket`.
+pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Recorded, TrailError> {
+    let (stream_name, subject, intent_subject) = names(bucket);
+    let js = jetstream::ContextBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .build(client);
+    let mut stream = match js.get_stream(&stream_name).await {
+        Ok(stream) => stream,
+        // Never made, or deleted: a trail with no lines.
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(Recorded::default())
+        }
+        Err(e) => return Err(failed(&format!("open stream {stream_name}"), e)),
+    };
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| failed("stream info", e))?
+        .state
+        .clone();
+    let mut recorded = Recorded::default();
+    if state.messages == 0 {
+        return Ok(recorded);
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        let m = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        let parts = m.payload.split(|&b| b == b'\n');
+        if let Some(chain) = chain_of(&subject, m.subject.as_str()) {
+            recorded
+                .lines
+                .extend(parts.map(|line| (chain.to_owned(), line.to_vec())));
+        } else if m.subject.as_str() == intent_subject {
+            for part in parts {
+                let intent = serde_json::from_slice(part).map_err(|_| {
+                    TrailError(format!("intent at sequence {sequence} is unreadable"))
+                })?;
+                recorded.intents.push(intent);
+            }
+        }
+    }
+    Ok(recorded)
+}
