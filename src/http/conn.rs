@@ -158,9 +158,10 @@ fn access_line(status: u16) {
 /// then falls silent, after a TLS handshake say, is the watchdog's), and
 /// tells the watchdog what it reads and writes (`Progress`).
 pub(super) struct Counted {
+    // Declared before the stream so it is dropped first (see `Ticket`).
+    ticket: Option<Ticket>,
     stream: TcpStream,
     open: Arc<AtomicUsize>,
-    ticket: Option<Ticket>,
     progress: Arc<Progress>,
     /// HTTP straight on the socket (no TLS), so a 408 can be written here.
     plain: bool,

@@ -4,6 +4,7 @@
 //! (a slow one that does speak is cut off by the header timeout instead).
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -16,11 +17,18 @@ pub(super) struct Fresh {
 #[derive(Default)]
 struct Inner {
     next: u64,
-    waiting: BTreeMap<u64, oneshot::Sender<()>>,
+    waiting: BTreeMap<u64, Waiting>,
+}
+
+struct Waiting {
+    evict: oneshot::Sender<()>,
+    /// The connection's socket, open for as long as this entry is listed:
+    /// its owner drops the ticket before the stream.
+    fd: RawFd,
 }
 
 /// A connection's place on the list; dropped when its client speaks or it
-/// closes.
+/// closes, and before the socket it names is closed.
 pub(super) struct Ticket {
     id: u64,
     fresh: Arc<Fresh>,
@@ -39,12 +47,12 @@ impl Fresh {
 
     /// Puts a new connection on the list; the receiver resolves if it is
     /// evicted.
-    pub(super) fn issue(self: &Arc<Self>) -> (Ticket, oneshot::Receiver<()>) {
+    pub(super) fn issue(self: &Arc<Self>, fd: RawFd) -> (Ticket, oneshot::Receiver<()>) {
         let (evict, evicted) = oneshot::channel();
         let mut inner = self.lock();
         let id = inner.next;
         inner.next += 1;
-        inner.waiting.insert(id, evict);
+        inner.waiting.insert(id, Waiting { evict, fd });
         drop(inner);
         let ticket = Ticket {
             id,
@@ -54,10 +62,12 @@ impl Fresh {
     }
 
     /// Evicts the connection that has waited longest; false when none waits.
+    /// One whose request has arrived but not yet been read is not silent: it
+    /// leaves the list instead (its shard may just be busy).
     pub(super) fn evict_oldest(&self) -> bool {
         let mut inner = self.lock();
-        while let Some((_, evict)) = inner.waiting.pop_first() {
-            if evict.send(()).is_ok() {
+        while let Some((_, waiting)) = inner.waiting.pop_first() {
+            if !has_unread_bytes(waiting.fd) && waiting.evict.send(()).is_ok() {
                 return true;
             }
         }
@@ -65,23 +75,59 @@ impl Fresh {
     }
 }
 
+/// Whether the peer has sent bytes that wait in the socket's receive buffer.
+fn has_unread_bytes(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte, into `byte`; MSG_DONTWAIT keeps
+    // it from blocking and MSG_PEEK leaves the byte for the connection.
+    let peeked = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    peeked > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    /// A connected pair over loopback: (client, server side).
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
     #[test]
     fn the_oldest_silent_connection_goes_first_and_one_that_spoke_never() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let conns: Vec<_> = (0..4).map(|_| pair(&listener)).collect();
         let fresh = Arc::new(Fresh::default());
-        let (first, mut first_rx) = fresh.issue();
-        let (_second, mut second_rx) = fresh.issue();
-        let (_third, mut third_rx) = fresh.issue();
-        drop(first); // its client spoke
+        let (first, mut first_rx) = fresh.issue(conns[0].1.as_raw_fd());
+        let (_second, mut second_rx) = fresh.issue(conns[1].1.as_raw_fd());
+        let (_third, mut third_rx) = fresh.issue(conns[2].1.as_raw_fd());
+        let (_fourth, mut fourth_rx) = fresh.issue(conns[3].1.as_raw_fd());
+        drop(first); // its client spoke and the server read it
+                     // The second's request has arrived but its shard has not read it.
+        (&conns[1].0).write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        while !has_unread_bytes(conns[1].1.as_raw_fd()) {
+            std::thread::yield_now();
+        }
         assert!(fresh.evict_oldest());
         assert!(first_rx.try_recv().is_err());
-        assert!(second_rx.try_recv().is_ok());
-        assert!(third_rx.try_recv().is_err());
-        assert!(fresh.evict_oldest());
+        assert!(second_rx.try_recv().is_err(), "a client that spoke is kept");
         assert!(third_rx.try_recv().is_ok());
+        assert!(fourth_rx.try_recv().is_err());
+        assert!(fresh.evict_oldest());
+        assert!(fourth_rx.try_recv().is_ok());
         assert!(!fresh.evict_oldest());
     }
 }

@@ -14,6 +14,7 @@ mod watchdog;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +146,7 @@ pub async fn serve(
                     tracing::error!("every HTTP shard has stopped");
                     break;
                 };
-                let (ticket, evicted) = fresh.issue();
+                let (ticket, evicted) = fresh.issue(stream.as_raw_fd());
                 if let Err(e) = shard.hand(stream, addr, ticket, evicted) {
                     tracing::warn!(error = %e, "cannot hand a connection to a shard; closed it");
                 }
@@ -180,9 +181,10 @@ pub async fn serve(
 
 /// A connection on its way from the acceptor to a shard.
 struct Handed {
+    // Declared before the stream so it is dropped first (see `Ticket`).
+    ticket: Ticket,
     stream: std::net::TcpStream,
     addr: SocketAddr,
-    ticket: Ticket,
     evicted: oneshot::Receiver<()>,
 }
 
