@@ -5,6 +5,7 @@
 //! - `model.rs`: the rules (versions, preconditions, soft delete, pruning,
 //!   metadata) and the records; written once, used by both engines;
 //! - `engine.rs`: the crate-private trait an engine implements;
+//! - `config.rs`: which engine and its settings; `error.rs`: `StoreError`;
 //! - `trail.rs`: audit lines as data, the `Trail` handle; `chain.rs`: the
 //!   line format;
 //! - `conformance.rs`: the suite every engine passes.
@@ -17,7 +18,9 @@
 
 mod cache;
 pub mod chain;
+mod config;
 mod engine;
+mod error;
 pub mod events;
 pub mod model;
 pub mod nats;
@@ -25,11 +28,11 @@ pub mod sqlite;
 pub mod trail;
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
+pub use config::{Engine, StoreConfig};
 use engine::{Backend, Observed, SecretWrite, Seen, WriteError};
+pub use error::StoreError;
 pub use model::{
     ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
     SealedVersion, SecretMetadata, StoredVersion, VersionInfo, WrappedDek,
@@ -37,72 +40,6 @@ pub use model::{
 pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinished};
 
 use crate::types::{SecretKey, TenantId};
-
-/// Errors a store reports. "Not found" and "precondition failed" are
-/// answers, not failures; `Unavailable` means the store could not do its job.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    #[error("version mismatch")]
-    VersionMismatch,
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Too many writes queued: refused at once rather than queued.
-    #[error("the write queue is full")]
-    Busy,
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("sealing failed")]
-    Seal,
-    /// An operator's request the store will not carry out (a restore into
-    /// a store that holds data, a backup that fails its check).
-    #[error("{0}")]
-    Refused(String),
-    /// Events a watcher asked to resume from are no longer kept.
-    #[error("events after that id are no longer kept")]
-    Gone,
-}
-
-/// Which engine to run. `FromStr` names the engines that exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Sqlite,
-    Nats,
-}
-
-impl FromStr for Engine {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "sqlite" => Ok(Engine::Sqlite),
-            "nats" => Ok(Engine::Nats),
-            other => Err(format!(
-                "unknown store '{other}'; the stores are: sqlite, nats"
-            )),
-        }
-    }
-}
-
-/// Everything needed to open a store.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub engine: Engine,
-    pub data_dir: PathBuf,
-    /// Versions kept per key; older ones are pruned on write.
-    pub max_versions: u32,
-    /// NATS server URL(s), comma separated (nats engine).
-    pub nats_url: String,
-    /// Name of the secrets bucket; `<name>_deks`, `<name>_apikeys`,
-    /// `<name>_meta` and the stream `<name>_audit` hold the rest (nats).
-    pub nats_bucket: String,
-    /// Replicas of each bucket (nats engine; 3 in a cluster).
-    pub nats_replicas: usize,
-    /// Size at which `audit.log` is rotated (sqlite engine).
-    pub audit_max_bytes: u64,
-    /// How long the change stream's events are kept for resuming.
-    pub events: events::EventWindow,
-}
 
 /// Attempts of one change while concurrent writers keep winning the race.
 const MAX_ATTEMPTS: usize = 32;

@@ -320,7 +320,10 @@ async fn a_key_revoked_through_one_gateway_is_refused_by_another_at_once() {
     loop {
         let status = b.get("k", &cred).await.status;
         let within = cached_at.elapsed() < strongroom::auth::APIKEY_CACHE_TTL;
-        assert!(within, "b served the revoked key for its cache's whole life");
+        assert!(
+            within,
+            "b served the revoked key for its cache's whole life"
+        );
         if status == 401 {
             break;
         }

@@ -1,6 +1,7 @@
 //! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`,
 //! its audit trail `audit.log` beside it, and a read cache of hot keys.
 //!
+//! - `open.rs`: the data dir's lock and opening the engine;
 //! - `schema.rs`: tables, migration, how connections are opened;
 //! - `writer.rs`: the writer thread and its group commit;
 //! - `reads.rs`: the pool of read connections and their snapshots;
@@ -11,13 +12,13 @@ mod apikeys;
 mod events;
 mod files;
 mod lifecycle;
+mod open;
 mod reads;
 mod schema;
 mod secrets;
 mod trail;
 mod writer;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -35,10 +36,11 @@ use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
 pub use files::{trail_files, TrailFile};
+pub use open::lock_data_dir;
 use reads::Readers;
 pub use schema::bound_to_a_master_key;
 pub use trail::FileTrail;
-use writer::{Batches, JobSpec, Shared, Writer};
+use writer::{Batches, JobSpec, Writer};
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
@@ -71,87 +73,7 @@ pub struct SqliteBackend {
     _lock: Option<std::fs::File>,
 }
 
-/// Locks the data dir itself (its directory, which cannot be removed while
-/// it holds the database), refusing when another server holds it.
-pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
-    crate::fsutil::create_private_dir(dir)
-        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
-    match crate::fsutil::lock_exclusive(dir) {
-        Ok(Some(file)) => Ok(file),
-        Ok(None) => Err(StoreError::Unavailable(format!(
-            "data dir {} is in use by another strongroom server",
-            dir.display()
-        ))),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot lock {}: {e}",
-            dir.display()
-        ))),
-    }
-}
-
 impl SqliteBackend {
-    /// Opens (creating if needed) the database at `path`; with `trail`,
-    /// changes write their lines to it.
-    pub fn open(
-        path: &Path,
-        max_versions: u32,
-        trail: Option<Arc<FileTrail>>,
-    ) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            crate::fsutil::create_private_dir(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        // Owner-only: created empty with mode 0600 before SQLite opens it
-        // (an empty file is a new database), and SQLite gives the -wal and
-        // -shm files the same mode as the database.
-        if !path.exists() {
-            crate::fsutil::write_private_file(path, b"").map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
-            })?;
-        }
-        let conn = schema::open_writer(path)?;
-        let readers = Arc::new(Readers::open(path)?);
-        let batches = Arc::new(Batches::default());
-        let cache = Arc::new(ReadCache::default());
-        let events = Arc::new(Hub::default());
-        let writer = Writer::start(
-            conn,
-            Shared {
-                cache: cache.clone(),
-                readers: readers.clone(),
-                batches: batches.clone(),
-                trail,
-                events: events.clone(),
-            },
-        )?;
-        Ok(SqliteBackend {
-            readers,
-            batches,
-            writer,
-            max_versions: u64::from(max_versions.max(1)),
-            cache,
-            events,
-            window: EventWindow::default(),
-            dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
-            path: path.to_owned(),
-            _lock: None,
-        })
-    }
-
-    /// The engine, keeping events for resuming within `window`.
-    pub fn with_event_window(self, window: EventWindow) -> Self {
-        SqliteBackend { window, ..self }
-    }
-
-    /// The engine, holding `lock` for as long as it lives.
-    pub fn holding(self, lock: std::fs::File) -> Self {
-        SqliteBackend {
-            _lock: Some(lock),
-            ..self
-        }
-    }
-
     fn read_secrets<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,

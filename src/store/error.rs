@@ -1,0 +1,27 @@
+//! What a store reports when it cannot give the answer asked for.
+
+/// Errors a store reports. "Not found" and "precondition failed" are
+/// answers, not failures; `Unavailable` means the store could not do its job.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("version mismatch")]
+    VersionMismatch,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Too many writes queued: refused at once rather than queued.
+    #[error("the write queue is full")]
+    Busy,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("sealing failed")]
+    Seal,
+    /// An operator's request the store will not carry out (a restore into
+    /// a store that holds data, a backup that fails its check).
+    #[error("{0}")]
+    Refused(String),
+    /// Events a watcher asked to resume from are no longer kept.
+    #[error("events after that id are no longer kept")]
+    Gone,
+}
