@@ -115,8 +115,9 @@ mod tests {
         let (_second, mut second_rx) = fresh.issue(conns[1].1.as_raw_fd());
         let (_third, mut third_rx) = fresh.issue(conns[2].1.as_raw_fd());
         let (_fourth, mut fourth_rx) = fresh.issue(conns[3].1.as_raw_fd());
-        drop(first); // its client spoke and the server read it
-                     // The second's request has arrived but its shard has not read it.
+        // The first's client spoke and the server read it; the second's
+        // request has arrived, but its shard has not read it yet.
+        drop(first);
         (&conns[1].0).write_all(b"GET / HTTP/1.1\r\n").unwrap();
         while !has_unread_bytes(conns[1].1.as_raw_fd()) {
             std::thread::yield_now();
