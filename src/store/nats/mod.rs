@@ -183,19 +183,28 @@ impl NatsBackend {
         // This gateway's next read of the key goes to the leader.
         self.cache.forget(kv_key);
         crate::failpoint::stop_here("after-change");
-        // The change is made: a lost event must not cost its audit line
-        // (watchers that missed it are told nothing; ARCHITECTURE.md).
-        if let Some((tenant, draft)) = event {
-            if let Err(e) = events::publish(self, tenant, draft).await {
-                tracing::error!(error = %e, "a change's event could not be published; watchers miss it");
+        // The change is made: its event and its line go out together (two
+        // streams, no order between them; both stored before the answer),
+        // and a lost event must not cost the line (watchers that missed it
+        // are told nothing; ARCHITECTURE.md).
+        let event = async {
+            if let Some((tenant, draft)) = event {
+                if let Err(e) = events::publish(self, tenant, draft).await {
+                    tracing::error!(error = %e, "a change's event could not be published; watchers miss it");
+                }
             }
-        }
-        if let (Some(trail), Some(line)) = (trail, line) {
-            trail
-                .append(line)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{e}; the change was made")))?;
-        }
+        };
+        let line = async {
+            match (trail, line) {
+                (Some(trail), Some(line)) => trail
+                    .append(line)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("{e}; the change was made"))),
+                _ => Ok(()),
+            }
+        };
+        let ((), appended) = tokio::join!(event, line);
+        appended?;
         Ok(sequence)
     }
 }
