@@ -58,9 +58,9 @@ fn parse_create(bytes: &[u8]) -> Result<CreateBody, ApiError> {
         .as_object()
         .ok_or_else(|| bad("request body must be a JSON object"))?;
     let name = match object.get("name") {
-        Some(serde_json::Value::String(n)) if !n.trim().is_empty() && n.len() <= 128 => n.clone(),
+        Some(serde_json::Value::String(n)) if apikeys::valid_name(n) => n.clone(),
         Some(serde_json::Value::String(_)) => {
-            return Err(bad("field 'name' must be 1 to 128 characters"))
+            return Err(bad(&format!("field 'name' {}", apikeys::NAME_RULE)))
         }
         Some(_) => return Err(bad("field 'name' must be a string")),
         None => return Err(bad("field 'name' is required")),

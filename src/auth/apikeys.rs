@@ -19,6 +19,19 @@ use crate::types::TenantId;
 pub const DEFAULT_LIFETIME_DAYS: u32 = 90;
 const DAY_MS: i64 = 86_400_000;
 
+/// What is wrong with a name `valid_name` refuses, for an error's text.
+pub const NAME_RULE: &str =
+    "must be 1 to 128 characters, not all blank, with no control characters";
+
+/// Whether `name` may name an API key: 1 to 128 characters, none a control
+/// character, one at least not blank. The OpenAPI document's pattern says
+/// the same in ECMA-262 terms, whose blanks are Unicode's plus U+FEFF.
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.chars().count())
+        && !name.chars().any(char::is_control)
+        && name.chars().any(|c| !c.is_whitespace() && c != '\u{feff}')
+}
+
 /// A freshly minted key: the text is shown once and then only its hash exists.
 pub struct NewApiKey {
     pub text: Zeroizing<String>,
@@ -131,6 +144,26 @@ impl VerifiedRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_1_to_128_characters_not_all_blank_without_control_characters() {
+        for good in ["ci", "é", "a b", &"é".repeat(128), "\u{a0}x"] {
+            assert!(valid_name(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "\u{a0}\u{3000}",
+            "\u{feff}",
+            "a\nb",
+            "\u{85}",
+            "\u{85}x",
+            "x\u{7f}",
+            &"a".repeat(129),
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn key_shape_is_checked_before_any_lookup() {

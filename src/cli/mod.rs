@@ -235,8 +235,8 @@ async fn apikey_create(args: ApikeyCreateArgs) -> Result<(), String> {
     } else {
         parse_scopes(&args.scopes)?
     };
-    if args.name.trim().is_empty() || args.name.len() > 128 {
-        return Err("name must be 1 to 128 characters".into());
+    if !apikeys::valid_name(&args.name) {
+        return Err(format!("name {}", apikeys::NAME_RULE));
     }
     let store = Store::open(&args.store.store_config())
         .await
