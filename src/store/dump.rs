@@ -88,9 +88,7 @@ pub const LOCAL_META: &[&str] = &[
 /// nats gateway's chain head, `audit_head.<gateway>`).
 pub fn is_local_meta(name: &str) -> bool {
     LOCAL_META.contains(&name)
-        || name
-            .strip_prefix(super::trail::AUDIT_HEAD)
-            .is_some_and(|chain| chain.starts_with('.'))
+        || super::trail::chain_named(super::trail::AUDIT_HEAD, name).is_some()
 }
 
 /// The refusal a load gives when the store holds data and `force` is off.

@@ -27,6 +27,26 @@ pub struct LineBody {
 /// The meta name under which an engine records its chain head.
 pub const AUDIT_HEAD: &str = "audit_head";
 
+/// How the trail names a chain's subject or head record after `base`:
+/// `base` itself for chain "" (the one shared chain), `base.<chain>` for a
+/// gateway's.
+pub fn chain_name(base: &str, chain: &str) -> String {
+    if chain.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}.{chain}")
+    }
+}
+
+/// The chain `name` names after `base` (the inverse of `chain_name`), if it
+/// names one.
+pub fn chain_named<'a>(base: &str, name: &'a str) -> Option<&'a str> {
+    match name.strip_prefix(base)? {
+        "" => Some(""),
+        rest => rest.strip_prefix('.'),
+    }
+}
+
 /// Why a line could not be appended: the request must fail (503) and, for a
 /// change, the change is not made.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -358,5 +378,20 @@ pub async fn read_trail(config: &StoreConfig) -> Result<RecordedTrail, StoreErro
             backend.close().await;
             read.map_err(|e| StoreError::Unavailable(e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_name_reads_back_as_its_chain_and_nothing_else_does() {
+        for chain in ["", "0123456789abcdef"] {
+            let name = chain_name(AUDIT_HEAD, chain);
+            assert_eq!(chain_named(AUDIT_HEAD, &name), Some(chain));
+        }
+        assert_eq!(chain_named(AUDIT_HEAD, "audit_headx"), None);
+        assert_eq!(chain_named(AUDIT_HEAD, "audit_key"), None);
     }
 }

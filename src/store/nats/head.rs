@@ -14,7 +14,7 @@ use super::kv::{last, publish, Publish};
 use super::records::{op_of, with_format, without_format, Op};
 use crate::store::chain::ChainHead;
 use crate::store::engine::WriteError;
-use crate::store::trail::{TrailError, AUDIT_HEAD};
+use crate::store::trail::{chain_name, chain_named, TrailError, AUDIT_HEAD};
 use crate::store::StoreError;
 
 pub(super) struct HeadRecord {
@@ -23,15 +23,6 @@ pub(super) struct HeadRecord {
     /// The meta key of this gateway's chain.
     name: String,
     meta: OnceCell<kv::Store>,
-}
-
-/// The meta key of `chain`'s recorded head.
-fn record_name(chain: &str) -> String {
-    if chain.is_empty() {
-        AUDIT_HEAD.to_owned()
-    } else {
-        format!("{AUDIT_HEAD}.{chain}")
-    }
 }
 
 /// Every chain's recorded head in the meta bucket `meta`, by chain.
@@ -45,13 +36,9 @@ pub(super) async fn recorded(
         .into_iter()
         .chain(last_of(meta, AUDIT_HEAD).await?)
     {
-        if op != Op::Put {
+        let Some(chain) = chain_named(AUDIT_HEAD, &name).filter(|_| op == Op::Put) else {
             continue;
-        }
-        let chain = name
-            .strip_prefix(AUDIT_HEAD)
-            .map(|rest| rest.trim_start_matches('.'))
-            .unwrap_or_default();
+        };
         let stored = without_format("audit head", &payload)?;
         if let Some(head) = std::str::from_utf8(&stored)
             .ok()
@@ -78,7 +65,7 @@ impl HeadRecord {
         HeadRecord {
             js,
             bucket: bucket.to_owned(),
-            name: record_name(chain),
+            name: chain_name(AUDIT_HEAD, chain),
             meta: OnceCell::new(),
         }
     }
@@ -94,7 +81,7 @@ impl HeadRecord {
     pub async fn retire(&self, chains: &[String]) -> Result<(), TrailError> {
         let meta = self.meta().await.map_err(|e| TrailError(e.to_string()))?;
         for chain in chains {
-            meta.delete(record_name(chain))
+            meta.delete(chain_name(AUDIT_HEAD, chain))
                 .await
                 .map_err(|e| TrailError(format!("audit: retiring chain {chain:?}: {e}")))?;
         }

@@ -5,9 +5,9 @@
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode};
 
-use super::trail::{chain_of, failed, names, Intent};
+use super::trail::{failed, names, Intent};
 use super::REQUEST_TIMEOUT;
-use crate::store::trail::TrailError;
+use crate::store::trail::{chain_named, TrailError};
 
 /// Everything the trail of `bucket` holds, oldest first.
 #[derive(Debug, Default)]
@@ -51,7 +51,7 @@ pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Record
             .await
             .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
         let parts = m.payload.split(|&b| b == b'\n');
-        if let Some(chain) = chain_of(&subject, m.subject.as_str()) {
+        if let Some(chain) = chain_named(&subject, m.subject.as_str()) {
             recorded
                 .lines
                 .extend(parts.map(|line| (chain.to_owned(), line.to_vec())));

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, OnceCell};
 use super::head::HeadRecord;
 use super::recorded::read_all;
 use crate::store::chain::{link, AuditKey, ChainHead};
-use crate::store::trail::{LineBody, TrailError};
+use crate::store::trail::{chain_name, LineBody, TrailError};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Attempts of one append while other gateways keep winning the race.
@@ -62,23 +62,6 @@ pub fn names(bucket: &str) -> (String, String, String) {
         format!("{bucket}.audit"),
         format!("{bucket}.intent"),
     )
-}
-
-/// The subject of `chain` ("" the shared chain of older gateways).
-fn chain_subject(shared: &str, chain: &str) -> String {
-    if chain.is_empty() {
-        shared.to_owned()
-    } else {
-        format!("{shared}.{chain}")
-    }
-}
-
-/// The chain a message on `subject` belongs to, if it is a chain's.
-pub(super) fn chain_of<'a>(shared: &str, subject: &'a str) -> Option<&'a str> {
-    match subject.strip_prefix(shared)? {
-        "" => Some(""),
-        rest => rest.strip_prefix('.'),
-    }
 }
 
 /// Requests queue their lines (and intents) for a publisher task of each
@@ -134,7 +117,7 @@ impl StreamTrail {
             js,
             client,
             stream_name,
-            subject: chain_subject(&shared, &chain),
+            subject: chain_name(&shared, &chain),
             field: format!("\"gateway\":\"{chain}\","),
             shared,
             chain,
@@ -171,7 +154,7 @@ impl StreamTrail {
     /// Where `chain` ends in the stream (genesis when it has no line).
     pub async fn chain_tail(&self, chain: &str) -> Result<ChainHead, TrailError> {
         let stream = self.inner.stream().await?;
-        let subject = chain_subject(&self.inner.shared, chain);
+        let subject = chain_name(&self.inner.shared, chain);
         Ok(self.inner.read_tail(stream, &subject).await?.1)
     }
 
