@@ -252,6 +252,11 @@ pub struct ServeArgs {
     /// handshake), and a keep-alive connection may sit idle.
     #[arg(long, env = "STRONGROOM_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout: u64,
+    /// Seconds an answer may hold data its client does not take (it stopped
+    /// reading, or left an HTTP/2 window at zero) before the connection is
+    /// cut off; a `/watch` stream that is read lives on.
+    #[arg(long, env = "STRONGROOM_WRITE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout: u64,
     /// How often an idle `/watch` stream sends a heartbeat comment: 15s.
     #[arg(long, env = "STRONGROOM_WATCH_HEARTBEAT", default_value = "15s", value_parser = crate::backup::schedule::parse_interval)]
     pub watch_heartbeat: std::time::Duration,

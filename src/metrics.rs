@@ -151,6 +151,7 @@ impl Metrics {
             ("strongroom_connections_refused_total", "Connections closed at once: at --max-connections with none idle to close.", crate::http::STATS.refused.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_connections_evicted_total", "Silent connections closed to make room at --max-connections.", crate::http::STATS.evicted.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", crate::http::STATS.timed_out.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_connections_stalled_total", "Connections cut off by the write timeout: the client stopped taking an answer.", crate::http::STATS.stalled.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", inner.integrity_failures),
             ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
             ("strongroom_secrets_expired_total", "Lapsed secrets the sweep marked deleted.", crate::expiry::EXPIRED.load(std::sync::atomic::Ordering::Relaxed)),

@@ -124,6 +124,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let settings = crate::http::Settings {
         grace: std::time::Duration::from_secs(args.shutdown_grace),
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        write_timeout: std::time::Duration::from_secs(args.write_timeout),
         max_connections: match args.max_connections {
             0 => crate::http::default_max_connections(fd_limit),
             n => n,

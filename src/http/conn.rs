@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use futures_util::TryFutureExt;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,8 +24,12 @@ use tower::Service;
 
 use super::errors::JsonErrors;
 use super::fresh::Ticket;
-use super::watchdog::{Cut, Progress, REQUEST_TIMEOUT};
+use super::watchdog::{Cut, Progress, Tracked, REQUEST_TIMEOUT};
 use super::{ClientAddr, Settings, STATS};
+
+/// Requests one HTTP/2 connection may have open at once (hyper's default
+/// is 200; each may hold a whole answer, up to a batch's, until taken).
+const H2_MAX_STREAMS: u32 = 32;
 
 /// Serves one accepted connection until it closes, is evicted (no request
 /// yet and the server at its connection cap), is cut off by the watchdog,
@@ -62,7 +67,11 @@ pub(super) async fn serve(
                     }
                 };
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    let mut builder =
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    // Each stream may hold an answer in memory until its
+                    // client takes it: bound how many one connection has.
+                    builder.max_concurrent_streams(H2_MAX_STREAMS);
                     let conn = builder.serve_connection(TokioIo::new(stream), service(calls));
                     finished(watcher.watch(conn).await, addr);
                 } else {
@@ -75,7 +84,10 @@ pub(super) async fn serve(
         () = served => {}
         () = evicted => { STATS.evicted.fetch_add(1, Ordering::Relaxed); }
         cut = progress.cut_off() => {
-            STATS.timed_out.fetch_add(1, Ordering::Relaxed);
+            match cut {
+                Cut::Stalled => STATS.stalled.fetch_add(1, Ordering::Relaxed),
+                _ => STATS.timed_out.fetch_add(1, Ordering::Relaxed),
+            };
             if cut == Cut::MidRequest {
                 access_line(408);
             }
@@ -102,14 +114,17 @@ struct Calls {
     progress: Arc<Progress>,
 }
 
+/// An answer whose body reports to the watchdog until it is done.
+type Answer = hyper::Response<Tracked<axum::body::Body>>;
+
 /// The router, with the client's address where the audit trail finds it.
 fn service(
     calls: Calls,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = axum::response::Response,
+    Response = Answer,
     Error = std::convert::Infallible,
-    Future = axum::routing::future::RouteFuture<std::convert::Infallible>,
+    Future = impl std::future::Future<Output = Result<Answer, std::convert::Infallible>> + Send,
 > + Clone {
     let Calls {
         app,
@@ -117,9 +132,11 @@ fn service(
         progress,
     } = calls;
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        progress.called();
+        let answering = progress.called();
         req.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
-        app.clone().call(req)
+        app.clone()
+            .call(req)
+            .map_ok(move |answer| answer.map(|body| Tracked::new(body, answering)))
     })
 }
 
@@ -156,7 +173,7 @@ fn access_line(status: u16) {
 /// A connection that gives its shard's open count back when it closes,
 /// leaves the eviction list once its client sends a byte (a client that
 /// then falls silent, after a TLS handshake say, is the watchdog's), and
-/// tells the watchdog what it reads and writes (`Progress`).
+/// tells the watchdog when a request begins (`Progress`).
 pub(super) struct Counted {
     // Declared before the stream so it is dropped first (see `Ticket`).
     ticket: Option<Ticket>,
@@ -218,9 +235,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.progress.wrote();
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -228,9 +243,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.progress.wrote();
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -39,6 +39,9 @@ pub struct Settings {
     /// How long a client may take to send a request's headers (or a TLS
     /// handshake), and how long a connection may sit idle.
     pub header_timeout: Duration,
+    /// How long an answer may hold data its client does not take (a client
+    /// that stopped reading, or an HTTP/2 window left at zero).
+    pub write_timeout: Duration,
     /// Connections held open at most.
     pub max_connections: usize,
     pub tls: Option<Arc<tls::Tls>>,
@@ -54,6 +57,8 @@ pub struct Stats {
     pub evicted: AtomicU64,
     /// Header, keep-alive or handshake timeouts.
     pub timed_out: AtomicU64,
+    /// Connections cut off because their client stopped taking an answer.
+    pub stalled: AtomicU64,
     pub tls_failed: AtomicU64,
 }
 
@@ -61,6 +66,7 @@ pub static STATS: Stats = Stats {
     refused: AtomicU64::new(0),
     evicted: AtomicU64::new(0),
     timed_out: AtomicU64::new(0),
+    stalled: AtomicU64::new(0),
     tls_failed: AtomicU64::new(0),
 };
 
@@ -113,7 +119,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let settings = Arc::new(settings);
     let fresh = Arc::new(Fresh::default());
-    let watchdog = Watchdog::start(settings.header_timeout)?;
+    let watchdog = Watchdog::start(settings.header_timeout, settings.write_timeout)?;
     let mut shards = Vec::new();
     for i in 0..shard_count() {
         shards.push(ShardHandle::start(

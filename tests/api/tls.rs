@@ -379,3 +379,38 @@ async fn a_client_silent_after_its_handshake_is_cut_off_at_the_header_timeout() 
         started.elapsed()
     );
 }
+
+/// Reproduction (issue 32, item 1, over TLS): a `/watch` stream on HTTP/2
+/// and on HTTP/1.1 with TLS ended at the header timeout, events and
+/// heartbeats notwithstanding. Both are held for 4 header timeouts here.
+#[tokio::test]
+async fn a_watch_stream_over_tls_outlives_the_header_timeout_on_h2_and_http1() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    pki.leaf("server");
+    let mut app = spawn_tls(
+        &pki,
+        "server",
+        Options::default()
+            .env("STRONGROOM_HEADER_TIMEOUT", "1")
+            .env("STRONGROOM_WATCH_HEARTBEAT", "1s"),
+    )
+    .await;
+    for (prefix, client) in [
+        ("h2/", https_client(&pki)),
+        ("h1/", https_client(&pki).http1_only()),
+    ] {
+        // No overall timeout: the stream is meant to outlive one.
+        app.client = client.timeout(Duration::from_secs(3_600)).build().unwrap();
+        let mut watch =
+            crate::watch::Watch::open(&app, &format!("?prefix={prefix}"), &app.admin(), None).await;
+        let (heartbeats, events) =
+            crate::watch::hold_stream(&app, &mut watch, prefix, Duration::from_secs(4)).await;
+        assert!(events.len() >= 3, "{prefix}: {events:?}");
+        assert!(
+            heartbeats + events.len() >= 3,
+            "{prefix}: {heartbeats} heartbeats"
+        );
+    }
+}

@@ -65,7 +65,7 @@ impl Watch {
 
     /// The next frame's text (events and comments), or `None` when the
     /// stream ended or nothing came within `within`.
-    async fn frame(&mut self, within: Duration) -> Option<String> {
+    pub async fn frame(&mut self, within: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -493,4 +493,92 @@ async fn a_revoked_key_stops_receiving_changes() {
     );
     app.put("after/revoke", "v", &admin).await;
     assert!(!watch.seen.contains("after/revoke"));
+}
+
+/// Holds `watch` for `hold` while a writer puts one change under `prefix`
+/// a second, and returns how many heartbeats and events came, failing if
+/// the stream ended or fell silent for more than two heartbeats.
+pub async fn hold_stream(
+    app: &TestApp,
+    watch: &mut Watch,
+    prefix: &str,
+    hold: Duration,
+) -> (usize, Vec<Seen>) {
+    let admin = app.admin();
+    let started = Instant::now();
+    let (mut heartbeats, mut events) = (0, Vec::new());
+    let mut next_put = started + Duration::from_secs(1);
+    let mut puts = 0u64;
+    while started.elapsed() < hold {
+        if Instant::now() >= next_put {
+            puts += 1;
+            let put = app
+                .put(&format!("{prefix}k"), &format!("v{puts}"), &admin)
+                .await;
+            assert_eq!(put.status, 200, "{}", put.body);
+            next_put += Duration::from_secs(1);
+        }
+        // A heartbeat a second: silence this long means the stream died.
+        let Some(frame) = watch.frame(Duration::from_millis(2_500)).await else {
+            panic!(
+                "the stream ended or fell silent after {:?} ({heartbeats} heartbeats, {} events)",
+                started.elapsed(),
+                events.len()
+            );
+        };
+        if frame.starts_with(':') {
+            heartbeats += 1;
+        } else if frame.contains("data:") {
+            let data = frame.lines().find_map(|l| l.strip_prefix("data:")).unwrap();
+            let id = frame.lines().find_map(|l| l.strip_prefix("id:")).unwrap();
+            events.push((
+                id.trim().parse().unwrap(),
+                serde_json::from_str(data.trim()).unwrap(),
+            ));
+        }
+    }
+    // Every put came, the last within a heartbeat of the hold's end.
+    while (events.len() as u64) < puts {
+        match watch.next(Duration::from_secs(5)).await {
+            Some(event) => events.push(event),
+            None => panic!("{} of {puts} events came", events.len()),
+        }
+    }
+    (heartbeats, events)
+}
+
+/// Reproduction (issue 32, item 1): `curl -sN -H "X-Api-Key: $K"
+/// 'http://127.0.0.1:8210/watch?prefix='` ended after 10.0-10.3 s (the
+/// `--header-timeout`) without its terminating chunk, idle or not: the
+/// watchdog took a connection whose answer had begun for an idle one. Here
+/// the header timeout is 1 s and the stream is held for 4 s with a change
+/// a second and a heartbeat a second.
+#[tokio::test]
+async fn a_watch_stream_outlives_the_header_timeout_with_every_heartbeat_and_event() {
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_HEADER_TIMEOUT", "1")
+            .env("STRONGROOM_WATCH_HEARTBEAT", "1s"),
+    )
+    .await;
+    let mut watch = Watch::open(&app, "?prefix=held/", &app.admin(), None).await;
+    let (heartbeats, events) = hold_stream(&app, &mut watch, "held/", Duration::from_secs(4)).await;
+    assert!(events.len() >= 3, "{events:?}");
+    let versions: Vec<u64> = events
+        .iter()
+        .map(|(_, e)| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+    // A heartbeat a second, less those an event replaced.
+    assert!(heartbeats + events.len() >= 3, "{heartbeats} heartbeats");
+    // Still open after 4 header timeouts: one more change arrives.
+    app.put("held/k", "after", &app.admin()).await;
+    let last = watch
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the stream is still open");
+    assert_eq!(
+        last.1["version"].as_u64().unwrap(),
+        versions.len() as u64 + 1
+    );
 }

@@ -245,3 +245,56 @@ fn completions_are_printed_for_each_shell() {
         .status
         .success());
 }
+
+/// Reproduction (issue 32, item 1): with the server's stream cut at the
+/// header timeout, `run --watch` restarted its command about every 11 s on
+/// a quiet prefix and `watch` printed "events were missed" as often. Here
+/// the header timeout is 1 s: over 4 s of quiet neither happens, and the
+/// one change that follows restarts the command once.
+#[test]
+fn run_watch_and_watch_stay_quiet_on_a_quiet_prefix_past_the_header_timeout() {
+    let s = Server::start_with(&[
+        ("STRONGROOM_HEADER_TIMEOUT", "1"),
+        ("STRONGROOM_WATCH_HEARTBEAT", "1s"),
+    ]);
+    s.ok(&["put", "quiet/V", "one"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("starts");
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "trap 'exit 0' TERM; echo $$ >> {}; echo \"$V\" >> {}; while true; do sleep 0.1; done",
+        pids.display(),
+        log.display()
+    );
+    let _killed = KillLogged(pids.clone());
+    let run = s
+        .cli()
+        .args([
+            "run", "--prefix", "quiet/", "--watch", "--", "sh", "-c", &script,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stop = Stop(run.id());
+    let mut watch = s
+        .cli()
+        .args(["watch", "quiet/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stop_watch = Stop(watch.id());
+    let watched = lines_of(&mut watch);
+    assert_eq!(lines_in(&log, 1), "one\n");
+    // Four header timeouts of quiet: time itself is what is tested here.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(lines_in(&log, 1), "one\n", "restarted with no change");
+    s.ok(&["put", "quiet/V", "two"]);
+    assert_eq!(lines_in(&log, 2), "one\ntwo\n");
+    let line = watched.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(line.contains("\tput\tquiet/V\t2"), "{line}");
+    watch.kill().unwrap();
+    let out = watch.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("missed"), "watch said: {err}");
+}
