@@ -87,3 +87,89 @@ pub fn check_free_space(dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Refuses `path` as a place to write (a backup, a restore's input, a
+/// migration's target) when it is inside `data_dir` or is one of its files.
+/// Compared by device and inode, so `..`, a symbolic link, a hard link or a
+/// bind mount is seen through; an operator's typo must never put a file
+/// over a live store.
+pub fn refuse_in_data_dir(path: &Path, data_dir: &Path, what: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(data_dir) else {
+        // No data dir: no store file to overwrite.
+        return Ok(());
+    };
+    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    let refused = || {
+        Err(format!(
+            "{what} {} is inside the store's data directory {}: choose a path outside it",
+            path.display(),
+            data_dir.display()
+        ))
+    };
+    if let Ok(meta) = std::fs::metadata(path) {
+        if id(&meta) == id(&dir) || store_files(data_dir, 3).contains(&id(&meta)) {
+            return refused();
+        }
+    }
+    // The directory the file would be created in, resolved, and each above.
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(parent) = std::fs::canonicalize(parent) else {
+        return Ok(());
+    };
+    for ancestor in parent.ancestors() {
+        if std::fs::metadata(ancestor).is_ok_and(|m| id(&m) == id(&dir)) {
+            return refused();
+        }
+    }
+    Ok(())
+}
+
+/// Device and inode of every file under `dir`, to `depth` levels.
+fn store_files(dir: &Path, depth: u32) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() && depth > 1 {
+            found.extend(store_files(&entry.path(), depth - 1));
+        } else if meta.is_file() {
+            found.push((meta.dev(), meta.ino()));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_path_into_the_data_dir_is_refused_however_it_is_spelled() {
+        let temp = tempfile::tempdir().unwrap();
+        let data = temp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("strongroom.db"), b"live").unwrap();
+        let elsewhere = temp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&data, temp.path().join("alias")).unwrap();
+        std::fs::hard_link(data.join("strongroom.db"), elsewhere.join("linked.db")).unwrap();
+        let refused = |p: PathBuf| refuse_in_data_dir(&p, &data, "--out").is_err();
+        assert!(refused(data.join("strongroom.db")));
+        assert!(refused(data.join("new.backup")));
+        assert!(refused(data.clone()));
+        assert!(refused(temp.path().join("alias/new.backup")));
+        assert!(refused(elsewhere.join("../data/x.backup")));
+        assert!(refused(elsewhere.join("linked.db")));
+        assert!(!refused(elsewhere.join("x.backup")));
+        assert!(!refused(data.join("../elsewhere/x.backup")));
+        assert!(!refused(temp.path().join("missing/x.backup")));
+    }
+}

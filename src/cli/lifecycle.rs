@@ -38,9 +38,13 @@ pub struct TenantKeysArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub keys: KeysArgs,
-    /// The file to write (replaced only once the backup is whole).
+    /// The file to write, outside the store's data directory (written
+    /// whole under a temporary name, then renamed into place).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace `--out` when it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +144,13 @@ pub async fn reseal(args: TenantKeysArgs) -> Result<(), String> {
 
 pub async fn backup(args: BackupArgs) -> Result<(), String> {
     lower_priority();
+    crate::fsutil::refuse_in_data_dir(&args.out, &args.keys.store.data_dir, "--out")?;
+    if !args.force && std::fs::symlink_metadata(&args.out).is_ok() {
+        return Err(format!(
+            "{} exists: choose another --out, or add --force to replace it",
+            args.out.display()
+        ));
+    }
     let (store, keyring) = args.keys.open().await?;
     let dir = match args.out.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -187,6 +198,9 @@ pub async fn backup(args: BackupArgs) -> Result<(), String> {
 }
 
 pub async fn restore(args: RestoreArgs) -> Result<(), String> {
+    // A backup kept in the data dir would go with it; one of the store's
+    // own files is no backup.
+    crate::fsutil::refuse_in_data_dir(&args.from, &args.keys.store.data_dir, "--from")?;
     let keks = args.keys.keks()?;
     let file = std::fs::File::open(&args.from)
         .map_err(|e| format!("cannot open {}: {e}", args.from.display()))?;
@@ -232,6 +246,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<(), String> {
         (None, Engine::Sqlite) => return Err("--to-data-dir is needed for a sqlite target".into()),
         (None, Engine::Nats) => {}
     }
+    refuse_same_store(&args.keys.store.store_config(), &target)?;
     let (store, keyring) = args.keys.open().await?;
     let bar = progress();
     let mut copy = Vec::new();
@@ -259,6 +274,25 @@ pub async fn migrate(args: MigrateArgs) -> Result<(), String> {
         ));
     }
     println!("migrated {}", backup::describe(&counts));
+    Ok(())
+}
+
+/// Refuses a migration whose target is its source, or (both embedded) holds
+/// or lies in the source's data dir: restoring into it would write over
+/// what is read. (A nats store keeps nothing in its data dir but keys.)
+fn refuse_same_store(source: &StoreConfig, target: &StoreConfig) -> Result<(), String> {
+    if target.engine == Engine::Sqlite && source.engine == Engine::Sqlite {
+        let (from, to) = (&source.data_dir, &target.data_dir);
+        crate::fsutil::refuse_in_data_dir(to, from, "--to-data-dir")?;
+        crate::fsutil::refuse_in_data_dir(from, to, "the source's data dir")?;
+    }
+    if target.engine == Engine::Nats
+        && source.engine == Engine::Nats
+        && target.nats_url == source.nats_url
+        && target.nats_bucket == source.nats_bucket
+    {
+        return Err("the target is the source's own nats bucket".into());
+    }
     Ok(())
 }
 

@@ -114,6 +114,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // At once: SIGHUP's default action would end the process.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    if let Some(dir) = &args.backup_dir {
+        crate::fsutil::refuse_in_data_dir(dir, &args.store.data_dir, "--backup-dir")?;
+    }
     let app = Application::build(&args).await.map_err(|e| e.to_string())?;
     if let Some(key) = &app.bootstrap_key {
         server::print_bootstrap_key(key);

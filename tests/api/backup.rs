@@ -1036,3 +1036,131 @@ fn random_hex(bytes: usize) -> String {
     aws_lc_rs::rand::fill(&mut buf).unwrap();
     hex::encode(buf)
 }
+
+/// Reproduction (issue 32, item 2): `backup --data-dir D --out
+/// D/strongroom.db` renamed the backup over the live database; the server
+/// kept answering 200 into the unlinked file, and after a restart the store
+/// said "file is not a database" and acknowledged writes were gone. Every
+/// spelling of a path into the data dir is refused now (compared by device
+/// and inode), an existing file is replaced only with `--force`, and the
+/// same for `restore --from`, `migrate --to-data-dir` and `--backup-dir`.
+#[tokio::test]
+async fn a_backup_never_lands_in_the_data_dir_and_never_overwrites_without_force() {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    assert_eq!(app.put("typo/a", "kept", &admin).await.status, 200);
+    let temp = tempfile::tempdir().unwrap();
+    let alias = temp.path().join("alias");
+    std::os::unix::fs::symlink(&app.data_dir, &alias).unwrap();
+    let mut into_store = vec![
+        app.data_dir.join("new.backup"),
+        alias.join("new.backup"),
+        temp.path().join("alias/../data/x.backup"),
+    ];
+    let files: Vec<PathBuf> = std::fs::read_dir(&app.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!files.is_empty());
+    for file in &files {
+        into_store.push(file.clone());
+        // A hard link elsewhere is the same file.
+        let linked = temp.path().join(format!(
+            "link-{}",
+            file.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::hard_link(file, &linked).unwrap();
+        into_store.push(linked);
+    }
+    // A backup renamed over a file would give it a new inode.
+    let inode = |f: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(f).unwrap());
+    let before: Vec<(PathBuf, u64)> = files.iter().map(|f| (f.clone(), inode(f))).collect();
+    for out in &into_store {
+        let forced = command(&app.data_dir)
+            .args(["backup", "--force", "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        let err = refused(&forced);
+        assert!(
+            err.contains("inside the store's data directory"),
+            "{}: {err}",
+            out.display()
+        );
+        let restored = restore_forced(&app.data_dir, out, &[]);
+        assert!(
+            refused(&restored).contains("data directory"),
+            "{}",
+            out.display()
+        );
+    }
+    for (file, ino) in &before {
+        assert_eq!(inode(file), *ino, "{} was replaced", file.display());
+    }
+    assert!(!app.data_dir.join("new.backup").exists());
+
+    // Outside it: written; again without --force: refused, file unchanged.
+    let out = temp.path().join("ok.backup");
+    ok(&backup(&app.data_dir, &out));
+    let first = std::fs::read(&out).unwrap();
+    assert!(refused(&backup(&app.data_dir, &out)).contains("--force"));
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+    let forced = command(&app.data_dir)
+        .args(["backup", "--force", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    ok(&forced);
+
+    // Nothing acknowledged was lost: served now and after a restart.
+    assert_eq!(app.put("typo/b", "after", &admin).await.status, 200);
+    app.terminate();
+    let app = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    for (key, value) in [("typo/a", "kept"), ("typo/b", "after")] {
+        let got = app.get(key, &admin).await;
+        assert_eq!(
+            (got.status, got.json()["value"].as_str()),
+            (200, Some(value))
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrate_and_scheduled_backups_refuse_the_source_data_dir() {
+    sqlite_only!("a nats target keeps nothing in a data dir");
+    let app = spawn_app().await;
+    let data = app.data_dir.clone();
+    for target in [
+        data.clone(),
+        data.join("inner"),
+        data.parent().unwrap().to_owned(),
+    ] {
+        let out = command(&data)
+            .args([
+                "migrate",
+                "--to-store",
+                "sqlite",
+                "--force",
+                "--to-data-dir",
+            ])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert!(
+            refused(&out).contains("data directory"),
+            "{}",
+            target.display()
+        );
+    }
+    let started = command(&data)
+        .env("STRONGROOM_BACKUP_DIR", data.join("backups"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&started.stderr);
+    assert!(
+        !started.status.success() && err.contains("--backup-dir"),
+        "{err}"
+    );
+}
