@@ -270,6 +270,23 @@ pub struct ServeArgs {
     /// Requests handled at once; beyond it a request answers 503 at once.
     #[arg(long, env = "STRONGROOM_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+    /// Requests one tenant may have in flight at once (beyond it 429);
+    /// 0: a quarter of --max-in-flight.
+    #[arg(long, env = "STRONGROOM_MAX_IN_FLIGHT_PER_TENANT", default_value_t = 0)]
+    pub max_in_flight_per_tenant: u32,
+    /// Requests one credential may have in flight at once (beyond it 429);
+    /// 0: an eighth of --max-in-flight.
+    #[arg(
+        long,
+        env = "STRONGROOM_MAX_IN_FLIGHT_PER_CREDENTIAL",
+        default_value_t = 0
+    )]
+    pub max_in_flight_per_credential: u32,
+    /// Bytes a second a request body must average after its first 3 s;
+    /// one slower is cut off (408) long before --body-timeout. 0: no
+    /// minimum.
+    #[arg(long, env = "STRONGROOM_BODY_MIN_RATE", default_value_t = 1024)]
+    pub body_min_rate: u32,
     /// Largest secret value in bytes.
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,

@@ -130,9 +130,21 @@ impl Init {
             ),
             rate_limit: RateLimit::new(self.limits.rate_limit, self.limits.rate_limit_burst),
             in_flight: Default::default(),
+            shares: crate::auth::shares::Shares::new(
+                self.limits.max_in_flight_per_tenant,
+                self.limits.max_in_flight_per_credential,
+            ),
             readiness: Default::default(),
         });
         Ok((state, bootstrap_key))
+    }
+}
+
+/// A cap given (non-zero), else `1/divisor` of `--max-in-flight`.
+fn share_of(max_in_flight: u32, given: u32, divisor: u32) -> usize {
+    match given {
+        0 => (max_in_flight / divisor).max(1) as usize,
+        n => n as usize,
     }
 }
 
@@ -233,6 +245,17 @@ impl Application {
             rate_limit_burst: args.rate_limit_burst,
             max_in_flight: args.max_in_flight as usize,
             body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            body_min_rate: args.body_min_rate,
+            max_in_flight_per_tenant: share_of(
+                args.max_in_flight,
+                args.max_in_flight_per_tenant,
+                4,
+            ),
+            max_in_flight_per_credential: share_of(
+                args.max_in_flight,
+                args.max_in_flight_per_credential,
+                8,
+            ),
             watch_heartbeat: args.watch_heartbeat,
         };
         let mut init = Init {

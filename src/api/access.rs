@@ -89,7 +89,7 @@ pub async fn principal(
         }
         // Counted only once the credential is known and within its rate:
         // a flooding credential's refused requests never crowd out others'.
-        audit.hold(InFlight::enter(app).ok_or(ApiError::Overloaded)?);
+        audit.hold(InFlight::enter(app, principal)?);
     }
     result.map_err(|e| {
         app.metrics.auth_failure(e.label());
@@ -101,24 +101,40 @@ pub async fn principal(
     })
 }
 
-/// A request counted against `--max-in-flight` until dropped (with its
-/// audit recorder, once the answer is done or the client has left).
-pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+/// A request counted against `--max-in-flight` and its tenant's and
+/// credential's shares of it until dropped (with its audit recorder, once
+/// the answer is done or the client has left).
+pub struct InFlight {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    _share: crate::auth::shares::Share,
+}
 
 impl InFlight {
-    fn enter(app: &AppState) -> Option<InFlight> {
+    /// 429 when the caller's tenant or credential holds its share already
+    /// (its own limit, like a rate limit); 503 when the server is full.
+    fn enter(app: &AppState, principal: &Principal) -> Result<InFlight, ApiError> {
+        let share = app
+            .shares
+            .enter(principal.tenant.as_str(), &principal.subject)
+            .map_err(|_| {
+                app.metrics.rate_limited();
+                ApiError::RateLimited
+            })?;
         let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
         if before >= app.limits.max_in_flight {
             app.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(ApiError::Overloaded);
         }
-        Some(InFlight(app.in_flight.clone()))
+        Ok(InFlight {
+            count: app.in_flight.clone(),
+            _share: share,
+        })
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

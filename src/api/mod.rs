@@ -50,6 +50,13 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// How long a request's body may take to arrive (408 beyond it).
     pub body_timeout: std::time::Duration,
+    /// Bytes a second a body must average after a short grace (408 below;
+    /// 0: no minimum).
+    pub body_min_rate: u32,
+    /// Requests one tenant, and one credential, may have in flight at once
+    /// (429 beyond it), so no one takes every slot of `max_in_flight`.
+    pub max_in_flight_per_tenant: usize,
+    pub max_in_flight_per_credential: usize,
     pub auth_failure_burst: u32,
     /// How often an idle `/watch` stream sends a heartbeat comment.
     pub watch_heartbeat: std::time::Duration,
@@ -66,6 +73,9 @@ impl Default for Limits {
             rate_limit_burst: 100,
             max_in_flight: 1024,
             body_timeout: std::time::Duration::from_secs(30),
+            body_min_rate: 1024,
+            max_in_flight_per_tenant: 256,
+            max_in_flight_per_credential: 128,
             watch_heartbeat: watch::DEFAULT_HEARTBEAT,
         }
     }
@@ -87,6 +97,8 @@ pub struct AppState {
     pub rate_limit: Option<RateLimit>,
     /// Requests being handled now, against `Limits::max_in_flight`.
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// What each tenant and credential holds of them (`Limits`).
+    pub shares: Arc<crate::auth::shares::Shares>,
     /// The last readiness probe and when it ran (`ops::readyz`).
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }

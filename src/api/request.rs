@@ -88,8 +88,9 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads the whole body: more than the request limit is 413, a body that
-/// does not arrive within the body timeout 408, a malformed one (a bad
-/// chunk size) 400, and a client that goes away before sending it all is
+/// does not arrive within the body timeout, or trickles in slower than the
+/// body's minimum rate after a grace, 408; a malformed one (a bad chunk
+/// size) 400, and a client that goes away before sending it all is
 /// recorded as such, not as any of those.
 pub async fn read_body(
     headers: &HeaderMap,
@@ -97,6 +98,7 @@ pub async fn read_body(
     limits: &Limits,
     op: Op,
 ) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let limit = limits.max_request_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -105,11 +107,45 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::RequestTooLarge);
     }
-    tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?
-        .map_err(|e| body_error(e, op))
+    let started = tokio::time::Instant::now();
+    let overall = started + limits.body_timeout;
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    loop {
+        // By now at least the minimum rate's worth since the grace ended:
+        // a body that trickles in holds its in-flight slot seconds, not
+        // the whole body timeout.
+        let due = match limits.body_min_rate {
+            0 => overall,
+            rate => {
+                let owed = std::time::Duration::from_secs_f64(received as f64 / f64::from(rate));
+                (started + BODY_GRACE + owed).min(overall)
+            }
+        };
+        let frame = tokio::time::timeout_at(due, body.frame())
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?;
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(body_error(axum::Error::new(e), op)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len();
+                    chunks.push(data);
+                }
+            }
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => chunks.concat().into(),
+    })
 }
+
+/// How long a body may take before the minimum rate applies to it.
+const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What went wrong reading a body: 413 only for the length limit, 400 for
 /// a body that does not decode (a bad chunk size); anything else is the

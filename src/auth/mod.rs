@@ -9,6 +9,7 @@ pub mod apikeys;
 pub mod failures;
 pub mod jwt;
 pub mod ratelimit;
+pub mod shares;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

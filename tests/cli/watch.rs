@@ -267,7 +267,7 @@ fn run_watch_and_watch_stay_quiet_on_a_quiet_prefix_past_the_header_timeout() {
         log.display()
     );
     let _killed = KillLogged(pids.clone());
-    let run = s
+    let mut run = s
         .cli()
         .args([
             "run", "--prefix", "quiet/", "--watch", "--", "sh", "-c", &script,
@@ -297,4 +297,6 @@ fn run_watch_and_watch_stay_quiet_on_a_quiet_prefix_past_the_header_timeout() {
     let out = watch.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("missed"), "watch said: {err}");
+    run.kill().unwrap();
+    run.wait().unwrap();
 }
