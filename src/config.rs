@@ -287,6 +287,10 @@ pub struct ServeArgs {
     /// minimum.
     #[arg(long, env = "STRONGROOM_BODY_MIN_RATE", default_value_t = 1024)]
     pub body_min_rate: u32,
+    /// Most bytes of keys and values one `POST /batch/get` answers with;
+    /// a batch naming more is refused 413 (ask for fewer keys at once).
+    #[arg(long, env = "STRONGROOM_MAX_BATCH_RESPONSE_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_response_bytes: u64,
     /// Largest secret value in bytes.
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,

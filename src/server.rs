@@ -257,6 +257,8 @@ impl Application {
                 8,
             ),
             watch_heartbeat: args.watch_heartbeat,
+            max_batch_response_bytes: usize::try_from(args.max_batch_response_bytes)
+                .unwrap_or(usize::MAX),
         };
         let mut init = Init {
             store: store.clone(),

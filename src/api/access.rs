@@ -58,6 +58,16 @@ pub async fn principal(
         audit.throttled();
         return Err(ApiError::RateLimited);
     }
+    // Two of one credential header: which one counts would be a guess (a
+    // proxy may add one), so neither does.
+    for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ApiError::bad(
+                super::error::Op::Other,
+                format!("send one {name} header, not several"),
+            ));
+        }
+    }
     let result = match credential(headers) {
         Ok(credential) => app.auth.authenticate(credential).await,
         Err(e) => Err(e),
@@ -135,6 +145,53 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers larger than this keep their request's in-flight place until
+/// their body is sent, so one credential's unread answers count against its
+/// share; smaller ones leave with the first write.
+const HOLD_ABOVE: u64 = 64 * 1024;
+
+/// `response`, whose body holds the request's place in `--max-in-flight`
+/// (from `slot`) until it is sent or dropped, when the body is large.
+pub fn hold_while_sent(
+    response: axum::response::Response,
+    slot: impl FnOnce() -> Option<InFlight>,
+) -> axum::response::Response {
+    use hyper::body::Body as _;
+    if response.body().size_hint().lower() <= HOLD_ABOVE {
+        return response;
+    }
+    let Some(slot) = slot() else {
+        return response;
+    };
+    response.map(|body| axum::body::Body::new(Holding { body, _slot: slot }))
+}
+
+/// A body and the in-flight place it holds.
+struct Holding {
+    body: axum::body::Body,
+    _slot: InFlight,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -154,15 +154,25 @@ pub async fn create(
     Ok(response)
 }
 
+/// One page of the tenant's keys in id order: `limit` (1 to 1000, 100
+/// when absent) after the id `cursor`, and the cursor of the next page.
 pub async fn list(
     State(app): State<Arc<AppState>>,
     Caller { principal, .. }: Caller,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
+    let query = request::ListQuery::parse(uri.query())?;
+    let limit = query.limit()?;
+    let cursor = query.get("cursor").unwrap_or("");
     // Record pending use times first, so last_used_at is current.
     app.auth.flush_last_used().await;
-    let keys = app.store.apikey_list(&principal.tenant).await?;
+    let mut keys = app.store.apikey_list(&principal.tenant).await?;
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    keys.retain(|k| k.id.as_str() > cursor);
+    let next_cursor = (keys.len() > limit).then(|| keys[limit - 1].id.clone());
+    keys.truncate(limit);
     let apikeys: Vec<KeyInfo> = keys.into_iter().map(info).collect();
-    Ok(Json(serde_json::json!({ "apikeys": apikeys })).into_response())
+    Ok(Json(serde_json::json!({ "apikeys": apikeys, "next_cursor": next_cursor })).into_response())
 }
 
 pub async fn revoke(

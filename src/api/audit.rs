@@ -36,7 +36,7 @@ struct Inner {
     throttled: AtomicBool,
     /// The request's place in `--max-in-flight`, given back with the
     /// recorder.
-    in_flight: std::sync::OnceLock<super::access::InFlight>,
+    in_flight: Mutex<Option<super::access::InFlight>>,
 }
 
 impl AuditRecorder {
@@ -46,7 +46,17 @@ impl AuditRecorder {
 
     /// Holds the request's place in `--max-in-flight` until it is done.
     pub fn hold(&self, in_flight: super::access::InFlight) {
-        let _ = self.0.in_flight.set(in_flight);
+        *self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(in_flight);
+    }
+
+    /// The request's place in `--max-in-flight`, for an answer's body to
+    /// hold until it is sent.
+    fn take_in_flight(&self) -> Option<super::access::InFlight> {
+        self.0
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The request's id, which its audit line carries.
@@ -165,7 +175,7 @@ pub(super) fn begin(
         }),
         written: AtomicBool::new(false),
         throttled: AtomicBool::new(false),
-        in_flight: std::sync::OnceLock::new(),
+        in_flight: Mutex::new(None),
     }));
     request.extensions_mut().insert(recorder.clone());
     recorder
@@ -187,7 +197,7 @@ pub(super) fn finish(
     async move {
         let status = response.status().as_u16();
         match Box::pin(recorder.write(status)).await {
-            Ok(()) => response,
+            Ok(()) => super::access::hold_while_sent(response, || recorder.take_in_flight()),
             Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
         }
     }

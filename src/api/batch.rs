@@ -1,7 +1,9 @@
 //! `POST /batch/get`: up to 100 keys read in one request, each authorized
 //! by its own prefix scope and audited with its own line. A key the caller
 //! may not read is answered exactly as one that does not exist (`missing`),
-//! so the answer never tells the two apart.
+//! so the answer never tells the two apart; a caller that may read none of
+//! them is refused whole (403, one line), so a credential without a read
+//! scope cannot turn one request into a hundred audit lines.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -76,9 +78,20 @@ pub async fn batch_get(
     let bytes = request::read_body(&headers, body, &app.limits, Op::Get).await?;
     let keys = parse(&bytes)?;
     let min_revision = request::min_revision(&headers, Op::Get)?;
+    // A credential that may read none of the keys is refused whole, with
+    // the request's one line: not a line per key it names.
+    if !keys
+        .iter()
+        .any(|key| principal.allows(Action::Read, key.as_str()))
+    {
+        return Err(ApiError::Forbidden);
+    }
     let mut values = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
     let mut lines = Vec::with_capacity(keys.len());
+    // What the answer will hold: bounded, so a small request cannot make
+    // the server hold (and a client that does not read, keep) megabytes.
+    let mut answer_bytes = 0usize;
     for key in &keys {
         if !principal.allows(Action::Read, key.as_str()) {
             lines.push(audit.line_for(key.as_str(), 403));
@@ -101,6 +114,13 @@ pub async fn batch_get(
                 if std::str::from_utf8(&plaintext).is_err() {
                     audit.key(key.as_str());
                     return Err(ApiError::Internal("stored value is not UTF-8".into()));
+                }
+                answer_bytes += key.as_str().len() + plaintext.len();
+                if answer_bytes > app.limits.max_batch_response_bytes {
+                    // Nothing is sent: the request's one line says 413.
+                    return Err(ApiError::ResponseTooLarge {
+                        limit: app.limits.max_batch_response_bytes,
+                    });
                 }
                 lines.push(audit.line_for(key.as_str(), 200));
                 values.push((key, stored.version, plaintext));

@@ -38,6 +38,10 @@ pub enum ApiError {
         detail: String,
     },
     RequestTooLarge,
+    /// The values a batch names add up to more than one answer may hold.
+    ResponseTooLarge {
+        limit: usize,
+    },
     ValueTooLarge {
         limit: usize,
     },
@@ -147,6 +151,13 @@ impl IntoResponse for ApiError {
             ApiError::RequestTooLarge => {
                 json_error(StatusCode::PAYLOAD_TOO_LARGE, "request too large", None)
             }
+            ApiError::ResponseTooLarge { limit } => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "response too large",
+                Some(&format!(
+                    "the values named add up to more than {limit} bytes: ask for fewer keys at once"
+                )),
+            ),
             ApiError::ValueTooLarge { limit } => json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "value too large",

@@ -21,6 +21,7 @@ use super::AppState;
 
 /// A constant, so answering with it allocates no header name.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain,
 /// else a process-unique one: a random prefix fixed at start and a counter,
@@ -135,6 +136,11 @@ where
             let mut summarised = false;
             if let Some(recorder) = recorder {
                 summarised = recorder.is_throttled();
+                if response.status() == axum::http::StatusCode::FORBIDDEN {
+                    if let Some(addr) = recorder.client() {
+                        state.auth_failures.charge(addr);
+                    }
+                }
                 response = super::audit::finish(recorder, response).await;
             }
             let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -156,7 +162,10 @@ where
                     request_id,
                 });
             }
-            response.headers_mut().insert(X_REQUEST_ID, id);
+            let headers = response.headers_mut();
+            headers.insert(X_REQUEST_ID, id);
+            // A JSON answer (or any) is never to be sniffed as a page.
+            headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             Ok(response)
         })
     }

@@ -60,6 +60,8 @@ pub struct Limits {
     pub auth_failure_burst: u32,
     /// How often an idle `/watch` stream sends a heartbeat comment.
     pub watch_heartbeat: std::time::Duration,
+    /// Most bytes of keys and values one `POST /batch/get` answers with.
+    pub max_batch_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -77,6 +79,7 @@ impl Default for Limits {
             max_in_flight_per_tenant: 256,
             max_in_flight_per_credential: 128,
             watch_heartbeat: watch::DEFAULT_HEARTBEAT,
+            max_batch_response_bytes: 1024 * 1024,
         }
     }
 }

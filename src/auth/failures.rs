@@ -122,6 +122,24 @@ impl FailureLimit {
         }
     }
 
+    /// Counts a refusal after authentication (a 403) as a failure of
+    /// `addr`'s: a credential that keeps asking for what it may not have
+    /// is slowed and summarised like one that keeps failing to sign in.
+    pub fn charge(&self, addr: IpAddr) {
+        if self.rate.per_second == 0.0 {
+            return;
+        }
+        {
+            let mut state = self.state();
+            if let Some(bucket) = state.buckets.get_mut(&client_key(addr)) {
+                bucket.tokens.refill(self.rate, Instant::now());
+                bucket.tokens.tokens = (bucket.tokens.tokens - 1.0).max(0.0);
+                return;
+            }
+        }
+        self.first_failure(addr);
+    }
+
     /// A failure from an address with no bucket (or one that refilled).
     fn first_failure(&self, addr: IpAddr) {
         let now = Instant::now();

@@ -754,7 +754,7 @@ async fn the_audit_api_shows_a_tenant_only_its_own_lines_page_by_page() {
 
 /// A client that connects from `127.0.0.2`, another address than the
 /// tests' own.
-fn client_from_another_address() -> reqwest::Client {
+pub(crate) fn client_from_another_address() -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()

@@ -132,3 +132,91 @@ async fn a_bad_batch_is_refused_whole_with_a_detail() {
         .await;
     assert_eq!(r.status, 401);
 }
+
+/// Reproduction (issue 32, item 5): a key whose only scope is `audit:read`
+/// got 200 with every key `missing` and wrote 100 audit lines per
+/// `POST /batch/get`: one key wrote about 1.6 GB of audit in 10 s. Now a
+/// credential that may read none of the keys it names is refused 403 with
+/// the request's one line, and past the failed-authentication burst its
+/// refusals are answered 429 and summarised, a line a second at most.
+#[tokio::test]
+async fn a_batch_that_may_read_nothing_is_one_refusal_and_floods_are_summarised() {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    let hundred: Vec<String> = (0..100).map(|i| format!("zz/k{i}")).collect();
+    for key in &hundred[..3] {
+        app.put(key, "batch-refusal-canary", &admin).await;
+    }
+    let auditor = app.create_key("default", &["--scopes", "audit:read"]);
+    let flooder = crate::audit::client_from_another_address();
+    let body = serde_json::json!({ "keys": hundred }).to_string();
+    let trail_before = crate::audit::trail(&app.data_dir).len();
+    let (mut forbidden, mut limited) = (Vec::new(), 0);
+    const FLOOD: usize = 60;
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        let reply = flooder
+            .post(app.url("/batch/get"))
+            .header("X-Api-Key", &auditor)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        match reply.status().as_u16() {
+            403 => forbidden.push(reply.headers()["x-request-id"].to_str().unwrap().to_owned()),
+            429 => limited += 1,
+            other => panic!("{other}: {}", reply.text().await.unwrap()),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        !forbidden.is_empty() && limited > 0,
+        "{} forbidden, {limited} limited",
+        forbidden.len()
+    );
+    // The default burst (20) and rate (10 a second) bound the refusals.
+    assert!(
+        forbidden.len() <= 20 + (10.0 * (elapsed + 1.0)) as usize,
+        "{}",
+        forbidden.len()
+    );
+    // Another address is served as ever.
+    let mine = app
+        .batch_get(serde_json::json!({ "keys": ["zz/k0"] }), &admin)
+        .await;
+    assert_eq!(mine.status, 200, "{}", mine.body);
+
+    assert_eq!(app.terminate().code(), Some(0));
+    let lines = lines(&app);
+    for id in &forbidden {
+        let of: Vec<_> = lines
+            .iter()
+            .filter(|l| l["request_id"] == id.as_str())
+            .collect();
+        assert_eq!(of.len(), 1, "one line per refused batch: {of:?}");
+        assert_eq!(
+            (of[0]["action"].as_str(), of[0]["status"].as_u64()),
+            (Some("secrets.batch_get"), Some(403))
+        );
+    }
+    let theirs: Vec<_> = lines
+        .iter()
+        .filter(|l| l["client"].as_str().unwrap_or("").starts_with("127.0.0.2:"))
+        .collect();
+    let summaries = theirs
+        .iter()
+        .filter(|l| l["action"] == "auth.throttled")
+        .count();
+    assert_eq!(theirs.len(), forbidden.len() + summaries, "{theirs:?}");
+    assert!(summaries <= elapsed as usize + 3, "{summaries} summaries");
+    let grown = crate::audit::trail(&app.data_dir).len() - trail_before;
+    eprintln!(
+        "{grown} audit bytes for {FLOOD} refused batches ({} per batch)",
+        grown / FLOOD
+    );
+    assert!(
+        grown < FLOOD * 1_000,
+        "{grown} bytes of audit for {FLOOD} refused batches"
+    );
+}

@@ -414,3 +414,179 @@ async fn a_watch_stream_over_tls_outlives_the_header_timeout_on_h2_and_http1() {
         );
     }
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// An HTTP/2 connection that never opens its flow-control window: every
+/// answer it asks for stays unsent. Sends `n` batch reads of `body`.
+async fn zero_window_h2(
+    pki: &Pki,
+    port: u16,
+    key: &str,
+    body: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut config = client_config(pki, &[&rustls::version::TLS13]);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = connect(port, config).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, axum::body::Bytes>(tls)
+        .await
+        .unwrap();
+    let mut tasks = vec![tokio::spawn(async move {
+        let _ = connection.await;
+    })];
+    for _ in 0..n {
+        let client = client.clone();
+        let request = axum::http::Request::post(format!("https://localhost:{port}/batch/get"))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let body = axum::body::Bytes::from(body.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut ready) = client.ready().await else {
+                return;
+            };
+            let Ok((response, mut send)) = ready.send_request(request, false) else {
+                return;
+            };
+            let _ = send.send_data(body, true);
+            // Holds the answer's head, never its body.
+            if let Ok(head) = response.await {
+                std::future::pending::<()>().await;
+                drop(head);
+            }
+        }));
+    }
+    tasks
+}
+
+/// Reproduction (issue 32, item 4): one HTTP/2 connection with a zero
+/// flow-control window sending 100 `POST /batch/get` of 100 × 64 KB values
+/// took RSS from 142 MB to 1,172 MB and held it; 100 HTTP/1.1 connections
+/// that never read took it to 1,219 MB, and 578-737 MB stayed after. Now a
+/// batch answer is at most `--max-batch-response-bytes` (1 MiB), an h2
+/// connection has at most 32 streams, a large unread answer holds its
+/// credential's in-flight share, and an answer not taken for the write
+/// timeout ends its connection. Here: 100 of each attack against 100
+/// values of 60 KB; RSS stays under 250 MB above idle, another client is
+/// served throughout, and memory comes back once the attackers are cut
+/// off.
+#[tokio::test]
+async fn answers_a_client_does_not_read_are_bounded_and_given_back() {
+    sqlite_only!("the HTTP layer is the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    pki.leaf("server");
+    let mut app = spawn_tls(
+        &pki,
+        "server",
+        Options::default().env("STRONGROOM_WRITE_TIMEOUT", "3"),
+    )
+    .await;
+    app.client = https_client(&pki).build().unwrap();
+    let port = port_of(&app);
+    let admin = app.admin();
+    let value = "v".repeat(60_000);
+    let mut keys = Vec::new();
+    for i in 0..100 {
+        let key = format!("mem/{i:03}");
+        assert_eq!(app.put(&key, &value, &admin).await.status, 200);
+        keys.push(key);
+    }
+    let pid = app.child.id();
+    let idle = rss(pid);
+    let attacker = app.create_key("default", &[]);
+
+    // All hundred at once: refused whole, nothing sent.
+    let all = serde_json::json!({ "keys": keys }).to_string();
+    let refused = app
+        .send(
+            app.client
+                .post(app.url("/batch/get"))
+                .header("content-type", "application/json")
+                .body(all.clone()),
+            &admin,
+        )
+        .await;
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert_eq!(refused.error(), "response too large");
+    assert!(!refused.body.contains("vvvv"));
+    // Sixteen (960 KB) fit.
+    let sixteen = serde_json::json!({ "keys": keys[..16] }).to_string();
+
+    let attack = zero_window_h2(&pki, port, &attacker, &sixteen, 100).await;
+    let request = format!(
+        "POST /batch/get HTTP/1.1\r\nHost: localhost\r\nX-Api-Key: {attacker}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{sixteen}",
+        sixteen.len()
+    );
+    let mut unread = Vec::new();
+    for _ in 0..100 {
+        let mut stream = connect(port, client_config(&pki, &[&rustls::version::TLS13]))
+            .await
+            .unwrap();
+        // Ten requests, pipelined; not one answer read.
+        for _ in 0..10 {
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        unread.push(stream);
+    }
+    // Another client is served while the attack holds its answers.
+    let mut peak = 0;
+    for _ in 0..20 {
+        let got = app.get("mem/000", &admin).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        peak = peak.max(rss(pid));
+    }
+    let bound = idle + 250 * 1024 * 1024;
+    assert!(
+        peak < bound,
+        "RSS {} MB under attack, {} MB idle",
+        peak >> 20,
+        idle >> 20
+    );
+
+    // With the attackers still connected, the server cuts the h2
+    // connection off at the write timeout and the unread h1 ones at the
+    // keep-alive timeout, and gives their memory back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = rss(pid);
+        if now < idle + 32 * 1024 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RSS {} MB 30 s after the attack, {} MB idle (peak {} MB)",
+            now >> 20,
+            idle >> 20,
+            peak >> 20
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "RSS idle {} MB, peak under attack {} MB, after {} MB",
+        idle >> 20,
+        peak >> 20,
+        rss(pid) >> 20
+    );
+    assert!(app.counter("strongroom_connections_stalled_total").await >= 1);
+    assert_eq!(app.get("mem/000", &admin).await.status, 200);
+    drop(unread);
+    for task in attack {
+        task.abort();
+    }
+}

@@ -266,3 +266,41 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(r.status, 405);
     assert_eq!(r.error(), "method not allowed");
 }
+
+/// Reproduction (issue 32, item 6): two `X-Api-Key` headers (or two
+/// `Authorization` headers) were taken as one of them; JSON answers had no
+/// `X-Content-Type-Options`. Now two of either answer 400, and every
+/// answer says `nosniff`.
+#[tokio::test]
+async fn two_credential_headers_answer_400_and_json_is_never_sniffed() {
+    let app = spawn_app().await;
+    let key = app.bootstrap_key.clone().unwrap();
+    let token = hs256_token(&serde_json::json!({"tenant": "default", "exp": now_secs() + 60}));
+    for (first, second) in [
+        (format!("X-Api-Key: {key}"), format!("X-Api-Key: {key}")),
+        (
+            format!("X-Api-Key: {key}"),
+            "X-Api-Key: sr_wrong".to_owned(),
+        ),
+        (
+            format!("Authorization: Bearer {token}"),
+            format!("Authorization: Bearer {token}"),
+        ),
+    ] {
+        let request = format!(
+            "GET /secrets/k HTTP/1.1\r\nHost: x\r\n{first}\r\n{second}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw_request(&app.addr, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("not several"), "{answer}");
+        assert!(!answer.contains(&key) && !answer.contains(&token));
+    }
+    for path in ["/secrets/missing", "/apikeys", "/readyz", "/no/such/route"] {
+        let r = app.send(app.client.get(app.url(path)), &app.admin()).await;
+        assert_eq!(
+            r.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}

@@ -145,7 +145,18 @@ export async function undeleteSecret(key) { await call("POST", "/undelete/" + ke
 export async function destroySecret(key) { await call("DELETE", "/metadata/" + keyPath(key)); }
 export async function getMetadata(key) { return (await call("GET", "/metadata/" + keyPath(key))).data; }
 
-export async function listApiKeys() { return (await call("GET", "/apikeys")).data.apikeys || []; }
+export async function listApiKeys() {
+  // Every page: the server answers at most 1,000 keys at once.
+  const all = [];
+  let cursor = null;
+  do {
+    const query = "/apikeys?limit=1000" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
+    const data = (await call("GET", query)).data;
+    all.push(...(data.apikeys || []));
+    cursor = data.next_cursor || null;
+  } while (cursor);
+  return all;
+}
 export async function createApiKey(spec) { return (await call("POST", "/apikeys", { body: spec })).data; }
 export async function revokeApiKey(id) { await call("DELETE", "/apikeys/" + encodeURIComponent(id)); }
 export async function readAudit(after, limit) {
