@@ -77,6 +77,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
     let certs = read_certs(&files.cert, "--tls-cert")?;
+    check_validity(&certs[0], crate::clock::now_ms() / 1000)
+        .map_err(|e| format!("--tls-cert {}: {e}", files.cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
         format!(
             "--tls-key {}: not a readable PEM private key ({e})",
@@ -115,6 +117,26 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// Refuses a leaf certificate that is not valid at `now` (seconds since the
+/// epoch): serving one would fail every client's handshake, silently.
+fn check_validity(cert: &CertificateDer<'_>, now: i64) -> Result<(), String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("not a readable X.509 certificate ({e})"))?;
+    let validity = parsed.validity();
+    let (from, until) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let at = |secs: i64| crate::clock::rfc3339(secs.saturating_mul(1000));
+    if now < from {
+        return Err(format!("the certificate is not valid until {}", at(from)));
+    }
+    if now > until {
+        return Err(format!("the certificate expired at {}", at(until)));
+    }
+    Ok(())
+}
+
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -131,4 +153,27 @@ fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, S
         ));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(from: i64, until: i64) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_certificate_is_refused_before_and_after_its_validity() {
+        let now = 1_800_000_000;
+        assert!(check_validity(&cert(now - 10, now + 10), now).is_ok());
+        let early = check_validity(&cert(now + 60, now + 3600), now).unwrap_err();
+        assert!(early.contains("not valid until"), "{early}");
+        let late = check_validity(&cert(now - 3600, now - 60), now).unwrap_err();
+        assert!(late.contains("expired at"), "{late}");
+    }
 }

@@ -57,6 +57,20 @@ impl Pki {
         cert.der().clone()
     }
 
+    /// A leaf like `leaf`'s, valid only from `from` to `until` (seconds
+    /// since the epoch).
+    fn leaf_valid(&self, file: &str, from: i64, until: i64) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.crt")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        cert.der().clone()
+    }
+
     fn path(&self, file: &str) -> String {
         self.dir.join(file).to_string_lossy().into_owned()
     }
@@ -589,4 +603,46 @@ async fn answers_a_client_does_not_read_are_bounded_and_given_back() {
     for task in attack {
         task.abort();
     }
+}
+
+/// Reproduction (issue 32, item 6): a server certificate that had expired,
+/// or was not yet valid, loaded silently at start and on SIGHUP, and every
+/// client's handshake then failed. Now both are refused, naming the time;
+/// on SIGHUP the certificate in use stays.
+#[tokio::test]
+async fn an_expired_or_not_yet_valid_certificate_is_refused_at_start_and_on_sighup() {
+    sqlite_only!("TLS is the HTTP layer, the same on both engines");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "root");
+    let now = now_secs();
+    for (from, until, says) in [
+        (now - 7200, now - 3600, "expired at"),
+        (now + 3600, now + 7200, "not valid until"),
+    ] {
+        pki.leaf_valid("dated", from, until);
+        let data = dir.path().join(format!("data-{from}"));
+        let mut cmd = command(&data);
+        cmd.env("STRONGROOM_TLS_CERT", pki.path("dated.crt"))
+            .env("STRONGROOM_TLS_KEY", pki.path("dated.key"));
+        let err = refused_start(cmd);
+        assert!(err.contains(says) && err.contains("--tls-cert"), "{err}");
+    }
+    let good = pki.leaf("server");
+    let app = spawn_tls(&pki, "server", Options::default()).await;
+    pki.leaf_valid("server", now - 7200, now - 3600);
+    signal(&app.child, "HUP");
+    assert!(
+        app.log_shows("TLS reload failed").await,
+        "{}",
+        app.log_text()
+    );
+    assert!(app.log_text().contains("expired at"), "{}", app.log_text());
+    let mut after = connect(
+        port_of(&app),
+        client_config(&pki, &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.get_ref().1.peer_certificates().unwrap()[0], good);
+    assert_eq!(healthz(&mut after).await, "HTTP/1.1 200 OK");
 }
