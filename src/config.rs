@@ -291,6 +291,14 @@ pub struct ServeArgs {
     /// a batch naming more is refused 413 (ask for fewer keys at once).
     #[arg(long, env = "STRONGROOM_MAX_BATCH_RESPONSE_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch_response_bytes: u64,
+    /// Live API keys a tenant may hold; `POST /apikeys` beyond it is
+    /// refused 409 (the offline `apikey create` is the operator's, unbounded).
+    #[arg(long, env = "STRONGROOM_MAX_APIKEYS_PER_TENANT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_apikeys_per_tenant: u32,
+    /// Data keys a tenant may hold; `POST /keys/rotate` beyond it is refused
+    /// 409 (rotation at a key's seal limit is never refused).
+    #[arg(long, env = "STRONGROOM_MAX_DATA_KEYS_PER_TENANT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_data_keys_per_tenant: u32,
     /// Largest secret value in bytes.
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,

@@ -259,6 +259,8 @@ impl Application {
             watch_heartbeat: args.watch_heartbeat,
             max_batch_response_bytes: usize::try_from(args.max_batch_response_bytes)
                 .unwrap_or(usize::MAX),
+            max_apikeys_per_tenant: args.max_apikeys_per_tenant as usize,
+            max_deks_per_tenant: args.max_data_keys_per_tenant as usize,
         };
         let mut init = Init {
             store: store.clone(),

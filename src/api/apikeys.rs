@@ -126,6 +126,20 @@ pub async fn create(
     if !principal.can_grant(&scopes) {
         return Err(ApiError::Forbidden);
     }
+    let now = now_ms();
+    let live = app
+        .store
+        .apikey_list(&principal.tenant)
+        .await?
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
+        .count();
+    if live >= app.limits.max_apikeys_per_tenant {
+        return Err(ApiError::LimitReached {
+            what: "live API keys: revoke some first",
+            limit: app.limits.max_apikeys_per_tenant,
+        });
+    }
     let new = apikeys::create(
         &app.store,
         principal.tenant.clone(),

@@ -46,6 +46,11 @@ pub enum ApiError {
         limit: usize,
     },
     UnsupportedMediaType,
+    /// A tenant holds as many of something (API keys, data keys) as it may.
+    LimitReached {
+        what: &'static str,
+        limit: usize,
+    },
     NotFound,
     /// A watcher resumed from before the kept events: re-list.
     Gone,
@@ -167,6 +172,11 @@ impl IntoResponse for ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported media type",
                 Some("send the body as application/json"),
+            ),
+            ApiError::LimitReached { what, limit } => json_error(
+                StatusCode::CONFLICT,
+                "limit reached",
+                Some(&format!("a tenant holds at most {limit} {what}")),
             ),
             ApiError::NotFound => json_error(StatusCode::NOT_FOUND, "resource not found", None),
             ApiError::Gone => json_error(

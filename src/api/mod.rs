@@ -62,6 +62,9 @@ pub struct Limits {
     pub watch_heartbeat: std::time::Duration,
     /// Most bytes of keys and values one `POST /batch/get` answers with.
     pub max_batch_response_bytes: usize,
+    /// Live API keys and data keys one tenant may hold (409 beyond).
+    pub max_apikeys_per_tenant: usize,
+    pub max_deks_per_tenant: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +83,8 @@ impl Default for Limits {
             max_in_flight_per_credential: 128,
             watch_heartbeat: watch::DEFAULT_HEARTBEAT,
             max_batch_response_bytes: 1024 * 1024,
+            max_apikeys_per_tenant: 1000,
+            max_deks_per_tenant: 1000,
         }
     }
 }

@@ -432,3 +432,67 @@ async fn reseal_on_nats_is_refused_and_says_what_to_do() {
         "{err}"
     );
 }
+
+/// Reproduction (issue 32, item 6): a tenant could hold any number of API
+/// keys and data keys. Now `POST /apikeys` and `POST /keys/rotate` answer
+/// 409 at the tenant's cap, and a revoked key makes room again.
+#[tokio::test]
+async fn a_tenant_holds_at_most_its_caps_of_api_keys_and_data_keys() {
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_MAX_APIKEYS_PER_TENANT", "3")
+            .env("STRONGROOM_MAX_DATA_KEYS_PER_TENANT", "2"),
+    )
+    .await;
+    let admin = Cred::ApiKey(app.create_key(
+        "capped",
+        &[
+            "--scopes",
+            "apikeys:admin,keys:admin,secrets:read,secrets:write",
+        ],
+    ));
+    let create = |name: &str| {
+        app.client
+            .post(app.url("/apikeys"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::json!({ "name": name, "scopes": ["secrets:read"] }).to_string())
+    };
+    // The admin key itself is one of the three.
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let r = app.send(create(name), &admin).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let over = app.send(create("c"), &admin).await;
+    assert_eq!(
+        (over.status, over.error().as_str()),
+        (409, "limit reached"),
+        "{}",
+        over.body
+    );
+    let revoke = app.client.delete(app.url(&format!("/apikeys/{}", ids[0])));
+    assert_eq!(app.send(revoke, &admin).await.status, 200);
+    assert_eq!(app.send(create("c"), &admin).await.status, 201);
+    // Another tenant is not counted.
+    let other = app.create_key("other", &["--scopes", "apikeys:admin,secrets:read"]);
+    assert_eq!(
+        app.send(create("theirs"), &Cred::ApiKey(other))
+            .await
+            .status,
+        201
+    );
+
+    let rotate = || app.client.post(app.url("/keys/rotate"));
+    // The first write makes data key 1; one rotation makes 2, the cap.
+    assert_eq!(app.put("capped/k", "v", &admin).await.status, 200);
+    let first = app.send(rotate(), &admin).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let over = app.send(rotate(), &admin).await;
+    assert_eq!(
+        (over.status, over.error().as_str()),
+        (409, "limit reached"),
+        "{}",
+        over.body
+    );
+}
