@@ -40,6 +40,10 @@ struct Found<'a> {
 struct Answer<'a> {
     secrets: Vec<Found<'a>>,
     missing: Vec<&'a str>,
+    /// Keys whose stored value failed its integrity check: named, so one
+    /// damaged record does not fail the keys beside it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    damaged: Vec<&'a str>,
 }
 
 /// The keys a body names, each once, in the order first named.
@@ -88,6 +92,7 @@ pub async fn batch_get(
     }
     let mut values = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
+    let mut damaged = Vec::new();
     let mut lines = Vec::with_capacity(keys.len());
     // What the answer will hold: bounded, so a small request cannot make
     // the server hold (and a client that does not read, keep) megabytes.
@@ -109,12 +114,23 @@ pub async fn batch_get(
             }
             Some(stored) => {
                 let opened = secrets::open(&app, &principal.tenant, key, &stored, &audit).await;
-                let plaintext = opened.inspect_err(|_| audit.key(key.as_str()))?;
-                // Checked before any line says 200.
-                if std::str::from_utf8(&plaintext).is_err() {
-                    audit.key(key.as_str());
-                    return Err(ApiError::Internal("stored value is not UTF-8".into()));
-                }
+                let plaintext = match opened {
+                    Ok(plaintext) if std::str::from_utf8(&plaintext).is_ok() => plaintext,
+                    Ok(_) | Err(ApiError::Integrity(_)) => {
+                        // Said in the log (the request id, never the key)
+                        // and the metrics, as a lone read's is.
+                        let request = audit.request_id();
+                        tracing::error!(request = %request, "a batch read a value that failed its integrity check");
+                        app.metrics.tally(super::error::Tally::Integrity);
+                        lines.push(audit.line_for(key.as_str(), 502));
+                        damaged.push(key.as_str());
+                        continue;
+                    }
+                    Err(e) => {
+                        audit.key(key.as_str());
+                        return Err(e);
+                    }
+                };
                 answer_bytes += key.as_str().len() + plaintext.len();
                 if answer_bytes > app.limits.max_batch_response_bytes {
                     // Nothing is sent: the request's one line says 413.
@@ -142,8 +158,12 @@ pub async fn batch_get(
             version: *version,
         });
     }
-    let body = serde_json::to_vec(&Answer { secrets, missing })
-        .map_err(|e| ApiError::Internal(format!("serialising secrets: {e}")))?;
+    let body = serde_json::to_vec(&Answer {
+        secrets,
+        missing,
+        damaged,
+    })
+    .map_err(|e| ApiError::Internal(format!("serialising secrets: {e}")))?;
     Ok((
         [
             (

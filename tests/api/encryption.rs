@@ -371,3 +371,55 @@ async fn a_key_created_before_the_first_serve_works_once_it_starts() {
     assert_eq!(app.put("early/k", "v", &cred).await.status, 200);
     assert_eq!(app.get("early/k", &cred).await.json()["value"], "v");
 }
+
+/// Reproduction (issue 32, item 6): one damaged record in a batch failed
+/// the whole `POST /batch/get` with 502. Now the intact keys are answered,
+/// the damaged one is named in `damaged` (never a value) with a 502 line
+/// in the audit trail.
+#[tokio::test]
+async fn a_batch_answers_the_intact_keys_and_names_the_damaged_one() {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    app.put("a", "value-a", &admin).await;
+    app.put("b", "value-b", &admin).await;
+    app.put("c", "value-c", &admin).await;
+    assert_eq!(app.terminate().code(), Some(0));
+    if on_nats() {
+        let a = nats_kv_get(&app.data_dir, "", &nats_secret_key("default", "a")).await;
+        nats_kv_put(&app.data_dir, "", &nats_secret_key("default", "b"), a).await;
+    } else {
+        let db = rusqlite::Connection::open(app.data_dir.join("strongroom.db")).unwrap();
+        db.execute(
+            "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE key = 'a') WHERE key = 'b'",
+            [],
+        )
+        .unwrap();
+    }
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    let r = again
+        .batch_get(
+            serde_json::json!({ "keys": ["a", "b", "c", "absent"] }),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(
+        body["secrets"],
+        serde_json::json!([
+            {"key": "a", "value": "value-a", "version": 1},
+            {"key": "c", "value": "value-c", "version": 1},
+        ])
+    );
+    assert_eq!(body["missing"], serde_json::json!(["absent"]));
+    assert_eq!(body["damaged"], serde_json::json!(["b"]));
+    assert!(!r.body.contains("value-b"));
+    let request_id = r.header("x-request-id").unwrap();
+    let mut again = again;
+    assert_eq!(again.terminate().code(), Some(0));
+    let line = crate::audit::lines(&again)
+        .into_iter()
+        .find(|l| l["request_id"] == request_id.as_str() && l["key"] == "b")
+        .expect("a line for the damaged key");
+    assert_eq!(line["status"], 502);
+}
