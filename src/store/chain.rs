@@ -117,6 +117,12 @@ pub fn link(key: &AuditKey, head: &mut ChainHead, body: &str, out: &mut Vec<u8>)
 }
 
 /// A v2 line's number and MAC.
+/// The number a v2 line begins with, from as much of its start as holds it.
+pub fn leading_seq(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix(V2_PREFIX)?;
+    rest[..rest.find(',')?].parse().ok()
+}
+
 pub fn v2_fields(text: &str) -> Option<(u64, &str)> {
     let rest = text.strip_prefix(V2_PREFIX)?;
     let seq = rest[..rest.find(',')?].parse().ok()?;

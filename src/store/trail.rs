@@ -307,24 +307,110 @@ impl<'a> Selection<'a> {
 /// files whose lines all come at or before its `after`, and reading the
 /// rest a line at a time, only up to what it needs.
 fn read_files(view: Vec<sqlite::TrailFile>, mut selection: Selection) -> Result<Page, TrailError> {
-    use std::io::{BufRead, Read};
+    use std::io::{BufRead, Read, Seek};
+    let failed = |e: std::io::Error| TrailError(format!("reading the audit trail: {e}"));
     let starts: Vec<u64> = view.iter().map(|f| f.first_seq).collect();
-    for (i, file) in view.into_iter().enumerate() {
+    for (i, mut file) in view.into_iter().enumerate() {
         if starts
             .get(i + 1)
-            .is_some_and(|&next| next <= selection.after + 1)
+            .is_some_and(|&next| next <= selection.after.saturating_add(1))
         {
             continue;
         }
-        let reader = std::io::BufReader::new(file.file.take(file.len));
-        for (place, line) in (file.first_seq..).zip(reader.split(b'\n')) {
-            let line = line.map_err(|e| TrailError(format!("reading the audit trail: {e}")))?;
+        // Straight to the first line past `after` (a 100 MiB file holds
+        // some 400,000 lines), when the file's lines carry their numbers.
+        let (mut offset, mut first) = (0, file.first_seq);
+        if selection.after >= file.first_seq {
+            if let Some((at, seq)) =
+                first_line_after(&file.file, file.len, selection.after).map_err(failed)?
+            {
+                (offset, first) = (at, seq);
+            }
+        }
+        if offset >= file.len {
+            continue;
+        }
+        file.file
+            .seek(std::io::SeekFrom::Start(offset))
+            .map_err(failed)?;
+        let reader = std::io::BufReader::new(file.file.take(file.len - offset));
+        for (place, line) in (first..).zip(reader.split(b'\n')) {
+            let line = line.map_err(failed)?;
             if !selection.offer(place, &line) {
                 return Ok(selection.page);
             }
         }
     }
     Ok(selection.page)
+}
+
+/// The byte offset and number of the first line of `file` (its first `len`
+/// bytes) numbered past `after`, found by bisection on the numbers v2 lines
+/// begin with: a few dozen reads however long the file. `None` when a line
+/// it meets carries no number (an older trail's), to be read in order.
+fn first_line_after(
+    file: &std::fs::File,
+    len: u64,
+    after: u64,
+) -> std::io::Result<Option<(u64, u64)>> {
+    // Numbered lines are past `after` from some byte on: the first byte
+    // whose next line start is that line's.
+    let (mut lo, mut hi) = (0u64, len);
+    let mut found = None;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let Some(start) = line_start_at_or_after(file, len, mid)? else {
+            hi = mid;
+            continue;
+        };
+        let Some(seq) = seq_at(file, len, start)? else {
+            return Ok(None);
+        };
+        if seq > after {
+            found = Some((start, seq));
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(match found {
+        Some(found) => Some(found),
+        // Every line is at or before `after`: nothing to read.
+        None => Some((len, after.saturating_add(1))),
+    })
+}
+
+/// The first line start at or after `at` (0, or just past a newline).
+fn line_start_at_or_after(file: &std::fs::File, len: u64, at: u64) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    if at == 0 {
+        return Ok(Some(0));
+    }
+    let mut pos = at - 1;
+    let mut buf = [0u8; 4096];
+    while pos < len {
+        let want = buf.len().min((len - pos) as usize);
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+            let start = pos + i as u64 + 1;
+            return Ok((start < len).then_some(start));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
+}
+
+/// The number a v2 line starting at `start` leads with.
+fn seq_at(file: &std::fs::File, len: u64, start: u64) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 64];
+    let want = buf.len().min((len - start) as usize);
+    let n = file.read_at(&mut buf[..want], start)?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    Ok(super::chain::leading_seq(&text))
 }
 
 /// The lines of a trail file's text, each without its newline.
@@ -393,5 +479,46 @@ mod tests {
         }
         assert_eq!(chain_named(AUDIT_HEAD, "audit_headx"), None);
         assert_eq!(chain_named(AUDIT_HEAD, "audit_key"), None);
+    }
+
+    /// Lines numbered `first..`, each padded to a different length.
+    fn numbered_file(first: u64, n: u64) -> (tempfile::NamedTempFile, u64) {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for seq in first..first + n {
+            let pad = "x".repeat((seq % 7) as usize * 40);
+            writeln!(
+                file,
+                "{{\"v\":2,\"seq\":{seq},\"pad\":\"{pad}\",\"mac\":\"m\"}}"
+            )
+            .unwrap();
+        }
+        let len = file.as_file().metadata().unwrap().len();
+        (file, len)
+    }
+
+    #[test]
+    fn bisection_finds_the_first_line_past_any_number() {
+        let (file, len) = numbered_file(100, 500);
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        for after in [0, 99, 100, 101, 350, 598, 599, 600, u64::MAX] {
+            let got = first_line_after(file.as_file(), len, after)
+                .unwrap()
+                .unwrap();
+            let want = text
+                .lines()
+                .scan(0u64, |at, line| {
+                    let start = *at;
+                    *at += line.len() as u64 + 1;
+                    Some((start, crate::store::chain::leading_seq(line).unwrap()))
+                })
+                .find(|(_, seq)| *seq > after)
+                .unwrap_or((len, after.saturating_add(1)));
+            assert_eq!(got, want, "after {after}");
+        }
+        // An older line without a number: read in order instead.
+        let mut old = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut old, b"{\"time\":1}\n{\"time\":2}\n").unwrap();
+        assert_eq!(first_line_after(old.as_file(), 24, 1).unwrap(), None);
     }
 }
