@@ -299,6 +299,16 @@ pub struct ServeArgs {
     /// 409 (rotation at a key's seal limit is never refused).
     #[arg(long, env = "STRONGROOM_MAX_DATA_KEYS_PER_TENANT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_data_keys_per_tenant: u32,
+    /// Rotated audit files kept (embedded store); older ones are removed
+    /// once the store's recorded head covers them and a chained
+    /// `system.audit_prune` line names what went, so `audit verify` tells
+    /// a pruned prefix from a truncation. 0 keeps every file: ship them
+    /// elsewhere first.
+    #[arg(long, env = "STRONGROOM_AUDIT_KEEP_FILES", default_value_t = 0)]
+    pub audit_keep_files: u32,
+    /// How often rotated audit files are pruned (`--audit-keep-files`).
+    #[arg(long, env = "STRONGROOM_AUDIT_PRUNE_INTERVAL", default_value = "1m", value_parser = crate::backup::schedule::parse_interval, hide = true)]
+    pub audit_prune_interval: std::time::Duration,
     /// Largest secret value in bytes.
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,

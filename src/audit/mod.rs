@@ -4,6 +4,7 @@
 //! (`verify`). Lines never hold values or credentials: the subject of a
 //! refused API key is at most the key's public id.
 
+pub mod prune;
 pub mod start;
 mod verify;
 

@@ -86,8 +86,15 @@ pub fn verify_chains(
                     reason: "an unkeyed line where lines are keyed".into(),
                 },
                 None => {
-                    let own = places.iter().map(|&p| Ok::<_, ()>(lines[p - 1].clone()));
-                    verify_lines(own, key, recorded.get(&chain)).expect("lines in memory")
+                    let own: Vec<Vec<u8>> = places.iter().map(|&p| lines[p - 1].clone()).collect();
+                    match pruned_prefix(&own) {
+                        Err(reason) => Verdict::Broken { line: 1, reason },
+                        Ok(start) => {
+                            let own = own.into_iter().map(Ok::<_, ()>);
+                            verify_lines_from(own, key, recorded.get(&chain), start)
+                                .expect("lines in memory")
+                        }
+                    }
                 }
             };
             ChainReport {
@@ -99,6 +106,45 @@ pub fn verify_chains(
         .collect()
 }
 
+/// Where a chain whose first lines were pruned resumes: the number and MAC
+/// its pruned prefix ended with, when a line of the chain records pruning
+/// exactly that prefix (that line's MAC is checked with the rest, so only
+/// the server could have written it). A chain that starts past line 1
+/// with no such line has lost lines: refused, named as such.
+fn pruned_prefix(lines: &[Vec<u8>]) -> Result<ChainHead, String> {
+    let genesis = ChainHead::genesis();
+    let Some(first) = lines.first() else {
+        return Ok(genesis);
+    };
+    let text = String::from_utf8_lossy(first);
+    let Some((seq, _)) = v2_fields(&text) else {
+        return Ok(genesis);
+    };
+    if seq <= 1 {
+        return Ok(genesis);
+    }
+    let prev = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| Some(v.get("prev")?.as_str()?.to_owned()))
+        .unwrap_or_default();
+    let note = super::prune::note(seq - 1, &prev);
+    let recorded = lines.iter().any(|line| {
+        serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| {
+            v["action"] == "system.audit_prune" && v["note"].as_str() == Some(note.as_str())
+        })
+    });
+    if !recorded {
+        return Err(format!(
+            "the trail begins at line {seq} and no line records pruning lines 1 to {}: they were removed",
+            seq - 1
+        ));
+    }
+    Ok(ChainHead {
+        seq: seq - 1,
+        hash: prev,
+    })
+}
+
 /// Checks the chain of `lines` (each without its newline), in order, with
 /// `key` for keyed lines, against the head the store recorded, if any.
 pub fn verify_lines<E>(
@@ -106,7 +152,17 @@ pub fn verify_lines<E>(
     key: Option<&AuditKey>,
     recorded: Option<&ChainHead>,
 ) -> Result<Verdict, E> {
-    let mut head = ChainHead::genesis();
+    verify_lines_from(lines, key, recorded, ChainHead::genesis())
+}
+
+/// `verify_lines` for a chain whose lines before `start` were pruned.
+fn verify_lines_from<E>(
+    lines: impl IntoIterator<Item = Result<Vec<u8>, E>>,
+    key: Option<&AuditKey>,
+    recorded: Option<&ChainHead>,
+    start: ChainHead,
+) -> Result<Verdict, E> {
+    let mut head = start;
     let mut keyed = false;
     let mut count = 0;
     for (i, line) in lines.into_iter().enumerate() {

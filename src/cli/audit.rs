@@ -71,6 +71,18 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<(), String> {
         n => format!(" in {n} chains"),
     };
     println!("{name}: intact, {total} lines{chains}");
+    // A pruned prefix verified above (a line records it): say so.
+    if let Some(seq) = trail
+        .lines
+        .first()
+        .and_then(|l| crate::store::chain::v2_fields(&String::from_utf8_lossy(l)).map(|(s, _)| s))
+        .filter(|&seq| seq > 1 && one)
+    {
+        println!(
+            "{name}: lines 1 to {} were pruned, as a system.audit_prune line records",
+            seq - 1
+        );
+    }
     for u in &trail.unfinished {
         let made = match u.made {
             Some(true) => "the change was made",

@@ -149,6 +149,29 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         crate::backup::schedule::start(schedule, app.ready.clone());
     }
     crate::expiry::start(app.store.clone(), args.expiry_sweep_interval);
+    if args.audit_keep_files > 0 && args.store.store == crate::store::Engine::Sqlite {
+        let (ready, keep) = (app.ready.clone(), args.audit_keep_files as usize);
+        let (current, every) = (
+            args.store.data_dir.join("audit.log"),
+            args.audit_prune_interval,
+        );
+        tokio::spawn(async move {
+            // The trail exists once the store answers.
+            let state = loop {
+                if let Some(state) = ready.get() {
+                    break state.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            crate::audit::prune::start(
+                state.store.clone(),
+                state.trail.clone(),
+                current,
+                keep,
+                every,
+            );
+        });
+    }
     server::run(app.listener, app.ready, shutdown_signal(), settings)
         .await
         .map_err(|e| e.to_string())?;

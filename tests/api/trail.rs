@@ -458,3 +458,54 @@ async fn the_audit_api_starts_a_page_anywhere_and_the_largest_cursor_is_the_end(
         assert_eq!(body["next"].as_u64(), Some(after + 3));
     }
 }
+
+/// Reproduction (issue 32, item 5): the audit trail had no retention; one
+/// key filled a small disk with it, and the fail-closed trail then
+/// answered 503 to every tenant. With `--audit-keep-files 2` the oldest
+/// rotated files go once the store's head covers them, a chained line
+/// records what went, `audit verify` passes and says so, a restart serves,
+/// and a file removed by hand is still named as removed.
+#[tokio::test]
+async fn rotated_audit_files_are_pruned_and_verify_tells_a_prune_from_a_truncation() {
+    sqlite_only!("audit.log rotates on the embedded store; a stream's retention is JetStream's");
+    let mut app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_AUDIT_MAX_BYTES", "2000")
+            .env("STRONGROOM_AUDIT_KEEP_FILES", "2")
+            .env("STRONGROOM_AUDIT_PRUNE_INTERVAL", "1s"),
+    )
+    .await;
+    let admin = app.admin();
+    for i in 0..30 {
+        assert_eq!(app.put(&format!("p{i}"), "v", &admin).await.status, 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rotated_files(&app.data_dir).len() > 2
+        || !app.log_text().contains("pruned rotated trail files")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never pruned:\n{}",
+            app.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.terminate().code(), Some(0));
+    let (ok, out) = verify(&app.data_dir);
+    assert!(ok, "{out}");
+    assert!(out.contains("were pruned"), "{out}");
+    let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
+    assert_eq!(again.get("p29", &admin).await.status, 200);
+    let page = again
+        .send(again.client.get(again.url("/audit?limit=5")), &admin)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut again = again;
+    assert_eq!(again.terminate().code(), Some(0));
+    // Removed by hand, without a line saying so: a truncation.
+    let oldest = rotated_files(&app.data_dir).remove(0);
+    std::fs::remove_file(&oldest).unwrap();
+    let (ok, out) = verify(&app.data_dir);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no line records pruning"), "{out}");
+}

@@ -155,7 +155,13 @@ pub fn rotated_head(current: &Path) -> std::io::Result<Option<ChainHead>> {
     let Some(last) = files.iter().rev().find(|p| p.as_path() != current) else {
         return Ok(None);
     };
-    let text = std::fs::read(last)?;
+    last_line_head(last)
+}
+
+/// The number and MAC of the last line of the trail file at `path`, when
+/// it is a keyed one.
+pub fn last_line_head(path: &Path) -> std::io::Result<Option<ChainHead>> {
+    let text = std::fs::read(path)?;
     let line = text
         .strip_suffix(b"\n")
         .unwrap_or(&text)

@@ -35,7 +35,7 @@ use super::trail::LineBody;
 use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
-pub use files::{trail_files, TrailFile};
+pub use files::{last_line_head, trail_files, TrailFile};
 pub use open::lock_data_dir;
 use reads::Readers;
 pub use schema::bound_to_a_master_key;
