@@ -309,6 +309,11 @@ pub struct ServeArgs {
     /// How often rotated audit files are pruned (`--audit-keep-files`).
     #[arg(long, env = "STRONGROOM_AUDIT_PRUNE_INTERVAL", default_value = "1m", value_parser = crate::backup::schedule::parse_interval, hide = true)]
     pub audit_prune_interval: std::time::Duration,
+    /// Free bytes on the data dir's file system below which `/readyz`'s
+    /// detail, the log and `strongroom_data_dir_low` warn (1 GiB), well
+    /// before a full disk makes the fail-closed trail answer 503.
+    #[arg(long, env = "STRONGROOM_DISK_WARN_BYTES", default_value_t = 1 << 30)]
+    pub disk_warn_bytes: u64,
     /// Largest secret value in bytes.
     #[arg(long, env = "STRONGROOM_MAX_VALUE_BYTES", default_value_t = 65_536)]
     pub max_value_bytes: usize,

@@ -88,6 +88,45 @@ pub fn check_free_space(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into `stat`, and `path` is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Logs a warning while the file system holding `dir` has fewer than
+/// `warn_below` bytes free: at the first check that finds it low, then
+/// every ten minutes while it stays low.
+pub fn watch_free_space(dir: std::path::PathBuf, warn_below: u64, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        let mut warned: Option<std::time::Instant> = None;
+        loop {
+            ticks.tick().await;
+            match free_bytes(&dir) {
+                Some(free) if free < warn_below => {
+                    if warned.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(600)) {
+                        tracing::warn!(
+                            dir = %dir.display(),
+                            free,
+                            warn_below,
+                            "the data dir is running out of room: a full disk stops every change and read (503)"
+                        );
+                        warned = Some(std::time::Instant::now());
+                    }
+                }
+                _ => warned = None,
+            }
+        }
+    });
+}
+
 /// Refuses `path` as a place to write (a backup, a restore's input, a
 /// migration's target) when it is inside `data_dir` or is one of its files.
 /// Compared by device and inode, so `..`, a symbolic link, a hard link or a

@@ -85,8 +85,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition format, version 0.0.4, with the
-    /// trail's count of failed appends.
-    pub fn render(&self, audit_failures: u64) -> String {
+    /// trail's count of failed appends and the data dir's free bytes
+    /// against the warning threshold.
+    pub fn render(&self, audit_failures: u64, free: Option<u64>, warn_below: u64) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut routes: Vec<_> = inner.routes.iter().collect();
         routes.sort_by(|a, b| a.0.cmp(b.0));
@@ -172,6 +173,17 @@ impl Metrics {
             out,
             "strongroom_audit_write_failures_total {audit_failures}"
         );
+        if let Some(free) = free {
+            let _ = writeln!(
+                out,
+                "# HELP strongroom_data_dir_free_bytes Bytes free on the data dir's file system.\n# TYPE strongroom_data_dir_free_bytes gauge\nstrongroom_data_dir_free_bytes {free}"
+            );
+            let _ = writeln!(
+                out,
+                "# HELP strongroom_data_dir_low 1 while the data dir's free bytes are below --disk-warn-bytes.\n# TYPE strongroom_data_dir_low gauge\nstrongroom_data_dir_low {}",
+                u8::from(free < warn_below)
+            );
+        }
         out
     }
 }
@@ -186,7 +198,7 @@ mod tests {
         m.observe("GET", "/secrets/{*key}", 200, Duration::from_micros(300));
         m.observe("GET", "/secrets/{*key}", 200, Duration::from_millis(20));
         m.auth_failure("missing");
-        let text = m.render(3);
+        let text = m.render(3, Some(10), 100);
         assert!(text.contains(
             "strongroom_http_requests_total{method=\"GET\",route=\"/secrets/{*key}\",status=\"200\"} 2"
         ));

@@ -69,6 +69,7 @@ struct Init {
     /// The data dir of a key generated for a shared store, pending until
     /// the store takes it (`bind`).
     pending_key: Option<std::path::PathBuf>,
+    data_dir: std::path::PathBuf,
 }
 
 type Started = (Arc<AppState>, Option<zeroize::Zeroizing<String>>);
@@ -134,6 +135,7 @@ impl Init {
                 self.limits.max_in_flight_per_tenant,
                 self.limits.max_in_flight_per_credential,
             ),
+            data_dir: self.data_dir.clone(),
             readiness: Default::default(),
         });
         Ok((state, bootstrap_key))
@@ -261,6 +263,7 @@ impl Application {
                 .unwrap_or(usize::MAX),
             max_apikeys_per_tenant: args.max_apikeys_per_tenant as usize,
             max_deks_per_tenant: args.max_data_keys_per_tenant as usize,
+            disk_warn_bytes: args.disk_warn_bytes,
         };
         let mut init = Init {
             store: store.clone(),
@@ -273,6 +276,7 @@ impl Application {
             limits,
             restart_chain: args.audit_restart_chain,
             pending_key: pending.then(|| args.store.data_dir.clone()),
+            data_dir: args.store.data_dir.clone(),
         };
         let ready: Ready = Arc::new(OnceLock::new());
         let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {

@@ -65,6 +65,9 @@ pub struct Limits {
     /// Live API keys and data keys one tenant may hold (409 beyond).
     pub max_apikeys_per_tenant: usize,
     pub max_deks_per_tenant: usize,
+    /// Free bytes on the data dir's file system below which `/readyz`, the
+    /// log and a metric warn, well before writes fail.
+    pub disk_warn_bytes: u64,
 }
 
 impl Default for Limits {
@@ -85,6 +88,7 @@ impl Default for Limits {
             max_batch_response_bytes: 1024 * 1024,
             max_apikeys_per_tenant: 1000,
             max_deks_per_tenant: 1000,
+            disk_warn_bytes: 1 << 30,
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct AppState {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// What each tenant and credential holds of them (`Limits`).
     pub shares: Arc<crate::auth::shares::Shares>,
+    /// Where the store keeps its files (and the master key when generated):
+    /// its free space is watched.
+    pub data_dir: std::path::PathBuf,
     /// The last readiness probe and when it ran (`ops::readyz`).
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }

@@ -41,10 +41,33 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         *last = Some((std::time::Instant::now(), probed));
     }
     match last.as_ref().map(|(_, probed)| probed) {
-        Some(Ok(())) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Some(Ok(())) => {
+            let warnings = warnings(&state);
+            if warnings.is_empty() {
+                Json(serde_json::json!({ "status": "ready" })).into_response()
+            } else {
+                Json(serde_json::json!({ "status": "ready", "warnings": warnings })).into_response()
+            }
+        }
         Some(Err(why)) => ApiError::Unavailable(format!("not ready: {why}")).into_response(),
         None => ApiError::Unavailable("not ready: no probe ran".into()).into_response(),
     }
+}
+
+/// What a ready server still wants an operator to know: a data dir
+/// running out of room, scheduled backups that failed or made room.
+pub fn warnings(state: &AppState) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(free) = crate::fsutil::free_bytes(&state.data_dir) {
+        if free < state.limits.disk_warn_bytes {
+            warnings.push(format!(
+                "the data dir's file system has {free} bytes free, below --disk-warn-bytes {}",
+                state.limits.disk_warn_bytes
+            ));
+        }
+    }
+    warnings.extend(crate::backup::schedule::warning());
+    warnings
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -53,7 +76,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(state.trail.failures()),
+        state.metrics.render(
+            state.trail.failures(),
+            crate::fsutil::free_bytes(&state.data_dir),
+            state.limits.disk_warn_bytes,
+        ),
     )
         .into_response()
 }

@@ -1,8 +1,11 @@
 //! Backups on a schedule (`serve --backup-dir D --backup-interval 1h
 //! --backup-keep 24`): each is written under a temporary name, fsync'd and
 //! renamed, so a file named `.backup` is always whole; beyond `keep` the
-//! oldest are removed. A failed backup is logged and counted, and the
-//! server goes on serving.
+//! oldest are removed. When a backup cannot be written and older ones are
+//! there (a full backup disk), the oldest are removed early, one at a
+//! time, and it is tried again, never removing the newest; a backup that
+//! still fails is logged and counted, the server goes on serving, and
+//! `/readyz`'s detail says so until one succeeds.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,19 @@ pub static STATS: Stats = Stats {
     written: AtomicU64::new(0),
     failed: AtomicU64::new(0),
 };
+
+/// What the last scheduled backup had to say, for `/readyz`: a failure, or
+/// older backups removed early to make room; `None` after a plain success.
+static NOTE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The scheduled backups' warning for `/readyz`, if any.
+pub fn warning() -> Option<String> {
+    NOTE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn note(text: Option<String>) {
+    *NOTE.lock().unwrap_or_else(|p| p.into_inner()) = text;
+}
 
 /// Where, how often, and how many to keep.
 #[derive(Debug, Clone)]
@@ -69,12 +85,23 @@ pub fn start(schedule: Schedule, ready: crate::api::Ready) {
             ticks.tick().await;
             let Some(state) = ready.get() else { continue };
             match take(state, &schedule).await {
-                Ok(path) => {
+                Ok((path, 0)) => {
                     STATS.written.fetch_add(1, Ordering::Relaxed);
+                    note(None);
                     tracing::info!(path = %path.display(), "backup written");
+                }
+                Ok((path, early)) => {
+                    STATS.written.fetch_add(1, Ordering::Relaxed);
+                    let said = format!(
+                        "scheduled backups: {early} older backups removed early to make room in {}",
+                        schedule.dir.display()
+                    );
+                    tracing::warn!(path = %path.display(), "{said}");
+                    note(Some(said));
                 }
                 Err(e) => {
                     STATS.failed.fetch_add(1, Ordering::Relaxed);
+                    note(Some(format!("scheduled backup failed: {e}")));
                     tracing::error!(dir = %schedule.dir.display(), error = %e, "backup failed");
                 }
             }
@@ -82,8 +109,9 @@ pub fn start(schedule: Schedule, ready: crate::api::Ready) {
     });
 }
 
-/// One scheduled backup: written, synced, renamed, then the old pruned.
-async fn take(state: &AppState, schedule: &Schedule) -> Result<PathBuf, String> {
+/// One scheduled backup: written, synced, renamed, then the old pruned;
+/// with how many older ones were removed early to make room.
+async fn take(state: &AppState, schedule: &Schedule) -> Result<(PathBuf, usize), String> {
     let dir = &schedule.dir;
     crate::fsutil::create_private_dir(dir).map_err(|e| format!("cannot create the dir: {e}"))?;
     let stamp: String = crate::clock::rfc3339(crate::clock::now_ms())
@@ -92,17 +120,42 @@ async fn take(state: &AppState, schedule: &Schedule) -> Result<PathBuf, String> 
         .collect();
     let name = format!("strongroom-{stamp}.backup");
     let temp = dir.join(format!(".{name}.tmp"));
-    let written = write_synced(state, &temp).await;
-    if let Err(e) = written {
+    let mut early = 0;
+    loop {
+        let written = write_synced(state, &temp).await;
+        let Err(e) = written else { break };
         let _ = std::fs::remove_file(&temp);
-        return Err(e);
+        // Room by age: the oldest backup goes, never the newest.
+        if early >= schedule.keep || !remove_oldest(dir).unwrap_or(false) {
+            return Err(e);
+        }
+        early += 1;
     }
     let path = dir.join(&name);
     std::fs::rename(&temp, &path)
         .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(|e| format!("cannot rename the backup into place: {e}"))?;
     prune(dir, schedule.keep).map_err(|e| format!("cannot remove old backups: {e}"))?;
-    Ok(path)
+    Ok((path, early))
+}
+
+/// Removes the oldest `strongroom-*.backup` file when there are at least
+/// two; whether it did.
+fn remove_oldest(dir: &Path) -> std::io::Result<bool> {
+    let mut names = backup_names(dir)?;
+    if names.len() < 2 {
+        return Ok(false);
+    }
+    names.sort();
+    std::fs::remove_file(dir.join(&names[0]))?;
+    Ok(true)
+}
+
+fn backup_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("strongroom-") && n.ends_with(".backup"))
+        .collect())
 }
 
 async fn write_synced(state: &AppState, temp: &Path) -> Result<(), String> {
@@ -126,10 +179,7 @@ async fn write_synced(state: &AppState, temp: &Path) -> Result<(), String> {
 /// Removes the oldest `strongroom-*.backup` files beyond `keep` (their
 /// names sort by time).
 fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("strongroom-") && n.ends_with(".backup"))
-        .collect();
+    let mut names = backup_names(dir)?;
     names.sort();
     let excess = names.len().saturating_sub(keep);
     for name in &names[..excess] {

@@ -149,6 +149,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         crate::backup::schedule::start(schedule, app.ready.clone());
     }
     crate::expiry::start(app.store.clone(), args.expiry_sweep_interval);
+    crate::fsutil::watch_free_space(
+        args.store.data_dir.clone(),
+        args.disk_warn_bytes,
+        std::time::Duration::from_secs(30),
+    );
     if args.audit_keep_files > 0 && args.store.store == crate::store::Engine::Sqlite {
         let (ready, keep) = (app.ready.clone(), args.audit_keep_files as usize);
         let (current, every) = (

@@ -564,12 +564,15 @@ async fn a_gateway_dying_between_change_and_line_leaves_an_intent_verify_names()
 }
 
 /// A small tmpfs, mounted for one test and unmounted after it.
-struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
+pub(crate) struct Tmpfs(
+    pub std::path::PathBuf,
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl Tmpfs {
     /// `None` (the test then says it is skipped) unless this runs as root
     /// where mounting is allowed.
-    fn mount(size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let at = dir.path().join("fs");
         std::fs::create_dir(&at).unwrap();

@@ -1164,3 +1164,109 @@ async fn migrate_and_scheduled_backups_refuse_the_source_data_dir() {
         "{err}"
     );
 }
+
+/// Reproduction (issue 32, item 6): scheduled backups on a full backup
+/// disk failed every time while older ones filled it. Now the oldest go
+/// early, one at a time (never the newest), the new one is written, and
+/// `/readyz`'s detail says so; with no room even then, it says the backup
+/// failed.
+#[tokio::test]
+async fn scheduled_backups_on_a_full_disk_make_room_by_age_and_say_so() {
+    let Some(fs) = crate::audit::Tmpfs::mount("3m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let backups = fs.0.join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_BACKUP_DIR", backups.to_str().unwrap())
+            .env("STRONGROOM_BACKUP_INTERVAL", "1s")
+            .env("STRONGROOM_BACKUP_KEEP", "10"),
+    )
+    .await;
+    let admin = app.admin();
+    // About 700 KB a backup (sealed values do not compress): four fit.
+    let value = random_hex(30_000);
+    for i in 0..12 {
+        assert_eq!(
+            app.put(&format!("room/{i}"), &value, &admin).await.status,
+            200
+        );
+    }
+    let warned = |body: &serde_json::Value, needle: &str| {
+        body["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w.as_str().unwrap_or("").contains(needle)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: serde_json::Value = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if warned(&body, "removed early") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never made room: {body}\n{}",
+            app.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every backup left is whole, and the newest is recent.
+    let names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".backup"))
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    assert!(app.counter("strongroom_backups_total").await >= names.len() as u64);
+
+    // A value too big for the disk even when emptied: the backup fails and
+    // /readyz says so; the server serves.
+    for i in 0..40 {
+        assert_eq!(
+            app.put(&format!("huge/{i}"), &value, &admin).await.status,
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: serde_json::Value = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if warned(&body, "scheduled backup failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failure was never said: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.get("room/0", &admin).await.status, 200);
+    let left = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".backup")
+        })
+        .count();
+    assert!(left >= 1, "the newest backup is never removed");
+}

@@ -146,3 +146,42 @@ async fn one_access_log_line_per_request_without_secrets() {
 fn admin_key(app: &TestApp) -> String {
     app.bootstrap_key.clone().unwrap()
 }
+
+/// Reproduction (issue 32, item 5): a disk filling up with audit lines
+/// gave no sign until the fail-closed trail answered 503 to everyone. Now
+/// below `--disk-warn-bytes` free, `/readyz` (still 200) says so in its
+/// detail, the metrics show it and the log warns, well before writes fail.
+#[tokio::test]
+async fn a_data_dir_running_out_of_room_is_warned_of_before_writes_fail() {
+    // No real disk is that full: a threshold above any free space.
+    let app =
+        spawn_with(Options::default().env("STRONGROOM_DISK_WARN_BYTES", "18000000000000000000"))
+            .await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let warning = body["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("bytes free"), "{body}");
+    assert_eq!(app.counter("strongroom_data_dir_low").await, 1);
+    assert!(app.counter("strongroom_data_dir_free_bytes").await > 0);
+    assert!(
+        app.log_shows("running out of room").await,
+        "{}",
+        app.log_text()
+    );
+    // Writes still go on.
+    assert_eq!(app.put("room/k", "v", &app.admin()).await.status, 200);
+
+    let calm = spawn_app().await;
+    let body: serde_json::Value = calm
+        .client
+        .get(calm.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, serde_json::json!({"status": "ready"}));
+    assert_eq!(calm.counter("strongroom_data_dir_low").await, 0);
+}
