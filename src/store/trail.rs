@@ -159,7 +159,7 @@ impl Trail {
         &self,
         after: u64,
         limit: usize,
-        keep: impl Fn(&serde_json::Value) -> bool + Send + 'static,
+        keep: impl Fn(&serde_json::Value) -> bool + Send + Sync + 'static,
     ) -> Result<Page, TrailError> {
         match &self.0 {
             Kind::File(file) => {
@@ -177,14 +177,10 @@ impl Trail {
             Kind::Stream(stream) => {
                 // Each gateway numbers its own chain: a line's number here
                 // is its place in the stream.
-                let lines = Box::pin(stream.read_lines()).await?;
                 let mut selection = Selection::new(after, limit, &keep);
                 selection.by_place = true;
-                for (i, line) in lines.iter().enumerate() {
-                    if !selection.offer(i as u64 + 1, line) {
-                        break;
-                    }
-                }
+                let mut offer = |place: u64, line: &[u8]| selection.offer(place, line);
+                Box::pin(stream.read_page(after, &mut offer)).await?;
                 Ok(selection.page)
             }
         }
@@ -260,13 +256,17 @@ struct Selection<'a> {
     after: u64,
     by_place: bool,
     limit: usize,
-    keep: &'a dyn Fn(&serde_json::Value) -> bool,
+    keep: &'a (dyn Fn(&serde_json::Value) -> bool + Sync),
     page: Page,
     last: u64,
 }
 
 impl<'a> Selection<'a> {
-    fn new(after: u64, limit: usize, keep: &'a dyn Fn(&serde_json::Value) -> bool) -> Self {
+    fn new(
+        after: u64,
+        limit: usize,
+        keep: &'a (dyn Fn(&serde_json::Value) -> bool + Sync),
+    ) -> Self {
         Selection {
             after,
             by_place: false,

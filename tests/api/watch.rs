@@ -358,7 +358,14 @@ async fn a_thousand_idle_watchers_cost_under_20_mb_and_a_stuck_one_is_dropped() 
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     limit.rlim_cur = limit.rlim_max.min(8192);
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    let app = spawn_app().await;
+    // A thousand opened at once by one key: its share of the in-flight
+    // requests (an eighth of them by default) is not what is tested here.
+    let app = spawn_with(
+        Options::default()
+            .env("STRONGROOM_MAX_IN_FLIGHT_PER_TENANT", "1024")
+            .env("STRONGROOM_MAX_IN_FLIGHT_PER_CREDENTIAL", "1024"),
+    )
+    .await;
     let admin = app.admin();
     let Cred::ApiKey(key) = &admin else {
         unreachable!()

@@ -66,3 +66,85 @@ pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Record
     }
     Ok(recorded)
 }
+
+/// Where each message of lines begins among a trail's lines, learned as the
+/// stream grows, so a page of the audit API reads the messages appended
+/// since the last page and the ones it shows, not the whole stream.
+#[derive(Debug, Default)]
+pub struct LineIndex {
+    /// (stream sequence, place of the message's first line), in order.
+    messages: Vec<(u64, u64)>,
+    /// The last stream sequence looked at.
+    scanned: u64,
+    /// Lines counted so far: the place of the last one.
+    places: u64,
+}
+
+/// Offers the lines numbered (by place, from 1) after `after`, in order, to
+/// `offer` until it says it has enough.
+pub async fn read_page(
+    client: async_nats::Client,
+    bucket: &str,
+    index: &tokio::sync::Mutex<LineIndex>,
+    after: u64,
+    offer: &mut (dyn FnMut(u64, &[u8]) -> bool + Send),
+) -> Result<(), TrailError> {
+    let (stream_name, subject, _) = names(bucket);
+    let js = jetstream::ContextBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .build(client);
+    let mut stream = match js.get_stream(&stream_name).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(failed(&format!("open stream {stream_name}"), e)),
+    };
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| failed("stream info", e))?
+        .state
+        .clone();
+    let mut index = index.lock().await;
+    // A stream made anew under the same name (a forced restore): start over.
+    if state.messages == 0 || state.last_sequence < index.scanned {
+        *index = LineIndex::default();
+    }
+    if state.messages == 0 {
+        return Ok(());
+    }
+    let from = (index.scanned + 1).max(state.first_sequence);
+    for sequence in from..=state.last_sequence {
+        let m = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        if chain_named(&subject, m.subject.as_str()).is_some() {
+            let first = index.places + 1;
+            index.messages.push((sequence, first));
+            index.places += m.payload.split(|&b| b == b'\n').count() as u64;
+        }
+        index.scanned = sequence;
+    }
+    // The message holding line `after + 1`, then on in order.
+    let start = index
+        .messages
+        .partition_point(|&(_, first)| first <= after.saturating_add(1))
+        .saturating_sub(1);
+    for &(sequence, first) in &index.messages[start..] {
+        let m = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        for (place, line) in (first..).zip(m.payload.split(|&b| b == b'\n')) {
+            if place > after && !offer(place, line) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

@@ -93,6 +93,8 @@ struct Inner {
     key: std::sync::OnceLock<AuditKey>,
     /// Where this gateway records the chain's head.
     head: HeadRecord,
+    /// Where the stream's messages begin among its lines (`read_page`).
+    index: tokio::sync::Mutex<super::recorded::LineIndex>,
 }
 
 type Waiting<T> = (T, oneshot::Sender<Result<(), TrailError>>);
@@ -126,6 +128,7 @@ impl StreamTrail {
             replicas: replicas.max(1),
             stream: OnceCell::new(),
             key: std::sync::OnceLock::new(),
+            index: Default::default(),
         });
         let (lines, queued_lines) = mpsc::unbounded_channel();
         let (intents, queued_intents) = mpsc::unbounded_channel();
@@ -164,10 +167,21 @@ impl StreamTrail {
         self.inner.head.retire(chains).await
     }
 
-    /// Every line of the chain, oldest first.
-    pub async fn read_lines(&self) -> Result<Vec<Vec<u8>>, TrailError> {
-        let recorded = read_all(self.inner.client.clone(), &self.inner.bucket).await?;
-        Ok(recorded.lines.into_iter().map(|(_, line)| line).collect())
+    /// Offers the trail's lines numbered after `after` (by place in the
+    /// stream, from 1) to `offer`, in order, until it has enough.
+    pub async fn read_page(
+        &self,
+        after: u64,
+        offer: &mut (dyn FnMut(u64, &[u8]) -> bool + Send),
+    ) -> Result<(), TrailError> {
+        super::recorded::read_page(
+            self.inner.client.clone(),
+            &self.inner.bucket,
+            &self.inner.index,
+            after,
+            offer,
+        )
+        .await
     }
 
     /// Appends one line; answers once the stream has acknowledged it.
