@@ -134,11 +134,6 @@ pub fn watch_free_space(dir: std::path::PathBuf, warn_below: u64, every: std::ti
 /// over a live store.
 pub fn refuse_in_data_dir(path: &Path, data_dir: &Path, what: &str) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(dir) = std::fs::metadata(data_dir) else {
-        // No data dir: no store file to overwrite.
-        return Ok(());
-    };
-    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
     let refused = || {
         Err(format!(
             "{what} {} is inside the store's data directory {}: choose a path outside it",
@@ -146,25 +141,53 @@ pub fn refuse_in_data_dir(path: &Path, data_dir: &Path, what: &str) -> Result<()
             data_dir.display()
         ))
     };
+    // Resolved as far as they exist, so neither a data dir not made yet nor
+    // a path whose last directories are still to be made slips through.
+    if let (Some(path), Some(dir)) = (resolve(path), resolve(data_dir)) {
+        if path.starts_with(&dir) {
+            return refused();
+        }
+    }
+    // What exists, by device and inode: a hard link, a bind mount.
+    let Ok(dir) = std::fs::metadata(data_dir) else {
+        return Ok(());
+    };
+    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
     if let Ok(meta) = std::fs::metadata(path) {
         if id(&meta) == id(&dir) || store_files(data_dir, 3).contains(&id(&meta)) {
             return refused();
         }
     }
-    // The directory the file would be created in, resolved, and each above.
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(parent) = std::fs::canonicalize(parent) else {
-        return Ok(());
-    };
-    for ancestor in parent.ancestors() {
-        if std::fs::metadata(ancestor).is_ok_and(|m| id(&m) == id(&dir)) {
-            return refused();
+    if let Some(resolved) = resolve(path) {
+        for ancestor in resolved.ancestors() {
+            if std::fs::metadata(ancestor).is_ok_and(|m| id(&m) == id(&dir)) {
+                return refused();
+            }
         }
     }
     Ok(())
+}
+
+/// `path` made absolute with every part that exists resolved (links and
+/// `..` as the file system sees them) and the rest taken as written.
+fn resolve(path: &Path) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).ok()?;
+    let mut at = std::path::PathBuf::from("/");
+    for part in absolute.components() {
+        match part {
+            Component::RootDir | Component::Prefix(_) => at = std::path::PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop();
+            }
+            Component::Normal(name) => {
+                let next = at.join(name);
+                at = std::fs::canonicalize(&next).unwrap_or(next);
+            }
+        }
+    }
+    Some(at)
 }
 
 /// Device and inode of every file under `dir`, to `depth` levels.
@@ -210,5 +233,13 @@ mod tests {
         assert!(!refused(elsewhere.join("x.backup")));
         assert!(!refused(data.join("../elsewhere/x.backup")));
         assert!(!refused(temp.path().join("missing/x.backup")));
+        // Directories still to be made, inside it or inside one to be made.
+        assert!(refused(data.join("a/b/x.backup")));
+        assert!(refused(temp.path().join("alias/a/../b/x.backup")));
+        let later = temp.path().join("later");
+        assert!(refuse_in_data_dir(&later.join("backups"), &later, "--backup-dir").is_err());
+        assert!(
+            refuse_in_data_dir(&temp.path().join("later-backups"), &later, "--backup-dir").is_ok()
+        );
     }
 }

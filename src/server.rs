@@ -129,6 +129,10 @@ impl Init {
                 self.limits.auth_failures_per_second,
                 self.limits.auth_failure_burst,
             ),
+            forbidden: FailureLimit::new(
+                self.limits.auth_failures_per_second,
+                self.limits.auth_failure_burst,
+            ),
             rate_limit: RateLimit::new(self.limits.rate_limit, self.limits.rate_limit_burst),
             in_flight: Default::default(),
             shares: crate::auth::shares::Shares::new(

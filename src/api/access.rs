@@ -53,7 +53,7 @@ pub async fn principal(
     audit: &AuditRecorder,
 ) -> Result<Arc<Principal>, ApiError> {
     let client = audit.client();
-    let admission = client.map(|addr| (addr, app.auth_failures.admit(addr)));
+    let admission = client.map(|addr| (addr, app.auth_failures.admit(&addr)));
     if let Some((_, Admission::Refused)) = admission {
         audit.throttled();
         return Err(ApiError::RateLimited);
@@ -75,7 +75,7 @@ pub async fn principal(
     if let Some((addr, admitted)) = admission {
         // A store that could not answer says nothing about the credential.
         let failed = matches!(&result, Err(e) if !matches!(e, AuthError::StoreUnavailable));
-        app.auth_failures.settle(addr, admitted, failed);
+        app.auth_failures.settle(&addr, admitted, failed);
     }
     match &result {
         Ok(principal) => audit.principal(principal),
@@ -88,6 +88,17 @@ pub async fn principal(
         ),
     }
     if let Ok(principal) = &result {
+        // A credential that keeps asking for what it may not have (403s
+        // past the failed-authentication budget) is refused as a guessing
+        // address is, and summarised.
+        let credential = (
+            principal.tenant.as_str().to_owned(),
+            principal.subject.clone(),
+        );
+        if app.forbidden.exhausted(&credential) {
+            audit.throttled();
+            return Err(ApiError::RateLimited);
+        }
         if let Some(limit) = &app.rate_limit {
             if limit
                 .admit(principal.tenant.as_str(), &principal.subject)
@@ -186,9 +197,9 @@ impl hyper::body::Body for Holding {
         std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
+    // `is_end_stream` stays false (the default): told the body had ended,
+    // hyper would drop it, and the place, on taking the last frame, while
+    // that frame may still wait for its client.
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()

@@ -89,6 +89,16 @@ impl AuditRecorder {
         entry.render()
     }
 
+    /// The authenticated caller's tenant and subject, if any.
+    pub fn credential(&self) -> Option<(String, String)> {
+        let entry = self.entry();
+        let principal = entry.principal.as_ref()?;
+        Some((
+            principal.tenant.as_str().to_owned(),
+            principal.subject.clone(),
+        ))
+    }
+
     /// The client's address, as the connection gave it.
     pub fn client(&self) -> Option<IpAddr> {
         self.entry().client.map(|c| c.ip())
@@ -208,6 +218,28 @@ pub(super) fn finish(
 /// count: a guessing flood grows the trail by a line a second, not a line a
 /// request.
 pub async fn summarise_throttled(state: &super::AppState) {
+    for ((tenant, subject), count) in state.forbidden.take_throttled() {
+        state.metrics.auth_throttled(count);
+        tracing::warn!(
+            refused = count,
+            "refusals (403) over the limit: a credential's requests refused"
+        );
+        let line = AuditEntry {
+            request_id: "forbidden-limit".into(),
+            principal: None,
+            subject: Some(subject),
+            action: "auth.throttled",
+            key: None,
+            status: 429,
+            client: None,
+        }
+        .render_with_note(&format!(
+            "{count} requests of tenant {tenant} refused: refusals (403) over the limit"
+        ));
+        if let Err(e) = state.trail.append(line).await {
+            tracing::error!(error = %e, "audit: cannot write the summary of refused requests");
+        }
+    }
     for (addr, count) in state.auth_failures.take_throttled() {
         state.metrics.auth_throttled(count);
         tracing::warn!(client = %addr, refused = count, "failed authentications over the limit: requests refused");

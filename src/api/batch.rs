@@ -131,7 +131,7 @@ pub async fn batch_get(
                         return Err(e);
                     }
                 };
-                answer_bytes += key.as_str().len() + plaintext.len();
+                answer_bytes += key.as_str().len() + json_len(&plaintext);
                 if answer_bytes > app.limits.max_batch_response_bytes {
                     // Nothing is sent: the request's one line says 413.
                     return Err(ApiError::ResponseTooLarge {
@@ -177,9 +177,30 @@ pub async fn batch_get(
         .into_response())
 }
 
+/// The length of `text` as a JSON string's contents: a control character
+/// is escaped to six bytes, so counting raw bytes would let an answer grow
+/// to six times its bound.
+fn json_len(text: &[u8]) -> usize {
+    text.iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_counts_as_long_as_its_json_is() {
+        for text in ["plain", "a\"b\\c", "line\nbreak\ttab", "\u{1}\u{1f}", "é"] {
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(json_len(text.as_bytes()), json.len() - 2, "{text:?}");
+        }
+    }
 
     #[test]
     fn keys_are_checked_counted_and_answered_once() {

@@ -137,8 +137,8 @@ where
             if let Some(recorder) = recorder {
                 summarised = recorder.is_throttled();
                 if response.status() == axum::http::StatusCode::FORBIDDEN {
-                    if let Some(addr) = recorder.client() {
-                        state.auth_failures.charge(addr);
+                    if let Some(credential) = recorder.credential() {
+                        state.forbidden.charge(&credential);
                     }
                 }
                 response = super::audit::finish(recorder, response).await;

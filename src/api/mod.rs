@@ -105,6 +105,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Failed authentications per client address (`Limits`).
     pub auth_failures: FailureLimit,
+    /// Refusals (403) per credential, on the same budget: counted by tenant
+    /// and subject, not address, so one credential behind a shared proxy
+    /// cannot lock out the others.
+    pub forbidden: FailureLimit<(String, String)>,
     /// Requests per credential, when limited (`Limits`).
     pub rate_limit: Option<RateLimit>,
     /// Requests being handled now, against `Limits::max_in_flight`.

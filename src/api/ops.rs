@@ -61,7 +61,7 @@ pub fn warnings(state: &AppState) -> Vec<String> {
     if let Some(free) = crate::fsutil::free_bytes(&state.data_dir) {
         if free < state.limits.disk_warn_bytes {
             warnings.push(format!(
-                "the data dir's file system has {free} bytes free, below --disk-warn-bytes {}",
+                "the data dir has {free} bytes free, below --disk-warn-bytes {}",
                 state.limits.disk_warn_bytes
             ));
         }

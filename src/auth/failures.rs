@@ -6,6 +6,7 @@
 //! summary line per address per interval.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -23,23 +24,51 @@ struct Bucket {
     throttled: u64,
 }
 
-/// Failed authentications allowed per client address: `per_second` on
-/// average, `burst` at once. A `per_second` of 0 turns the limit off.
-pub struct FailureLimit {
+/// What a limit counts by: a client address (IPv6 by /64), or a
+/// credential's tenant and subject (refusals after authentication, which
+/// must not lock out everyone behind one proxy's address).
+pub trait LimitKey: Hash + Eq + Ord + Clone {
+    /// The key this one is counted under.
+    fn counted(&self) -> Self;
+}
+
+impl LimitKey for IpAddr {
+    fn counted(&self) -> Self {
+        client_key(*self)
+    }
+}
+
+impl LimitKey for (String, String) {
+    fn counted(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// Failures allowed per key (a client address by default): `per_second`
+/// on average, `burst` at once. A `per_second` of 0 turns the limit off.
+pub struct FailureLimit<K: LimitKey = IpAddr> {
     rate: Rate,
-    state: Mutex<State>,
+    state: Mutex<State<K>>,
     /// The number of tracked addresses, read without the lock: while no
     /// address has failed, `admit` (on every authenticated request) takes
     /// no lock.
     tracked: AtomicUsize,
 }
 
-#[derive(Default)]
-struct State {
-    buckets: HashMap<IpAddr, Bucket>,
+struct State<K> {
+    buckets: HashMap<K, Bucket>,
     /// When a full table was last swept: at most once a second, so a flood
     /// of new addresses cannot make every failure scan the table.
     swept: Option<Instant>,
+}
+
+impl<K> Default for State<K> {
+    fn default() -> Self {
+        State {
+            buckets: HashMap::new(),
+            swept: None,
+        }
+    }
 }
 
 /// What `admit` decided for a request.
@@ -68,8 +97,8 @@ fn client_key(addr: IpAddr) -> IpAddr {
     }
 }
 
-impl FailureLimit {
-    pub fn new(per_second: u32, burst: u32) -> FailureLimit {
+impl<K: LimitKey> FailureLimit<K> {
+    pub fn new(per_second: u32, burst: u32) -> FailureLimit<K> {
         FailureLimit {
             rate: Rate {
                 per_second: f64::from(per_second),
@@ -80,19 +109,19 @@ impl FailureLimit {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<K>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a request from `addr` may have its credential checked; a
     /// refusal is counted for the summary. Pass the answer to `settle`.
-    pub fn admit(&self, addr: IpAddr) -> Admission {
+    pub fn admit(&self, addr: &K) -> Admission {
         if self.rate.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return Admission::Untracked;
         }
         let now = Instant::now();
         let mut state = self.state();
-        let Some(bucket) = state.buckets.get_mut(&client_key(addr)) else {
+        let Some(bucket) = state.buckets.get_mut(&addr.counted()) else {
             return Admission::Untracked;
         };
         bucket.tokens.refill(self.rate, now);
@@ -107,13 +136,13 @@ impl FailureLimit {
     /// Records how the admitted request's authentication went: a failure
     /// spends a token (the one reserved, if any); anything else gives a
     /// reserved token back.
-    pub fn settle(&self, addr: IpAddr, admission: Admission, failed: bool) {
+    pub fn settle(&self, addr: &K, admission: Admission, failed: bool) {
         if self.rate.per_second == 0.0 {
             return;
         }
         match (admission, failed) {
             (Admission::Reserved, false) => {
-                if let Some(bucket) = self.state().buckets.get_mut(&client_key(addr)) {
+                if let Some(bucket) = self.state().buckets.get_mut(&addr.counted()) {
                     bucket.tokens.tokens = (bucket.tokens.tokens + 1.0).min(self.rate.burst);
                 }
             }
@@ -122,16 +151,35 @@ impl FailureLimit {
         }
     }
 
+    /// Whether `key` has spent its budget: its request is then refused, and
+    /// counted for the summary. Reserves nothing (for a limit that only
+    /// `charge` spends).
+    pub fn exhausted(&self, key: &K) -> bool {
+        if self.rate.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut state = self.state();
+        let Some(bucket) = state.buckets.get_mut(&key.counted()) else {
+            return false;
+        };
+        bucket.tokens.refill(self.rate, Instant::now());
+        if bucket.tokens.tokens >= 1.0 {
+            return false;
+        }
+        bucket.throttled += 1;
+        true
+    }
+
     /// Counts a refusal after authentication (a 403) as a failure of
     /// `addr`'s: a credential that keeps asking for what it may not have
     /// is slowed and summarised like one that keeps failing to sign in.
-    pub fn charge(&self, addr: IpAddr) {
+    pub fn charge(&self, addr: &K) {
         if self.rate.per_second == 0.0 {
             return;
         }
         {
             let mut state = self.state();
-            if let Some(bucket) = state.buckets.get_mut(&client_key(addr)) {
+            if let Some(bucket) = state.buckets.get_mut(&addr.counted()) {
                 bucket.tokens.refill(self.rate, Instant::now());
                 bucket.tokens.tokens = (bucket.tokens.tokens - 1.0).max(0.0);
                 return;
@@ -141,9 +189,9 @@ impl FailureLimit {
     }
 
     /// A failure from an address with no bucket (or one that refilled).
-    fn first_failure(&self, addr: IpAddr) {
+    fn first_failure(&self, addr: &K) {
         let now = Instant::now();
-        let key = client_key(addr);
+        let key = addr.counted();
         let mut state = self.state();
         let state = &mut *state;
         if state.buckets.len() >= MAX_TRACKED && !state.buckets.contains_key(&key) {
@@ -173,13 +221,13 @@ impl FailureLimit {
 
     /// The refusals counted since the last call, per address (IPv6 as its
     /// /64); addresses whose bucket has refilled are forgotten.
-    pub fn take_throttled(&self) -> Vec<(IpAddr, u64)> {
+    pub fn take_throttled(&self) -> Vec<(K, u64)> {
         let now = Instant::now();
         let mut taken = Vec::new();
         let mut state = self.state();
         state.buckets.retain(|addr, b| {
             if b.throttled > 0 {
-                taken.push((*addr, std::mem::take(&mut b.throttled)));
+                taken.push((addr.clone(), std::mem::take(&mut b.throttled)));
             }
             b.tokens.refill(self.rate, now);
             !b.tokens.is_full(self.rate)
@@ -205,14 +253,14 @@ mod tests {
         let limit = FailureLimit::new(1, 3);
         let a = ip("192.0.2.1");
         for _ in 0..3 {
-            let admitted = limit.admit(a);
+            let admitted = limit.admit(&a);
             assert_ne!(admitted, Admission::Refused);
-            limit.settle(a, admitted, true);
+            limit.settle(&a, admitted, true);
         }
-        assert_eq!(limit.admit(a), Admission::Refused);
-        assert_eq!(limit.admit(a), Admission::Refused);
+        assert_eq!(limit.admit(&a), Admission::Refused);
+        assert_eq!(limit.admit(&a), Admission::Refused);
         // Another address is not affected.
-        assert_eq!(limit.admit(ip("192.0.2.2")), Admission::Untracked);
+        assert_eq!(limit.admit(&ip("192.0.2.2")), Admission::Untracked);
         assert_eq!(limit.take_throttled(), vec![(a, 2)]);
         // Counted once: the next summary starts from zero.
         assert_eq!(limit.take_throttled(), vec![]);
@@ -222,20 +270,20 @@ mod tests {
     fn the_bucket_refills_at_the_rate() {
         let limit = FailureLimit::new(1000, 1);
         let a = ip("192.0.2.1");
-        limit.settle(a, Admission::Untracked, true);
-        assert_eq!(limit.admit(a), Admission::Refused);
+        limit.settle(&a, Admission::Untracked, true);
+        assert_eq!(limit.admit(&a), Admission::Refused);
         std::thread::sleep(std::time::Duration::from_millis(5));
-        assert_eq!(limit.admit(a), Admission::Reserved);
+        assert_eq!(limit.admit(&a), Admission::Reserved);
     }
 
     #[test]
     fn an_ipv6_host_is_limited_per_64_and_a_mapped_v4_as_v4() {
         let limit = FailureLimit::new(1, 1);
-        limit.settle(ip("2001:db8:1:2::1"), Admission::Untracked, true);
-        assert_eq!(limit.admit(ip("2001:db8:1:2:ffff::9")), Admission::Refused);
-        assert_eq!(limit.admit(ip("2001:db8:1:3::1")), Admission::Untracked);
-        limit.settle(ip("::ffff:192.0.2.7"), Admission::Untracked, true);
-        assert_eq!(limit.admit(ip("192.0.2.7")), Admission::Refused);
+        limit.settle(&ip("2001:db8:1:2::1"), Admission::Untracked, true);
+        assert_eq!(limit.admit(&ip("2001:db8:1:2:ffff::9")), Admission::Refused);
+        assert_eq!(limit.admit(&ip("2001:db8:1:3::1")), Admission::Untracked);
+        limit.settle(&ip("::ffff:192.0.2.7"), Admission::Untracked, true);
+        assert_eq!(limit.admit(&ip("192.0.2.7")), Admission::Refused);
         let taken = limit.take_throttled();
         assert_eq!(taken, vec![(ip("192.0.2.7"), 1), (ip("2001:db8:1:2::"), 1)]);
     }
@@ -244,16 +292,16 @@ mod tests {
     fn requests_in_flight_at_once_cannot_overrun_the_budget() {
         let limit = FailureLimit::new(1, 3);
         let a = ip("192.0.2.1");
-        limit.settle(a, Admission::Untracked, true);
+        limit.settle(&a, Admission::Untracked, true);
         // Two tokens left: two requests at once hold them, a third waits.
-        let (one, two) = (limit.admit(a), limit.admit(a));
+        let (one, two) = (limit.admit(&a), limit.admit(&a));
         assert_eq!((one, two), (Admission::Reserved, Admission::Reserved));
-        assert_eq!(limit.admit(a), Admission::Refused);
+        assert_eq!(limit.admit(&a), Admission::Refused);
         // One succeeds and gives its token back; the other failed.
-        limit.settle(a, one, false);
-        limit.settle(a, two, true);
-        assert_eq!(limit.admit(a), Admission::Reserved);
-        assert_eq!(limit.admit(a), Admission::Refused);
+        limit.settle(&a, one, false);
+        limit.settle(&a, two, true);
+        assert_eq!(limit.admit(&a), Admission::Reserved);
+        assert_eq!(limit.admit(&a), Admission::Refused);
     }
 
     #[test]
@@ -261,9 +309,9 @@ mod tests {
         let limit = FailureLimit::new(0, 1);
         let a = ip("192.0.2.1");
         for _ in 0..100 {
-            limit.settle(a, Admission::Untracked, true);
+            limit.settle(&a, Admission::Untracked, true);
         }
-        assert_eq!(limit.admit(a), Admission::Untracked);
+        assert_eq!(limit.admit(&a), Admission::Untracked);
         assert_eq!(limit.take_throttled(), vec![]);
     }
 
@@ -271,7 +319,7 @@ mod tests {
     fn tracked_addresses_are_bounded() {
         let limit = FailureLimit::new(1, 2);
         for i in 0..(MAX_TRACKED as u32 + 100) {
-            limit.settle(IpAddr::from(i.to_be_bytes()), Admission::Untracked, true);
+            limit.settle(&IpAddr::from(i.to_be_bytes()), Admission::Untracked, true);
         }
         assert!(limit.state().buckets.len() <= MAX_TRACKED);
     }

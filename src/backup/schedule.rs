@@ -26,6 +26,9 @@ pub static STATS: Stats = Stats {
     failed: AtomicU64::new(0),
 };
 
+/// Free bytes below which a failed backup's disk counts as full.
+const FULL_BELOW: u64 = 1024 * 1024;
+
 /// What the last scheduled backup had to say, for `/readyz`: a failure, or
 /// older backups removed early to make room; `None` after a plain success.
 static NOTE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -93,15 +96,15 @@ pub fn start(schedule: Schedule, ready: crate::api::Ready) {
                 Ok((path, early)) => {
                     STATS.written.fetch_add(1, Ordering::Relaxed);
                     let said = format!(
-                        "scheduled backups: {early} older backups removed early to make room in {}",
-                        schedule.dir.display()
+                        "scheduled backups: {early} older backups removed early to make room"
                     );
                     tracing::warn!(path = %path.display(), "{said}");
                     note(Some(said));
                 }
                 Err(e) => {
                     STATS.failed.fetch_add(1, Ordering::Relaxed);
-                    note(Some(format!("scheduled backup failed: {e}")));
+                    // /readyz needs no credential: the cause is in the log.
+                    note(Some("scheduled backup failed (the log says why)".into()));
                     tracing::error!(dir = %schedule.dir.display(), error = %e, "backup failed");
                 }
             }
@@ -124,9 +127,12 @@ async fn take(state: &AppState, schedule: &Schedule) -> Result<(PathBuf, usize),
     loop {
         let written = write_synced(state, &temp).await;
         let Err(e) = written else { break };
+        // Only a full backup disk makes room (a store that cannot be read
+        // must not cost a backup): told while the partial file still fills it.
+        let full = crate::fsutil::free_bytes(dir).is_some_and(|free| free < FULL_BELOW);
         let _ = std::fs::remove_file(&temp);
         // Room by age: the oldest backup goes, never the newest.
-        if early >= schedule.keep || !remove_oldest(dir).unwrap_or(false) {
+        if !full || early >= schedule.keep || !remove_oldest(dir).unwrap_or(false) {
             return Err(e);
         }
         early += 1;

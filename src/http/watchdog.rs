@@ -21,6 +21,10 @@ const BUSY: u8 = 2;
 /// How often the watchdog looks; a timeout fires up to two of these late.
 const TICK: Duration = Duration::from_millis(250);
 
+/// Answers one connection tracks at once: HTTP/2's stream cap
+/// (`conn::H2_MAX_STREAMS`), and far more than HTTP/1.1's one.
+pub(super) const SLOTS: usize = 32;
+
 /// Why a connection was cut off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Cut {
@@ -41,11 +45,13 @@ pub(super) struct Progress {
     cut: AtomicU8,
     /// Requests called whose answer's body is not yet done.
     active: AtomicU32,
-    /// Of those, answers holding data the client has yet to take (not
-    /// waiting on their own source, as an idle `/watch` stream does).
-    owing: AtomicU32,
-    /// The tick an answer's body was last polled by the connection.
-    moved: AtomicU64,
+    /// One slot per answer being sent (an HTTP/2 connection has at most
+    /// `SLOTS` streams): 0, or 1 + the tick since which it holds data its
+    /// client has not taken. Each answer its own, so one stream that moves
+    /// cannot hide another that is stuck.
+    owed: [AtomicU64; SLOTS],
+    /// Which slots are taken.
+    taken: AtomicU32,
     waker: Mutex<Option<Waker>>,
     clock: Arc<AtomicU64>,
 }
@@ -70,8 +76,29 @@ impl Progress {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.phase.store(BUSY, Ordering::Relaxed);
         Answering {
+            slot: self.take_slot(),
             progress: self.clone(),
-            owing: false,
+        }
+    }
+
+    /// A free slot, if any (one is, unless a client has more answers open
+    /// than the stream cap allows: then that answer goes untracked).
+    fn take_slot(&self) -> Option<usize> {
+        let mut taken = self.taken.load(Ordering::Relaxed);
+        loop {
+            let free = (!taken).trailing_zeros() as usize;
+            if free >= SLOTS {
+                return None;
+            }
+            match self.taken.compare_exchange_weak(
+                taken,
+                taken | (1 << free),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(free),
+                Err(now) => taken = now,
+            }
         }
     }
 
@@ -103,8 +130,11 @@ impl Progress {
         // `since` is a tick begun up to one tick before the event, so one
         // tick more: never cut before the full timeout.
         let cut = if phase == BUSY {
-            let owing = self.owing.load(Ordering::Relaxed) > 0;
-            if !owing || now.saturating_sub(self.moved.load(Ordering::Relaxed)) <= limits.write {
+            let stuck = self.owed.iter().any(|owed| {
+                let since = owed.load(Ordering::Acquire);
+                since != 0 && now.saturating_sub(since - 1) > limits.write
+            });
+            if !stuck {
                 return;
             }
             Cut::Stalled
@@ -124,43 +154,32 @@ impl Progress {
 
 /// One request being answered, from its call until its answer's body is
 /// done (or dropped, when the client leaves first). It reports to the
-/// watchdog whether the answer holds data the client has not yet taken.
+/// watchdog, in its slot, whether the answer holds data the client has not
+/// yet taken, and since when.
 pub(super) struct Answering {
     progress: Arc<Progress>,
-    owing: bool,
+    slot: Option<usize>,
 }
 
 impl Answering {
-    /// The connection polled the body: it took what came before.
-    fn polled(&mut self) {
-        let now = self.progress.now();
-        self.progress.moved.store(now, Ordering::Relaxed);
-    }
-
-    /// The answer has data for the client (`true`), or waits on its own
-    /// source (`false`).
+    /// The answer has data for the client from now (`true`: it is ready,
+    /// or the connection took its last frame and got another), or waits on
+    /// its own source (`false`).
     fn owes(&mut self, owing: bool) {
-        if owing != self.owing {
-            self.owing = owing;
-            if owing {
-                self.progress.owing.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.progress.owing.fetch_sub(1, Ordering::Relaxed);
-            }
+        if let Some(slot) = self.slot {
+            let since = if owing { self.progress.now() + 1 } else { 0 };
+            self.progress.owed[slot].store(since, Ordering::Release);
         }
-    }
-
-    /// The answer is ready: its body is to be taken from now.
-    pub(super) fn ready(&mut self) {
-        self.polled();
-        self.owes(true);
     }
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        self.owes(false);
         let progress = &self.progress;
+        if let Some(slot) = self.slot {
+            progress.owed[slot].store(0, Ordering::Release);
+            progress.taken.fetch_and(!(1 << slot), Ordering::AcqRel);
+        }
         if progress.active.fetch_sub(1, Ordering::Relaxed) == 1 {
             // The last answer is done: idle until the next request's first
             // byte.
@@ -179,7 +198,7 @@ pub(super) struct Tracked<B> {
 
 impl<B> Tracked<B> {
     pub(super) fn new(body: B, mut answering: Answering) -> Tracked<B> {
-        answering.ready();
+        answering.owes(true);
         Tracked {
             body,
             answering: Some(answering),
@@ -198,7 +217,6 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
         let this = self.get_mut();
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         if let Some(answering) = &mut this.answering {
-            answering.polled();
             match &polled {
                 Poll::Pending => answering.owes(false),
                 Poll::Ready(Some(Ok(_))) => answering.owes(true),
@@ -209,8 +227,11 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
         polled
     }
 
+    /// Never ends early: told the body had ended, hyper would drop it (and
+    /// the `Answering`) as soon as it took the last frame, while that frame
+    /// may still wait for the client to read it.
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.answering.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
@@ -276,8 +297,8 @@ impl Watchdog {
             since: AtomicU64::new(self.clock.load(Ordering::Relaxed)),
             cut: AtomicU8::new(0),
             active: AtomicU32::new(0),
-            owing: AtomicU32::new(0),
-            moved: AtomicU64::new(0),
+            owed: Default::default(),
+            taken: AtomicU32::new(0),
             waker: Mutex::new(None),
             clock: self.clock.clone(),
         });
@@ -317,8 +338,8 @@ mod tests {
             since: AtomicU64::new(clock.load(Ordering::Relaxed)),
             cut: AtomicU8::new(0),
             active: AtomicU32::new(0),
-            owing: AtomicU32::new(0),
-            moved: AtomicU64::new(0),
+            owed: Default::default(),
+            taken: AtomicU32::new(0),
             waker: Mutex::new(None),
             clock: clock.clone(),
         })
@@ -357,32 +378,136 @@ mod tests {
         assert_eq!(busy.cut(), Some(Cut::Idle));
     }
 
-    /// A stream whose body waits on its own source (an idle `/watch`) is
-    /// never cut, however long; one whose data the client does not take is
-    /// cut after the write timeout, and the connection is idle only once
-    /// its last answer is done.
+    /// A body of `frames`, then a wait for more that never comes (an idle
+    /// `/watch`), as `poll_frame` sees it.
+    struct Stream {
+        frames: Vec<&'static str>,
+        then_wait: bool,
+    }
+
+    impl hyper::body::Body for Stream {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            if self.frames.is_empty() {
+                return if self.then_wait {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                };
+            }
+            let frame = self.frames.remove(0);
+            Poll::Ready(Some(Ok(hyper::body::Frame::data(frame.into()))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty() && !self.then_wait
+        }
+    }
+
+    fn poll<B: hyper::body::Body + Unpin>(body: &mut Tracked<B>) -> Poll<Option<()>> {
+        use hyper::body::Body as _;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(body).poll_frame(&mut cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(_)) => Poll::Ready(Some(())),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    /// A whole body handed over in one frame still owes its client until
+    /// the connection comes back for the end: its guard lives until then.
     #[test]
-    fn a_streaming_answer_lives_while_taken_and_is_cut_when_the_client_stops_taking_it() {
+    fn a_body_is_done_only_when_the_connection_comes_back_after_its_last_frame() {
+        use hyper::body::Body as _;
+        let clock = Arc::new(AtomicU64::new(0));
+        let conn = progress(&clock);
+        let mut body = Tracked::new(
+            Stream {
+                frames: vec!["all of it"],
+                then_wait: false,
+            },
+            conn.called(),
+        );
+        assert_eq!(poll(&mut body), Poll::Ready(Some(())));
+        assert!(!body.is_end_stream(), "hyper must come back for the end");
+        // Not taken for the write timeout: stalled.
+        conn.check(9, LIMITS);
+        assert_eq!(conn.cut(), Some(Cut::Stalled));
+        let conn = progress(&clock);
+        let mut body = Tracked::new(
+            Stream {
+                frames: vec!["all of it"],
+                then_wait: false,
+            },
+            conn.called(),
+        );
+        assert_eq!(poll(&mut body), Poll::Ready(Some(())));
+        assert_eq!(poll(&mut body), Poll::Ready(None));
+        assert!(body.is_end_stream());
+        assert_eq!(
+            conn.active.load(Ordering::Relaxed),
+            0,
+            "done: the guard is gone"
+        );
+        assert_eq!(conn.taken.load(Ordering::Relaxed), 0, "and its slot free");
+    }
+
+    /// A stream waiting on its own source (an idle `/watch`) is never cut,
+    /// however long; one whose data the client does not take is cut after
+    /// the write timeout, even while another answer on the same connection
+    /// keeps moving.
+    #[test]
+    fn each_answer_is_held_to_the_write_timeout_on_its_own() {
         let clock = Arc::new(AtomicU64::new(0));
         let conn = progress(&clock);
         conn.read();
-        let mut body = Tracked::new(
-            http_body_util::Empty::<axum::body::Bytes>::new(),
+        let mut watch = Tracked::new(
+            Stream {
+                frames: vec![],
+                then_wait: true,
+            },
             conn.called(),
         );
-        // The connection polls: the stream waits for an event.
-        body.answering.as_mut().unwrap().polled();
-        body.answering.as_mut().unwrap().owes(false);
+        assert_eq!(poll(&mut watch), Poll::Pending);
         conn.check(1_000, LIMITS);
-        assert_eq!(conn.cut(), None, "a waiting stream is never idle");
-        // A heartbeat at tick 1,000 that the client does not take.
+        assert_eq!(
+            conn.cut(),
+            None,
+            "a waiting stream is never idle nor stalled"
+        );
+
+        // At tick 1,000 a stuck answer beside a stream that keeps moving.
         clock.store(1_000, Ordering::Relaxed);
-        body.answering.as_mut().unwrap().polled();
-        body.answering.as_mut().unwrap().owes(true);
-        conn.check(1_008, LIMITS);
+        let mut stuck = Tracked::new(
+            Stream {
+                frames: vec!["a", "b"],
+                then_wait: false,
+            },
+            conn.called(),
+        );
+        assert_eq!(poll(&mut stuck), Poll::Ready(Some(())));
+        let mut moving = Tracked::new(
+            Stream {
+                frames: vec!["x"; 20],
+                then_wait: true,
+            },
+            conn.called(),
+        );
+        for tick in 1_001..=1_008 {
+            clock.store(tick, Ordering::Relaxed);
+            assert_eq!(poll(&mut moving), Poll::Ready(Some(())));
+            conn.check(tick, LIMITS);
+        }
         assert_eq!(conn.cut(), None);
+        clock.store(1_009, Ordering::Relaxed);
+        assert_eq!(poll(&mut moving), Poll::Ready(Some(())));
         conn.check(1_009, LIMITS);
-        assert_eq!(conn.cut(), Some(Cut::Stalled));
+        assert_eq!(conn.cut(), Some(Cut::Stalled), "the stuck one is seen");
 
         // Two answers on one connection: idle only after both.
         let conn = progress(&clock);
@@ -392,9 +517,9 @@ mod tests {
         conn.check(2_000, LIMITS);
         assert_eq!(conn.cut(), None);
         drop(second);
-        conn.check(1_004, LIMITS);
+        conn.check(1_013, LIMITS);
         assert_eq!(conn.cut(), None);
-        conn.check(1_005, LIMITS);
+        conn.check(1_014, LIMITS);
         assert_eq!(conn.cut(), Some(Cut::Idle));
     }
 }

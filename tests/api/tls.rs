@@ -460,6 +460,26 @@ async fn zero_window_h2(
     let mut tasks = vec![tokio::spawn(async move {
         let _ = connection.await;
     })];
+    // One stream on the same connection that keeps moving (a /watch it
+    // reads, opening its window as it goes): it must not hide the stuck ones.
+    let watch = axum::http::Request::get(format!("https://localhost:{port}/watch"))
+        .header("x-api-key", key)
+        .body(())
+        .unwrap();
+    let watching = client.clone();
+    tasks.push(tokio::spawn(async move {
+        let Ok(mut ready) = watching.ready().await else {
+            return;
+        };
+        let Ok((response, _)) = ready.send_request(watch, true) else {
+            return;
+        };
+        let Ok(response) = response.await else { return };
+        let mut body = response.into_body();
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+    }));
     for _ in 0..n {
         let client = client.clone();
         let request = axum::http::Request::post(format!("https://localhost:{port}/batch/get"))
@@ -506,7 +526,9 @@ async fn answers_a_client_does_not_read_are_bounded_and_given_back() {
     let mut app = spawn_tls(
         &pki,
         "server",
-        Options::default().env("STRONGROOM_WRITE_TIMEOUT", "3"),
+        Options::default()
+            .env("STRONGROOM_WRITE_TIMEOUT", "3")
+            .env("STRONGROOM_WATCH_HEARTBEAT", "1s"),
     )
     .await;
     app.client = https_client(&pki).build().unwrap();
