@@ -50,6 +50,7 @@ pub async fn sweep(store: &Store, now: i64) -> Result<u64, StoreError> {
                     subject: "system".into(),
                     scopes: Vec::new(),
                     expires_at: None,
+                    share_keys: Default::default(),
                 })),
                 subject: None,
                 action: "secrets.expire",

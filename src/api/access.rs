@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use super::audit::AuditRecorder;
 use super::error::ApiError;
@@ -25,8 +25,8 @@ use crate::types::SecretKey;
 /// is refused, so an invalid credential can never ride along unnoticed
 /// beside a valid one.
 pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
-    let authorization = headers.get(header::AUTHORIZATION);
-    let api_key = headers.get("x-api-key");
+    let authorization = one(headers, &header::AUTHORIZATION)?;
+    let api_key = one(headers, &X_API_KEY)?;
     match (api_key, authorization) {
         (Some(_), Some(_)) => Err(AuthError::Ambiguous),
         (Some(value), None) => {
@@ -45,6 +45,22 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
     }
 }
 
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The one value of a credential header: two of it are refused, since which
+/// counts would be a guess (a proxy may add one).
+fn one<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthError::Repeated);
+    }
+    Ok(first)
+}
+
 /// Authenticates a request, records who it was for the audit line, and
 /// counts failures by reason.
 pub async fn principal(
@@ -57,16 +73,6 @@ pub async fn principal(
     if let Some((_, Admission::Refused)) = admission {
         audit.throttled();
         return Err(ApiError::RateLimited);
-    }
-    // Two of one credential header: which one counts would be a guess (a
-    // proxy may add one), so neither does.
-    for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
-        if headers.get_all(name).iter().nth(1).is_some() {
-            return Err(ApiError::bad(
-                super::error::Op::Other,
-                format!("send one {name} header, not several"),
-            ));
-        }
     }
     let result = match credential(headers) {
         Ok(credential) => app.auth.authenticate(credential).await,
@@ -91,11 +97,12 @@ pub async fn principal(
         // A credential that keeps asking for what it may not have (403s
         // past the failed-authentication budget) is refused as a guessing
         // address is, and summarised.
-        let credential = (
-            principal.tenant.as_str().to_owned(),
-            principal.subject.clone(),
-        );
-        if app.forbidden.exhausted(&credential) {
+        if app.forbidden.exhausted_with(|| {
+            (
+                principal.tenant.as_str().to_owned(),
+                principal.subject.clone(),
+            )
+        }) {
             audit.throttled();
             return Err(ApiError::RateLimited);
         }
@@ -117,6 +124,10 @@ pub async fn principal(
         tracing::info!(reason = e.label(), "authentication refused");
         match e {
             AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
+            AuthError::Repeated => ApiError::bad(
+                super::error::Op::Other,
+                "send one X-Api-Key or one Authorization header, not several",
+            ),
             _ => ApiError::Unauthorized,
         }
     })
@@ -134,13 +145,10 @@ impl InFlight {
     /// 429 when the caller's tenant or credential holds its share already
     /// (its own limit, like a rate limit); 503 when the server is full.
     fn enter(app: &AppState, principal: &Principal) -> Result<InFlight, ApiError> {
-        let share = app
-            .shares
-            .enter(principal.tenant.as_str(), &principal.subject)
-            .map_err(|_| {
-                app.metrics.rate_limited();
-                ApiError::RateLimited
-            })?;
+        let share = app.shares.enter(principal).map_err(|_| {
+            app.metrics.rate_limited();
+            ApiError::RateLimited
+        })?;
         let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
         if before >= app.limits.max_in_flight {
             app.in_flight.fetch_sub(1, Ordering::AcqRel);

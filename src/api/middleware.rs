@@ -21,7 +21,6 @@ use super::AppState;
 
 /// A constant, so answering with it allocates no header name.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain,
 /// else a process-unique one: a random prefix fixed at start and a counter,
@@ -165,7 +164,10 @@ where
             let headers = response.headers_mut();
             headers.insert(X_REQUEST_ID, id);
             // A JSON answer (or any) is never to be sniffed as a page.
-            headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             Ok(response)
         })
     }

@@ -102,6 +102,7 @@ mod tests {
                 subject: "apikey:abc".into(),
                 scopes: Vec::new(),
                 expires_at: None,
+                share_keys: Default::default(),
             })),
             subject: None,
             action: "secrets.read",

@@ -119,6 +119,7 @@ impl VerifiedRecord {
                     subject: format!("apikey:{}", record.id),
                     scopes,
                     expires_at: record.expires_at,
+                    share_keys: Default::default(),
                 })
             }),
         }

@@ -151,13 +151,15 @@ impl<K: LimitKey> FailureLimit<K> {
         }
     }
 
-    /// Whether `key` has spent its budget: its request is then refused, and
-    /// counted for the summary. Reserves nothing (for a limit that only
-    /// `charge` spends).
-    pub fn exhausted(&self, key: &K) -> bool {
+    /// Whether the key `key` makes has spent its budget: its request is
+    /// then refused, and counted for the summary. Reserves nothing (for a
+    /// limit that only `charge` spends); the key is made only while some
+    /// key is tracked, so the common case allocates nothing.
+    pub fn exhausted_with(&self, key: impl FnOnce() -> K) -> bool {
         if self.rate.per_second == 0.0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return false;
         }
+        let key = key();
         let mut state = self.state();
         let Some(bucket) = state.buckets.get_mut(&key.counted()) else {
             return false;

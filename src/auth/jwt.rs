@@ -357,6 +357,7 @@ impl JwtVerifier {
             subject: format!("jwt:{subject}"),
             scopes,
             expires_at: None,
+            share_keys: Default::default(),
         })
     }
 }

@@ -145,6 +145,9 @@ pub struct Principal {
     /// When an API key lapses (ms since the epoch): a key it mints lapses no
     /// later. `None` for a JWT, whose short `exp` is not a key's lifetime.
     pub expires_at: Option<i64>,
+    /// Its tenant's and its own keys among the in-flight shares, hashed
+    /// once for a cached key rather than on every request (`shares.rs`).
+    pub share_keys: std::sync::OnceLock<(u64, u64)>,
 }
 
 impl Principal {
@@ -173,6 +176,8 @@ pub enum AuthError {
     Malformed,
     #[error("both an api key and a bearer token")]
     Ambiguous,
+    #[error("a credential header given twice")]
+    Repeated,
     #[error("unknown api key")]
     UnknownKey,
     #[error("expired api key")]
@@ -193,6 +198,7 @@ impl AuthError {
             AuthError::Missing => "missing",
             AuthError::Malformed => "malformed",
             AuthError::Ambiguous => "ambiguous",
+            AuthError::Repeated => "repeated",
             AuthError::UnknownKey => "unknown_key",
             AuthError::ExpiredKey => "expired_key",
             AuthError::RevokedKey => "revoked_key",
@@ -379,6 +385,7 @@ mod tests {
             subject: "x".into(),
             scopes: vec![s],
             expires_at: None,
+            share_keys: Default::default(),
         };
         assert!(p.allows(Action::Read, "prod/db"));
         assert!(!p.allows(Action::Read, "dev/db"));
@@ -403,6 +410,7 @@ mod tests {
             subject: "x".into(),
             scopes: vec![Scope::parse("secrets:read:prod/").unwrap()],
             expires_at: None,
+            share_keys: Default::default(),
         };
         assert!(narrow.can_grant(&[Scope::parse("secrets:read:prod/app/").unwrap()]));
         assert!(!narrow.can_grant(&[Scope::parse("secrets:read").unwrap()]));
