@@ -181,6 +181,15 @@ pub async fn batch_get(
 /// is escaped to six bytes, so counting raw bytes would let an answer grow
 /// to six times its bound.
 fn json_len(text: &[u8]) -> usize {
+    // Most values have nothing to escape: one pass without an early exit,
+    // which the compiler vectorises (as `json::Escaped` does); a byte at a
+    // time cost 4% of a 100-key batch (callgrind).
+    let special = text.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !special {
+        return text.len();
+    }
     text.iter()
         .map(|&b| match b {
             b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
