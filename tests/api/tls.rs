@@ -531,7 +531,13 @@ async fn answers_a_client_does_not_read_are_bounded_and_given_back() {
             .env("STRONGROOM_WATCH_HEARTBEAT", "1s"),
     )
     .await;
-    app.client = https_client(&pki).build().unwrap();
+    // A pooled connection idle past the server's keep-alive timeout (setting
+    // up the attack takes seconds) may be closed just as it is reused: open
+    // a new one instead.
+    app.client = https_client(&pki)
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let port = port_of(&app);
     let admin = app.admin();
     let value = "v".repeat(60_000);
