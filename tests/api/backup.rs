@@ -1165,6 +1165,34 @@ async fn migrate_and_scheduled_backups_refuse_the_source_data_dir() {
     );
 }
 
+/// Polls `/readyz` until a warning says `needle`; fails after 30 s.
+async fn wait_for_warning(app: &TestApp, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: serde_json::Value = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let warned = body["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w.as_str().unwrap_or("").contains(needle)));
+        if warned {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning says {needle:?}: {body}\n{}",
+            app.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Reproduction (issue 32, item 6): scheduled backups on a full backup
 /// disk failed every time while older ones filled it. Now the oldest go
 /// early, one at a time (never the newest), the new one is written, and
@@ -1194,32 +1222,7 @@ async fn scheduled_backups_on_a_full_disk_make_room_by_age_and_say_so() {
             200
         );
     }
-    let warned = |body: &serde_json::Value, needle: &str| {
-        body["warnings"]
-            .as_array()
-            .is_some_and(|w| w.iter().any(|w| w.as_str().unwrap_or("").contains(needle)))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body: serde_json::Value = app
-            .client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if warned(&body, "removed early") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never made room: {body}\n{}",
-            app.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_warning(&app, "removed early").await;
     // Every backup left is whole, and the newest is recent.
     let names: Vec<String> = std::fs::read_dir(&backups)
         .unwrap()
@@ -1237,26 +1240,7 @@ async fn scheduled_backups_on_a_full_disk_make_room_by_age_and_say_so() {
             200
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body: serde_json::Value = app
-            .client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if warned(&body, "scheduled backup failed") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the failure was never said: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_warning(&app, "scheduled backup failed").await;
     assert_eq!(app.get("room/0", &admin).await.status, 200);
     // Room was made down to one backup, never the newest: the one left is
     // no older than the newest seen before the store outgrew the disk.

@@ -209,6 +209,23 @@ async fn a_master_key_file_works_and_a_malformed_one_is_refused() {
     );
 }
 
+/// Moves the stored version 1 of "a" under "b" of tenant `default`, while no
+/// server runs: the sealed bytes (on nats the whole record) of one key
+/// under another's name.
+async fn move_a_over_b(data_dir: &std::path::Path) {
+    if on_nats() {
+        let a = nats_kv_get(data_dir, "", &nats_secret_key("default", "a")).await;
+        nats_kv_put(data_dir, "", &nats_secret_key("default", "b"), a).await;
+    } else {
+        let db = rusqlite::Connection::open(data_dir.join("strongroom.db")).unwrap();
+        db.execute(
+            "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE key = 'a') WHERE key = 'b'",
+            [],
+        )
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_key_fails_to_open() {
     let mut app = spawn_app().await;
@@ -216,20 +233,7 @@ async fn a_ciphertext_moved_to_another_key_fails_to_open() {
     app.put("a", "value-a", &admin).await;
     app.put("b", "value-b", &admin).await;
     assert_eq!(app.terminate().code(), Some(0));
-    if on_nats() {
-        // Both are version 1, so the whole record (numbers and sealed
-        // bytes) of "a" moves under "b".
-        let a = nats_kv_get(&app.data_dir, "", &nats_secret_key("default", "a")).await;
-        nats_kv_put(&app.data_dir, "", &nats_secret_key("default", "b"), a).await;
-    } else {
-        let db = rusqlite::Connection::open(app.data_dir.join("strongroom.db")).unwrap();
-        db.execute(
-            "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE key = 'a') WHERE key = 'b'",
-            [],
-        )
-        .unwrap();
-        drop(db);
-    }
+    move_a_over_b(&app.data_dir).await;
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     let r = again.get("b", &admin).await;
     assert_eq!(r.status, 502, "{}", r.body);
@@ -384,17 +388,7 @@ async fn a_batch_answers_the_intact_keys_and_names_the_damaged_one() {
     app.put("b", "value-b", &admin).await;
     app.put("c", "value-c", &admin).await;
     assert_eq!(app.terminate().code(), Some(0));
-    if on_nats() {
-        let a = nats_kv_get(&app.data_dir, "", &nats_secret_key("default", "a")).await;
-        nats_kv_put(&app.data_dir, "", &nats_secret_key("default", "b"), a).await;
-    } else {
-        let db = rusqlite::Connection::open(app.data_dir.join("strongroom.db")).unwrap();
-        db.execute(
-            "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE key = 'a') WHERE key = 'b'",
-            [],
-        )
-        .unwrap();
-    }
+    move_a_over_b(&app.data_dir).await;
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;
     let r = again
         .batch_get(

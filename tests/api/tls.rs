@@ -45,26 +45,26 @@ impl Pki {
     /// A leaf certificate for localhost and 127.0.0.1; writes `<file>.crt`
     /// and `<file>.key` and returns the certificate's DER.
     fn leaf(&self, file: &str) -> CertificateDer<'static> {
+        self.issue(file, None)
+    }
+
+    /// A leaf like `leaf`'s, valid only from `from` to `until` (seconds
+    /// since the epoch).
+    fn leaf_valid(&self, file: &str, from: i64, until: i64) -> CertificateDer<'static> {
+        self.issue(file, Some((from, until)))
+    }
+
+    fn issue(&self, file: &str, valid: Option<(i64, i64)>) -> CertificateDer<'static> {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, file);
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        std::fs::write(self.dir.join(format!("{file}.crt")), cert.pem()).unwrap();
-        std::fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
-        cert.der().clone()
-    }
-
-    /// A leaf like `leaf`'s, valid only from `from` to `until` (seconds
-    /// since the epoch).
-    fn leaf_valid(&self, file: &str, from: i64, until: i64) -> CertificateDer<'static> {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+        if let Some((from, until)) = valid {
+            params.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+            params.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+        }
         let cert = params.signed_by(&key, &self.ca).unwrap();
         std::fs::write(self.dir.join(format!("{file}.crt")), cert.pem()).unwrap();
         std::fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();

@@ -18,20 +18,23 @@ pub struct Recorded {
     pub intents: Vec<Intent>,
 }
 
-/// Reads the whole trail of `bucket`.
-pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Recorded, TrailError> {
-    let (stream_name, subject, intent_subject) = names(bucket);
+/// The trail stream of `bucket` and its state; `None` when it holds no
+/// message (never made, deleted, or empty).
+async fn open(
+    client: async_nats::Client,
+    bucket: &str,
+) -> Result<Option<(jetstream::stream::Stream, jetstream::stream::State)>, TrailError> {
+    let (stream_name, _, _) = names(bucket);
     let js = jetstream::ContextBuilder::new()
         .timeout(REQUEST_TIMEOUT)
         .build(client);
     let mut stream = match js.get_stream(&stream_name).await {
         Ok(stream) => stream,
-        // Never made, or deleted: a trail with no lines.
         Err(e)
             if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
                 if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
         {
-            return Ok(Recorded::default())
+            return Ok(None)
         }
         Err(e) => return Err(failed(&format!("open stream {stream_name}"), e)),
     };
@@ -41,10 +44,16 @@ pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Record
         .map_err(|e| failed("stream info", e))?
         .state
         .clone();
+    Ok((state.messages > 0).then_some((stream, state)))
+}
+
+/// Reads the whole trail of `bucket`.
+pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Recorded, TrailError> {
+    let (_, subject, intent_subject) = names(bucket);
     let mut recorded = Recorded::default();
-    if state.messages == 0 {
+    let Some((stream, state)) = open(client, bucket).await? else {
         return Ok(recorded);
-    }
+    };
     for sequence in state.first_sequence..=state.last_sequence {
         let m = stream
             .get_raw_message(sequence)
@@ -89,33 +98,15 @@ pub async fn read_page(
     after: u64,
     offer: &mut (dyn FnMut(u64, &[u8]) -> bool + Send),
 ) -> Result<(), TrailError> {
-    let (stream_name, subject, _) = names(bucket);
-    let js = jetstream::ContextBuilder::new()
-        .timeout(REQUEST_TIMEOUT)
-        .build(client);
-    let mut stream = match js.get_stream(&stream_name).await {
-        Ok(stream) => stream,
-        Err(e)
-            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
-                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            return Ok(())
-        }
-        Err(e) => return Err(failed(&format!("open stream {stream_name}"), e)),
-    };
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| failed("stream info", e))?
-        .state
-        .clone();
+    let (_, subject, _) = names(bucket);
     let mut index = index.lock().await;
-    // A stream made anew under the same name (a forced restore): start over.
-    if state.messages == 0 || state.last_sequence < index.scanned {
+    let Some((stream, state)) = open(client, bucket).await? else {
         *index = LineIndex::default();
-    }
-    if state.messages == 0 {
         return Ok(());
+    };
+    // A stream made anew under the same name (a forced restore): start over.
+    if state.last_sequence < index.scanned {
+        *index = LineIndex::default();
     }
     let from = (index.scanned + 1).max(state.first_sequence);
     for sequence in from..=state.last_sequence {
