@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 use crate::helpers::*;
 
 /// The tests that load the machine (a connection flood, 300 slow clients,
-/// held requests) take turns, so one's load is not in another's figures.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// held requests, unread answers, a thousand watchers) take turns, so one's
+/// load is not in another's figures.
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn host_port(app: &TestApp) -> String {
     app.addr.trim_start_matches("http://").to_owned()

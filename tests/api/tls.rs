@@ -520,6 +520,7 @@ async fn zero_window_h2(
 #[tokio::test]
 async fn answers_a_client_does_not_read_are_bounded_and_given_back() {
     sqlite_only!("the HTTP layer is the same on both engines");
+    let _turn = crate::limits::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "root");
     pki.leaf("server");

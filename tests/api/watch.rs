@@ -349,6 +349,7 @@ fn rss_kb(pid: u32) -> u64 {
 #[tokio::test]
 async fn a_thousand_idle_watchers_cost_under_20_mb_and_a_stuck_one_is_dropped() {
     sqlite_only!("the gateway is the same on both engines");
+    let _turn = crate::limits::HEAVY.lock().await;
     use std::io::{Read, Write};
     // This side holds a thousand sockets.
     let mut limit = libc::rlimit {

@@ -37,7 +37,17 @@ fn watch_prints_a_line_per_change_and_json_on_request_never_a_value() {
         .spawn()
         .unwrap();
     let (plain_lines, json_lines) = (lines_of(&mut plain), lines_of(&mut json));
-    std::thread::sleep(Duration::from_millis(700));
+    // Both streams are open once the server has logged both answers (it
+    // logs a stream's when its head goes out): then no change can be missed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.log_text().matches("\"route\":\"/watch\"").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the watchers never connected:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     s.ok(&["put", "app/a", "watch-cli-canary"]);
     s.ok(&["put", "other/b", "not watched"]);
     s.ok(&["rm", "app/a"]);
