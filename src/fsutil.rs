@@ -69,19 +69,10 @@ const MIN_FREE_BYTES: u64 = 1024 * 1024;
 /// An error naming the problem when the file system holding `dir` has less
 /// than a megabyte free (or cannot say).
 pub fn check_free_space(dir: &Path) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| format!("{} is not a usable path", dir.display()))?;
-    // SAFETY: statvfs writes only into `stat`, and `path` is NUL-terminated.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Err(format!(
-            "cannot read the free space of {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let free = statvfs_free(dir).map_err(|e| match e {
+        None => format!("{} is not a usable path", dir.display()),
+        Some(e) => format!("cannot read the free space of {}: {e}", dir.display()),
+    })?;
     if free < MIN_FREE_BYTES {
         return Err(format!("{} has {free} bytes free", dir.display()));
     }
@@ -90,14 +81,20 @@ pub fn check_free_space(dir: &Path) -> Result<(), String> {
 
 /// Bytes free to an unprivileged writer on the file system holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
+    statvfs_free(dir).ok()
+}
+
+/// `free_bytes`, or why not: `None` for a path with a NUL byte, else the
+/// error statvfs gave.
+fn statvfs_free(dir: &Path) -> Result<u64, Option<std::io::Error>> {
     use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| None)?;
     // SAFETY: statvfs writes only into `stat`, and `path` is NUL-terminated.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
+        return Err(Some(std::io::Error::last_os_error()));
     }
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Logs a warning while the file system holding `dir` has fewer than

@@ -179,14 +179,7 @@ impl<K: LimitKey> FailureLimit<K> {
         if self.rate.per_second == 0.0 {
             return;
         }
-        {
-            let mut state = self.state();
-            if let Some(bucket) = state.buckets.get_mut(&addr.counted()) {
-                bucket.tokens.refill(self.rate, Instant::now());
-                bucket.tokens.tokens = (bucket.tokens.tokens - 1.0).max(0.0);
-                return;
-            }
-        }
+        // A bucket there or not, `first_failure` spends one of its tokens.
         self.first_failure(addr);
     }
 

@@ -75,7 +75,7 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<(), String> {
     if let Some(seq) = trail
         .lines
         .first()
-        .and_then(|l| crate::store::chain::v2_fields(&String::from_utf8_lossy(l)).map(|(s, _)| s))
+        .and_then(|l| crate::store::chain::leading_seq(&String::from_utf8_lossy(l)))
         .filter(|&seq| seq > 1 && one)
     {
         println!(

@@ -28,8 +28,9 @@ use super::watchdog::{Cut, Progress, Tracked, REQUEST_TIMEOUT};
 use super::{ClientAddr, Settings, STATS};
 
 /// Requests one HTTP/2 connection may have open at once (hyper's default
-/// is 200; each may hold a whole answer, up to a batch's, until taken).
-const H2_MAX_STREAMS: u32 = 32;
+/// is 200; each may hold a whole answer, up to a batch's, until taken):
+/// as many as the watchdog tracks answers of one connection.
+const H2_MAX_STREAMS: u32 = super::watchdog::SLOTS as u32;
 
 /// Serves one accepted connection until it closes, is evicted (no request
 /// yet and the server at its connection cap), is cut off by the watchdog,

@@ -21,8 +21,8 @@ const BUSY: u8 = 2;
 /// How often the watchdog looks; a timeout fires up to two of these late.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Answers one connection tracks at once: HTTP/2's stream cap
-/// (`conn::H2_MAX_STREAMS`), and far more than HTTP/1.1's one.
+/// Answers one connection tracks at once, and so HTTP/2's stream cap
+/// (`conn::H2_MAX_STREAMS`); far more than HTTP/1.1's one.
 pub(super) const SLOTS: usize = 32;
 
 /// Why a connection was cut off.
@@ -57,6 +57,20 @@ pub(super) struct Progress {
 }
 
 impl Progress {
+    /// A connection's progress, idle from the clock's tick now.
+    fn new(clock: Arc<AtomicU64>) -> Progress {
+        Progress {
+            phase: AtomicU8::new(IDLE),
+            since: AtomicU64::new(clock.load(Ordering::Relaxed)),
+            cut: AtomicU8::new(0),
+            active: AtomicU32::new(0),
+            owed: Default::default(),
+            taken: AtomicU32::new(0),
+            waker: Mutex::new(None),
+            clock,
+        }
+    }
+
     fn now(&self) -> u64 {
         self.clock.load(Ordering::Relaxed)
     }
@@ -292,16 +306,7 @@ impl Watchdog {
 
     /// A new connection's progress, idle from now.
     pub(super) fn watch(&self) -> Arc<Progress> {
-        let progress = Arc::new(Progress {
-            phase: AtomicU8::new(IDLE),
-            since: AtomicU64::new(self.clock.load(Ordering::Relaxed)),
-            cut: AtomicU8::new(0),
-            active: AtomicU32::new(0),
-            owed: Default::default(),
-            taken: AtomicU32::new(0),
-            waker: Mutex::new(None),
-            clock: self.clock.clone(),
-        });
+        let progress = Arc::new(Progress::new(self.clock.clone()));
         self.conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -333,16 +338,7 @@ mod tests {
     }
 
     fn progress(clock: &Arc<AtomicU64>) -> Arc<Progress> {
-        Arc::new(Progress {
-            phase: AtomicU8::new(IDLE),
-            since: AtomicU64::new(clock.load(Ordering::Relaxed)),
-            cut: AtomicU8::new(0),
-            active: AtomicU32::new(0),
-            owed: Default::default(),
-            taken: AtomicU32::new(0),
-            waker: Mutex::new(None),
-            clock: clock.clone(),
-        })
+        Arc::new(Progress::new(clock.clone()))
     }
 
     const LIMITS: Limits = Limits {

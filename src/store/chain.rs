@@ -124,8 +124,7 @@ pub fn leading_seq(text: &str) -> Option<u64> {
 }
 
 pub fn v2_fields(text: &str) -> Option<(u64, &str)> {
-    let rest = text.strip_prefix(V2_PREFIX)?;
-    let seq = rest[..rest.find(',')?].parse().ok()?;
+    let seq = leading_seq(text)?;
     let (mac, _) = field_at_end(text, "mac")?;
     Some((seq, mac))
 }

@@ -47,6 +47,17 @@ async fn open(
     Ok((state.messages > 0).then_some((stream, state)))
 }
 
+/// The stream's message at `sequence`.
+async fn message(
+    stream: &jetstream::stream::Stream,
+    sequence: u64,
+) -> Result<jetstream::message::StreamMessage, TrailError> {
+    stream
+        .get_raw_message(sequence)
+        .await
+        .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))
+}
+
 /// Reads the whole trail of `bucket`.
 pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Recorded, TrailError> {
     let (_, subject, intent_subject) = names(bucket);
@@ -55,10 +66,7 @@ pub async fn read_all(client: async_nats::Client, bucket: &str) -> Result<Record
         return Ok(recorded);
     };
     for sequence in state.first_sequence..=state.last_sequence {
-        let m = stream
-            .get_raw_message(sequence)
-            .await
-            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        let m = message(&stream, sequence).await?;
         let parts = m.payload.split(|&b| b == b'\n');
         if let Some(chain) = chain_named(&subject, m.subject.as_str()) {
             recorded
@@ -110,10 +118,7 @@ pub async fn read_page(
     }
     let from = (index.scanned + 1).max(state.first_sequence);
     for sequence in from..=state.last_sequence {
-        let m = stream
-            .get_raw_message(sequence)
-            .await
-            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        let m = message(&stream, sequence).await?;
         if chain_named(&subject, m.subject.as_str()).is_some() {
             let first = index.places + 1;
             index.messages.push((sequence, first));
@@ -127,10 +132,7 @@ pub async fn read_page(
         .partition_point(|&(_, first)| first <= after.saturating_add(1))
         .saturating_sub(1);
     for &(sequence, first) in &index.messages[start..] {
-        let m = stream
-            .get_raw_message(sequence)
-            .await
-            .map_err(|e| failed(&format!("read line at sequence {sequence}"), e))?;
+        let m = message(&stream, sequence).await?;
         for (place, line) in (first..).zip(m.payload.split(|&b| b == b'\n')) {
             if place > after && !offer(place, line) {
                 return Ok(());

@@ -142,9 +142,7 @@ pub fn first_seq(file: &mut File) -> std::io::Result<Option<u64>> {
     }
     let text = String::from_utf8_lossy(&start[..filled]);
     let line = text.split('\n').next().unwrap_or("");
-    Ok(line
-        .strip_prefix(crate::store::chain::V2_PREFIX)
-        .and_then(|rest| rest.split(',').next()?.parse().ok()))
+    Ok(crate::store::chain::leading_seq(line))
 }
 
 /// The head of the newest rotated file of the trail, for a start whose
