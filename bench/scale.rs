@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use strongroom::crypto::{Keyring, MasterKey, MasterKeys};
-use strongroom::store::{Engine, Precondition, Store, StoreConfig};
+use strongroom::store::{Engine, Precondition, SealedPut, Store, StoreConfig};
 use strongroom::types::{SecretKey, TenantId};
 
 const GROUPS: usize = 1000;
@@ -82,11 +82,18 @@ async fn load(bench: &Bench, n: usize) -> Duration {
                 let key = SecretKey::parse(&key_name(i)).unwrap();
                 let sealer = keyring.sealer(&tenant).await.unwrap();
                 let value = format!("value-{i:07}-{}", "x".repeat(32));
-                let seal = |v| sealer.seal(key.as_str(), v, value.as_bytes());
-                store
-                    .put(&tenant, &key, None, Precondition::None, seal, None)
-                    .await
+                // One writer per key: no race, so one attempt.
+                let seen = store.head(&tenant, &key).await.unwrap();
+                let sealed = sealer
+                    .seal(key.as_str(), seen.next_version(), value.as_bytes())
                     .unwrap();
+                let put = SealedPut {
+                    sealed,
+                    expires_at: None,
+                    precondition: Precondition::None,
+                    line: None,
+                };
+                store.put_once(&tenant, &key, seen, put).await.unwrap();
                 i += WRITERS;
             }
         }));

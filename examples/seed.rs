@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use strongroom::crypto::{Keyring, MasterKey, MasterKeys};
-use strongroom::store::{Engine, Precondition, Store, StoreConfig};
+use strongroom::store::{Engine, Precondition, SealedPut, Store, StoreConfig};
 use strongroom::types::{SecretKey, TenantId};
 
 const IN_FLIGHT: usize = 256;
@@ -51,11 +51,18 @@ async fn main() {
                 for v in 1..=versions {
                     let sealer = keyring.sealer(&tenant).await.unwrap();
                     let value = format!("value-{i}-{v}-0123456789abcdef0123456789abcdef");
-                    let seal = |version: u64| sealer.seal(key.as_str(), version, value.as_bytes());
-                    store
-                        .put(&tenant, &key, None, Precondition::None, seal, None)
-                        .await
+                    // One writer per key: no race, so one attempt.
+                    let seen = store.head(&tenant, &key).await.unwrap();
+                    let sealed = sealer
+                        .seal(key.as_str(), seen.next_version(), value.as_bytes())
                         .unwrap();
+                    let put = SealedPut {
+                        sealed,
+                        expires_at: None,
+                        precondition: Precondition::None,
+                        line: None,
+                    };
+                    store.put_once(&tenant, &key, seen, put).await.unwrap();
                 }
             }
         }));

@@ -2,8 +2,11 @@
 //! secrets API, with versions, scopes and envelope encryption.
 //!
 //! Modules, and what each owns:
-//! - `api`: HTTP routes (one table, `api::routes`), request parsing, who may
-//!   call what, error mapping. With `http`, the only module that knows HTTP.
+//! - `api`: the quiva HTTP API, a front-end: routes (one table,
+//!   `api::routes`), request parsing, rendering, error mapping. With `http`,
+//!   the only module that knows HTTP.
+//! - `ops`: every operation a caller can do, whichever front-end it came
+//!   through: authorization, the audit line, sealing and opening, once.
 //! - `audit`: what an audit line says, and the verifier of a whole trail.
 //! - `auth`: API keys, JWTs, scopes; resolves a request to a `Principal`.
 //! - `backup`: the backup file, backup, restore and migration, schedules.
@@ -39,6 +42,7 @@ pub mod http;
 pub mod json;
 pub mod log;
 pub mod metrics;
+pub mod ops;
 pub mod server;
 pub mod store;
 pub mod types;

@@ -74,14 +74,18 @@ impl Metrics {
             .rate_limited += 1;
     }
 
-    /// An error answer the metrics count by kind (`ApiError`'s `Tally`).
-    pub fn tally(&self, tally: crate::api::error::Tally) {
-        use crate::api::error::Tally;
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match tally {
-            Tally::Shed => inner.shed += 1,
-            Tally::Integrity => inner.integrity_failures += 1,
-        }
+    /// A request refused at once for load (over `--max-in-flight`, or the
+    /// write queue full).
+    pub fn shed(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).shed += 1;
+    }
+
+    /// Stored data that failed its integrity check.
+    pub fn integrity_failure(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .integrity_failures += 1;
     }
 
     /// The Prometheus text exposition format, version 0.0.4, with the

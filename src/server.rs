@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState, Limits, Ready};
+use crate::api::{self, AppState, Ready};
 use crate::auth::failures::FailureLimit;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::auth::ratelimit::RateLimit;
@@ -18,6 +18,7 @@ use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::http::tls::Tls;
 use crate::metrics::Metrics;
+use crate::ops::{Limits, Ops};
 use crate::store::{Store, StoreError, Trail};
 use crate::types::TenantId;
 
@@ -118,11 +119,11 @@ impl Init {
         } else {
             None
         };
-        let state = Arc::new(AppState {
+        let ops = Ops {
             store: self.store.clone(),
             trail: self.trail.clone(),
             keyring: self.keyring.take().expect("finish succeeds once"),
-            auth: Authenticator::new(self.store.clone(), self.jwt.take()),
+            auth: Arc::new(Authenticator::new(self.store.clone(), self.jwt.take())),
             metrics: Metrics::default(),
             limits: self.limits,
             auth_failures: FailureLimit::new(
@@ -139,6 +140,9 @@ impl Init {
                 self.limits.max_in_flight_per_tenant,
                 self.limits.max_in_flight_per_credential,
             ),
+        };
+        let state = Arc::new(AppState {
+            ops,
             data_dir: self.data_dir.clone(),
             readiness: Default::default(),
         });
@@ -391,11 +395,11 @@ pub async fn run(
             };
             // With a shared store another gateway may revoke a key: forget
             // it here at once rather than when the cache entry lapses.
-            if let Some(mut changes) = state.store.watch_apikey_changes() {
+            if let Some(mut changes) = state.ops.store.watch_apikey_changes() {
                 let state = state.clone();
                 tokio::spawn(async move {
                     while let Some(id) = changes.recv().await {
-                        state.auth.forget_api_key(&id);
+                        state.ops.auth.forget_api_key(&id);
                     }
                 });
             }
@@ -406,9 +410,9 @@ pub async fn run(
             tick.tick().await;
             for second in 1u64.. {
                 tick.tick().await;
-                api::audit::summarise_throttled(&state).await;
+                state.ops.summarise_throttled().await;
                 if second % 10 == 0 {
-                    state.auth.flush_last_used().await;
+                    state.ops.auth.flush_last_used().await;
                 }
             }
         }
@@ -423,14 +427,14 @@ pub async fn run(
     // begins, so it does not wait out the grace period for them.
     let shutdown = async move {
         shutdown.await;
-        api::watch::close_all();
+        crate::ops::watch::close_all();
     };
     let served = crate::http::serve(listener, app, shutdown, settings).await;
     background.abort();
     if let Some(state) = ready.get() {
-        api::audit::summarise_throttled(state).await;
-        state.auth.flush_last_used().await;
-        state.trail.flush();
+        state.ops.summarise_throttled().await;
+        state.ops.auth.flush_last_used().await;
+        state.ops.trail.flush();
     }
     served
 }

@@ -1,24 +1,21 @@
-//! Who the caller is and whether the route lets them in: the credential is
-//! found in the headers here and verified by `auth/`; the route table
-//! (`routes::Access`) says what must be allowed. Handlers take the result as
-//! an extractor: `Caller` (authenticated, and a tenant-wide scope checked)
-//! or `Keyed` (also the key named by the path, checked against the route's
-//! scopes).
+//! Who the caller is: the credential is found in the headers here and
+//! admitted by the operations layer (`Ops::authenticate`, which counts
+//! failures and in-flight shares). Handlers take the result as an
+//! extractor: `Caller` (authenticated) or `Keyed` (also the key the path
+//! names, parsed). Whether the caller may do what it asks is the
+//! operation's to decide.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 
-use super::audit::AuditRecorder;
-use super::error::ApiError;
+use super::error::{ApiError, Op};
 use super::request;
-use super::routes::Access;
 use super::AppState;
-use crate::auth::failures::Admission;
 use crate::auth::{AuthError, Credential, Principal};
+use crate::ops::{Call, InFlight, Operation};
 use crate::types::SecretKey;
 
 /// The request's one credential. With both an API key and a bearer token it
@@ -59,112 +56,6 @@ fn one<'h>(
         return Err(AuthError::Repeated);
     }
     Ok(first)
-}
-
-/// Authenticates a request, records who it was for the audit line, and
-/// counts failures by reason.
-pub async fn principal(
-    app: &AppState,
-    headers: &HeaderMap,
-    audit: &AuditRecorder,
-) -> Result<Arc<Principal>, ApiError> {
-    let client = audit.client();
-    let admission = client.map(|addr| (addr, app.auth_failures.admit(&addr)));
-    if let Some((_, Admission::Refused)) = admission {
-        audit.throttled();
-        return Err(ApiError::RateLimited);
-    }
-    let result = match credential(headers) {
-        Ok(credential) => app.auth.authenticate(credential).await,
-        Err(e) => Err(e),
-    };
-    if let Some((addr, admitted)) = admission {
-        // A store that could not answer says nothing about the credential.
-        let failed = matches!(&result, Err(e) if !matches!(e, AuthError::StoreUnavailable));
-        app.auth_failures.settle(&addr, admitted, failed);
-    }
-    match &result {
-        Ok(principal) => audit.principal(principal),
-        Err(_) => audit.subject_guess(
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|t| crate::auth::apikeys::key_id(t.trim()))
-                .map(|id| format!("apikey:{id}")),
-        ),
-    }
-    if let Ok(principal) = &result {
-        // A credential that keeps asking for what it may not have (403s
-        // past the failed-authentication budget) is refused as a guessing
-        // address is, and summarised.
-        if app.forbidden.exhausted_with(|| {
-            (
-                principal.tenant.as_str().to_owned(),
-                principal.subject.clone(),
-            )
-        }) {
-            audit.throttled();
-            return Err(ApiError::RateLimited);
-        }
-        if let Some(limit) = &app.rate_limit {
-            if limit
-                .admit(principal.tenant.as_str(), &principal.subject)
-                .is_err()
-            {
-                app.metrics.rate_limited();
-                return Err(ApiError::RateLimited);
-            }
-        }
-        // Counted only once the credential is known and within its rate:
-        // a flooding credential's refused requests never crowd out others'.
-        audit.hold(InFlight::enter(app, principal)?);
-    }
-    result.map_err(|e| {
-        app.metrics.auth_failure(e.label());
-        tracing::info!(reason = e.label(), "authentication refused");
-        match e {
-            AuthError::StoreUnavailable => ApiError::Unavailable("api key lookup failed".into()),
-            AuthError::Repeated => ApiError::bad(
-                super::error::Op::Other,
-                "send one X-Api-Key or one Authorization header, not several",
-            ),
-            _ => ApiError::Unauthorized,
-        }
-    })
-}
-
-/// A request counted against `--max-in-flight` and its tenant's and
-/// credential's shares of it until dropped (with its audit recorder, once
-/// the answer is done or the client has left).
-pub struct InFlight {
-    count: Arc<std::sync::atomic::AtomicUsize>,
-    _share: crate::auth::shares::Share,
-}
-
-impl InFlight {
-    /// 429 when the caller's tenant or credential holds its share already
-    /// (its own limit, like a rate limit); 503 when the server is full.
-    fn enter(app: &AppState, principal: &Principal) -> Result<InFlight, ApiError> {
-        let share = app.shares.enter(principal).map_err(|_| {
-            app.metrics.rate_limited();
-            ApiError::RateLimited
-        })?;
-        let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
-        if before >= app.limits.max_in_flight {
-            app.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::Overloaded);
-        }
-        Ok(InFlight {
-            count: app.in_flight.clone(),
-            _share: share,
-        })
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Answers larger than this keep their request's in-flight place until
@@ -214,20 +105,39 @@ impl hyper::body::Body for Holding {
     }
 }
 
-/// The request's audit recorder, which the middleware gives every audited
-/// route.
-fn recorder(parts: &Parts) -> Result<AuditRecorder, ApiError> {
+/// The request's call, which the middleware begins for every audited route.
+fn call(parts: &Parts) -> Result<Call, ApiError> {
     parts
         .extensions
-        .get::<AuditRecorder>()
+        .get::<Call>()
         .cloned()
-        .ok_or_else(|| ApiError::Internal("an audited route without a recorder".into()))
+        .ok_or_else(|| ApiError::Internal("an audited route without a call".into()))
 }
 
-/// An authenticated caller; for a tenant-wide route, one allowed its action.
+/// Authenticates the request's credential through the operations layer.
+async fn principal(app: &AppState, parts: &Parts, call: &Call) -> Result<Arc<Principal>, ApiError> {
+    Ok(app
+        .ops
+        .authenticate(call, credential(&parts.headers))
+        .await?)
+}
+
+/// Where the key starts in the path of a route about one key (the rest of
+/// the path after the prefix), and whose 400 text a bad key gets.
+pub fn key_prefix(operation: Operation) -> Option<(&'static str, Op)> {
+    match operation {
+        Operation::Get => Some(("/secrets/", Op::Get)),
+        Operation::Delete => Some(("/secrets/", Op::Delete)),
+        Operation::Metadata | Operation::Destroy => Some(("/metadata/", Op::Other)),
+        Operation::Undelete => Some(("/undelete/", Op::Other)),
+        _ => None,
+    }
+}
+
+/// An authenticated caller.
 pub struct Caller {
     pub principal: Arc<Principal>,
-    pub audit: AuditRecorder,
+    pub call: Call,
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -237,23 +147,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         app: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let audit = recorder(parts)?;
-        let principal = principal(app, &parts.headers, &audit).await?;
-        if let Access::Tenant(action) = audit.route().access {
-            if !principal.allows(action, "") {
-                return Err(ApiError::Forbidden);
-            }
-        }
-        Ok(Caller { principal, audit })
+        let call = call(parts)?;
+        let principal = principal(app, parts, &call).await?;
+        Ok(Caller { principal, call })
     }
 }
 
-/// An authenticated caller allowed one of the route's scopes on the key the
-/// path names.
+/// An authenticated caller and the key the path names.
 pub struct Keyed {
     pub principal: Arc<Principal>,
     pub key: SecretKey,
-    pub audit: AuditRecorder,
+    pub call: Call,
 }
 
 impl FromRequestParts<Arc<AppState>> for Keyed {
@@ -263,22 +167,19 @@ impl FromRequestParts<Arc<AppState>> for Keyed {
         parts: &mut Parts,
         app: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let audit = recorder(parts)?;
-        let Access::Key { prefix, op, needs } = audit.route().access else {
+        let call = call(parts)?;
+        let Some((prefix, op)) = key_prefix(call.operation()) else {
             return Err(ApiError::Internal(
                 "a keyed handler on a route without a key".into(),
             ));
         };
-        let principal = principal(app, &parts.headers, &audit).await?;
+        let principal = principal(app, parts, &call).await?;
         let key = request::key_from_path(parts.uri.path(), prefix, op)?;
-        audit.key(key.as_str());
-        if !needs.iter().any(|&a| principal.allows(a, key.as_str())) {
-            return Err(ApiError::Forbidden);
-        }
+        call.key(key.as_str());
         Ok(Keyed {
             principal,
             key,
-            audit,
+            call,
         })
     }
 }

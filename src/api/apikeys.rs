@@ -14,7 +14,8 @@ use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
 use crate::auth::{apikeys, parse_scopes, Scope};
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::rfc3339;
+use crate::ops::CreateApiKey;
 use crate::store::ApiKeyRecord;
 
 #[derive(Serialize)]
@@ -109,12 +110,12 @@ struct Created {
 
 pub async fn create(
     State(app): State<Arc<AppState>>,
-    Caller { principal, audit }: Caller,
+    Caller { principal, call }: Caller,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     request::require_json(&headers)?;
-    let bytes = request::read_body(&headers, body, &app.limits, Op::Other).await?;
+    let bytes = request::read_body(&headers, body, &app.ops.limits, Op::Other).await?;
     let wanted = parse_create(&bytes)?;
     let scopes = match &wanted.scopes {
         None => Scope::all_secrets(),
@@ -123,34 +124,12 @@ pub async fn create(
         }
         Some(texts) => parse_scopes(texts).map_err(|e| ApiError::bad(Op::Other, e))?,
     };
-    if !principal.can_grant(&scopes) {
-        return Err(ApiError::Forbidden);
-    }
-    let now = now_ms();
-    let live = app
-        .store
-        .apikey_list(&principal.tenant)
-        .await?
-        .iter()
-        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
-        .count();
-    if live >= app.limits.max_apikeys_per_tenant {
-        return Err(ApiError::LimitReached {
-            what: "live API keys: revoke some first",
-            limit: app.limits.max_apikeys_per_tenant,
-        });
-    }
-    let new = apikeys::create(
-        &app.store,
-        principal.tenant.clone(),
-        wanted.name,
+    let wanted = CreateApiKey {
+        name: wanted.name,
         scopes,
-        wanted.expires_in_days,
-        principal.expires_at,
-        Some(audit.change_line(201)),
-    )
-    .await?;
-    audit.changed();
+        expires_in_days: wanted.expires_in_days,
+    };
+    let new = app.ops.create_apikey(&call, &principal, wanted).await?;
     let r = new.record;
     let body = Created {
         id: r.id,
@@ -172,26 +151,26 @@ pub async fn create(
 /// when absent) after the id `cursor`, and the cursor of the next page.
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Caller { principal, .. }: Caller,
+    Caller { principal, call }: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let query = request::ListQuery::parse(uri.query())?;
     let limit = query.limit()?;
     let cursor = query.get("cursor").unwrap_or("");
-    // Record pending use times first, so last_used_at is current.
-    app.auth.flush_last_used().await;
-    let mut keys = app.store.apikey_list(&principal.tenant).await?;
-    keys.sort_by(|a, b| a.id.cmp(&b.id));
-    keys.retain(|k| k.id.as_str() > cursor);
-    let next_cursor = (keys.len() > limit).then(|| keys[limit - 1].id.clone());
-    keys.truncate(limit);
-    let apikeys: Vec<KeyInfo> = keys.into_iter().map(info).collect();
-    Ok(Json(serde_json::json!({ "apikeys": apikeys, "next_cursor": next_cursor })).into_response())
+    let page = app
+        .ops
+        .list_apikeys(&call, &principal, cursor, limit)
+        .await?;
+    let apikeys: Vec<KeyInfo> = page.keys.into_iter().map(info).collect();
+    Ok(
+        Json(serde_json::json!({ "apikeys": apikeys, "next_cursor": page.next_cursor }))
+            .into_response(),
+    )
 }
 
 pub async fn revoke(
     State(app): State<Arc<AppState>>,
-    Caller { principal, audit }: Caller,
+    Caller { principal, call }: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let raw = uri.path().strip_prefix("/apikeys/").unwrap_or("");
@@ -202,16 +181,7 @@ pub async fn revoke(
             "an api key id is 16 hex characters",
         ));
     }
-    audit.key(&id);
-    app.store
-        .apikey_revoke(
-            &principal.tenant,
-            &id,
-            now_ms(),
-            Some(audit.change_line(200)),
-        )
-        .await?;
-    audit.changed();
-    app.auth.forget_api_key(&id);
+    call.key(&id);
+    app.ops.revoke_apikey(&call, &principal, &id).await?;
     Ok(Json(serde_json::json!({ "message": "success" })).into_response())
 }

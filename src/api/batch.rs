@@ -1,9 +1,7 @@
-//! `POST /batch/get`: up to 100 keys read in one request, each authorized
-//! by its own prefix scope and audited with its own line. A key the caller
-//! may not read is answered exactly as one that does not exist (`missing`),
-//! so the answer never tells the two apart; a caller that may read none of
-//! them is refused whole (403, one line), so a credential without a read
-//! scope cannot turn one request into a hundred audit lines.
+//! `POST /batch/get`: up to 100 keys read in one request (`Ops::batch_get`
+//! authorizes and audits each). The answer's `missing` holds keys that do
+//! not exist and keys the caller may not read alike, so it never tells the
+//! two apart.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::Caller;
 use super::error::{ApiError, Op};
-use super::{request, secrets, AppState};
-use crate::auth::Action;
+use super::{request, AppState};
 use crate::types::SecretKey;
 
 /// Most keys one request may name (DESIGN §1).
@@ -74,94 +71,32 @@ fn parse(bytes: &[u8]) -> Result<Vec<SecretKey>, ApiError> {
 
 pub async fn batch_get(
     State(app): State<Arc<AppState>>,
-    Caller { principal, audit }: Caller,
+    Caller { principal, call }: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     request::require_json(&headers)?;
-    let bytes = request::read_body(&headers, body, &app.limits, Op::Get).await?;
+    let bytes = request::read_body(&headers, body, &app.ops.limits, Op::Get).await?;
     let keys = parse(&bytes)?;
     let min_revision = request::min_revision(&headers, Op::Get)?;
-    // A credential that may read none of the keys is refused whole, with
-    // the request's one line: not a line per key it names.
-    if !keys
-        .iter()
-        .any(|key| principal.allows(Action::Read, key.as_str()))
-    {
-        return Err(ApiError::Forbidden);
-    }
-    let mut values = Vec::with_capacity(keys.len());
-    let mut missing = Vec::new();
-    let mut damaged = Vec::new();
-    let mut lines = Vec::with_capacity(keys.len());
-    // What the answer will hold: bounded, so a small request cannot make
-    // the server hold (and a client that does not read, keep) megabytes.
-    let mut answer_bytes = 0usize;
-    for key in &keys {
-        if !principal.allows(Action::Read, key.as_str()) {
-            lines.push(audit.line_for(key.as_str(), 403));
-            missing.push(key.as_str());
-            continue;
-        }
-        match app
-            .store
-            .get_fresh(&principal.tenant, key, None, min_revision)
-            .await?
-        {
-            None => {
-                lines.push(audit.line_for(key.as_str(), 404));
-                missing.push(key.as_str());
-            }
-            Some(stored) => {
-                let opened = secrets::open(&app, &principal.tenant, key, &stored, &audit).await;
-                let plaintext = match opened {
-                    Ok(plaintext) if std::str::from_utf8(&plaintext).is_ok() => plaintext,
-                    Ok(_) | Err(ApiError::Integrity(_)) => {
-                        // Said in the log (the request id, never the key)
-                        // and the metrics, as a lone read's is.
-                        let request = audit.request_id();
-                        tracing::error!(request = %request, "a batch read a value that failed its integrity check");
-                        app.metrics.tally(super::error::Tally::Integrity);
-                        lines.push(audit.line_for(key.as_str(), 502));
-                        damaged.push(key.as_str());
-                        continue;
-                    }
-                    Err(e) => {
-                        audit.key(key.as_str());
-                        return Err(e);
-                    }
-                };
-                answer_bytes += key.as_str().len() + json_len(&plaintext);
-                if answer_bytes > app.limits.max_batch_response_bytes {
-                    // Nothing is sent: the request's one line says 413.
-                    return Err(ApiError::ResponseTooLarge {
-                        limit: app.limits.max_batch_response_bytes,
-                    });
-                }
-                lines.push(audit.line_for(key.as_str(), 200));
-                values.push((key, stored.version, plaintext));
-            }
-        }
-    }
-    // Every key's line is written before any value leaves, in one run.
-    app.trail
-        .append_all(lines)
+    let batch = app
+        .ops
+        .batch_get(&call, &principal, keys, min_revision)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    audit.written_per_key();
-    let mut secrets = Vec::with_capacity(values.len());
-    for (key, version, plaintext) in &values {
-        let value = std::str::from_utf8(plaintext).expect("checked above");
-        secrets.push(Found {
+        .map_err(ApiError::in_op(Op::Get))?;
+    let secrets = batch
+        .found
+        .iter()
+        .map(|(key, version, value)| Found {
             key: key.as_str(),
             value,
             version: *version,
-        });
-    }
+        })
+        .collect();
     let body = serde_json::to_vec(&Answer {
         secrets,
-        missing,
-        damaged,
+        missing: batch.missing.iter().map(SecretKey::as_str).collect(),
+        damaged: batch.damaged.iter().map(SecretKey::as_str).collect(),
     })
     .map_err(|e| ApiError::Internal(format!("serialising secrets: {e}")))?;
     Ok((
@@ -177,39 +112,9 @@ pub async fn batch_get(
         .into_response())
 }
 
-/// The length of `text` as a JSON string's contents: a control character
-/// is escaped to six bytes, so counting raw bytes would let an answer grow
-/// to six times its bound.
-fn json_len(text: &[u8]) -> usize {
-    // Most values have nothing to escape: one pass without an early exit,
-    // which the compiler vectorises (as `json::Escaped` does); a byte at a
-    // time cost 4% of a 100-key batch (callgrind).
-    let special = text.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !special {
-        return text.len();
-    }
-    text.iter()
-        .map(|&b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_value_counts_as_long_as_its_json_is() {
-        for text in ["plain", "a\"b\\c", "line\nbreak\ttab", "\u{1}\u{1f}", "é"] {
-            let json = serde_json::to_string(text).unwrap();
-            assert_eq!(json_len(text.as_bytes()), json.len() - 2, "{text:?}");
-        }
-    }
 
     #[test]
     fn keys_are_checked_counted_and_answered_once() {

@@ -5,8 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::crypto::keyring::KeyringError;
-use crate::crypto::CryptoError;
+use crate::ops::OpError;
 use crate::store::StoreError;
 
 /// Which operation a 400 belongs to: each has its own compat error text.
@@ -84,34 +83,41 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::NotFound,
-            StoreError::VersionMismatch => ApiError::VersionMismatch,
-            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
-            StoreError::Busy => ApiError::Overloaded,
-            StoreError::Corrupt(cause) => ApiError::Integrity(cause),
-            StoreError::Seal => ApiError::Internal("sealing failed".into()),
-            StoreError::Refused(why) => ApiError::Internal(why),
-            StoreError::Gone => ApiError::Gone,
+impl ApiError {
+    /// An operation's error as this API answers it; a broken rule is a 400
+    /// with `op`'s text.
+    pub fn in_op(op: Op) -> impl Fn(OpError) -> ApiError {
+        move |e| match e {
+            OpError::Invalid(detail) => ApiError::BadRequest { op, detail },
+            other => other.into(),
         }
     }
 }
 
-impl From<KeyringError> for ApiError {
-    fn from(e: KeyringError) -> Self {
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
         match e {
-            KeyringError::Store(e) => e.into(),
-            KeyringError::Crypto(
-                e @ (CryptoError::Tampered
-                | CryptoError::Truncated
-                | CryptoError::UnknownFormat(_)
-                | CryptoError::UnknownDataKey(_)
-                | CryptoError::DataKeyCorrupt(_)),
-            ) => ApiError::Integrity(e.to_string()),
-            KeyringError::Crypto(e) => ApiError::Internal(format!("crypto: {e}")),
+            OpError::Unauthorized => ApiError::Unauthorized,
+            OpError::Forbidden => ApiError::Forbidden,
+            OpError::Invalid(detail) => ApiError::bad(Op::Other, detail),
+            OpError::NotFound => ApiError::NotFound,
+            OpError::Gone => ApiError::Gone,
+            OpError::VersionMismatch => ApiError::VersionMismatch,
+            OpError::ValueTooLarge { limit } => ApiError::ValueTooLarge { limit },
+            OpError::ResponseTooLarge { limit } => ApiError::ResponseTooLarge { limit },
+            OpError::LimitReached { what, limit } => ApiError::LimitReached { what, limit },
+            OpError::RateLimited => ApiError::RateLimited,
+            OpError::Overloaded => ApiError::Overloaded,
+            OpError::Integrity(cause) => ApiError::Integrity(cause),
+            OpError::Unavailable(cause) => ApiError::Unavailable(cause),
+            OpError::Internal(cause) => ApiError::Internal(cause),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        OpError::from(e).into()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Per-request bookkeeping: a request id, the audit line of a request to an
-//! audited route (`routes::find`, `audit::begin`), one access-log line
+//! Per-request bookkeeping: a request id, the operations layer's `Call` of a
+//! request to an audited route (`routes::find`, `Ops::begin`, and
+//! `Ops::finish` for a request that never reached its operation), one access-log line
 //! (method, route template, status, latency, request id: never a key, value
 //! or header), and the request metrics. One middleware for all of it: each
 //! layer costs a boxed future per request.
@@ -118,13 +119,20 @@ where
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let id = request_id(&request);
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let recorder = super::routes::find(request.method(), route).map(|route| {
-            super::audit::begin(
-                &self.state.trail,
-                &mut request,
-                route,
-                id.to_str().unwrap_or(""),
-            )
+        let call = super::routes::find(request.method(), route).map(|route| {
+            // Taken out, not read: nothing after this needs it, and the
+            // slot it frees takes the call, so the request's extension map
+            // does not have to grow and rehash.
+            let client = request
+                .extensions_mut()
+                .remove::<axum::extract::ConnectInfo<crate::http::ClientAddr>>()
+                .map(|c| c.0 .0);
+            let call = self
+                .state
+                .ops
+                .begin(route.operation, id.to_str().unwrap_or(""), client);
+            request.extensions_mut().insert(call.clone());
+            call
         });
         // Called here, not inside the future: `poll_ready` above was the
         // inner service's, so it needs no clone to stay ready.
@@ -133,22 +141,19 @@ where
         Box::pin(async move {
             let Ok(mut response) = answer.await;
             let mut summarised = false;
-            if let Some(recorder) = recorder {
-                summarised = recorder.is_throttled();
-                if response.status() == axum::http::StatusCode::FORBIDDEN {
-                    if let Some(credential) = recorder.credential() {
-                        state.forbidden.charge(&credential);
-                    }
-                }
-                response = super::audit::finish(recorder, response).await;
+            if let Some(call) = call {
+                summarised = call.is_throttled();
+                response = finish(&state, call, response).await;
             }
             let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
             let request_id = id.to_str().unwrap_or("");
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
-            state.metrics.observe(method, route, status, elapsed);
-            if let Some(tally) = response.extensions().get::<super::error::Tally>() {
-                state.metrics.tally(*tally);
+            state.ops.metrics.observe(method, route, status, elapsed);
+            match response.extensions().get::<super::error::Tally>() {
+                Some(super::error::Tally::Shed) => state.ops.metrics.shed(),
+                Some(super::error::Tally::Integrity) => state.ops.metrics.integrity_failure(),
+                None => {}
             }
             // A refusal of the failed-authentication limit is counted in a
             // summary line instead.
@@ -170,6 +175,30 @@ where
             );
             Ok(response)
         })
+    }
+}
+
+/// Records a request its operation did not (a refused credential, a body
+/// that would not parse) with its answer's status; answers 503 instead when
+/// the line cannot be written. A large answer keeps the request's in-flight
+/// place until it is sent.
+///
+/// The write's future is boxed, and this is not an async fn (whose future
+/// would hold `response` twice): this future lives inside the middleware's,
+/// which would otherwise outgrow the largest block malloc's per-thread
+/// cache serves (about 1 KB).
+#[allow(clippy::manual_async_fn)]
+fn finish(
+    state: &AppState,
+    call: crate::ops::Call,
+    response: Response,
+) -> impl Future<Output = Response> + '_ {
+    async move {
+        let status = response.status().as_u16();
+        match Box::pin(state.ops.finish(&call, status)).await {
+            Ok(()) => super::access::hold_while_sent(response, || call.take_in_flight()),
+            Err(e) => axum::response::IntoResponse::into_response(super::ApiError::from(e)),
+        }
     }
 }
 

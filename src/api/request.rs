@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, Op};
-use super::Limits;
+use crate::ops::{Expiry, Limits};
 use crate::store::Precondition;
 use crate::types::SecretKey;
 
@@ -26,41 +26,25 @@ pub struct PutBody {
     pub ttl_seconds: Option<u64>,
 }
 
-/// The longest expiry a PUT may ask for: ten years of 365.25 days.
-pub const MAX_TTL_SECONDS: u64 = 315_576_000;
-
 impl PutBody {
-    /// When the written version lapses (unix ms), if it should.
-    pub fn expiry(&self) -> Result<Option<i64>, ApiError> {
-        if self.expires_at.is_none() && self.ttl_seconds.is_none() {
-            return Ok(None);
-        }
-        self.expiry_at(crate::clock::now_ms())
-    }
-
-    /// `expiry` as of `now`.
-    fn expiry_at(&self, now: i64) -> Result<Option<i64>, ApiError> {
-        let bad = |detail: &str| ApiError::bad(Op::Put, detail);
-        let latest = now + MAX_TTL_SECONDS as i64 * 1000;
+    /// When the written version lapses, as the body says it (the operation
+    /// checks it against the clock and the rules).
+    pub fn expiry(&self) -> Result<Expiry, ApiError> {
         match (&self.expires_at, self.ttl_seconds) {
-            (None, None) => Ok(None),
-            (Some(_), Some(_)) => Err(bad("give expires_at or ttl_seconds, not both")),
-            (None, Some(ttl)) if (1..=MAX_TTL_SECONDS).contains(&ttl) => {
-                Ok(Some(now + ttl as i64 * 1000))
-            }
-            (None, Some(_)) => Err(bad("ttl_seconds must be from 1 to 315576000 (ten years)")),
-            (Some(text), None) => {
-                let at = crate::clock::parse_rfc3339(text).ok_or_else(|| {
-                    bad("expires_at must be an RFC 3339 time, such as 2030-01-31T12:00:00Z")
-                })?;
-                if at <= now {
-                    Err(bad("expires_at must be in the future"))
-                } else if at > latest {
-                    Err(bad("expires_at must be at most ten years ahead"))
-                } else {
-                    Ok(Some(at))
-                }
-            }
+            (None, None) => Ok(Expiry::Never),
+            (Some(_), Some(_)) => Err(ApiError::bad(
+                Op::Put,
+                "give expires_at or ttl_seconds, not both",
+            )),
+            (None, Some(ttl)) => Ok(Expiry::After(ttl)),
+            (Some(text), None) => crate::clock::parse_rfc3339(text)
+                .map(Expiry::At)
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        Op::Put,
+                        "expires_at must be an RFC 3339 time, such as 2030-01-31T12:00:00Z",
+                    )
+                }),
         }
     }
 }

@@ -1,82 +1,31 @@
 //! The route table: every route that reaches a secret or an API key, with
-//! its audited action and what its caller must be allowed, declared once.
-//! The router is built from it and the request middleware finds a request's
-//! entry in it (`find`), so a route cannot exist without its action.
+//! the operation it calls, declared once. The router is built from it and
+//! the request middleware finds a request's entry in it (`find`) to begin
+//! the request's call, so a route cannot exist without its operation.
 
 use std::sync::Arc;
 
 use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 
-use super::error::Op;
 use super::{apikeys, batch, keys, secrets, trail, watch, AppState};
-use crate::auth::Action;
-
-/// What a route's caller must be allowed, checked by the `Caller` and
-/// `Keyed` extractors (`api::access`).
-#[derive(Debug)]
-pub enum Access {
-    /// Any authenticated caller; the handler checks scopes against what the
-    /// request names (a key in the body, a listing prefix).
-    Authenticated,
-    /// The key is the rest of the path after `prefix` (a 400 with `op`'s
-    /// text when it breaks the key rule); one of `needs` must cover it.
-    Key {
-        prefix: &'static str,
-        op: Op,
-        needs: &'static [Action],
-    },
-    /// An action on the caller's whole tenant.
-    Tenant(Action),
-}
+use crate::ops::Operation;
 
 /// One audited route.
 pub struct Route {
     pub method: Method,
     /// The path as the router matches it (the middleware sees this template).
     pub path: &'static str,
-    /// The `action` of its audit line.
-    pub action: &'static str,
-    pub access: Access,
+    pub operation: Operation,
     handler: fn() -> MethodRouter<Arc<AppState>>,
 }
 
-const SECRET: &str = "/secrets/";
-const READ_KEY: Access = Access::Key {
-    prefix: SECRET,
-    op: Op::Get,
-    needs: &[Action::Read],
-};
-const DELETE_KEY: Access = Access::Key {
-    prefix: SECRET,
-    op: Op::Delete,
-    needs: &[Action::Delete],
-};
-const METADATA: &str = "/metadata/";
-const READ_METADATA: Access = Access::Key {
-    prefix: METADATA,
-    op: Op::Other,
-    needs: &[Action::Read, Action::List],
-};
-const DESTROY_KEY: Access = Access::Key {
-    prefix: METADATA,
-    op: Op::Other,
-    needs: &[Action::Delete],
-};
-const UNDELETE_KEY: Access = Access::Key {
-    prefix: "/undelete/",
-    op: Op::Other,
-    needs: &[Action::Write],
-};
-const ADMIN: Access = Access::Tenant(Action::ApiKeysAdmin);
-
 macro_rules! route {
-    ($method:ident $path:literal, $action:literal, $access:expr, $router:ident($handler:path)) => {
+    ($method:ident $path:literal, $operation:ident, $router:ident($handler:path)) => {
         Route {
             method: Method::$method,
             path: $path,
-            action: $action,
-            access: $access,
+            operation: Operation::$operation,
             handler: || $router($handler),
         }
     };
@@ -85,22 +34,22 @@ macro_rules! route {
 /// Every audited route. A key may hold `/`, so `{*key}` is the rest of the
 /// path; `/secrets/` itself is there so an empty key answers 400, not 404.
 pub static ROUTES: &[Route] = &[
-    route!(PUT "/secrets", "secrets.write", Access::Authenticated, put(secrets::put_secret)),
-    route!(GET "/secrets", "secrets.list", Access::Authenticated, get(secrets::list_secrets)),
-    route!(GET "/secrets/", "secrets.read", READ_KEY, get(secrets::get_secret)),
-    route!(GET "/secrets/{*key}", "secrets.read", READ_KEY, get(secrets::get_secret)),
-    route!(DELETE "/secrets/", "secrets.delete", DELETE_KEY, delete(secrets::delete_secret)),
-    route!(DELETE "/secrets/{*key}", "secrets.delete", DELETE_KEY, delete(secrets::delete_secret)),
-    route!(GET "/metadata/{*key}", "secrets.metadata", READ_METADATA, get(secrets::get_metadata)),
-    route!(DELETE "/metadata/{*key}", "secrets.destroy", DESTROY_KEY, delete(secrets::destroy_secret)),
-    route!(POST "/undelete/{*key}", "secrets.undelete", UNDELETE_KEY, post(secrets::undelete_secret)),
-    route!(GET "/watch", "secrets.watch", Access::Authenticated, get(watch::watch)),
-    route!(POST "/batch/get", "secrets.batch_get", Access::Authenticated, post(batch::batch_get)),
-    route!(POST "/apikeys", "apikeys.create", ADMIN, post(apikeys::create)),
-    route!(GET "/apikeys", "apikeys.list", ADMIN, get(apikeys::list)),
-    route!(DELETE "/apikeys/{*id}", "apikeys.revoke", ADMIN, delete(apikeys::revoke)),
-    route!(GET "/audit", "audit.read", Access::Tenant(Action::AuditRead), get(trail::read)),
-    route!(POST "/keys/rotate", "keys.rotate", Access::Tenant(Action::KeysAdmin), post(keys::rotate)),
+    route!(PUT "/secrets", Put, put(secrets::put_secret)),
+    route!(GET "/secrets", List, get(secrets::list_secrets)),
+    route!(GET "/secrets/", Get, get(secrets::get_secret)),
+    route!(GET "/secrets/{*key}", Get, get(secrets::get_secret)),
+    route!(DELETE "/secrets/", Delete, delete(secrets::delete_secret)),
+    route!(DELETE "/secrets/{*key}", Delete, delete(secrets::delete_secret)),
+    route!(GET "/metadata/{*key}", Metadata, get(secrets::get_metadata)),
+    route!(DELETE "/metadata/{*key}", Destroy, delete(secrets::destroy_secret)),
+    route!(POST "/undelete/{*key}", Undelete, post(secrets::undelete_secret)),
+    route!(GET "/watch", Watch, get(watch::watch)),
+    route!(POST "/batch/get", BatchGet, post(batch::batch_get)),
+    route!(POST "/apikeys", ApiKeyCreate, post(apikeys::create)),
+    route!(GET "/apikeys", ApiKeyList, get(apikeys::list)),
+    route!(DELETE "/apikeys/{*id}", ApiKeyRevoke, delete(apikeys::revoke)),
+    route!(GET "/audit", AuditRead, get(trail::read)),
+    route!(POST "/keys/rotate", RotateKeys, post(keys::rotate)),
 ];
 
 /// The router of every audited route.
@@ -134,8 +83,8 @@ mod tests {
             assert!(find(&route.method, route.path).is_some());
             if route.method == Method::GET {
                 assert_eq!(
-                    find(&Method::HEAD, route.path).unwrap().action,
-                    route.action
+                    find(&Method::HEAD, route.path).unwrap().operation,
+                    route.operation
                 );
             }
         }

@@ -1,6 +1,6 @@
-//! The secret operations: the three quiva operations (`PUT /secrets`,
+//! The secret routes: the three quiva operations (`PUT /secrets`,
 //! `GET /secrets/{key}`, `DELETE /secrets/{key}`), listing, metadata,
-//! undelete and destroy.
+//! undelete and destroy; each parses, calls its operation, and renders.
 
 use std::sync::Arc;
 
@@ -11,17 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use zeroize::Zeroizing;
-
 use super::access::{Caller, Keyed};
-use super::audit::AuditRecorder;
 use super::error::{ApiError, Op};
 use super::request::{self, MinRevision};
 use super::AppState;
-use crate::auth::Action;
 use crate::clock::{http_date, rfc3339};
-use crate::store::{Change, Precondition, StoredVersion};
-use crate::types::{SecretKey, TenantId};
+use crate::ops::PutRequest;
+use crate::store::{Change, Precondition};
+use crate::types::SecretKey;
 
 fn success() -> Response {
     Json(serde_json::json!({ "message": "success" })).into_response()
@@ -39,44 +36,32 @@ fn etag(version: u64) -> HeaderValue {
 
 pub async fn put_secret(
     State(app): State<Arc<AppState>>,
-    Caller { principal, audit }: Caller,
+    Caller { principal, call }: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     request::require_json(&headers)?;
-    let bytes = request::read_body(&headers, body, &app.limits, Op::Put).await?;
+    let bytes = request::read_body(&headers, body, &app.ops.limits, Op::Put).await?;
     let put = request::parse_put_body(&bytes)?;
     let key = SecretKey::parse(&put.key).map_err(|e| ApiError::bad(Op::Put, e.to_string()))?;
-    audit.key(key.as_str());
-    let expires_at = put.expiry()?;
-    if put.value.len() > app.limits.max_value_bytes {
-        return Err(ApiError::ValueTooLarge {
-            limit: app.limits.max_value_bytes,
-        });
-    }
+    call.key(key.as_str());
+    let expiry = put.expiry()?;
     let precondition = request::precondition(&headers, Op::Put)?;
-    if !principal.allows(Action::Write, key.as_str()) {
-        return Err(ApiError::Forbidden);
-    }
-    let sealer = app.keyring.sealer(&principal.tenant).await?;
-    let seal = |version| sealer.seal(key.as_str(), version, put.value.as_bytes());
-    let line = audit.change_line(200);
-    let (version, revision) = app
-        .store
-        .put_revision(
-            &principal.tenant,
-            &key,
-            expires_at,
-            precondition,
-            seal,
-            Some(line),
-        )
-        .await?;
-    audit.changed();
+    let put = PutRequest {
+        key,
+        value: put.value,
+        expiry,
+        precondition,
+    };
+    let written = app
+        .ops
+        .put(&call, &principal, put)
+        .await
+        .map_err(ApiError::in_op(Op::Put))?;
     let mut response = success();
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, etag(version));
-    if let Some(revision) = revision {
+    headers.insert(header::ETAG, etag(written.version));
+    if let Some(revision) = written.revision {
         headers.insert(request::REVISION, HeaderValue::from(revision));
     }
     Ok(response)
@@ -93,24 +78,21 @@ pub async fn get_secret(
     Keyed {
         principal,
         key,
-        audit,
+        call,
     }: Keyed,
     uri: Uri,
     MinRevision(min_revision): MinRevision,
 ) -> Result<Response, ApiError> {
     let pairs = request::query_pairs(uri.query(), Op::Get)?;
     let version = request::version_param(&pairs, Op::Get)?;
-    let stored = app
-        .store
-        .get_fresh(&principal.tenant, &key, version, min_revision)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let plaintext = open(&app, &principal.tenant, &key, &stored, &audit).await?;
-    let value = std::str::from_utf8(&plaintext)
-        .map_err(|_| ApiError::Internal("stored value is not UTF-8".into()))?;
+    let secret = app
+        .ops
+        .get(&call, &principal, &key, version, min_revision)
+        .await
+        .map_err(ApiError::in_op(Op::Get))?;
     let body = serde_json::to_vec(&SecretBody {
         key: key.as_str(),
-        value,
+        value: &secret.value,
     })
     .map_err(|e| ApiError::Internal(format!("serialising a secret: {e}")))?;
     let mut response = Response::new(axum::body::Body::from(body));
@@ -123,38 +105,14 @@ pub async fn get_secret(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(header::ETAG, etag(stored.version));
+    headers.insert(header::ETAG, etag(secret.version));
     // The date's text is exactly as long as its buffer, so Bytes takes it
     // over without a copy or a second allocation.
-    if let Ok(date) = HeaderValue::from_maybe_shared(Bytes::from(http_date(stored.created_at))) {
+    if let Ok(date) = HeaderValue::from_maybe_shared(Bytes::from(http_date(secret.created_at))) {
         headers.insert(header::LAST_MODIFIED, date);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// Opens a stored version's value; a failed integrity check is named by
-/// tenant, version and request id (the request's audit line pairs it with
-/// the key), never by the value.
-pub(super) async fn open(
-    app: &AppState,
-    tenant: &TenantId,
-    key: &SecretKey,
-    stored: &StoredVersion,
-    audit: &AuditRecorder,
-) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    app.keyring
-        .open_value(tenant, key.as_str(), stored.version, &stored.sealed)
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Integrity(cause) => ApiError::Integrity(format!(
-                "{cause} (tenant {}, version {}, request {})",
-                tenant.as_str(),
-                stored.version,
-                audit.request_id()
-            )),
-            other => other,
-        })
 }
 
 pub async fn delete_secret(
@@ -183,7 +141,7 @@ struct ListBody {
 
 pub async fn list_secrets(
     State(app): State<Arc<AppState>>,
-    Caller { principal, .. }: Caller,
+    Caller { principal, call }: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let query = request::ListQuery::parse(uri.query())?;
@@ -193,21 +151,12 @@ pub async fn list_secrets(
     // The cursor is the last key of the previous page: keys strictly after
     // it come next. Clients treat it as opaque; any string is a valid bound.
     let after = query.get("cursor").filter(|c| !c.is_empty());
-    if !principal.allows(Action::List, prefix) {
-        return Err(ApiError::Forbidden);
-    }
-    // One extra row tells whether another page exists.
-    let mut rows = app
-        .store
-        .list(&principal.tenant, prefix, after, limit + 1, expiring_before)
+    let listing = app
+        .ops
+        .list(&call, &principal, prefix, after, limit, expiring_before)
         .await?;
-    let next_cursor = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|r| r.key.clone())
-    } else {
-        None
-    };
-    let secrets = rows
+    let secrets = listing
+        .secrets
         .into_iter()
         .map(|r| ListedBody {
             key: r.key,
@@ -219,7 +168,7 @@ pub async fn list_secrets(
         .collect();
     Ok(Json(ListBody {
         secrets,
-        next_cursor,
+        next_cursor: listing.next_cursor,
     })
     .into_response())
 }
@@ -245,13 +194,13 @@ struct MetadataBody<'a> {
 
 pub async fn get_metadata(
     State(app): State<Arc<AppState>>,
-    Keyed { principal, key, .. }: Keyed,
+    Keyed {
+        principal,
+        key,
+        call,
+    }: Keyed,
 ) -> Result<Response, ApiError> {
-    let meta = app
-        .store
-        .metadata(&principal.tenant, &key)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let meta = app.ops.metadata(&call, &principal, &key).await?;
     Ok(Json(MetadataBody {
         key: key.as_str(),
         current_version: meta.current_version,
@@ -287,24 +236,27 @@ pub async fn undelete_secret(
     change(&app, keyed, Change::Undelete, Precondition::None).await
 }
 
-/// A change of the key the path names, with its line.
+/// A change of the key the path names.
 async fn change(
     app: &AppState,
     keyed: Keyed,
     change: Change,
     precondition: Precondition,
 ) -> Result<Response, ApiError> {
-    let line = keyed.audit.change_line(200);
-    app.store
+    let op = match change {
+        Change::Delete => Op::Delete,
+        _ => Op::Other,
+    };
+    app.ops
         .change(
-            &keyed.principal.tenant,
+            &keyed.call,
+            &keyed.principal,
             &keyed.key,
             change,
             precondition,
-            Some(line),
         )
-        .await?;
-    keyed.audit.changed();
+        .await
+        .map_err(ApiError::in_op(op))?;
     Ok(success())
 }
 

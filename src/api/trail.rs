@@ -17,7 +17,7 @@ use super::AppState;
 
 pub async fn read(
     State(app): State<Arc<AppState>>,
-    Caller { principal, .. }: Caller,
+    Caller { principal, call }: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let query = request::ListQuery::parse(uri.query())?;
@@ -31,13 +31,6 @@ pub async fn read(
         })?,
     };
     let limit = query.limit()?;
-    let tenant = principal.tenant.as_str().to_owned();
-    let page = app
-        .trail
-        .read_after(after, limit, move |line| {
-            line.get("tenant").and_then(|t| t.as_str()) == Some(tenant.as_str())
-        })
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let page = app.ops.read_audit(&call, &principal, after, limit).await?;
     Ok(Json(serde_json::json!({ "lines": page.lines, "next": page.next })).into_response())
 }

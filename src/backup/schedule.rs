@@ -10,9 +10,11 @@
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::AppState;
+use crate::crypto::MasterKeys;
+use crate::store::Store;
 
 /// What `/metrics` shows of scheduled backups.
 #[derive(Default)]
@@ -77,17 +79,23 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Runs `schedule` for as long as the process lives, once the server's
-/// state is ready.
-pub fn start(schedule: Schedule, ready: crate::api::Ready) {
+/// What a scheduled backup reads: the store and the master keys of the
+/// moment (a rekey may replace them); `None` while the server starts.
+pub type Source = Box<dyn Fn() -> Option<(Store, Arc<MasterKeys>)> + Send + Sync>;
+
+/// Runs `schedule` for as long as the process lives, once `source` has a
+/// store to back up.
+pub fn start(schedule: Schedule, source: Source) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(schedule.every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            let Some(state) = ready.get() else { continue };
-            match take(state, &schedule).await {
+            let Some((store, keks)) = source() else {
+                continue;
+            };
+            match take(&store, &keks, &schedule).await {
                 Ok((path, 0)) => {
                     STATS.written.fetch_add(1, Ordering::Relaxed);
                     note(None);
@@ -114,7 +122,11 @@ pub fn start(schedule: Schedule, ready: crate::api::Ready) {
 
 /// One scheduled backup: written, synced, renamed, then the old pruned;
 /// with how many older ones were removed early to make room.
-async fn take(state: &AppState, schedule: &Schedule) -> Result<(PathBuf, usize), String> {
+async fn take(
+    store: &Store,
+    keks: &MasterKeys,
+    schedule: &Schedule,
+) -> Result<(PathBuf, usize), String> {
     let dir = &schedule.dir;
     crate::fsutil::create_private_dir(dir).map_err(|e| format!("cannot create the dir: {e}"))?;
     let stamp: String = crate::clock::rfc3339(crate::clock::now_ms())
@@ -125,7 +137,7 @@ async fn take(state: &AppState, schedule: &Schedule) -> Result<(PathBuf, usize),
     let temp = dir.join(format!(".{name}.tmp"));
     let mut early = 0;
     loop {
-        let written = write_synced(state, &temp).await;
+        let written = write_synced(store, keks, &temp).await;
         let Err(e) = written else { break };
         // Only a full backup disk makes room (a store that cannot be read
         // must not cost a backup): told while the partial file still fills it.
@@ -164,19 +176,11 @@ fn backup_names(dir: &Path) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
-async fn write_synced(state: &AppState, temp: &Path) -> Result<(), String> {
+async fn write_synced(store: &Store, keks: &MasterKeys, temp: &Path) -> Result<(), String> {
     let file = crate::fsutil::create_private_file(temp)
         .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
     let mut out = BufWriter::new(file);
-    let keks = state.keyring.keks();
-    super::write(
-        &state.store,
-        &keks,
-        state.store.engine_name(),
-        &mut out,
-        &|_| {},
-    )
-    .await?;
+    super::write(store, keks, store.engine_name(), &mut out, &|_| {}).await?;
     let file = out.into_inner().map_err(|e| e.to_string())?;
     file.sync_all()
         .map_err(|e| format!("cannot sync the backup: {e}"))

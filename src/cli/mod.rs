@@ -146,7 +146,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             every: args.backup_interval,
             keep: args.backup_keep as usize,
         };
-        crate::backup::schedule::start(schedule, app.ready.clone());
+        let ready = app.ready.clone();
+        let source = move || {
+            let state = ready.get()?;
+            Some((state.ops.store.clone(), state.ops.keyring.keks()))
+        };
+        crate::backup::schedule::start(schedule, Box::new(source));
     }
     crate::expiry::start(app.store.clone(), args.expiry_sweep_interval);
     crate::fsutil::watch_free_space(
@@ -169,8 +174,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             };
             crate::audit::prune::start(
-                state.store.clone(),
-                state.trail.clone(),
+                state.ops.store.clone(),
+                state.ops.trail.clone(),
                 current,
                 keep,
                 every,
@@ -216,6 +221,7 @@ fn reload_on_hangup(
                     let count = keys.iter().count();
                     let active = keys.active().id();
                     state
+                        .ops
                         .keyring
                         .replace_keks(keys)
                         .await

@@ -13,6 +13,52 @@ fn k(name: &str) -> SecretKey {
 }
 /// A stand-in sealer: the store treats sealed bytes as opaque, so the suite
 /// records the version it was asked to seal for.
+/// A put as a caller makes one: sealed for the version after the head,
+/// sealed again when a concurrent write took that version (`Put::Stale`).
+trait PutLoop {
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        expires_at: Option<i64>,
+        precondition: Precondition,
+        seal: impl FnMut(u64) -> Result<Vec<u8>, StoreError>,
+        line: Option<LineBody>,
+    ) -> Result<u64, StoreError>;
+}
+
+impl PutLoop for Store {
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+        expires_at: Option<i64>,
+        precondition: Precondition,
+        mut seal: impl FnMut(u64) -> Result<Vec<u8>, StoreError>,
+        line: Option<LineBody>,
+    ) -> Result<u64, StoreError> {
+        let mut seen = self.head(tenant, key).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let sealed = seal(seen.next_version())?;
+            let put = SealedPut {
+                sealed,
+                expires_at,
+                precondition,
+                line: line.clone(),
+            };
+            let put = self.put_once(tenant, key, seen, put).await;
+            match put {
+                Ok((version, _)) => return Ok(version),
+                Err(Put::Stale(found)) => seen = found,
+                Err(Put::Failed(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too many concurrent writers".into(),
+        ))
+    }
+}
+
 fn sealer(tag: &str) -> impl FnMut(u64) -> Result<Vec<u8>, StoreError> {
     let tag = tag.to_owned();
     move |version| Ok(format!("{tag}@{version}").into_bytes())

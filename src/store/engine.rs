@@ -20,9 +20,16 @@ use crate::types::{SecretKey, TenantId};
 /// NATS subject sequence, which a compare-and-set writes against; 0 where
 /// an engine has none). A destroyed key has no head but may have a revision.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Observed {
+pub struct Observed {
     pub head: Option<Head>,
     pub revision: u64,
+}
+
+impl Observed {
+    /// The version a put after this head gets.
+    pub fn next_version(&self) -> u64 {
+        super::model::next_version(self.head.as_ref())
+    }
 }
 
 /// What `Store` knows of a key's head when it asks for a write.

@@ -15,8 +15,6 @@ pub enum StoreError {
     Busy,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("sealing failed")]
-    Seal,
     /// An operator's request the store will not carry out (a restore into
     /// a store that holds data, a backup that fails its check).
     #[error("{0}")]

@@ -11,10 +11,10 @@
 //! - `conformance.rs`: the suite every engine passes.
 //!
 //! Architecture invariant: `store/` never sees a plaintext value or an
-//! unwrapped data key, and never calls up into `api/`, `audit/`, `auth/` or
-//! `crypto/`. A put arrives sealed for the version `model::next_version`
-//! gives; when a concurrent write takes that version first, `Store` asks the
-//! caller to seal again (`put`'s `seal`, run on the caller's task).
+//! unwrapped data key, and never calls up into `ops/`, `api/`, `audit/`,
+//! `auth/` or `crypto/`. A put arrives sealed for the version after the head
+//! its caller read (`put_once`); when a concurrent write takes that version
+//! first, the store says so (`Put::Stale`) and the caller seals again.
 
 mod cache;
 pub mod chain;
@@ -31,7 +31,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use config::{Engine, StoreConfig};
-use engine::{Backend, Observed, SecretWrite, Seen, WriteError};
+pub use engine::Observed;
+use engine::{Backend, SecretWrite, Seen, WriteError};
 pub use error::StoreError;
 pub use model::{
     ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
@@ -42,7 +43,26 @@ pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinish
 use crate::types::{SecretKey, TenantId};
 
 /// Attempts of one change while concurrent writers keep winning the race.
-const MAX_ATTEMPTS: usize = 32;
+pub const MAX_ATTEMPTS: usize = 32;
+
+/// A value sealed for the version after a head (`Store::put_once`), with
+/// when it lapses, what must hold, and the request's audit line.
+#[derive(Debug, Clone)]
+pub struct SealedPut {
+    pub sealed: Vec<u8>,
+    pub expires_at: Option<i64>,
+    pub precondition: Precondition,
+    pub line: Option<LineBody>,
+}
+
+/// Why one attempt at a put did not happen.
+#[derive(Debug)]
+pub enum Put {
+    /// A concurrent write took the version first; this is the head it
+    /// left.
+    Stale(Observed),
+    Failed(StoreError),
+}
 
 enum Backends {
     Sqlite(sqlite::SqliteBackend),
@@ -224,56 +244,41 @@ impl Store {
         Ok(found.filter(|v| v.expires_at.is_none_or(|at| at > crate::clock::now_ms())))
     }
 
-    /// Writes the next version of `key`; returns its number. `seal` gives
-    /// the sealed value for a version number; it is called again when a
-    /// concurrent write took that number first. `line` is written in the
-    /// same unit of work as the change, and only if it happens.
-    pub async fn put<E>(
-        &self,
-        tenant: &TenantId,
-        key: &SecretKey,
-        expires_at: Option<i64>,
-        precondition: Precondition,
-        seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
-        line: Option<LineBody>,
-    ) -> Result<u64, StoreError> {
-        self.put_revision(tenant, key, expires_at, precondition, seal, line)
-            .await
-            .map(|(version, _)| version)
+    /// The key's head as it stands: what a put is sealed for
+    /// (`Observed::next_version`).
+    pub async fn head(&self, tenant: &TenantId, key: &SecretKey) -> Result<Observed, StoreError> {
+        dispatch!(self.backend, b => b.head(tenant, key))
     }
 
-    /// `put`, also returning the change's revision where reads can lag.
-    pub async fn put_revision<E>(
+    /// One attempt at writing `sealed` as the version after `seen`, with
+    /// `line` in the same unit of work; returns the version and, where
+    /// reads can lag, the change's revision. A concurrent write that took
+    /// that version first answers `Put::Stale` with the head it left: the
+    /// caller seals again for the version after it and tries again (the
+    /// store never seals, so it takes data, not a sealing callback).
+    pub async fn put_once(
         &self,
         tenant: &TenantId,
         key: &SecretKey,
-        expires_at: Option<i64>,
-        precondition: Precondition,
-        mut seal: impl FnMut(u64) -> Result<Vec<u8>, E>,
-        line: Option<LineBody>,
-    ) -> Result<(u64, Option<u64>), StoreError> {
-        let seen = dispatch!(self.backend, b => b.head(tenant, key))?;
-        retry(seen, |seen| {
-            let version = model::next_version(seen.head.as_ref());
-            let sealed = seal(version).map_err(|_| StoreError::Seal);
-            let line = line.clone();
-            async move {
-                let write = SecretWrite {
-                    seen: Seen::Read(seen),
-                    change: Change::Put {
-                        version,
-                        sealed: sealed?,
-                        expires_at,
-                    },
-                    precondition,
-                    line,
-                };
-                self.write_once(tenant, key, write)
-                    .await
-                    .map(|revision| (version, revision))
-            }
-        })
-        .await
+        seen: Observed,
+        put: SealedPut,
+    ) -> Result<(u64, Option<u64>), Put> {
+        let version = seen.next_version();
+        let write = SecretWrite {
+            seen: Seen::Read(seen),
+            change: Change::Put {
+                version,
+                sealed: put.sealed,
+                expires_at: put.expires_at,
+            },
+            precondition: put.precondition,
+            line: put.line,
+        };
+        match self.write_once(tenant, key, write).await {
+            Ok(revision) => Ok((version, revision)),
+            Err(Attempt::Again(found)) => Err(Put::Stale(found)),
+            Err(Attempt::Failed(e)) => Err(Put::Failed(e)),
+        }
     }
 
     /// Soft delete (`Change::Delete`), undelete or destroy of `key`.

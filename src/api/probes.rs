@@ -22,7 +22,7 @@ pub async fn healthz() -> Response {
 /// (the master key's check value) reads back, all within 2 s. The probe runs
 /// at most once a second; probes meanwhile get its answer.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if let Some(why) = state.trail.lost() {
+    if let Some(why) = state.ops.trail.lost() {
         return ApiError::Unavailable(format!("audit trail: {why}")).into_response();
     }
     let mut last = state.readiness.lock().await;
@@ -31,8 +31,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
     if !fresh {
         let probe = async {
-            state.store.ready().await.map_err(|e| e.to_string())?;
-            state.keyring.check().await.map_err(|e| e.to_string())
+            state.ops.store.ready().await.map_err(|e| e.to_string())?;
+            state.ops.keyring.check().await.map_err(|e| e.to_string())
         };
         // A store that hangs is not ready either, and probes must not pile up.
         let probed = tokio::time::timeout(std::time::Duration::from_secs(2), probe)
@@ -59,10 +59,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub fn warnings(state: &AppState) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Some(free) = crate::fsutil::free_bytes(&state.data_dir) {
-        if free < state.limits.disk_warn_bytes {
+        if free < state.ops.limits.disk_warn_bytes {
             warnings.push(format!(
                 "the data dir has {free} bytes free, below --disk-warn-bytes {}",
-                state.limits.disk_warn_bytes
+                state.ops.limits.disk_warn_bytes
             ));
         }
     }
@@ -76,10 +76,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(
-            state.trail.failures(),
+        state.ops.metrics.render(
+            state.ops.trail.failures(),
             crate::fsutil::free_bytes(&state.data_dir),
-            state.limits.disk_warn_bytes,
+            state.ops.limits.disk_warn_bytes,
         ),
     )
         .into_response()
