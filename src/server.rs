@@ -8,16 +8,13 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Ready};
-use crate::auth::failures::FailureLimit;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
-use crate::auth::ratelimit::RateLimit;
 use crate::auth::{apikeys, Authenticator, Scope};
 use crate::config::ServeArgs;
 use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::http::tls::Tls;
-use crate::metrics::Metrics;
 use crate::ops::{Limits, Ops};
 use crate::store::{Store, StoreError, Trail};
 use crate::types::TenantId;
@@ -119,28 +116,13 @@ impl Init {
         } else {
             None
         };
-        let ops = Ops {
-            store: self.store.clone(),
-            trail: self.trail.clone(),
-            keyring: self.keyring.take().expect("finish succeeds once"),
-            auth: Arc::new(Authenticator::new(self.store.clone(), self.jwt.take())),
-            metrics: Metrics::default(),
-            limits: self.limits,
-            auth_failures: FailureLimit::new(
-                self.limits.auth_failures_per_second,
-                self.limits.auth_failure_burst,
-            ),
-            forbidden: FailureLimit::new(
-                self.limits.auth_failures_per_second,
-                self.limits.auth_failure_burst,
-            ),
-            rate_limit: RateLimit::new(self.limits.rate_limit, self.limits.rate_limit_burst),
-            in_flight: Default::default(),
-            shares: crate::auth::shares::Shares::new(
-                self.limits.max_in_flight_per_tenant,
-                self.limits.max_in_flight_per_credential,
-            ),
-        };
+        let ops = Ops::new(
+            self.store.clone(),
+            self.trail.clone(),
+            self.keyring.take().expect("finish succeeds once"),
+            Authenticator::new(self.store.clone(), self.jwt.take()),
+            self.limits,
+        );
         let state = Arc::new(AppState {
             ops,
             data_dir: self.data_dir.clone(),

@@ -108,6 +108,39 @@ pub struct Ops {
 }
 
 impl Ops {
+    /// The operations over `store` (whose trail is `trail`), with admission
+    /// limits as `limits` says.
+    pub fn new(
+        store: Store,
+        trail: Trail,
+        keyring: Keyring,
+        auth: Authenticator,
+        limits: Limits,
+    ) -> Ops {
+        Ops {
+            store,
+            trail,
+            keyring,
+            auth: Arc::new(auth),
+            metrics: Metrics::default(),
+            auth_failures: FailureLimit::new(
+                limits.auth_failures_per_second,
+                limits.auth_failure_burst,
+            ),
+            forbidden: FailureLimit::new(
+                limits.auth_failures_per_second,
+                limits.auth_failure_burst,
+            ),
+            rate_limit: RateLimit::new(limits.rate_limit, limits.rate_limit_burst),
+            in_flight: Default::default(),
+            shares: Shares::new(
+                limits.max_in_flight_per_tenant,
+                limits.max_in_flight_per_credential,
+            ),
+            limits,
+        }
+    }
+
     /// Begins the record of one request for `operation`.
     pub fn begin(
         &self,
@@ -206,3 +239,6 @@ impl Ops {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
