@@ -16,9 +16,6 @@ use crate::types::SecretKey;
 /// Keys marked per store query.
 const BATCH: usize = 256;
 
-/// Keys the sweep marked expired since start (`/metrics`).
-pub static EXPIRED: AtomicU64 = AtomicU64::new(0);
-
 /// A line's request id: `expire-`, a random prefix per process (gateways
 /// sweep the same store) and a counter, so no two lines share one.
 fn sweep_id() -> String {
@@ -67,7 +64,7 @@ pub async fn sweep(store: &Store, now: i64) -> Result<u64, StoreError> {
                 Ok(()) => {
                     marked += 1;
                     progress = true;
-                    EXPIRED.fetch_add(1, Ordering::Relaxed);
+                    crate::counters::SECRETS_EXPIRED.add();
                 }
                 Err(StoreError::NotFound) => {}
                 Err(e) => return Err(e),

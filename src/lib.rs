@@ -34,6 +34,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod crypto;
 pub mod expiry;
 pub mod failpoint;

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::counters;
+
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
@@ -153,17 +155,17 @@ impl Metrics {
         let counters = [
             ("strongroom_rate_limited_total", "Requests refused (429) because their credential was over --rate-limit.", inner.rate_limited),
             ("strongroom_requests_shed_total", "Requests refused (503) at once: more in flight than --max-in-flight, or the write queue full.", inner.shed),
-            ("strongroom_connections_refused_total", "Connections closed at once: at --max-connections with none idle to close.", crate::http::STATS.refused.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_connections_evicted_total", "Silent connections closed to make room at --max-connections.", crate::http::STATS.evicted.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", crate::http::STATS.timed_out.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_connections_stalled_total", "Connections cut off by the write timeout: the client stopped taking an answer.", crate::http::STATS.stalled.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_connections_refused_total", "Connections closed at once: at --max-connections with none idle to close.", counters::CONNECTIONS_REFUSED.get()),
+            ("strongroom_connections_evicted_total", "Silent connections closed to make room at --max-connections.", counters::CONNECTIONS_EVICTED.get()),
+            ("strongroom_connections_timed_out_total", "Connections cut off by the header, keep-alive or handshake timeout.", counters::CONNECTIONS_TIMED_OUT.get()),
+            ("strongroom_connections_stalled_total", "Connections cut off by the write timeout: the client stopped taking an answer.", counters::CONNECTIONS_STALLED.get()),
             ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", inner.integrity_failures),
-            ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", crate::http::STATS.tls_failed.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_secrets_expired_total", "Lapsed secrets the sweep marked deleted.", crate::expiry::EXPIRED.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_gateway_cache_hits_total", "Reads of a current version a nats gateway answered from its cache.", crate::store::nats::CACHE_STATS.hits.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_gateway_cache_misses_total", "Reads of a current version a nats gateway sent to the stream leader.", crate::store::nats::CACHE_STATS.misses.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_backups_total", "Scheduled backups written.", crate::backup::schedule::STATS.written.load(std::sync::atomic::Ordering::Relaxed)),
-            ("strongroom_backups_failed_total", "Scheduled backups that failed (logged; the server goes on).", crate::backup::schedule::STATS.failed.load(std::sync::atomic::Ordering::Relaxed)),
+            ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", counters::TLS_HANDSHAKE_FAILURES.get()),
+            ("strongroom_secrets_expired_total", "Lapsed secrets the sweep marked deleted.", counters::SECRETS_EXPIRED.get()),
+            ("strongroom_gateway_cache_hits_total", "Reads of a current version a nats gateway answered from its cache.", counters::GATEWAY_CACHE_HITS.get()),
+            ("strongroom_gateway_cache_misses_total", "Reads of a current version a nats gateway sent to the stream leader.", counters::GATEWAY_CACHE_MISSES.get()),
+            ("strongroom_backups_total", "Scheduled backups written.", counters::BACKUPS_WRITTEN.get()),
+            ("strongroom_backups_failed_total", "Scheduled backups that failed (logged; the server goes on).", counters::BACKUPS_FAILED.get()),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(

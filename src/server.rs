@@ -8,9 +8,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Ready};
-use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::auth::jwt::JwtVerifier;
 use crate::auth::{apikeys, Authenticator, Scope};
-use crate::config::ServeArgs;
+use crate::config::Settings;
 use crate::crypto::keyring::KeyringError;
 use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
@@ -132,14 +132,6 @@ impl Init {
     }
 }
 
-/// A cap given (non-zero), else `1/divisor` of `--max-in-flight`.
-fn share_of(max_in_flight: u32, given: u32, divisor: u32) -> usize {
-    match given {
-        0 => (max_in_flight / divisor).max(1) as usize,
-        n => n as usize,
-    }
-}
-
 /// True for a start-up failure that a store still coming up explains.
 fn transient(e: &StartError) -> bool {
     matches!(e, StartError::Store(StoreError::Unavailable(_)))
@@ -158,26 +150,17 @@ pub fn print_bootstrap_key(key: &str) {
 const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Application {
-    pub async fn build(args: &ServeArgs) -> Result<Application, StartError> {
-        check_limits(args)?;
+    pub async fn build(settings: &Settings) -> Result<Application, StartError> {
+        check_limits(&settings.limits)?;
         // Before anything is written to the data dir.
         let tls = Tls::from_flags(
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-            args.tls_client_ca.as_deref(),
+            settings.tls.cert.as_deref(),
+            settings.tls.key.as_deref(),
+            settings.tls.client_ca.as_deref(),
         )
         .map_err(StartError::Config)?
         .map(Arc::new);
-        let jwt_config = JwtConfig {
-            hs256_secret: args.jwt_hs256_secret.clone().map(zeroize::Zeroizing::new),
-            public_keys: args.jwt_public_keys.clone(),
-            jwks_url: args.jwt_jwks_url.clone(),
-            jwks_min_refresh: std::time::Duration::from_secs(args.jwt_jwks_min_refresh_secs),
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-            tenant_claim: args.jwt_tenant_claim.clone(),
-        };
-        let jwt = JwtVerifier::from_config(&jwt_config)
+        let jwt = JwtVerifier::from_config(&settings.jwt)
             .await
             .map_err(StartError::Config)?;
         // A master key is generated only for a new store: over an existing
@@ -185,32 +168,31 @@ impl Application {
         // beside the data. The embedded store is new when its file is
         // absent; a shared one says so when `bind` records the key, so
         // there the key is written only after that.
-        let nats = args.store.store == crate::store::Engine::Nats;
-        let given = args.master.master_key.is_some()
-            || args.master.master_key_file.is_some()
-            || args.store.data_dir.join("master.key").exists();
+        let data_dir = &settings.store.data_dir;
+        let nats = settings.store.engine == crate::store::Engine::Nats;
+        let given = settings.master.key.is_some()
+            || settings.master.file.is_some()
+            || data_dir.join("master.key").exists();
         let (master, origin, pending) = if nats && !given {
-            let (master, path) = MasterKey::pending(&args.store.data_dir)?;
+            let (master, path) = MasterKey::pending(data_dir)?;
             (master, MasterKeyOrigin::Generated(path), true)
         } else {
             // Here a key is given, or the store is the embedded one.
             let generate = !given
-                && !crate::store::sqlite::bound_to_a_master_key(
-                    &args.store.data_dir.join("strongroom.db"),
-                )?;
+                && !crate::store::sqlite::bound_to_a_master_key(&data_dir.join("strongroom.db"))?;
             let (master, origin) = MasterKey::load(
-                args.master.master_key.as_deref(),
-                args.master.master_key_file.as_deref(),
-                &args.store.data_dir,
+                settings.master.key.as_deref().map(String::as_str),
+                settings.master.file.as_deref(),
+                data_dir,
                 generate,
             )?;
             (master, origin, false)
         };
         // Only now, with every check passed, is anything written.
-        crate::fsutil::create_private_dir(&args.store.data_dir).map_err(|e| {
+        crate::fsutil::create_private_dir(data_dir).map_err(|e| {
             StartError::Config(format!(
                 "cannot create data dir {}: {e}",
-                args.store.data_dir.display()
+                data_dir.display()
             ))
         })?;
         if let MasterKeyOrigin::Generated(path) | MasterKeyOrigin::DefaultFile(path) = &origin {
@@ -219,54 +201,26 @@ impl Application {
                 "using a master key stored beside the data; in production set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE and keep it elsewhere"
             );
         }
-        let opened = Store::open_with_trail(&args.store.store_config()).await?;
+        let opened = Store::open_with_trail(&settings.store).await?;
         let store = opened.store;
-        let listener =
-            TcpListener::bind(&args.listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: args.listen.clone(),
-                    source,
-                })?;
-        let limits = Limits {
-            max_request_bytes: args.max_request_bytes,
-            max_value_bytes: args.max_value_bytes,
-            auth_failures_per_second: args.auth_failure_limit,
-            auth_failure_burst: args.auth_failure_burst,
-            rate_limit: args.rate_limit,
-            rate_limit_burst: args.rate_limit_burst,
-            max_in_flight: args.max_in_flight as usize,
-            body_timeout: std::time::Duration::from_secs(args.body_timeout),
-            body_min_rate: args.body_min_rate,
-            max_in_flight_per_tenant: share_of(
-                args.max_in_flight,
-                args.max_in_flight_per_tenant,
-                4,
-            ),
-            max_in_flight_per_credential: share_of(
-                args.max_in_flight,
-                args.max_in_flight_per_credential,
-                8,
-            ),
-            watch_heartbeat: args.watch_heartbeat,
-            max_batch_response_bytes: usize::try_from(args.max_batch_response_bytes)
-                .unwrap_or(usize::MAX),
-            max_apikeys_per_tenant: args.max_apikeys_per_tenant as usize,
-            max_deks_per_tenant: args.max_data_keys_per_tenant as usize,
-            disk_warn_bytes: args.disk_warn_bytes,
-        };
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
         let mut init = Init {
             store: store.clone(),
-            keyring: Some(match args.dek_max_seals {
+            keyring: Some(match settings.dek_max_seals {
                 Some(max) => Keyring::new(master, store.clone()).with_max_seals(max),
                 None => Keyring::new(master, store.clone()),
             }),
             trail: opened.trail,
             jwt,
-            limits,
-            restart_chain: args.audit_restart_chain,
-            pending_key: pending.then(|| args.store.data_dir.clone()),
-            data_dir: args.store.data_dir.clone(),
+            limits: settings.limits,
+            restart_chain: settings.audit_restart_chain,
+            pending_key: pending.then(|| data_dir.clone()),
+            data_dir: data_dir.clone(),
         };
         let ready: Ready = Arc::new(OnceLock::new());
         let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {
@@ -349,8 +303,8 @@ async fn wait_for_store(store: &Store) {
     }
 }
 
-fn check_limits(args: &ServeArgs) -> Result<(), StartError> {
-    if args.max_value_bytes == 0 || args.max_value_bytes > args.max_request_bytes {
+fn check_limits(limits: &Limits) -> Result<(), StartError> {
+    if limits.max_value_bytes == 0 || limits.max_value_bytes > limits.max_request_bytes {
         return Err(StartError::Config(
             "max-value-bytes must be between 1 and max-request-bytes".into(),
         ));

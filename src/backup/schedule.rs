@@ -9,24 +9,11 @@
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::crypto::MasterKeys;
 use crate::store::Store;
-
-/// What `/metrics` shows of scheduled backups.
-#[derive(Default)]
-pub struct Stats {
-    pub written: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-pub static STATS: Stats = Stats {
-    written: AtomicU64::new(0),
-    failed: AtomicU64::new(0),
-};
 
 /// Free bytes below which a failed backup's disk counts as full.
 const FULL_BELOW: u64 = 1024 * 1024;
@@ -97,12 +84,12 @@ pub fn start(schedule: Schedule, source: Source) {
             };
             match take(&store, &keks, &schedule).await {
                 Ok((path, 0)) => {
-                    STATS.written.fetch_add(1, Ordering::Relaxed);
+                    crate::counters::BACKUPS_WRITTEN.add();
                     note(None);
                     tracing::info!(path = %path.display(), "backup written");
                 }
                 Ok((path, early)) => {
-                    STATS.written.fetch_add(1, Ordering::Relaxed);
+                    crate::counters::BACKUPS_WRITTEN.add();
                     let said = format!(
                         "scheduled backups: {early} older backups removed early to make room"
                     );
@@ -110,7 +97,7 @@ pub fn start(schedule: Schedule, source: Source) {
                     note(Some(said));
                 }
                 Err(e) => {
-                    STATS.failed.fetch_add(1, Ordering::Relaxed);
+                    crate::counters::BACKUPS_FAILED.add();
                     // /readyz needs no credential: the cause is in the log.
                     note(Some("scheduled backup failed (the log says why)".into()));
                     tracing::error!(dir = %schedule.dir.display(), error = %e, "backup failed");

@@ -1,8 +1,8 @@
 //! `strongroom audit verify` and `audit export`: a store's trail (or a
 //! trail file) checked chain by chain, or printed as `audit.log` lines.
 
+use super::flags::AuditVerifyArgs;
 use crate::audit::Verdict;
-use crate::config::AuditVerifyArgs;
 
 async fn audit_trail(args: &AuditVerifyArgs) -> Result<crate::store::RecordedTrail, String> {
     crate::store::read_trail(&args.store.store_config())

@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod dotenv;
 pub mod error;
+pub mod flags;
 pub mod lifecycle;
 pub mod run;
 pub mod watch;
@@ -20,13 +21,13 @@ use clap::Parser;
 use crate::auth::{apikeys, parse_scopes, Scope};
 use crate::cli::client::CliError;
 use crate::clock::{now_ms, rfc3339};
-use crate::config::{
-    ApikeyCommand, ApikeyCreateArgs, ApikeyListArgs, ApikeyRevokeArgs, AuditCommand, Cli, Command,
-    ServeArgs,
-};
 use crate::server::{self, Application};
 use crate::store::{Store, StoreError};
 use crate::types::TenantId;
+use flags::{
+    ApikeyCommand, ApikeyCreateArgs, ApikeyListArgs, ApikeyRevokeArgs, AuditCommand, Cli, Command,
+    ServeArgs,
+};
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
 /// `completions SHELL`: the shell's completion script on stdout.
 fn completions(args: crate::cli::args::CompletionsArgs) -> ExitCode {
     use clap::CommandFactory;
-    let mut command = crate::config::Cli::command();
+    let mut command = flags::Cli::command();
     clap_complete::generate(
         args.shell,
         &mut command,
@@ -117,7 +118,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(dir) = &args.backup_dir {
         crate::fsutil::refuse_in_data_dir(dir, &args.store.data_dir, "--backup-dir")?;
     }
-    let app = Application::build(&args).await.map_err(|e| e.to_string())?;
+    let app = Application::build(&args.settings())
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(key) = &app.bootstrap_key {
         server::print_bootstrap_key(key);
     }
@@ -197,7 +200,7 @@ fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     tls: Option<std::sync::Arc<crate::http::tls::Tls>>,
     ready: crate::api::Ready,
-    (master, data_dir): (crate::config::MasterKeyArgs, std::path::PathBuf),
+    (master, data_dir): (flags::MasterKeyArgs, std::path::PathBuf),
 ) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {

@@ -25,7 +25,7 @@ use tower::Service;
 use super::errors::JsonErrors;
 use super::fresh::Ticket;
 use super::watchdog::{Cut, Progress, Tracked, REQUEST_TIMEOUT};
-use super::{ClientAddr, Settings, STATS};
+use super::{ClientAddr, Settings};
 
 /// Requests one HTTP/2 connection may have open at once (hyper's default
 /// is 200; each may hold a whole answer, up to a batch's, until taken):
@@ -62,7 +62,7 @@ pub(super) async fn serve(
                 let stream = match tls.acceptor().accept(stream).await {
                     Ok(stream) => stream,
                     Err(e) => {
-                        STATS.tls_failed.fetch_add(1, Ordering::Relaxed);
+                        crate::counters::TLS_HANDSHAKE_FAILURES.add();
                         tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
                         return;
                     }
@@ -83,11 +83,11 @@ pub(super) async fn serve(
     };
     tokio::select! {
         () = served => {}
-        () = evicted => { STATS.evicted.fetch_add(1, Ordering::Relaxed); }
+        () = evicted => crate::counters::CONNECTIONS_EVICTED.add(),
         cut = progress.cut_off() => {
             match cut {
-                Cut::Stalled => STATS.stalled.fetch_add(1, Ordering::Relaxed),
-                _ => STATS.timed_out.fetch_add(1, Ordering::Relaxed),
+                Cut::Stalled => crate::counters::CONNECTIONS_STALLED.add(),
+                _ => crate::counters::CONNECTIONS_TIMED_OUT.add(),
             };
             if cut == Cut::MidRequest {
                 access_line(408);

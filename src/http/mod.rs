@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,29 +46,6 @@ pub struct Settings {
     pub max_connections: usize,
     pub tls: Option<Arc<tls::Tls>>,
 }
-
-/// What the connection layer refused or cut off, for `/metrics`. Kept
-/// process-wide because connections are served before the app state exists.
-#[derive(Default)]
-pub struct Stats {
-    /// Connections closed at once: the cap was reached and none was idle.
-    pub refused: AtomicU64,
-    /// Idle connections closed to make room at the cap.
-    pub evicted: AtomicU64,
-    /// Header, keep-alive or handshake timeouts.
-    pub timed_out: AtomicU64,
-    /// Connections cut off because their client stopped taking an answer.
-    pub stalled: AtomicU64,
-    pub tls_failed: AtomicU64,
-}
-
-pub static STATS: Stats = Stats {
-    refused: AtomicU64::new(0),
-    evicted: AtomicU64::new(0),
-    timed_out: AtomicU64::new(0),
-    stalled: AtomicU64::new(0),
-    tls_failed: AtomicU64::new(0),
-};
 
 /// Raises the soft file-descriptor limit to the hard one and returns the
 /// limit in force.
@@ -139,7 +116,7 @@ pub async fn serve(
             Ok((stream, addr)) => {
                 let open: usize = shards.iter().map(|s| s.open.load(Ordering::Relaxed)).sum();
                 if open >= settings.max_connections && !fresh.evict_oldest() {
-                    STATS.refused.fetch_add(1, Ordering::Relaxed);
+                    crate::counters::CONNECTIONS_REFUSED.add();
                     continue;
                 }
                 // A shard whose thread has ended is never chosen again; with

@@ -1,10 +1,8 @@
 //! Everything a store holds, as records: what `backup` writes and `restore`
 //! and `migrate` load, the same for both engines. Values stay sealed.
 
-use super::engine::Backend;
 use super::model::{ApiKeyRecord, Head, WrappedDek};
-use super::trail::LineBody;
-use super::{Backends, Store, StoreError};
+use super::StoreError;
 use crate::types::TenantId;
 
 /// One record of a store.
@@ -79,7 +77,7 @@ impl LoadCounts {
 /// data: never dumped, and kept by a forced load.
 pub const LOCAL_META: &[&str] = &[
     "audit_key",
-    super::trail::AUDIT_HEAD,
+    super::lines::AUDIT_HEAD,
     "ready_probe",
     super::events::PRUNED_THROUGH,
 ];
@@ -88,7 +86,7 @@ pub const LOCAL_META: &[&str] = &[
 /// nats gateway's chain head, `audit_head.<gateway>`).
 pub fn is_local_meta(name: &str) -> bool {
     LOCAL_META.contains(&name)
-        || super::trail::chain_named(super::trail::AUDIT_HEAD, name).is_some()
+        || super::lines::chain_named(super::lines::AUDIT_HEAD, name).is_some()
 }
 
 /// The refusal a load gives when the store holds data and `force` is off.
@@ -96,24 +94,4 @@ pub fn not_empty() -> StoreError {
     StoreError::Refused(
         "the target store is not empty: restore into an empty store, or pass --force to replace its data".into(),
     )
-}
-
-impl Store {
-    /// Hands every record to `sink`: meta, DEKs, API keys, then secrets in
-    /// (tenant, key) order. On sqlite it is one read transaction.
-    pub async fn dump(&self, sink: Sink<'_>) -> Result<(), StoreError> {
-        dispatch!(self.backend, b => b.dump(sink))
-    }
-
-    /// Loads `records` into an empty store (`force`: replaces its data, and
-    /// keeps its audit trail and key); `line` is appended to the trail in
-    /// the same unit of work where the engine has one (sqlite).
-    pub async fn load(
-        &self,
-        records: Records,
-        force: bool,
-        line: Option<LineBody>,
-    ) -> Result<LoadCounts, StoreError> {
-        dispatch!(self.backend, b => b.load(records, force, line))
-    }
 }

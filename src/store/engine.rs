@@ -8,11 +8,11 @@ use std::future::Future;
 
 use super::dump::{LoadCounts, Records, Sink};
 use super::events::{Event, Hub};
+use super::lines::LineBody;
 use super::model::{
     ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
     SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
 };
-use super::trail::LineBody;
 use super::StoreError;
 use crate::types::{SecretKey, TenantId};
 

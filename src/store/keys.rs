@@ -1,7 +1,8 @@
 //! The `Store` handle's records beside the secrets: wrapped data keys, API
 //! keys (changed through the same retry loop as secrets), the store's named
 //! metadata (the master key's check value, the audit key, the chain head),
-//! and the compare-and-set steps of key rotation.
+//! the compare-and-set steps of key rotation, and the dump and load of
+//! every record (backup, restore, migrate).
 
 use super::engine::Backend;
 use super::{
@@ -147,13 +148,13 @@ impl Store {
     /// before).
     pub async fn audit_heads(
         &self,
-    ) -> Result<std::collections::BTreeMap<String, super::trail::ChainHead>, StoreError> {
+    ) -> Result<std::collections::BTreeMap<String, super::chain::ChainHead>, StoreError> {
         match &*self.backend {
             Backends::Nats(b) => b.audit_heads().await,
             _ => {
-                let stored = self.meta_get(super::trail::AUDIT_HEAD).await?;
+                let stored = self.meta_get(super::lines::AUDIT_HEAD).await?;
                 Ok(stored
-                    .and_then(|v| super::trail::ChainHead::decode(std::str::from_utf8(&v).ok()?))
+                    .and_then(|v| super::chain::ChainHead::decode(std::str::from_utf8(&v).ok()?))
                     .map(|head| (String::new(), head))
                     .into_iter()
                     .collect())
@@ -208,5 +209,25 @@ impl Store {
             }
         });
         Some(rx)
+    }
+}
+
+impl Store {
+    /// Hands every record to `sink`: meta, DEKs, API keys, then secrets in
+    /// (tenant, key) order. On sqlite it is one read transaction.
+    pub async fn dump(&self, sink: super::dump::Sink<'_>) -> Result<(), StoreError> {
+        dispatch!(self.backend, b => b.dump(sink))
+    }
+
+    /// Loads `records` into an empty store (`force`: replaces its data, and
+    /// keeps its audit trail and key); `line` is appended to the trail in
+    /// the same unit of work where the engine has one (sqlite).
+    pub async fn load(
+        &self,
+        records: super::dump::Records,
+        force: bool,
+        line: Option<LineBody>,
+    ) -> Result<super::dump::LoadCounts, StoreError> {
+        dispatch!(self.backend, b => b.load(records, force, line))
     }
 }

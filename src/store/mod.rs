@@ -22,6 +22,7 @@ mod config;
 mod engine;
 mod error;
 pub mod events;
+pub mod lines;
 pub mod model;
 pub mod nats;
 pub mod sqlite;

@@ -13,8 +13,8 @@ use super::records::{
 };
 use super::{unavailable, NatsBackend};
 use crate::store::engine::WriteError;
+use crate::store::lines::LineBody;
 use crate::store::model::{ApiKeyChange, ApiKeyRecord, WrappedDek};
-use crate::store::trail::LineBody;
 use crate::store::StoreError;
 use crate::types::TenantId;
 

@@ -29,18 +29,6 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Wait before watching again after a failure.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// Reads of a current version this process answered from its cache, and
-/// those it sent to the leader (for `/metrics`).
-pub struct Stats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-}
-
-pub static STATS: Stats = Stats {
-    hits: AtomicU64::new(0),
-    misses: AtomicU64::new(0),
-};
-
 #[derive(Default)]
 pub(super) struct GatewayCache {
     entries: ReadCache,
@@ -85,12 +73,11 @@ impl GatewayCache {
         } else {
             Err(Miss::Bypass)
         };
-        let counter = if found.is_ok() {
-            &STATS.hits
+        if found.is_ok() {
+            crate::counters::GATEWAY_CACHE_HITS.add();
         } else {
-            &STATS.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            crate::counters::GATEWAY_CACHE_MISSES.add();
+        }
         found
     }
 

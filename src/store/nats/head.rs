@@ -14,7 +14,7 @@ use super::kv::{last, publish, Publish};
 use super::records::{op_of, with_format, without_format, Op};
 use crate::store::chain::ChainHead;
 use crate::store::engine::WriteError;
-use crate::store::trail::{chain_name, chain_named, TrailError, AUDIT_HEAD};
+use crate::store::lines::{chain_name, chain_named, TrailError, AUDIT_HEAD};
 use crate::store::StoreError;
 
 pub(super) struct HeadRecord {

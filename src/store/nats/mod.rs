@@ -35,14 +35,13 @@ use std::time::Duration;
 use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::events::{Draft, Event, EventWindow, Hub};
+use super::lines::LineBody;
 use super::model::{
     ApiKeyChange, ApiKeyRecord, Lapsed, ListFilter, ListedSecret, SealedVersion, SecretMetadata,
     StoredVersion, WrappedDek,
 };
-use super::trail::LineBody;
 use super::{StoreConfig, StoreError};
 use crate::types::{SecretKey, TenantId};
-pub use cache::STATS as CACHE_STATS;
 use connection::Connection;
 pub use recorded::{read_all, Recorded};
 pub use trail::{Intent, StreamTrail};
@@ -129,7 +128,7 @@ impl NatsBackend {
     /// Every audit chain's recorded head, by chain.
     pub(super) async fn audit_heads(
         &self,
-    ) -> Result<std::collections::BTreeMap<String, super::trail::ChainHead>, StoreError> {
+    ) -> Result<std::collections::BTreeMap<String, super::chain::ChainHead>, StoreError> {
         let b = self.conn.buckets().await?;
         head::recorded(&self.conn.client, &b.meta).await
     }

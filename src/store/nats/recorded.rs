@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, ErrorCode};
 
 use super::trail::{failed, names, Intent};
 use super::REQUEST_TIMEOUT;
-use crate::store::trail::{chain_named, TrailError};
+use crate::store::lines::{chain_named, TrailError};
 
 /// Everything the trail of `bucket` holds, oldest first.
 #[derive(Debug, Default)]

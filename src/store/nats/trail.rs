@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, OnceCell};
 use super::head::HeadRecord;
 use super::recorded::read_all;
 use crate::store::chain::{link, AuditKey, ChainHead};
-use crate::store::trail::{chain_name, LineBody, TrailError};
+use crate::store::lines::{chain_name, LineBody, TrailError};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Attempts of one append while other gateways keep winning the race.

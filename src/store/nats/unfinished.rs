@@ -11,7 +11,7 @@ use super::kv::REQUEST_ID;
 use super::recorded::Recorded;
 use super::trail::Intent;
 use super::REQUEST_TIMEOUT;
-use crate::store::trail::{TrailError, Unfinished};
+use crate::store::lines::{TrailError, Unfinished};
 
 /// The intents of `recorded` that no line answers, oldest first, each with
 /// whether its change was made (`None` when history pruning took the

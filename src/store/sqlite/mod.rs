@@ -27,11 +27,11 @@ use super::cache::ReadCache;
 use super::dump::{LoadCounts, Records, Sink};
 use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::events::{Draft, Event, EventWindow, Hub};
+use super::lines::LineBody;
 use super::model::{
     self, ApiKeyChange, ApiKeyRecord, Change, Lapsed, ListFilter, ListedSecret, Refusal,
     SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
 };
-use super::trail::LineBody;
 use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use super::files::{self, identity, whole_lines};
 use crate::store::chain::{link, AuditKey, ChainHead};
-use crate::store::trail::{LineBody, TrailError};
+use crate::store::lines::{LineBody, TrailError};
 
 /// How many failed writes' ticket ranges are remembered. An append looks at
 /// its outcome within a scheduler tick of queueing; one older than that many

@@ -26,7 +26,7 @@ use super::{exec_cached, unavailable};
 use crate::store::cache::ReadCache;
 use crate::store::chain::ChainHead;
 use crate::store::events::Hub;
-use crate::store::trail::{LineBody, AUDIT_HEAD};
+use crate::store::lines::{LineBody, AUDIT_HEAD};
 use crate::store::StoreError;
 
 /// Most jobs committed by one fsync.
