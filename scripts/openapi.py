@@ -34,10 +34,28 @@ KEY_PATTERN = r"^(?!.*(\.\.|//))[A-Za-z0-9_=-](?:[A-Za-z0-9_=./-]{0,254}[A-Za-z0
 PREFIX_PATTERN = r"^[A-Za-z0-9_=./-]*$"
 IF_MATCH_PATTERN = r'^(W/)?("0*[1-9][0-9]{0,18}"|0*[1-9][0-9]{0,18})$'
 I64_MAX = 9223372036854775807
+U64_MAX = 18446744073709551615
 
 # A prefix must be able to begin a key: key characters, not starting with
 # `.` or `/`, and never two of those in a row (the server's rule).
 SCOPE_PATTERN = r"^(secrets:(read|list|write|delete)(:[A-Za-z0-9_=-]+([./][A-Za-z0-9_=-]+)*[./]?)?|apikeys:admin|audit:read|keys:admin)$"
+
+# The `data` of a /watch event: a WatchEvent as compact JSON on one line,
+# exactly its four members, in any order, each named once. OpenAPI 3.0 has
+# no `contentSchema`, so this pattern is what checks the JSON (schemathesis
+# reads the schema of a text/event-stream response as that of one event).
+WATCH_ACTIONS = ["put", "delete", "undelete", "destroy", "expire"]
+_WATCH_MEMBERS = {
+    "action": '"(' + "|".join(WATCH_ACTIONS) + ')"',
+    "at": r'"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z"',
+    "key": r'"(?![^"]*(\.\.|//))[A-Za-z0-9_=-](?:[A-Za-z0-9_=./-]{0,254}[A-Za-z0-9_=-])?"',
+    "version": "[1-9][0-9]{0,18}",
+}
+WATCH_DATA_PATTERN = (
+    r"^\{"
+    + "".join(f'(?=.*"{name}":{value}[,}}])' for name, value in _WATCH_MEMBERS.items())
+    + r'"[a-z]+":[^,]+(,"[a-z]+":[^,]+){3}\}$'
+)
 
 schemas = {
     "ApiKeyCreate": {
@@ -121,7 +139,15 @@ schemas = {
             },
         },
         "additionalProperties": True,
-        "description": "A secret to create or update. Unknown fields are ignored.",
+        "description": (
+            "A secret to create or update. Unknown fields are ignored. At most one of "
+            "`expires_at` and `ttl_seconds` (400 `give expires_at or ttl_seconds, not both`)."
+        ),
+        "not": {
+            "description": "Not both `expires_at` and `ttl_seconds` (a null one counts as not given).",
+            "required": ["expires_at", "ttl_seconds"],
+            "properties": {"expires_at": {"type": "string"}, "ttl_seconds": {"type": "integer"}},
+        },
     },
     "Secret": {
         "type": "object",
@@ -256,6 +282,23 @@ schemas = {
         "type": "object",
         "required": ["status"],
         "properties": {"status": {"type": "string", "enum": ["ready"]}},
+    },
+    "WatchEvent": {
+        "type": "object",
+        "required": ["key", "version", "action", "at"],
+        "properties": {
+            "key": {"allOf": [ref("schemas", "Key")], "description": "The key that changed"},
+            "version": {"type": "integer", "format": "int64", "minimum": 1,
+                        "description": "The version the change wrote (`put`) or acted on"},
+            "action": {"type": "string", "enum": WATCH_ACTIONS},
+            "at": {"type": "string", "format": "date-time",
+                   "description": "When the change was made: UTC, to the millisecond"},
+        },
+        "additionalProperties": False,
+        "description": (
+            "One change, sent as the `data` of a `GET /watch` event (compact JSON on one line). "
+            "Never a value."
+        ),
     },
 }
 
@@ -546,9 +589,15 @@ paths = {
             "description": (
                 "Needs `secrets:list` on the prefix. Streams one event per change of a key under the "
                 "prefix, in commit order: `put`, `delete`, `undelete`, `destroy`, `expire`. Each event "
-                "has an `id` and the data `{\"key\",\"version\",\"action\",\"at\"}`; never a value. "
-                "`Last-Event-ID` (or `after`) resumes after an event; 410 when the events after it are "
-                "no longer kept (list again, then watch from now). Idle streams carry heartbeat comments."
+                "is an `id:` line (the event id) and one `data:` line, a `WatchEvent` as compact JSON "
+                "(`{\"action\",\"at\",\"key\",\"version\"}`); never a value, and no `event:` or "
+                "`retry:` field. Without `after` or `Last-Event-ID` the stream starts at the next "
+                "change; with one it first sends the kept events after that id, then the live ones, "
+                "with nothing repeated; 410 when some of those are no longer kept, or for an id this "
+                "server never gave (list again, then watch from now). An idle stream carries "
+                "`: heartbeat` comments (every 15 s, `--watch-heartbeat`). The stream does not end by "
+                "itself: only when the server stops, when the credential is revoked or expires (checked "
+                "every 5 s), or when the watcher falls too far behind the live feed (resume by id)."
             ),
             "operationId": "watchSecrets",
             "parameters": [
@@ -557,17 +606,46 @@ paths = {
                  "schema": {"type": "string", "maxLength": 256, "pattern": PREFIX_PATTERN}},
                 {"name": "after", "in": "query", "required": False,
                  "description": "Resume after this event id (as `Last-Event-ID`).",
-                 "schema": {"type": "integer", "minimum": 0}},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": U64_MAX}},
                 {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "description": "Resume after this event id.",
-                 "schema": {"type": "integer", "minimum": 0}},
+                 "description": (
+                     "Resume after this event id: the `id` of the last event received, as an "
+                     "`EventSource` sends it back when it reconnects."
+                 ),
+                 "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}},
             ],
             "responses": secured({
-                "200": {"description": "The stream of changes",
-                        "content": {"text/event-stream": {"schema": {"type": "string"},
-                                    "example": "id: 42\ndata: {\"key\":\"team/db\",\"version\":3,\"action\":\"put\",\"at\":\"2026-12-03T10:00:00.000Z\"}\n\n"}}},
+                "200": {
+                    "description": (
+                        "The stream of changes. Its schema is that of one event, as `id`, `event` "
+                        "and `data` fields."
+                    ),
+                    "content": {"text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["id", "event", "data"],
+                            "properties": {
+                                "id": {"type": "string", "pattern": "^[1-9][0-9]{0,19}$",
+                                       "description": "The event id: `Last-Event-ID` (or `after`) resumes after it."},
+                                "event": {"type": "string", "enum": ["message"],
+                                          "description": "No `event:` field is sent, so every event is a `message`."},
+                                "data": {"type": "string", "pattern": WATCH_DATA_PATTERN,
+                                         "description": (
+                                             "A `WatchEvent` (`#/components/schemas/WatchEvent`) as "
+                                             "compact JSON: its four members, in any order."
+                                         )},
+                            },
+                            "additionalProperties": False,
+                        },
+                        "example": (
+                            "id: 42\ndata: {\"action\":\"put\",\"at\":\"2026-12-03T10:00:00.000Z\","
+                            "\"key\":\"team/db\",\"version\":3}\n\n: heartbeat\n\n"
+                        ),
+                    }},
+                },
                 "400": error_response("Bad request", "invalid request format", "Last-Event-ID and after must be an event id (a whole number)"),
-                "410": error_response("Resumed from before the kept events", "resource gone",
+                "410": error_response("Resumed from before the kept events, or from an id this server never gave",
+                                      "resource gone",
                                       "events after that id are no longer kept: list again, then watch from now"),
             }),
         },
@@ -662,7 +740,7 @@ paths = {
             "parameters": [
                 {"name": "after", "in": "query", "required": False,
                  "description": "Only lines numbered after this (the `next` of the previous page).",
-                 "schema": {"type": "integer", "minimum": 0}},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": U64_MAX}},
                 {"name": "limit", "in": "query", "required": False,
                  "description": "Lines per page (default 100).",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},

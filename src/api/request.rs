@@ -385,8 +385,7 @@ pub fn precondition(headers: &HeaderMap, op: Op) -> Result<Precondition, ApiErro
         (None, false) => Ok(Precondition::None),
         (Some(n), false) => Ok(Precondition::Version(n)),
         (None, true) => Ok(Precondition::Absent),
-        // "Exists at version n" and "does not exist" cannot both hold.
-        (Some(_), true) => Err(ApiError::VersionMismatch),
+        (Some(_), true) => Ok(Precondition::Never),
     }
 }
 

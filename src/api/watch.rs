@@ -32,20 +32,22 @@ fn sse(event: &Event) -> SseEvent {
 /// The id to resume after: `Last-Event-ID` (what a reconnecting
 /// `EventSource` sends) or `?after=`.
 fn resume_after(headers: &HeaderMap, query: &request::ListQuery) -> Result<Option<u64>, ApiError> {
-    let given = match headers.get("last-event-id") {
-        Some(value) => Some(value.to_str().unwrap_or("x").trim().to_owned()),
-        None => query.get("after").map(str::to_owned),
-    };
-    given
-        .map(|text| {
-            text.parse::<u64>().map_err(|_| {
-                ApiError::bad(
-                    Op::Other,
-                    "Last-Event-ID and after must be an event id (a whole number)",
-                )
-            })
+    let id = |text: &str| {
+        text.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad(
+                Op::Other,
+                "Last-Event-ID and after must be an event id (a whole number)",
+            )
         })
-        .transpose()
+    };
+    // Both are checked, so a bad `after` is refused even beside a header
+    // that takes precedence over it.
+    let after = query.get("after").map(id).transpose()?;
+    let last = headers
+        .get("last-event-id")
+        .map(|value| id(value.to_str().unwrap_or("x")))
+        .transpose()?;
+    Ok(last.or(after))
 }
 
 pub async fn watch(

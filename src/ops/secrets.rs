@@ -94,6 +94,9 @@ impl Ops {
                 limit: self.limits.max_value_bytes,
             });
         }
+        if put.precondition == Precondition::Never {
+            return Err(OpError::VersionMismatch);
+        }
         if !principal.allows(Action::Write, put.key.as_str()) {
             return Err(OpError::Forbidden);
         }

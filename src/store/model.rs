@@ -17,6 +17,9 @@ pub enum Precondition {
     Version(u64),
     /// `If-None-Match: *`: no live secret may exist under the key.
     Absent,
+    /// Both of them: "exists at version n" and "does not exist" cannot both
+    /// hold, so the write never happens.
+    Never,
 }
 
 impl Precondition {
