@@ -1,4 +1,4 @@
-//! The client commands' errors and their exit codes (README "Client CLI").
+//! The client commands' errors and their exit codes (docs/cli.md).
 
 /// Why a client command failed; each kind has its own exit code so scripts
 /// can tell a missing secret from a bad credential from a down server.
@@ -29,7 +29,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// The process exit code for this error (documented in README.md).
+    /// The process exit code for this error (documented in docs/cli.md).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Other(_) => 1,

@@ -94,7 +94,7 @@ fn server_outcome(outcome: Result<(), String>) -> ExitCode {
     }
 }
 
-/// One line on stderr and the error's own exit code (README "Client CLI").
+/// One line on stderr and the error's own exit code (docs/cli.md).
 fn client_outcome(outcome: Result<(), CliError>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! The External Secrets Operator's generic webhook provider, a client no one
 //! here wrote: the exact request shapes it sends (Go's HTTP client, the key
-//! query-escaped into the path, the headers of the README's `SecretStore`),
+//! query-escaped into the path, the headers of docs/operations.md's `SecretStore`),
 //! and the answers it relies on (`$.value`, 404 when the secret is gone).
 
 use std::time::Duration;

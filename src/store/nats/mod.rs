@@ -185,7 +185,7 @@ impl NatsBackend {
         // The change is made: its event and its line go out together (two
         // streams, no order between them; both stored before the answer),
         // and a lost event must not cost the line (watchers that missed it
-        // are told nothing; ARCHITECTURE.md).
+        // are told nothing; docs/decisions.md).
         let event = async {
             if let Some((tenant, draft)) = event {
                 if let Err(e) = events::publish(self, tenant, draft).await {
