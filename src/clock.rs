@@ -7,10 +7,58 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the unix epoch; every stored timestamp uses this.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    wall.saturating_add(test_clock::skew_ms())
+}
+
+/// The name of the test clock's variable: a file holding how many
+/// milliseconds to add to the wall clock, which a test raises to move time
+/// on (an expiry, a lifetime) without waiting for it.
+pub const TEST_CLOCK: &str = "STRONGROOM_TEST_CLOCK";
+
+/// A debug build honours the test clock; a release build never does, so no
+/// deployment runs on a fake clock.
+#[cfg(debug_assertions)]
+mod test_clock {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    /// The file's offset, read at every call (a test build only).
+    pub fn skew_ms() -> i64 {
+        static FILE: OnceLock<Option<PathBuf>> = OnceLock::new();
+        let Some(path) =
+            FILE.get_or_init(|| std::env::var_os(super::TEST_CLOCK).map(PathBuf::from))
+        else {
+            return 0;
+        };
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(not(debug_assertions))]
+mod test_clock {
+    #[inline(always)]
+    pub fn skew_ms() -> i64 {
+        0
+    }
+}
+
+/// Says at start whether the test clock is in use, or set and ignored.
+pub fn note_test_clock() {
+    if std::env::var_os(TEST_CLOCK).is_none() {
+        return;
+    }
+    if cfg!(debug_assertions) {
+        tracing::warn!("{TEST_CLOCK} is set: this test build's clock is moved by its file");
+    } else {
+        tracing::warn!("{TEST_CLOCK} is ignored: a release build runs on the wall clock");
+    }
 }
 
 /// The instant an RFC 3339 text names, as unix milliseconds (any offset;

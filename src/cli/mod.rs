@@ -112,6 +112,7 @@ fn fail(message: &str) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let _log_guard = crate::log::init(&args.log_format);
+    crate::clock::note_test_clock();
     // At once: SIGHUP's default action would end the process.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;

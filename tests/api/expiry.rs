@@ -23,6 +23,16 @@ async fn without_sweep() -> TestApp {
     spawn_with(Options::default().env("STRONGROOM_EXPIRY_SWEEP_INTERVAL", "1h")).await
 }
 
+/// `without_sweep`, on a clock the test moves on.
+async fn without_sweep_on(clock: &TestClock) -> TestApp {
+    spawn_with(
+        Options::default()
+            .env("STRONGROOM_EXPIRY_SWEEP_INTERVAL", "1h")
+            .clock(clock),
+    )
+    .await
+}
+
 fn listed(reply: &Reply) -> Vec<String> {
     reply.json()["secrets"]
         .as_array()
@@ -41,9 +51,9 @@ fn expire_lines(app: &TestApp) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn a_two_second_ttl_lapses_on_time_before_any_sweep_and_undelete_keeps_no_expiry() {
-    let app = without_sweep().await;
+    let clock = TestClock::new();
+    let app = without_sweep_on(&clock).await;
     let admin = app.admin();
-    let written = Instant::now();
     let r = app
         .put_json(
             serde_json::json!({"key": "team/short", "value": "ttl-canary", "ttl_seconds": 2}),
@@ -77,7 +87,7 @@ async fn a_two_second_ttl_lapses_on_time_before_any_sweep_and_undelete_keeps_no_
 
     // One second after the lapse: gone for reads, listings and
     // preconditions, though no sweep has run.
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(written.elapsed())).await;
+    clock.advance(Duration::from_secs(3));
     let r = app.get("team/short", &admin).await;
     assert_eq!((r.status, r.error()), (404, "resource not found".into()));
     assert_eq!(app.get("team/short?version=1", &admin).await.status, 404);
@@ -217,16 +227,19 @@ async fn the_sweep_marks_each_lapsed_key_once_and_never_a_rewritten_one() {
 
 #[tokio::test]
 async fn a_key_that_lapsed_while_the_server_was_down_is_swept_at_start() {
-    let mut app = without_sweep().await;
+    let clock = TestClock::new();
+    let mut app = without_sweep_on(&clock).await;
     let admin = app.admin();
     let body = serde_json::json!({"key": "down/lapses", "value": "v", "ttl_seconds": 1});
     assert_eq!(app.put_json(body, &admin).await.status, 200);
     assert_eq!(app.terminate().code(), Some(0));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Down for longer than the key's lifetime.
+    clock.advance(Duration::from_millis(1500));
     let again = spawn_with(
         Options::default()
             .data_dir(&app.data_dir)
-            .env("STRONGROOM_EXPIRY_SWEEP_INTERVAL", "1h"),
+            .env("STRONGROOM_EXPIRY_SWEEP_INTERVAL", "1h")
+            .clock(&clock),
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);

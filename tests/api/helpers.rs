@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../common/server.rs"]
 mod server;
-pub use server::{hs256_token, now_secs, wait_timeout, BIN, JWT_SECRET};
+pub use server::{hs256_token, now_secs, wait_timeout, TestClock, BIN, JWT_SECRET};
 
 /// How to start a server.
 #[derive(Clone, Default)]
@@ -32,6 +32,11 @@ impl Options {
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
         self
+    }
+    /// Runs the server on `clock`, which the test moves on.
+    pub fn clock(self, clock: &TestClock) -> Self {
+        let (name, value) = clock.env();
+        self.env(name, &value)
     }
 }
 

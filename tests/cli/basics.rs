@@ -161,7 +161,9 @@ fn a_bearer_token_is_sent_as_authorization() {
 
 #[test]
 fn put_with_a_ttl_shows_in_ls_expiring_within_and_lapses() {
-    let s = Server::start();
+    let clock = TestClock::new();
+    let (name, value) = clock.env();
+    let s = Server::start_with(&[(name, &value)]);
     s.ok(&["put", "soon/a", "lapses-canary", "--ttl", "2s"]);
     s.ok(&["put", "soon/b", "in-a-day", "--ttl", "1d"]);
     s.ok(&["put", "soon/c", "never"]);
@@ -177,7 +179,7 @@ fn put_with_a_ttl_shows_in_ls_expiring_within_and_lapses() {
     assert!(v["secrets"][2]["expires_at"].is_null(), "{v}");
     assert!(v["secrets"][0]["expires_at"].is_string(), "{v}");
     assert_eq!(code(&s.run(&["put", "soon/x", "v", "--ttl", "later"])), 2);
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    clock.advance(std::time::Duration::from_millis(2500));
     assert_eq!(code(&s.run(&["get", "soon/a"])), 3);
     assert_eq!(stdout(&s.ok(&["get", "soon/b"])), "in-a-day");
 }

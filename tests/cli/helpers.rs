@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 #[path = "../common/server.rs"]
 mod server;
-pub use server::{hs256_token, now_secs, wait_timeout, BIN, JWT_SECRET};
+pub use server::{hs256_token, now_secs, wait_timeout, TestClock, BIN, JWT_SECRET};
 
 /// A running server; killed on drop.
 pub struct Server {

@@ -135,3 +135,39 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
     None
 }
+
+/// A clock a test moves on: the file a server started with
+/// `STRONGROOM_TEST_CLOCK` reads (a debug build only) for how many
+/// milliseconds to add to the wall clock. Expiries and lifetimes then pass
+/// when the test says, not after a sleep.
+pub struct TestClock {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl TestClock {
+    pub fn new() -> TestClock {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock");
+        TestClock { _dir: dir, path }
+    }
+
+    /// The variable and value that put a server on this clock.
+    pub fn env(&self) -> (&'static str, String) {
+        ("STRONGROOM_TEST_CLOCK", self.path.display().to_string())
+    }
+
+    /// Moves the clock on by `by`; the server's next reading of the time
+    /// sees it. Written whole and renamed into place, so a reading never
+    /// sees half a number.
+    pub fn advance(&self, by: Duration) {
+        let now: i64 = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let next = now + i64::try_from(by.as_millis()).unwrap();
+        let temp = self.path.with_extension("next");
+        std::fs::write(&temp, next.to_string()).unwrap();
+        std::fs::rename(&temp, &self.path).unwrap();
+    }
+}
