@@ -26,10 +26,9 @@ impl Ops {
             call.throttled();
             return Err(OpError::RateLimited);
         }
-        let guess = match &credential {
-            Ok(Credential::ApiKey(text)) => {
-                crate::auth::apikeys::key_id(text).map(|id| format!("apikey:{id}"))
-            }
+        // The text of an API key, to name its public id if it is refused.
+        let api_key = match &credential {
+            Ok(Credential::ApiKey(text)) => Some(*text),
             _ => None,
         };
         let result = match credential {
@@ -44,7 +43,11 @@ impl Ops {
         let principal = match result {
             Ok(principal) => principal,
             Err(e) => {
-                call.subject_guess(guess);
+                call.subject_guess(
+                    api_key
+                        .and_then(crate::auth::apikeys::key_id)
+                        .map(|id| format!("apikey:{id}")),
+                );
                 self.metrics.auth_failure(e.label());
                 tracing::info!(reason = e.label(), "authentication refused");
                 return Err(match e {

@@ -70,9 +70,14 @@ impl Call {
         self.entry().client.map(|c| c.ip())
     }
 
-    /// The key (or API key id) the request names, for its line.
+    /// The key (or API key id) the request names, for its line. The
+    /// front-end names it as soon as it has parsed it and the operation
+    /// again: the second costs no copy.
     pub fn key(&self, key: &str) {
-        self.entry().key = Some(key.to_owned());
+        let mut entry = self.entry();
+        if entry.key.as_deref() != Some(key) {
+            entry.key = Some(key.to_owned());
+        }
     }
 
     pub(super) fn principal(&self, principal: &Arc<Principal>) {
