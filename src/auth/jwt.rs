@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -45,7 +45,8 @@ struct RemoteJwks {
     url: String,
     client: reqwest::Client,
     keys: RwLock<Vec<VerifyKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the document was last fetched (`clock::now_ms`).
+    last_fetch: Mutex<Option<i64>>,
     min_refresh: Duration,
 }
 
@@ -127,10 +128,14 @@ impl RemoteJwks {
     async fn refresh(&self) -> bool {
         {
             let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
+            // On `clock::now_ms`, so a test clock moves it on; a clock
+            // that went back allows a fetch rather than forbid one.
+            let now = crate::clock::now_ms();
+            let recent = |at: i64| (0..self.min_refresh.as_millis() as i64).contains(&(now - at));
+            if last.is_some_and(recent) {
                 return false;
             }
-            *last = Some(Instant::now());
+            *last = Some(now);
         }
         let fetched = async {
             let response = self

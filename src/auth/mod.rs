@@ -13,7 +13,7 @@ pub mod shares;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::store::Store;
 use crate::types::TenantId;
@@ -221,7 +221,14 @@ type TokenFingerprint = [u8; 32];
 
 struct CachedKey {
     record: Arc<apikeys::VerifiedRecord>,
-    fetched: Instant,
+    /// When it was read (`clock::now_ms`, so a test clock moves it on).
+    fetched: i64,
+}
+
+/// Whether something read at `at` is still fresh at `now` for `ttl`; a
+/// clock that went back makes it stale, never fresh for longer.
+fn fresh(at: i64, now: i64, ttl: Duration) -> bool {
+    (0..ttl.as_millis() as i64).contains(&(now - at))
 }
 
 /// The one credential a request carries, as `api/` found it in the headers.
@@ -275,11 +282,12 @@ impl Authenticator {
 
     async fn verify_api_key(&self, text: &str) -> Result<Arc<Principal>, AuthError> {
         let id = apikeys::key_id(text).ok_or(AuthError::Malformed)?;
+        let now = crate::clock::now_ms();
         let cached = {
             let cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
             cache
                 .get(id)
-                .filter(|c| c.fetched.elapsed() < APIKEY_CACHE_TTL)
+                .filter(|c| fresh(c.fetched, now, APIKEY_CACHE_TTL))
                 .map(|c| c.record.clone())
         };
         let record = match cached {
@@ -300,14 +308,13 @@ impl Authenticator {
                     id.to_owned(),
                     CachedKey {
                         record: record.clone(),
-                        fetched: Instant::now(),
+                        fetched: now,
                     },
                 );
                 record
             }
         };
         let principal = record.check(text)?;
-        let now = crate::clock::now_ms();
         let mut last_used = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
         match last_used.get_mut(id) {
             Some(at) => *at = now,

@@ -297,7 +297,8 @@ async fn the_cli_lists_and_revokes_offline() {
 
 #[tokio::test]
 async fn a_cli_revocation_while_the_server_runs_holds_within_a_second() {
-    let app = spawn_app().await;
+    let clock = TestClock::new();
+    let app = spawn_with(Options::default().clock(&clock)).await;
     let key = app.create_key("acme", &[]);
     let id = key.split('_').nth(1).unwrap().to_owned();
     let cred = Cred::ApiKey(key);
@@ -307,7 +308,8 @@ async fn a_cli_revocation_while_the_server_runs_holds_within_a_second() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The server learns of it once its key cache entry (1 s) lapses.
+    clock.advance(std::time::Duration::from_millis(1100));
     assert_eq!(app.get("k", &cred).await.status, 401);
 }
 

@@ -256,10 +256,12 @@ async fn serve_jwks(initial: String) -> JwksServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_url_is_fetched_at_start_and_refreshed_on_an_unknown_kid_at_most_once_a_period() {
     let server = serve_jwks(jwks(vec![jwk("ec.key", Algorithm::ES256, "k1")])).await;
+    let clock = TestClock::new();
     let app = spawn_with(
         Options::default()
             .env("STRONGROOM_JWT_JWKS_URL", &server.url)
-            .env("STRONGROOM_JWT_JWKS_MIN_REFRESH_SECS", "2"),
+            .env("STRONGROOM_JWT_JWKS_MIN_REFRESH_SECS", "2")
+            .clock(&clock),
     )
     .await;
     assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "fetched at start");
@@ -281,7 +283,7 @@ async fn a_jwks_url_is_fetched_at_start_and_refreshed_on_an_unknown_kid_at_most_
     // Within the refresh period an unknown kid does not refetch.
     assert_eq!(status(&app, rotated.clone()).await, 401);
     assert_eq!(server.fetches.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    clock.advance(std::time::Duration::from_millis(2100));
     assert_eq!(
         status(&app, rotated).await,
         404,
