@@ -1,5 +1,6 @@
 //! What an engine implements (crate-private: callers use `Store`). An engine
-//! reads and writes; what a write means is `model::decide`'s. A write is one
+//! reads and writes; what a write means is `model::decide`'s, and what a
+//! record beside the secrets says is `records.rs`'s. A write is one
 //! attempt: an engine that loses a race to a concurrent writer says so
 //! (`WriteError::Stale`), and `Store` tries again, so there is one retry loop
 //! for every engine.
@@ -10,9 +11,10 @@ use super::dump::{LoadCounts, Records, Sink};
 use super::events::{Event, Hub};
 use super::lines::LineBody;
 use super::model::{
-    ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
-    SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
+    Change, Head, Lapsed, ListFilter, ListedSecret, Precondition, SealedVersion, SecretMetadata,
+    StoredVersion,
 };
+use super::records::{Kind, Record};
 use super::StoreError;
 use crate::types::{SecretKey, TenantId};
 
@@ -153,79 +155,32 @@ pub(crate) trait Backend: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Lapsed>, StoreError>> + Send;
 
-    fn deks(
+    /// Record `id` of `kind`, if stored (`records.rs`).
+    fn record_get(
         &self,
-        tenant: &TenantId,
-    ) -> impl Future<Output = Result<Vec<WrappedDek>, StoreError>> + Send;
-
-    /// Inserts a DEK unless one with that id exists; true when inserted.
-    fn add_dek(
-        &self,
-        tenant: &TenantId,
-        dek: WrappedDek,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    fn apikey_insert(
-        &self,
-        record: ApiKeyRecord,
-        line: Option<LineBody>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    fn apikey_get(
-        &self,
+        kind: Kind,
         id: &str,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
-    fn apikey_list(
+    /// Every record of `kind` whose id starts with `prefix`, in id order.
+    fn record_scan(
         &self,
-        tenant: &TenantId,
-    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+        kind: Kind,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
 
-    /// One attempt at changing a stored record (`NotFound` when there is
-    /// none).
-    fn apikey_update(
+    /// One compare-and-set: stores `value` as record `id` of `kind` if its
+    /// revision is still `expected` (0: there is none), with `line` in the
+    /// same unit of work; the new revision. `WriteError::Conflict` when
+    /// another write came first.
+    fn record_put(
         &self,
+        kind: Kind,
         id: &str,
-        change: &ApiKeyChange,
+        expected: u64,
+        value: Vec<u8>,
         line: Option<LineBody>,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send;
-
-    fn apikeys_exist(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// The value stored under `name`, if any.
-    fn meta_get(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
-
-    /// One attempt at storing `value` under `name` unless set; returns what
-    /// is stored.
-    fn meta_init(
-        &self,
-        name: &str,
-        value: &[u8],
-    ) -> impl Future<Output = Result<Vec<u8>, WriteError>> + Send;
-
-    fn all_deks(
-        &self,
-    ) -> impl Future<Output = Result<Vec<(TenantId, WrappedDek)>, StoreError>> + Send;
-
-    /// Replaces a DEK's wrapped bytes if they are still `old`.
-    fn replace_dek(
-        &self,
-        tenant: &TenantId,
-        id: u32,
-        old: &[u8],
-        new: Vec<u8>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// Sets `name` to `new` if it still holds `old` (`None`: unset).
-    fn meta_replace(
-        &self,
-        name: &str,
-        old: Option<&[u8]>,
-        new: &[u8],
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<u64, WriteError>> + Send;
 
     /// A page of a tenant's retained versions after (key, version).
     fn sealed_versions(

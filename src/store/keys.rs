@@ -1,29 +1,96 @@
-//! The `Store` handle's records beside the secrets: wrapped data keys, API
-//! keys (changed through the same retry loop as secrets), the store's named
-//! metadata (the master key's check value, the audit key, the chain head),
-//! the compare-and-set steps of key rotation, and the dump and load of
-//! every record (backup, restore, migrate).
+//! The `Store` handle's records beside the secrets, written once over the
+//! engine's record interface (`records.rs`): wrapped data keys, API keys
+//! (changed through the same retry loop as secrets), the store's named
+//! metadata (the master key's check value, the audit key, the chain
+//! heads), the compare-and-set steps of key rotation, and the dump and
+//! load of every record (backup, restore, migrate).
 
-use super::engine::Backend;
+use super::engine::{Backend, WriteError};
+use super::lines::AUDIT_HEAD;
+use super::records::{self, Kind, Record};
 use super::{
-    again, retry, ApiKeyChange, ApiKeyRecord, Backends, LineBody, SealedVersion, Store, StoreError,
-    WrappedDek,
+    retry, ApiKeyChange, ApiKeyRecord, Attempt, Backends, LineBody, SealedVersion, Store,
+    StoreError, WrappedDek,
 };
 use crate::types::TenantId;
 
 impl Store {
+    /// Record `id` of `kind`, if stored.
+    async fn record(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
+        dispatch!(self.backend, b => b.record_get(kind, id))
+    }
+
+    async fn records(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, StoreError> {
+        dispatch!(self.backend, b => b.record_scan(kind, prefix))
+    }
+
+    /// One compare-and-set of a record; false when another write came
+    /// first.
+    async fn put_record(
+        &self,
+        kind: Kind,
+        id: &str,
+        expected: u64,
+        value: Vec<u8>,
+        line: Option<LineBody>,
+    ) -> Result<bool, StoreError> {
+        match dispatch!(self.backend, b => b.record_put(kind, id, expected, value, line)) {
+            Ok(_) => Ok(true),
+            Err(WriteError::Conflict | WriteError::Stale(_)) => Ok(false),
+            Err(WriteError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Sets record `id` to `new` if it still holds `old` (`None`: there is
+    /// none); false when it holds something else.
+    async fn replace_record(
+        &self,
+        kind: Kind,
+        id: &str,
+        old: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let stored = self.record(kind, id).await?;
+        let expected = match (&stored, old) {
+            (None, None) => 0,
+            (Some(r), Some(old)) if r.value == old => r.revision,
+            _ => return Ok(false),
+        };
+        self.put_record(kind, id, expected, new, None).await
+    }
+
     pub async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
-        dispatch!(self.backend, b => b.deks(tenant))
+        let prefix = format!("{}/", tenant.as_str());
+        self.records(Kind::Dek, &prefix)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let (_, id) = records::parse_dek_id(&r.id)?;
+                Ok(WrappedDek {
+                    id,
+                    wrapped: r.value,
+                })
+            })
+            .collect()
     }
 
     /// Inserts a DEK unless one with that id exists; true when inserted.
     pub async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
-        dispatch!(self.backend, b => b.add_dek(tenant, dek))
+        let id = records::dek_id(tenant, dek.id);
+        self.put_record(Kind::Dek, &id, 0, dek.wrapped, None).await
     }
 
     /// Every tenant's DEKs (start-up checks them all against the keyring).
     pub async fn all_deks(&self) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
-        dispatch!(self.backend, b => b.all_deks())
+        self.records(Kind::Dek, "")
+            .await?
+            .into_iter()
+            .map(|r| {
+                let (tenant, id) = records::parse_dek_id(&r.id)?;
+                let wrapped = r.value;
+                Ok((tenant, WrappedDek { id, wrapped }))
+            })
+            .collect()
     }
 
     /// Replaces DEK `id`'s wrapped bytes if they are still `old`; false when
@@ -35,7 +102,8 @@ impl Store {
         old: &[u8],
         new: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.backend, b => b.replace_dek(tenant, id, old, new))
+        let id = records::dek_id(tenant, id);
+        self.replace_record(Kind::Dek, &id, Some(old), new).await
     }
 
     /// Sets `name` to `new` if it still holds `old` (`None`: unset); false
@@ -46,7 +114,8 @@ impl Store {
         old: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError> {
-        dispatch!(self.backend, b => b.meta_replace(name, old, new))
+        self.replace_record(Kind::Meta, name, old, new.to_vec())
+            .await
     }
 
     /// Up to `limit` of `tenant`'s retained versions after `after` (key,
@@ -72,20 +141,44 @@ impl Store {
         dispatch!(self.backend, b => b.replace_sealed(tenant, key, version, old, new))
     }
 
+    /// Stores a new API key's record, with `line` in the same unit of work;
+    /// refused when its id is taken.
     pub async fn apikey_insert(
         &self,
         record: ApiKeyRecord,
         line: Option<LineBody>,
     ) -> Result<(), StoreError> {
-        dispatch!(self.backend, b => b.apikey_insert(record, line))
+        let value = records::encode_apikey(&record);
+        if self
+            .put_record(Kind::ApiKey, &record.id, 0, value, line)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "an api key id already exists".into(),
+            ))
+        }
     }
 
     pub async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        dispatch!(self.backend, b => b.apikey_get(id))
+        self.record(Kind::ApiKey, id)
+            .await?
+            .map(|r| records::decode_apikey(&r.id, &r.value))
+            .transpose()
     }
 
+    /// `tenant`'s live (unrevoked) keys, oldest first.
     pub async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        dispatch!(self.backend, b => b.apikey_list(tenant))
+        let mut keys = Vec::new();
+        for r in self.records(Kind::ApiKey, "").await? {
+            let key = records::decode_apikey(&r.id, &r.value)?;
+            if key.tenant == *tenant && key.revoked_at.is_none() {
+                keys.push(key);
+            }
+        }
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
     }
 
     /// Revokes `tenant`'s key `id`; `NotFound` when it has no such live key.
@@ -118,6 +211,8 @@ impl Store {
         Ok(())
     }
 
+    /// Applies `change` to key `id`'s record by compare-and-set, again
+    /// while concurrent writers win.
     async fn apikey_update(
         &self,
         id: &str,
@@ -127,20 +222,36 @@ impl Store {
         retry((), |()| {
             let line = line.clone();
             async move {
-                dispatch!(self.backend, b => b.apikey_update(id, change, line)).map_err(again)
+                let stored = self
+                    .record(Kind::ApiKey, id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let record = records::decode_apikey(id, &stored.value)?;
+                let Some(updated) = change.apply(&record)? else {
+                    return Ok(());
+                };
+                let value = records::encode_apikey(&updated);
+                if self
+                    .put_record(Kind::ApiKey, id, stored.revision, value, line)
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(Attempt::Again(()))
+                }
             }
         })
         .await
     }
 
     pub async fn apikeys_exist(&self) -> Result<bool, StoreError> {
-        dispatch!(self.backend, b => b.apikeys_exist())
+        Ok(!self.records(Kind::ApiKey, "").await?.is_empty())
     }
 
     /// The value stored under `name` (the master key's check value, the
     /// wrapped audit key, the chain head), if any.
     pub async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        dispatch!(self.backend, b => b.meta_get(name))
+        Ok(self.record(Kind::Meta, name).await?.map(|r| r.value))
     }
 
     /// The audit chain heads recorded, by chain: the embedded store's one
@@ -149,23 +260,36 @@ impl Store {
     pub async fn audit_heads(
         &self,
     ) -> Result<std::collections::BTreeMap<String, super::chain::ChainHead>, StoreError> {
-        match &*self.backend {
-            Backends::Nats(b) => b.audit_heads().await,
-            _ => {
-                let stored = self.meta_get(super::lines::AUDIT_HEAD).await?;
-                Ok(stored
-                    .and_then(|v| super::chain::ChainHead::decode(std::str::from_utf8(&v).ok()?))
-                    .map(|head| (String::new(), head))
-                    .into_iter()
-                    .collect())
+        let mut heads = std::collections::BTreeMap::new();
+        for r in self.records(Kind::Meta, AUDIT_HEAD).await? {
+            let Some(chain) = super::lines::chain_named(AUDIT_HEAD, &r.id) else {
+                continue;
+            };
+            // A head that does not parse records nothing to check against.
+            if let Some(head) = std::str::from_utf8(&r.value)
+                .ok()
+                .and_then(super::chain::ChainHead::decode)
+            {
+                heads.insert(chain.to_owned(), head);
             }
         }
+        Ok(heads)
     }
 
     /// Stores `value` under `name` unless set; returns what is stored.
     pub async fn meta_init(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         retry((), |()| async {
-            dispatch!(self.backend, b => b.meta_init(name, &value)).map_err(again)
+            if let Some(stored) = self.record(Kind::Meta, name).await? {
+                return Ok(stored.value);
+            }
+            if self
+                .put_record(Kind::Meta, name, 0, value.clone(), None)
+                .await?
+            {
+                Ok(value.clone())
+            } else {
+                Err(Attempt::Again(()))
+            }
         })
         .await
     }

@@ -25,6 +25,7 @@ pub mod events;
 pub mod lines;
 pub mod model;
 pub mod nats;
+pub mod records;
 pub mod sqlite;
 pub mod trail;
 
@@ -384,14 +385,6 @@ impl Store {
     /// not yet marked, up to `limit`.
     pub async fn lapsed(&self, now: i64, limit: usize) -> Result<Vec<Lapsed>, StoreError> {
         dispatch!(self.backend, b => b.lapsed(now, limit))
-    }
-}
-
-/// A write error of an attempt without state: a lost race is tried again.
-fn again(e: WriteError) -> Attempt<()> {
-    match e {
-        WriteError::Stale(_) | WriteError::Conflict => Attempt::Again(()),
-        WriteError::Failed(e) => Attempt::Failed(e),
     }
 }
 

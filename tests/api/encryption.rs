@@ -329,9 +329,9 @@ async fn a_damaged_data_key_is_named_as_that_data_key_not_as_the_master_key() {
     // The last byte of the wrapped key: its authentication tag.
     flip_bit(
         &app.data_dir,
-        "deks",
-        "wrapped",
-        "tenant = 'default'",
+        "records",
+        "value",
+        "kind = 'dek' AND id LIKE 'default/%'",
         |n| n - 1,
     );
     let again = spawn_with(Options::default().data_dir(&app.data_dir)).await;

@@ -5,8 +5,6 @@
 //! moved forward, with a compare-and-set. A chain lost and superseded
 //! (`--audit-restart-chain`) has its record removed.
 
-use std::collections::BTreeMap;
-
 use async_nats::jetstream::{self, kv};
 use tokio::sync::OnceCell;
 
@@ -14,7 +12,7 @@ use super::kv::{last, publish, Publish};
 use super::records::{op_of, with_format, without_format, Op};
 use crate::store::chain::ChainHead;
 use crate::store::engine::WriteError;
-use crate::store::lines::{chain_name, chain_named, TrailError, AUDIT_HEAD};
+use crate::store::lines::{chain_name, TrailError, AUDIT_HEAD};
 use crate::store::StoreError;
 
 pub(super) struct HeadRecord {
@@ -23,41 +21,6 @@ pub(super) struct HeadRecord {
     /// The meta key of this gateway's chain.
     name: String,
     meta: OnceCell<kv::Store>,
-}
-
-/// Every chain's recorded head in the meta bucket `meta`, by chain.
-pub(super) async fn recorded(
-    client: &async_nats::Client,
-    meta: &kv::Store,
-) -> Result<BTreeMap<String, ChainHead>, StoreError> {
-    let mut heads = BTreeMap::new();
-    for (name, op, payload) in super::kv::scan_last(client, meta, &format!("{AUDIT_HEAD}.>"), false)
-        .await?
-        .into_iter()
-        .chain(last_of(meta, AUDIT_HEAD).await?)
-    {
-        let Some(chain) = chain_named(AUDIT_HEAD, &name).filter(|_| op == Op::Put) else {
-            continue;
-        };
-        let stored = without_format("audit head", &payload)?;
-        if let Some(head) = std::str::from_utf8(&stored)
-            .ok()
-            .and_then(ChainHead::decode)
-        {
-            heads.insert(chain.to_owned(), head);
-        }
-    }
-    Ok(heads)
-}
-
-/// `name`'s last message as `scan_last` gives it.
-async fn last_of(
-    meta: &kv::Store,
-    name: &str,
-) -> Result<Option<(String, Op, Vec<u8>)>, StoreError> {
-    Ok(last(meta, name)
-        .await?
-        .map(|m| (name.to_owned(), op_of(Some(&m.headers)), m.payload.to_vec())))
 }
 
 impl HeadRecord {

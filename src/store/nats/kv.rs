@@ -122,6 +122,20 @@ pub(super) async fn scan_last(
     filter: &str,
     headers_only: bool,
 ) -> Result<Vec<(String, Op, Vec<u8>)>, StoreError> {
+    let scanned = scan_last_sequenced(client, store, filter, headers_only).await?;
+    Ok(scanned
+        .into_iter()
+        .map(|(key, op, payload, _)| (key, op, payload))
+        .collect())
+}
+
+/// `scan_last`, with each message's stream sequence (its revision).
+pub(super) async fn scan_last_sequenced(
+    client: &async_nats::Client,
+    store: &kv::Store,
+    filter: &str,
+    headers_only: bool,
+) -> Result<Vec<(String, Op, Vec<u8>, u64)>, StoreError> {
     let scan = async {
         let consumer = store
             .stream
@@ -146,12 +160,14 @@ pub(super) async fn scan_last(
             .map_err(|e| unavailable("scan", e))?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| unavailable("scan", e))?;
-            let pending = message.info().map_err(|e| unavailable("scan", e))?.pending;
+            let info = message.info().map_err(|e| unavailable("scan", e))?;
+            let (pending, sequence) = (info.pending, info.stream_sequence);
             if let Some(key) = message.subject.as_str().strip_prefix(&store.prefix) {
                 out.push((
                     key.to_owned(),
                     op_of(message.headers.as_ref()),
                     message.payload.to_vec(),
+                    sequence,
                 ));
             }
             if pending == 0 {

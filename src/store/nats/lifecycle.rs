@@ -1,5 +1,4 @@
-//! Key rotation and backup on the nats engine: compare-and-set updates of
-//! wrapped keys and meta values, a dump that reads every bucket (not one
+//! Backup on the nats engine: a dump that reads every bucket (not one
 //! instant: JetStream has no snapshot across subjects), and a load that
 //! writes each secret's versions in order. Reseal is refused: a key's
 //! history in JetStream cannot be rewritten in place.
@@ -11,16 +10,13 @@ use async_nats::jetstream::kv;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::kv::{self as kvops, Publish};
-use super::records::{
-    decode_apikey, encode_apikey, is_kv_key, op_of, tenant_key, with_format, without_format, Entry,
-    Op, Record, State,
-};
+use super::records::{tenant_key, Entry, Op, Record, State};
 use super::{unavailable, NatsBackend, REQUEST_TIMEOUT};
 use crate::store::dump::{
     is_local_meta, not_empty, Dumped, DumpedVersion, LoadCounts, Records, SecretDump, Sink,
 };
 use crate::store::engine::WriteError;
-use crate::store::model::WrappedDek;
+use crate::store::records::{self, Kind};
 use crate::store::StoreError;
 use crate::types::TenantId;
 
@@ -32,85 +28,6 @@ pub(super) fn split_tenant_key(key: &str) -> Option<(TenantId, &str)> {
     let (hex_tenant, rest) = key.split_once('.')?;
     let tenant = String::from_utf8(hex::decode(hex_tenant).ok()?).ok()?;
     Some((TenantId::parse(&tenant).ok()?, rest))
-}
-
-pub(super) async fn all_deks(
-    backend: &NatsBackend,
-) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
-    let b = backend.conn.buckets().await?;
-    let mut deks = Vec::new();
-    for (key, op, payload) in kvops::scan_last(&backend.conn.client, &b.deks, ">", false).await? {
-        if op != Op::Put {
-            continue;
-        }
-        let (tenant, id) = split_tenant_key(&key)
-            .and_then(|(t, id)| Some((t, id.parse::<u32>().ok()?)))
-            .ok_or_else(|| StoreError::Corrupt("data key with a bad name".into()))?;
-        let wrapped = without_format("data key", &payload)?;
-        deks.push((tenant, WrappedDek { id, wrapped }));
-    }
-    deks.sort_by(|a, b| (a.0.as_str(), a.1.id).cmp(&(b.0.as_str(), b.1.id)));
-    Ok(deks)
-}
-
-/// Writes `new` over `key` if its last message is a put of `old` (`None`:
-/// no live value).
-async fn replace(
-    backend: &NatsBackend,
-    store: &kv::Store,
-    key: &str,
-    old: Option<&[u8]>,
-    new: &[u8],
-) -> Result<bool, StoreError> {
-    let last = kvops::last(store, key).await?;
-    let expected = match (&last, old) {
-        (Some(m), Some(old))
-            if op_of(Some(&m.headers)) == Op::Put && m.payload[..] == with_format(old)[..] =>
-        {
-            m.sequence
-        }
-        (Some(m), None) if op_of(Some(&m.headers)) != Op::Put => m.sequence,
-        (None, None) => 0,
-        _ => return Ok(false),
-    };
-    let message = Publish {
-        key,
-        expected,
-        op: Op::Put,
-        payload: with_format(new),
-    };
-    match kvops::publish(&backend.conn.js, store, message, None).await {
-        Ok(_) => Ok(true),
-        Err(WriteError::Conflict | WriteError::Stale(_)) => Ok(false),
-        Err(WriteError::Failed(e)) => Err(e),
-    }
-}
-
-pub(super) async fn replace_dek(
-    backend: &NatsBackend,
-    tenant: &TenantId,
-    id: u32,
-    old: &[u8],
-    new: &[u8],
-) -> Result<bool, StoreError> {
-    let b = backend.conn.buckets().await?;
-    let key = tenant_key(tenant, &id.to_string());
-    replace(backend, &b.deks, &key, Some(old), new).await
-}
-
-pub(super) async fn meta_replace(
-    backend: &NatsBackend,
-    name: &str,
-    old: Option<&[u8]>,
-    new: &[u8],
-) -> Result<bool, StoreError> {
-    let b = backend.conn.buckets().await?;
-    if !is_kv_key(name) {
-        return Err(StoreError::Unavailable(
-            "nats: meta name outside the key alphabet".into(),
-        ));
-    }
-    replace(backend, &b.meta, name, old, new).await
 }
 
 pub(super) fn reseal_refused() -> StoreError {
@@ -174,23 +91,12 @@ async fn secret_histories(
 pub(super) async fn dump(backend: &NatsBackend, sink: Sink<'_>) -> Result<(), StoreError> {
     let b = backend.conn.buckets().await?;
     let mut emit = |record| sink(record).map_err(StoreError::Refused);
-    let client = &backend.conn.client;
-    let mut meta = kvops::scan_last(client, &b.meta, ">", false).await?;
-    meta.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, op, payload) in meta {
-        if op == Op::Put && !is_local_meta(&name) {
-            let value = without_format("meta value", &payload)?;
-            emit(Dumped::Meta { name, value })?;
-        }
-    }
-    for (tenant, dek) in all_deks(backend).await? {
-        emit(Dumped::Dek { tenant, dek })?;
-    }
-    let mut apikeys = kvops::scan_last(client, &b.apikeys, ">", false).await?;
-    apikeys.sort_by(|a, b| a.0.cmp(&b.0));
-    for (id, op, payload) in apikeys {
-        if op == Op::Put {
-            emit(Dumped::ApiKey(decode_apikey(&id, &payload)?))?;
+    // Meta values, data keys and API keys, as the model reads them.
+    for kind in Kind::ALL {
+        for r in super::named::scan(backend, kind, "").await? {
+            if let Some(record) = records::to_dumped(kind, &r.id, r.value)? {
+                emit(record)?;
+            }
         }
     }
     let mut secrets = Vec::new();
@@ -344,26 +250,27 @@ pub(super) async fn load(
                         break;
                     }
                 }
-                Dumped::Meta { name, value } => {
-                    if !replace(backend, &b.meta, &name, None, &value).await? {
-                        let stored = kvops::last(&b.meta, &name).await?;
-                        let old = stored
-                            .map(|m| without_format("meta value", &m.payload))
-                            .transpose()?;
-                        replace(backend, &b.meta, &name, old.as_deref(), &value).await?;
+                other => {
+                    let Some((kind, id, value)) = records::from_dumped(&other) else {
+                        continue;
+                    };
+                    // A meta value replaces the target's own; a data key or
+                    // API key written twice is refused.
+                    let stored = match kind {
+                        Kind::Meta => super::named::get(backend, kind, &id).await?,
+                        _ => None,
+                    };
+                    let expected = stored.map_or(0, |r| r.revision);
+                    match super::named::put(backend, kind, &id, expected, &value, None).await {
+                        Ok(_) => {}
+                        Err(WriteError::Failed(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(StoreError::Refused(format!(
+                                "a {} was written twice",
+                                kind.name()
+                            )))
+                        }
                     }
-                }
-                Dumped::Dek { tenant, dek } => {
-                    let key = tenant_key(&tenant, &dek.id.to_string());
-                    if !replace(backend, &b.deks, &key, None, &dek.wrapped).await? {
-                        return Err(StoreError::Refused("a data key was written twice".into()));
-                    }
-                }
-                Dumped::ApiKey(r) => {
-                    b.apikeys
-                        .put(&r.id, encode_apikey(&r).into())
-                        .await
-                        .map_err(|e| unavailable("restore api key", e))?;
                 }
             }
         }

@@ -16,13 +16,13 @@
 //! Sequence` of the message it read); a lost race is reported to `Store`,
 //! which reads and tries again.
 
-mod apikeys;
 mod cache;
 mod connection;
 mod events;
 mod head;
 mod kv;
 mod lifecycle;
+mod named;
 mod recorded;
 mod records;
 mod secrets;
@@ -37,9 +37,9 @@ use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::events::{Draft, Event, EventWindow, Hub};
 use super::lines::LineBody;
 use super::model::{
-    ApiKeyChange, ApiKeyRecord, Lapsed, ListFilter, ListedSecret, SealedVersion, SecretMetadata,
-    StoredVersion, WrappedDek,
+    Lapsed, ListFilter, ListedSecret, SealedVersion, SecretMetadata, StoredVersion,
 };
+use super::records::{Kind, Record};
 use super::{StoreConfig, StoreError};
 use crate::types::{SecretKey, TenantId};
 use connection::Connection;
@@ -125,21 +125,13 @@ impl NatsBackend {
         events::feed(self, self.hub.clone()).await
     }
 
-    /// Every audit chain's recorded head, by chain.
-    pub(super) async fn audit_heads(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, super::chain::ChainHead>, StoreError> {
-        let b = self.conn.buckets().await?;
-        head::recorded(&self.conn.client, &b.meta).await
-    }
-
     /// Keeps the read cache coherent with every gateway's changes (a task).
     pub(super) async fn follow_for_cache(&self) {
         cache::follow(self).await
     }
 
     pub(super) async fn watch_apikeys(&self, tx: tokio::sync::mpsc::Sender<String>) {
-        apikeys::watch(self, tx).await
+        named::watch(self, tx).await
     }
 
     /// Publishes a change with its audit line: first the request's intent
@@ -229,7 +221,7 @@ impl Backend for NatsBackend {
         self.ping().await?;
         // The shared state every gateway needs (the master key's check
         // value) is readable.
-        apikeys::meta_get(self, "master_key_check")
+        named::get(self, Kind::Meta, "master_key_check")
             .await
             .map(|_| ())
     }
@@ -300,72 +292,23 @@ impl Backend for NatsBackend {
         Ok(())
     }
 
-    async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
-        apikeys::deks(self, tenant).await
+    async fn record_get(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
+        named::get(self, kind, id).await
     }
 
-    async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
-        apikeys::add_dek(self, tenant, dek).await
+    async fn record_scan(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, StoreError> {
+        named::scan(self, kind, prefix).await
     }
 
-    async fn apikey_insert(
+    async fn record_put(
         &self,
-        record: ApiKeyRecord,
-        line: Option<LineBody>,
-    ) -> Result<(), StoreError> {
-        apikeys::insert(self, record, line).await
-    }
-
-    async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        apikeys::get(self, id).await
-    }
-
-    async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        apikeys::list(self, tenant).await
-    }
-
-    async fn apikey_update(
-        &self,
+        kind: Kind,
         id: &str,
-        change: &ApiKeyChange,
+        expected: u64,
+        value: Vec<u8>,
         line: Option<LineBody>,
-    ) -> Result<(), WriteError> {
-        apikeys::update(self, id, change, line).await
-    }
-
-    async fn apikeys_exist(&self) -> Result<bool, StoreError> {
-        apikeys::any(self).await
-    }
-
-    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        apikeys::meta_get(self, name).await
-    }
-
-    async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {
-        apikeys::meta_init(self, name, value).await
-    }
-
-    async fn all_deks(&self) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
-        lifecycle::all_deks(self).await
-    }
-
-    async fn replace_dek(
-        &self,
-        tenant: &TenantId,
-        id: u32,
-        old: &[u8],
-        new: Vec<u8>,
-    ) -> Result<bool, StoreError> {
-        lifecycle::replace_dek(self, tenant, id, old, &new).await
-    }
-
-    async fn meta_replace(
-        &self,
-        name: &str,
-        old: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<bool, StoreError> {
-        lifecycle::meta_replace(self, name, old, new).await
+    ) -> Result<u64, WriteError> {
+        named::put(self, kind, id, expected, &value, line).await
     }
 
     async fn sealed_versions(

@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use serde::{Deserialize, Serialize};
 
-use crate::store::model::{ApiKeyRecord, Head, StoredVersion, VersionInfo};
+use crate::store::model::{Head, StoredVersion, VersionInfo};
 use crate::store::StoreError;
 use crate::types::TenantId;
 
@@ -258,57 +257,6 @@ impl State {
             .get(&head.version)
             .and_then(|(_, _, r)| r.clone())
     }
-}
-
-/// The JSON body of an API key value, after the format byte.
-#[derive(Serialize, Deserialize)]
-struct ApiKeyDoc {
-    tenant: String,
-    name: String,
-    scopes: Vec<String>,
-    hash: String,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-}
-
-pub(super) fn encode_apikey(r: &ApiKeyRecord) -> Vec<u8> {
-    let doc = ApiKeyDoc {
-        tenant: r.tenant.as_str().to_owned(),
-        name: r.name.clone(),
-        scopes: r.scopes.clone(),
-        hash: hex::encode(r.hash),
-        created_at: r.created_at,
-        expires_at: r.expires_at,
-        revoked_at: r.revoked_at,
-        last_used_at: r.last_used_at,
-    };
-    let mut out = vec![FORMAT];
-    out.extend(serde_json::to_vec(&doc).expect("serializable"));
-    out
-}
-
-pub(super) fn decode_apikey(id: &str, bytes: &[u8]) -> Result<ApiKeyRecord, StoreError> {
-    let corrupt = || StoreError::Corrupt("api key record is unreadable".into());
-    let (&format, body) = bytes.split_first().ok_or_else(corrupt)?;
-    if format != FORMAT {
-        return Err(corrupt());
-    }
-    let doc: ApiKeyDoc = serde_json::from_slice(body).map_err(|_| corrupt())?;
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(&doc.hash, &mut hash).map_err(|_| corrupt())?;
-    Ok(ApiKeyRecord {
-        id: id.to_owned(),
-        tenant: TenantId::parse(&doc.tenant).map_err(|_| corrupt())?,
-        name: doc.name,
-        scopes: doc.scopes,
-        hash,
-        created_at: doc.created_at,
-        expires_at: doc.expires_at,
-        revoked_at: doc.revoked_at,
-        last_used_at: doc.last_used_at,
-    })
 }
 
 pub(super) fn with_format(value: &[u8]) -> Vec<u8> {

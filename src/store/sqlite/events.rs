@@ -2,7 +2,7 @@
 //! in its own unit of work, read back for a watcher resuming after an id,
 //! and pruned to the window.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::store::events::{action_from, Draft, Event, EventWindow, PRUNED_THROUGH};
 use crate::types::TenantId;
@@ -23,11 +23,7 @@ pub(super) fn insert(c: &Connection, tenant: &TenantId, draft: Draft) -> rusqlit
 }
 
 fn meta_u64(c: &Connection, name: &str) -> rusqlite::Result<u64> {
-    let text: Option<Vec<u8>> = c
-        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let text = super::records::meta(c, name)?;
     Ok(text
         .and_then(|t| String::from_utf8(t).ok()?.parse().ok())
         .unwrap_or(0))
@@ -98,11 +94,7 @@ fn page(
 pub(super) fn forget_all(c: &Connection) -> rusqlite::Result<()> {
     let last = last_id(c)?;
     c.execute("DELETE FROM events WHERE id < ?1", [last as i64])?;
-    c.execute(
-        "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-        params![PRUNED_THROUGH, (last + 1).to_string().as_bytes()],
-    )?;
-    Ok(())
+    super::records::set_meta(c, PRUNED_THROUGH, (last + 1).to_string().as_bytes())
 }
 
 /// Drops events beyond the window, always keeping the newest (whose id the
@@ -122,9 +114,5 @@ pub(super) fn prune(c: &Connection, window: EventWindow, now: i64) -> rusqlite::
         return Ok(());
     }
     c.execute("DELETE FROM events WHERE id <= ?1", [through as i64])?;
-    c.execute(
-        "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-        params![PRUNED_THROUGH, through.to_string().as_bytes()],
-    )?;
-    Ok(())
+    super::records::set_meta(c, PRUNED_THROUGH, through.to_string().as_bytes())
 }

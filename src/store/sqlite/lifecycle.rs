@@ -1,63 +1,15 @@
-//! The SQL of key rotation and of backup and restore: compare-and-set
-//! updates of wrapped keys, meta values and sealed versions; a dump in one
-//! read transaction; a load in one job of the writer (so one transaction,
-//! undone whole when the backup fails its check).
+//! The SQL of reseal and of backup and restore: compare-and-set updates of
+//! sealed versions; a dump in one read transaction; a load in one job of
+//! the writer (so one transaction, undone whole when the backup fails its
+//! check).
 
 use rusqlite::{params, Connection};
 
-use super::apikeys;
-use crate::clock::now_ms;
 use crate::store::dump::{is_local_meta, not_empty, Dumped, DumpedVersion, LoadCounts, SecretDump};
-use crate::store::model::{Head, SealedVersion, WrappedDek};
+use crate::store::model::{Head, SealedVersion};
+use crate::store::records::{self, Kind};
 use crate::store::StoreError;
 use crate::types::TenantId;
-
-pub(super) fn all_deks(c: &Connection) -> rusqlite::Result<Vec<(String, WrappedDek)>> {
-    c.prepare("SELECT tenant, id, wrapped FROM deks ORDER BY tenant, id")?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                WrappedDek {
-                    id: r.get(1)?,
-                    wrapped: r.get(2)?,
-                },
-            ))
-        })?
-        .collect()
-}
-
-pub(super) fn replace_dek(
-    c: &Connection,
-    tenant: &str,
-    id: u32,
-    old: &[u8],
-    new: &[u8],
-) -> rusqlite::Result<bool> {
-    c.execute(
-        "UPDATE deks SET wrapped = ?4 WHERE tenant = ?1 AND id = ?2 AND wrapped = ?3",
-        params![tenant, id, old, new],
-    )
-    .map(|n| n == 1)
-}
-
-pub(super) fn meta_replace(
-    c: &Connection,
-    name: &str,
-    old: Option<&[u8]>,
-    new: &[u8],
-) -> rusqlite::Result<bool> {
-    let changed = match old {
-        None => c.execute(
-            "INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)",
-            params![name, new],
-        )?,
-        Some(old) => c.execute(
-            "UPDATE meta SET value = ?3 WHERE name = ?1 AND value = ?2",
-            params![name, old, new],
-        )?,
-    };
-    Ok(changed == 1)
-}
 
 pub(super) fn sealed_versions(
     c: &Connection,
@@ -123,23 +75,13 @@ fn dump_in(
 ) -> Result<(), StoreError> {
     let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
     let mut emit = |record| sink(record).map_err(StoreError::Refused);
-    let mut meta = c
-        .prepare("SELECT name, value FROM meta ORDER BY name")
-        .map_err(sql)?;
-    let mut rows = meta.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let name: String = r.get(0).map_err(sql)?;
-        if !is_local_meta(&name) {
-            let value = r.get(1).map_err(sql)?;
-            emit(Dumped::Meta { name, value })?;
+    // Meta values, data keys and API keys, as the model reads them.
+    for kind in Kind::ALL {
+        for r in super::records::scan(c, kind, "").map_err(sql)? {
+            if let Some(record) = records::to_dumped(kind, &r.id, r.value)? {
+                emit(record)?;
+            }
         }
-    }
-    for (tenant, dek) in all_deks(c).map_err(sql)? {
-        let tenant = TenantId::parse(&tenant).map_err(|_| sql(bad_tenant(0)))?;
-        emit(Dumped::Dek { tenant, dek })?;
-    }
-    for record in apikeys::all(c).map_err(sql)? {
-        emit(Dumped::ApiKey(record))?;
     }
     let mut versions = c
         .prepare(
@@ -206,8 +148,8 @@ pub(super) fn load(
     let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
     let holds: bool = c
         .query_row(
-            "SELECT EXISTS (SELECT 1 FROM secrets) OR EXISTS (SELECT 1 FROM deks)
-                 OR EXISTS (SELECT 1 FROM apikeys)",
+            "SELECT EXISTS (SELECT 1 FROM secrets)
+                 OR EXISTS (SELECT 1 FROM records WHERE kind IN ('dek', 'apikey'))",
             [],
             |r| r.get(0),
         )
@@ -217,13 +159,16 @@ pub(super) fn load(
     }
     if force {
         c.execute_batch(
-            "DELETE FROM secrets; DELETE FROM versions; DELETE FROM deks; DELETE FROM apikeys;",
+            "DELETE FROM secrets; DELETE FROM versions;
+             DELETE FROM records WHERE kind IN ('dek', 'apikey');",
         )
         .map_err(sql)?;
         super::events::forget_all(c).map_err(sql)?;
-        let mut drop = c.prepare("DELETE FROM meta WHERE name = ?1").map_err(sql)?;
+        let mut drop = c
+            .prepare("DELETE FROM records WHERE kind = 'meta' AND id = ?1")
+            .map_err(sql)?;
         let names: Vec<String> = c
-            .prepare("SELECT name FROM meta")
+            .prepare("SELECT id FROM records WHERE kind = 'meta'")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(sql)?;
         for name in names.iter().filter(|n| !is_local_meta(n)) {
@@ -231,25 +176,21 @@ pub(super) fn load(
         }
     }
     let mut counts = LoadCounts::default();
-    let now = now_ms();
     for record in records {
         let record = record.map_err(StoreError::Refused)?;
         counts.count(&record);
-        let written = match &record {
-            Dumped::Meta { name, value } => c
+        let written = match (&record, records::from_dumped(&record)) {
+            (Dumped::Secret(s), _) => insert_secret(c, s),
+            // A meta value replaces the target's own; a data key or API
+            // key written twice is refused.
+            (_, Some((Kind::Meta, name, value))) => super::records::set_meta(c, &name, &value),
+            (_, Some((kind, id, value))) => c
                 .execute(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-                    params![name, value],
+                    "INSERT INTO records (kind, id, value, revision) VALUES (?1, ?2, ?3, 1)",
+                    params![kind.name(), id, value],
                 )
                 .map(|_| ()),
-            Dumped::Dek { tenant, dek } => c
-                .execute(
-                    "INSERT INTO deks (tenant, id, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![tenant.as_str(), dek.id, dek.wrapped, now],
-                )
-                .map(|_| ()),
-            Dumped::ApiKey(r) => apikeys::insert(c, r),
-            Dumped::Secret(s) => insert_secret(c, s),
+            (_, None) => Ok(()),
         };
         written.map_err(|e| StoreError::Refused(format!("cannot load a record: {e}")))?;
     }

@@ -8,12 +8,12 @@
 //! - `secrets.rs`, `apikeys.rs`: the SQL;
 //! - `trail.rs`: the audit file; `files.rs`: reading it back and rotating it.
 
-mod apikeys;
 mod events;
 mod files;
 mod lifecycle;
 mod open;
 mod reads;
+mod records;
 mod schema;
 mod secrets;
 mod trail;
@@ -29,9 +29,10 @@ use super::engine::{Backend, Observed, SecretWrite, WriteError};
 use super::events::{Draft, Event, EventWindow, Hub};
 use super::lines::LineBody;
 use super::model::{
-    self, ApiKeyChange, ApiKeyRecord, Change, Lapsed, ListFilter, ListedSecret, Refusal,
-    SealedVersion, SecretMetadata, StoredVersion, WrappedDek,
+    self, Change, Lapsed, ListFilter, ListedSecret, Refusal, SealedVersion, SecretMetadata,
+    StoredVersion,
 };
+use super::records::{Kind, Record};
 use super::StoreError;
 use crate::clock::now_ms;
 use crate::types::{SecretKey, TenantId};
@@ -104,12 +105,8 @@ impl Backend for SqliteBackend {
         crate::fsutil::check_free_space(&self.dir).map_err(StoreError::Unavailable)?;
         self.writer
             .run(Self::plain(), |c| {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('ready_probe', ?1)",
-                )
-                .and_then(|mut s| s.execute([crate::clock::now_ms().to_string().as_bytes()]))
-                .map(|_| ())
-                .map_err(unavailable)
+                let now = crate::clock::now_ms().to_string();
+                records::set_meta(c, "ready_probe", now.as_bytes()).map_err(unavailable)
             })
             .await
     }
@@ -239,123 +236,35 @@ impl Backend for SqliteBackend {
             .await
     }
 
-    async fn deks(&self, tenant: &TenantId) -> Result<Vec<WrappedDek>, StoreError> {
-        self.readers.read(|c| apikeys::deks(c, tenant.as_str()))
+    async fn record_get(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
+        self.readers.read(|c| records::get(c, kind, id))
     }
 
-    async fn add_dek(&self, tenant: &TenantId, dek: WrappedDek) -> Result<bool, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        self.writer
-            .run(Self::plain(), move |c| {
-                apikeys::add_dek(c, &tenant, &dek).map_err(unavailable)
-            })
-            .await
+    async fn record_scan(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, StoreError> {
+        self.readers.read(|c| records::scan(c, kind, prefix))
     }
 
-    async fn apikey_insert(
+    async fn record_put(
         &self,
-        record: ApiKeyRecord,
-        line: Option<LineBody>,
-    ) -> Result<(), StoreError> {
-        let spec = JobSpec { secret: None, line };
-        self.writer
-            .run(spec, move |c| {
-                apikeys::insert(c, &record).map_err(unavailable)
-            })
-            .await
-    }
-
-    async fn apikey_get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.readers.read(|c| apikeys::get(c, id))
-    }
-
-    async fn apikey_list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.readers.read(|c| apikeys::list(c, tenant.as_str()))
-    }
-
-    async fn apikey_update(
-        &self,
+        kind: Kind,
         id: &str,
-        change: &ApiKeyChange,
+        expected: u64,
+        value: Vec<u8>,
         line: Option<LineBody>,
-    ) -> Result<(), WriteError> {
-        let (id, change) = (id.to_owned(), change.clone());
+    ) -> Result<u64, WriteError> {
+        let id = id.to_owned();
         let spec = JobSpec { secret: None, line };
-        self.writer
-            .run(spec, move |c| {
-                let record = apikeys::get(c, &id)
-                    .map_err(unavailable)?
-                    .ok_or(StoreError::NotFound)?;
-                if let Some(updated) = change.apply(&record)? {
-                    apikeys::update(c, &updated).map_err(unavailable)?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn apikeys_exist(&self) -> Result<bool, StoreError> {
-        self.readers.read(apikeys::any)
-    }
-
-    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.readers.read(|c| apikeys::meta(c, name))
-    }
-
-    async fn meta_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, WriteError> {
-        if let Some(stored) = self.readers.read(|c| apikeys::meta(c, name))? {
-            return Ok(stored);
+        let put = self
+            .writer
+            .run(spec, move |c| records::put(c, kind, &id, expected, &value))
+            .await;
+        match put {
+            Ok(revision) => Ok(revision),
+            // Another write came first; the writer undid this one and its
+            // line.
+            Err(StoreError::VersionMismatch) => Err(WriteError::Conflict),
+            Err(e) => Err(WriteError::Failed(e)),
         }
-        let (name, value) = (name.to_owned(), value.to_vec());
-        self.writer
-            .run(Self::plain(), move |c| {
-                apikeys::meta_insert(c, &name, &value).map_err(unavailable)?;
-                apikeys::meta(c, &name)
-                    .map_err(unavailable)?
-                    .ok_or_else(|| StoreError::Unavailable("meta value vanished".into()))
-            })
-            .await
-            .map_err(WriteError::Failed)
-    }
-
-    async fn all_deks(&self) -> Result<Vec<(TenantId, WrappedDek)>, StoreError> {
-        let rows = self.readers.read(lifecycle::all_deks)?;
-        rows.into_iter()
-            .map(|(tenant, dek)| {
-                TenantId::parse(&tenant)
-                    .map(|t| (t, dek))
-                    .map_err(|_| StoreError::Corrupt("a data key of an invalid tenant".into()))
-            })
-            .collect()
-    }
-
-    async fn replace_dek(
-        &self,
-        tenant: &TenantId,
-        id: u32,
-        old: &[u8],
-        new: Vec<u8>,
-    ) -> Result<bool, StoreError> {
-        let (tenant, old) = (tenant.as_str().to_owned(), old.to_vec());
-        self.writer
-            .run(Self::plain(), move |c| {
-                lifecycle::replace_dek(c, &tenant, id, &old, &new).map_err(unavailable)
-            })
-            .await
-    }
-
-    async fn meta_replace(
-        &self,
-        name: &str,
-        old: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<bool, StoreError> {
-        let (name, old, new) = (name.to_owned(), old.map(<[u8]>::to_vec), new.to_vec());
-        self.writer
-            .run(Self::plain(), move |c| {
-                lifecycle::meta_replace(c, &name, old.as_deref(), &new).map_err(unavailable)
-            })
-            .await
     }
 
     async fn sealed_versions(

@@ -7,10 +7,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::unavailable;
+use crate::store::model::ApiKeyRecord;
+use crate::store::records;
 use crate::store::StoreError;
+use crate::types::TenantId;
 
 /// Current schema, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
@@ -83,6 +86,19 @@ CREATE INDEX IF NOT EXISTS secrets_lapsing ON secrets (expires_at)
     WHERE expires_at IS NOT NULL AND deleted = 0;
 ";
 
+/// What schema 3 made of the `meta`, `deks` and `apikeys` tables: one table
+/// of records, whatever their kind (`store::records`), which
+/// `move_to_records` fills from them.
+const RECORDS: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    kind     TEXT NOT NULL,
+    id       TEXT NOT NULL,
+    value    BLOB NOT NULL,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+";
+
 pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(unavailable)?;
@@ -111,22 +127,15 @@ pub fn bound_to_a_master_key(path: &Path) -> Result<bool, StoreError> {
         return Ok(false);
     }
     let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has_meta: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
-    if !has_meta {
+    // Schema 3 keeps it in `records`; a database not yet migrated, in `meta`.
+    let query = if table_exists(&conn, "records").map_err(unavailable)? {
+        "SELECT EXISTS (SELECT 1 FROM records WHERE kind = 'meta' AND id = 'master_key_check')"
+    } else if table_exists(&conn, "meta").map_err(unavailable)? {
+        "SELECT EXISTS (SELECT 1 FROM meta WHERE name = 'master_key_check')"
+    } else {
         return Ok(false);
-    }
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM meta WHERE name = 'master_key_check')",
-        [],
-        |r| r.get(0),
-    )
-    .map_err(unavailable)
+    };
+    conn.query_row(query, [], |r| r.get(0)).map_err(unavailable)
 }
 
 /// Opens the write connection. WAL: readers never block the writer; FULL:
@@ -164,16 +173,152 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "database schema {version} is newer than this strongroom understands ({SCHEMA_VERSION})"
         )));
     }
-    let steps = if version == 1 { TO_2 } else { SCHEMA };
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {steps} {INDEXES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))
-    .map_err(unavailable)
+    let steps = match version {
+        0 => SCHEMA,
+        1 => TO_2,
+        _ => "",
+    };
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+    let migrated = conn
+        .execute_batch(&format!("{steps} {INDEXES} {RECORDS}"))
+        .and_then(|()| move_to_records(conn))
+        .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")));
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(unavailable),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(unavailable(e))
+        }
+    }
+}
+
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )
+}
+
+/// Moves the rows of schema 2's `meta`, `deks` and `apikeys` into
+/// `records`, each in the model's encoding, and drops those tables.
+fn move_to_records(conn: &Connection) -> rusqlite::Result<()> {
+    if table_exists(conn, "meta")? {
+        conn.execute_batch(
+            "INSERT INTO records (kind, id, value, revision) SELECT 'meta', name, value, 1 FROM meta;
+             DROP TABLE meta;",
+        )?;
+    }
+    if table_exists(conn, "deks")? {
+        conn.execute_batch(
+            "INSERT INTO records (kind, id, value, revision)
+                 SELECT 'dek', tenant || '/' || printf('%010d', id), wrapped, 1 FROM deks;
+             DROP TABLE deks;",
+        )?;
+    }
+    if table_exists(conn, "apikeys")? {
+        let keys: Vec<ApiKeyRecord> = conn
+            .prepare(
+                "SELECT id, tenant, name, scopes, hash, created_at, expires_at, revoked_at,
+                        last_used_at FROM apikeys",
+            )?
+            .query_map([], apikey_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut insert = conn.prepare(
+            "INSERT INTO records (kind, id, value, revision) VALUES ('apikey', ?1, ?2, 1)",
+        )?;
+        for key in keys {
+            insert.execute(rusqlite::params![key.id, records::encode_apikey(&key)])?;
+        }
+        conn.execute_batch("DROP TABLE apikeys;")?;
+    }
+    Ok(())
+}
+
+/// A row of schema 2's `apikeys` table.
+fn apikey_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let bad = |column, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            what.to_owned().into(),
+        )
+    };
+    let tenant: String = row.get(1)?;
+    let hash: Vec<u8> = row.get(4)?;
+    let scopes: String = row.get(3)?;
+    Ok(ApiKeyRecord {
+        id: row.get(0)?,
+        tenant: TenantId::parse(&tenant).map_err(|_| bad(1, "bad tenant"))?,
+        name: row.get(2)?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        hash: hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad(4, "api key hash is not 32 bytes"))?,
+        created_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+        last_used_at: row.get(8)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database of schema 2 (meta, deks and apikeys tables) opens as
+    /// schema 3 with every row a record in the model's encoding, and the
+    /// old tables gone.
+    #[test]
+    fn a_schema_2_database_moves_its_meta_keys_and_api_keys_into_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strongroom.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(&format!(
+            "{SCHEMA} {INDEXES} PRAGMA user_version = 2;
+             INSERT INTO meta VALUES ('master_key_check', x'0102');
+             INSERT INTO deks VALUES ('acme', 7, x'aabb', 5);
+             INSERT INTO apikeys VALUES ('0123456789abcdef', 'acme', 'ci',
+                 'secrets:read:app/ audit:read', zeroblob(32), 1, 2, NULL, 3);"
+        ))
+        .unwrap();
+        drop(old);
+        assert!(bound_to_a_master_key(&path).unwrap());
+        let conn = open_writer(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        use crate::store::records::Kind;
+        let get = |kind, id| {
+            super::super::records::get(&conn, kind, id)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(get(Kind::Meta, "master_key_check").value, [1, 2]);
+        let dek = get(Kind::Dek, "acme/0000000007");
+        assert_eq!((dek.value, dek.revision), (vec![0xaa, 0xbb], 1));
+        let key = get(Kind::ApiKey, "0123456789abcdef");
+        let key = records::decode_apikey(&key.id, &key.value).unwrap();
+        assert_eq!(key.tenant.as_str(), "acme");
+        assert_eq!(key.scopes, ["secrets:read:app/", "audit:read"]);
+        assert_eq!(
+            (
+                key.hash,
+                key.created_at,
+                key.expires_at,
+                key.revoked_at,
+                key.last_used_at
+            ),
+            ([0; 32], 1, Some(2), None, Some(3))
+        );
+        for table in ["meta", "deks", "apikeys"] {
+            assert!(!table_exists(&conn, table).unwrap(), "{table}");
+        }
+        drop(conn);
+        assert!(bound_to_a_master_key(&path).unwrap());
+    }
 
     /// A database of schema 1 (before expiry) opens as schema 2 with its
     /// rows intact, and they read as never lapsing.

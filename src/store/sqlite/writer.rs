@@ -289,8 +289,7 @@ impl HeadRecord {
         }
         let synced = file.map_or(Ok(()), |f| f.sync_data());
         let stored = synced.map_err(|e| e.to_string()).and_then(|()| {
-            conn.prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute((AUDIT_HEAD, head.encode().as_bytes())))
+            super::records::set_meta(conn, AUDIT_HEAD, head.encode().as_bytes())
                 .map_err(|e| e.to_string())
         });
         match stored {

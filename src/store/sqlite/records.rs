@@ -1,0 +1,83 @@
+//! The SQL of the records beside secrets (`store::records`): one table,
+//! `records (kind, id, value, revision)`, whatever the kind.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::records::{Kind, Record};
+use crate::store::StoreError;
+
+pub(super) fn get(c: &Connection, kind: Kind, id: &str) -> rusqlite::Result<Option<Record>> {
+    c.prepare_cached("SELECT value, revision FROM records WHERE kind = ?1 AND id = ?2")?
+        .query_row(params![kind.name(), id], |r| {
+            Ok(Record {
+                id: id.to_owned(),
+                value: r.get(0)?,
+                revision: r.get::<_, i64>(1)? as u64,
+            })
+        })
+        .optional()
+}
+
+/// Records of `kind` whose id starts with `prefix`, in id order.
+pub(super) fn scan(c: &Connection, kind: Kind, prefix: &str) -> rusqlite::Result<Vec<Record>> {
+    c.prepare_cached(
+        "SELECT id, value, revision FROM records
+         WHERE kind = ?1 AND id >= ?2 AND substr(id, 1, length(?2)) = ?2 ORDER BY id",
+    )?
+    .query_map(params![kind.name(), prefix], |r| {
+        Ok(Record {
+            id: r.get(0)?,
+            value: r.get(1)?,
+            revision: r.get::<_, i64>(2)? as u64,
+        })
+    })?
+    .collect()
+}
+
+/// One compare-and-set (inside the writer's transaction): the new revision,
+/// or `VersionMismatch` when the record's revision is not `expected` (0: no
+/// record), which the writer undoes without its line.
+pub(super) fn put(
+    c: &Connection,
+    kind: Kind,
+    id: &str,
+    expected: u64,
+    value: &[u8],
+) -> Result<u64, StoreError> {
+    let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+    let stored = get(c, kind, id).map_err(sql)?.map(|r| r.revision);
+    match stored {
+        None if expected == 0 => {
+            c.prepare_cached(
+                "INSERT INTO records (kind, id, value, revision) VALUES (?1, ?2, ?3, 1)",
+            )
+            .and_then(|mut s| s.execute(params![kind.name(), id, value]))
+            .map_err(sql)?;
+            Ok(1)
+        }
+        Some(revision) if revision == expected => {
+            c.prepare_cached(
+                "UPDATE records SET value = ?3, revision = ?4 WHERE kind = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![kind.name(), id, value, (revision + 1) as i64]))
+            .map_err(sql)?;
+            Ok(revision + 1)
+        }
+        _ => Err(StoreError::VersionMismatch),
+    }
+}
+
+/// A meta value the engine keeps for itself (the chain head, the event
+/// window's mark, the readiness probe), written whatever it held.
+pub(super) fn set_meta(c: &Connection, name: &str, value: &[u8]) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO records (kind, id, value, revision) VALUES ('meta', ?1, ?2, 1)
+         ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, revision = revision + 1",
+    )?
+    .execute(params![name, value])
+    .map(|_| ())
+}
+
+pub(super) fn meta(c: &Connection, name: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    Ok(get(c, Kind::Meta, name)?.map(|r| r.value))
+}
