@@ -4,10 +4,13 @@
 //!
 //! - `model.rs`: the rules (versions, preconditions, soft delete, pruning,
 //!   metadata) and the records; written once, used by both engines;
+//! - `records.rs`: the records beside secrets (meta values, data keys, API
+//!   keys), their ids and encodings; `keys.rs`: their rules over the
+//!   engine's record methods;
 //! - `engine.rs`: the crate-private trait an engine implements;
 //! - `config.rs`: which engine and its settings; `error.rs`: `StoreError`;
-//! - `trail.rs`: audit lines as data, the `Trail` handle; `chain.rs`: the
-//!   line format;
+//! - `lines.rs`: audit lines as data; `trail.rs`: the `Trail` handle;
+//!   `chain.rs`: the line format;
 //! - `conformance.rs`: the suite every engine passes.
 //!
 //! Architecture invariant: `store/` never sees a plaintext value or an
