@@ -15,7 +15,7 @@ use super::error::{ApiError, Op};
 use super::request;
 use super::AppState;
 use crate::auth::{AuthError, Credential, Principal};
-use crate::ops::{Call, InFlight, Operation};
+use crate::ops::{Call, InFlight, Operation, Unread};
 use crate::types::SecretKey;
 
 /// The request's one credential. With both an API key and a bearer token it
@@ -116,10 +116,15 @@ fn call(parts: &Parts) -> Result<Call, ApiError> {
 
 /// Authenticates the request's credential through the operations layer.
 async fn principal(app: &AppState, parts: &Parts, call: &Call) -> Result<Arc<Principal>, ApiError> {
-    Ok(app
-        .ops
-        .authenticate(call, credential(&parts.headers))
-        .await?)
+    let credential = credential(&parts.headers).map_err(|error| Unread {
+        error,
+        api_key: parts
+            .headers
+            .get(&X_API_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim),
+    });
+    Ok(app.ops.authenticate(call, credential).await?)
 }
 
 /// Where the key starts in the path of a route about one key (the rest of

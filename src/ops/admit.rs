@@ -11,14 +11,21 @@ use super::{Call, OpError, Ops};
 use crate::auth::failures::Admission;
 use crate::auth::{AuthError, Credential, Principal};
 
+/// A credential the front-end could not read (none, two, or malformed),
+/// with the API-key text the request carried, if any: a refused key's
+/// public id is what its audit line names.
+pub struct Unread<'a> {
+    pub error: AuthError,
+    pub api_key: Option<&'a str>,
+}
+
 impl Ops {
-    /// Authenticates the request's credential (`Err` when the front-end
-    /// found none it could read), records who it was on the call, and
-    /// counts failures by reason.
+    /// Authenticates the request's credential, records who it was on the
+    /// call, and counts failures by reason.
     pub async fn authenticate(
         &self,
         call: &Call,
-        credential: Result<Credential<'_>, AuthError>,
+        credential: Result<Credential<'_>, Unread<'_>>,
     ) -> Result<Arc<Principal>, OpError> {
         let client = call.client();
         let admission = client.map(|addr| (addr, self.auth_failures.admit(&addr)));
@@ -29,11 +36,12 @@ impl Ops {
         // The text of an API key, to name its public id if it is refused.
         let api_key = match &credential {
             Ok(Credential::ApiKey(text)) => Some(*text),
-            _ => None,
+            Ok(Credential::Bearer(_)) => None,
+            Err(unread) => unread.api_key,
         };
         let result = match credential {
             Ok(credential) => self.auth.authenticate(credential).await,
-            Err(e) => Err(e),
+            Err(unread) => Err(unread.error),
         };
         if let Some((addr, admitted)) = admission {
             // A store that could not answer says nothing about the credential.

@@ -84,6 +84,9 @@ impl Ops {
     ) -> Result<ApiKeyPage, OpError> {
         let outcome = async {
             admin(principal)?;
+            if limit == 0 {
+                return Err(OpError::Invalid("a page holds at least one key".into()));
+            }
             // Record pending use times first, so last_used_at is current.
             self.auth.flush_last_used().await;
             let mut keys = self.store.apikey_list(&principal.tenant).await?;

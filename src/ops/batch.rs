@@ -106,12 +106,13 @@ impl Ops {
             lines.push(call.line_for(key.as_str(), 200));
             batch.found.push((key, stored.version, text));
         }
-        // Every key's line is written before any value leaves, in one run.
+        // Every key's line is written before any value leaves, in one run
+        // (one attempt: if it fails, the request answers 503).
+        call.mark_written();
         self.trail
             .append_all(lines)
             .await
             .map_err(|e| OpError::Unavailable(e.to_string()))?;
-        call.mark_written();
         Ok(batch)
     }
 }

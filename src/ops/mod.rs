@@ -23,7 +23,7 @@ pub mod watch;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-pub use admit::InFlight;
+pub use admit::{InFlight, Unread};
 pub use apikeys::{ApiKeyPage, CreateApiKey, CreatedApiKey};
 pub use batch::{json_len, Batch};
 pub use call::Call;
@@ -163,13 +163,15 @@ impl Ops {
         self.append(call, call.line(status)).await
     }
 
+    /// Appends the call's line; one attempt per request: a line that
+    /// could not be written is not tried again by `finish` (the request
+    /// answers 503).
     async fn append(&self, call: &Call, line: crate::store::LineBody) -> Result<(), OpError> {
+        call.mark_written();
         self.trail
             .append(line)
             .await
-            .map_err(|e| OpError::Unavailable(e.to_string()))?;
-        call.mark_written();
-        Ok(())
+            .map_err(|e| OpError::Unavailable(e.to_string()))
     }
 
     /// Ends an operation: writes its line with the outcome's status unless

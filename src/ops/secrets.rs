@@ -262,6 +262,9 @@ impl Ops {
             if !principal.allows(needs, key.as_str()) {
                 return Err(OpError::Forbidden);
             }
+            if precondition == Precondition::Never {
+                return Err(OpError::VersionMismatch);
+            }
             let line = call.line(200);
             self.store
                 .change(&principal.tenant, key, change, precondition, Some(line))

@@ -11,8 +11,6 @@ fn t(name: &str) -> TenantId {
 fn k(name: &str) -> SecretKey {
     SecretKey::parse(name).unwrap()
 }
-/// A stand-in sealer: the store treats sealed bytes as opaque, so the suite
-/// records the version it was asked to seal for.
 /// A put as a caller makes one: sealed for the version after the head,
 /// sealed again when a concurrent write took that version (`Put::Stale`).
 trait PutLoop {
@@ -59,6 +57,8 @@ impl PutLoop for Store {
     }
 }
 
+/// A stand-in sealer: the store treats sealed bytes as opaque, so the suite
+/// records the version it was asked to seal for.
 fn sealer(tag: &str) -> impl FnMut(u64) -> Result<Vec<u8>, StoreError> {
     let tag = tag.to_owned();
     move |version| Ok(format!("{tag}@{version}").into_bytes())

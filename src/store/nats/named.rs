@@ -91,9 +91,16 @@ pub(super) async fn scan(
     prefix: &str,
 ) -> Result<Vec<Record>, StoreError> {
     let b = backend.conn.buckets().await?;
+    // One tenant's data keys are one subject prefix; the server filters.
+    let filter = match (kind, prefix.strip_suffix('/')) {
+        (Kind::Dek, Some(tenant)) if !tenant.contains('/') => {
+            format!("{}.>", hex::encode(tenant))
+        }
+        _ => ">".to_owned(),
+    };
     let mut found = Vec::new();
     for (key, op, payload, revision) in
-        kv::scan_last_sequenced(&backend.conn.client, bucket(b, kind), ">", false).await?
+        kv::scan_last_sequenced(&backend.conn.client, bucket(b, kind), &filter, false).await?
     {
         if op != Op::Put {
             continue;

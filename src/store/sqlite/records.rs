@@ -18,13 +18,17 @@ pub(super) fn get(c: &Connection, kind: Kind, id: &str) -> rusqlite::Result<Opti
         .optional()
 }
 
-/// Records of `kind` whose id starts with `prefix`, in id order.
+/// Records of `kind` whose id starts with `prefix`, in id order: a range
+/// of the primary key, from the prefix to the last text that starts with it.
 pub(super) fn scan(c: &Connection, kind: Kind, prefix: &str) -> rusqlite::Result<Vec<Record>> {
+    // No valid UTF-8 text after the prefix sorts above U+10FFFF's bytes.
+    let end = format!("{prefix}\u{10FFFF}");
     c.prepare_cached(
         "SELECT id, value, revision FROM records
-         WHERE kind = ?1 AND id >= ?2 AND substr(id, 1, length(?2)) = ?2 ORDER BY id",
+         WHERE kind = ?1 AND id >= ?2 AND id < ?3 AND substr(id, 1, length(?2)) = ?2
+         ORDER BY id",
     )?
-    .query_map(params![kind.name(), prefix], |r| {
+    .query_map(params![kind.name(), prefix, end], |r| {
         Ok(Record {
             id: r.get(0)?,
             value: r.get(1)?,

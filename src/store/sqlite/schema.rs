@@ -222,7 +222,17 @@ fn move_to_records(conn: &Connection) -> rusqlite::Result<()> {
                 "SELECT id, tenant, name, scopes, hash, created_at, expires_at, revoked_at,
                         last_used_at FROM apikeys",
             )?
-            .query_map([], apikey_from_row)?
+            .query_map([], |row| {
+                // A row that does not read stops the upgrade, naming it.
+                let id: String = row.get(0)?;
+                apikey_from_row(row).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        format!("api key {id} cannot be moved to schema 3: {e}").into(),
+                    )
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let mut insert = conn.prepare(
             "INSERT INTO records (kind, id, value, revision) VALUES ('apikey', ?1, ?2, 1)",
