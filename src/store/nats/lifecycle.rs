@@ -10,7 +10,7 @@ use async_nats::jetstream::kv;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::kv::{self as kvops, Publish};
-use super::records::{tenant_key, Entry, Op, Record, State};
+use super::records::{split_tenant_key, tenant_key, Entry, Op, Record, State};
 use super::{unavailable, NatsBackend, REQUEST_TIMEOUT};
 use crate::store::dump::{
     is_local_meta, not_empty, Dumped, DumpedVersion, LoadCounts, Records, SecretDump, Sink,
@@ -18,17 +18,9 @@ use crate::store::dump::{
 use crate::store::engine::WriteError;
 use crate::store::records::{self, Kind};
 use crate::store::StoreError;
-use crate::types::TenantId;
 
 /// Secrets written at once by a load.
 const LOAD_CONCURRENCY: usize = 64;
-
-/// Splits a `<hex tenant>.<rest>` KV key.
-pub(super) fn split_tenant_key(key: &str) -> Option<(TenantId, &str)> {
-    let (hex_tenant, rest) = key.split_once('.')?;
-    let tenant = String::from_utf8(hex::decode(hex_tenant).ok()?).ok()?;
-    Some((TenantId::parse(&tenant).ok()?, rest))
-}
 
 pub(super) fn reseal_refused() -> StoreError {
     StoreError::Refused(

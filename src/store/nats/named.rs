@@ -12,8 +12,9 @@ use futures_util::StreamExt;
 
 use super::connection::Buckets;
 use super::kv::{self, Publish};
-use super::lifecycle::split_tenant_key;
-use super::records::{is_kv_key, op_of, tenant_key, with_format, without_format, Op};
+use super::records::{
+    is_kv_key, op_of, split_tenant_key, tenant_key, with_format, without_format, Op,
+};
 use super::NatsBackend;
 use crate::store::engine::WriteError;
 use crate::store::lines::LineBody;

@@ -34,6 +34,13 @@ pub(super) fn tenant_key(tenant: &TenantId, rest: &str) -> String {
     format!("{}.{rest}", hex::encode(tenant.as_str()))
 }
 
+/// Splits a `<hex tenant>.<rest>` KV key (`tenant_key`'s inverse).
+pub(super) fn split_tenant_key(key: &str) -> Option<(TenantId, &str)> {
+    let (hex_tenant, rest) = key.split_once('.')?;
+    let tenant = String::from_utf8(hex::decode(hex_tenant).ok()?).ok()?;
+    Some((TenantId::parse(&tenant).ok()?, rest))
+}
+
 /// API key ids and meta names become KV keys as they are; anything outside
 /// the KV key alphabet cannot be stored, so it is simply absent.
 pub(super) fn is_kv_key(key: &str) -> bool {

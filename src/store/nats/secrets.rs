@@ -272,7 +272,7 @@ pub(super) async fn lapsed(
         let Some(at) = record.expires_at.filter(|&at| at <= now) else {
             continue;
         };
-        if let Some((tenant, key)) = super::lifecycle::split_tenant_key(&kv_key) {
+        if let Some((tenant, key)) = super::records::split_tenant_key(&kv_key) {
             found.push(Lapsed {
                 tenant,
                 key: key.to_owned(),
