@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use strongroom::crypto::{Keyring, MasterKey, MasterKeys};
-use strongroom::store::{Engine, Precondition, SealedPut, Store, StoreConfig};
+use strongroom::store::{Precondition, SealedPut, Store, StoreConfig};
 use strongroom::types::{SecretKey, TenantId};
 
 const GROUPS: usize = 1000;
@@ -40,16 +40,7 @@ async fn open() -> Bench {
     let dir =
         tempfile::tempdir_in(std::env::var("STRONGROOM_BENCH_DIR").unwrap_or_else(|_| ".".into()))
             .unwrap();
-    let config = StoreConfig {
-        engine: Engine::Sqlite,
-        data_dir: dir.path().to_owned(),
-        max_versions: 10,
-        nats_url: String::new(),
-        nats_bucket: String::new(),
-        nats_replicas: 1,
-        audit_max_bytes: u64::MAX,
-        events: Default::default(),
-    };
+    let config = StoreConfig::embedded(dir.path());
     let store = Store::open(&config).await.unwrap();
     let keyring = Arc::new(
         Keyring::open(

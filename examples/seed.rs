@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use strongroom::crypto::{Keyring, MasterKey, MasterKeys};
-use strongroom::store::{Engine, Precondition, SealedPut, Store, StoreConfig};
+use strongroom::store::{Precondition, SealedPut, Store, StoreConfig};
 use strongroom::types::{SecretKey, TenantId};
 
 const IN_FLIGHT: usize = 256;
@@ -21,16 +21,7 @@ async fn main() {
     };
     let (secrets, versions): (usize, u64) = (secrets.parse().unwrap(), versions.parse().unwrap());
     let key = std::env::var("STRONGROOM_MASTER_KEY").expect("STRONGROOM_MASTER_KEY");
-    let config = StoreConfig {
-        engine: Engine::Sqlite,
-        data_dir: dir.into(),
-        max_versions: 10,
-        nats_url: String::new(),
-        nats_bucket: String::new(),
-        nats_replicas: 1,
-        audit_max_bytes: u64::MAX,
-        events: Default::default(),
-    };
+    let config = StoreConfig::embedded(dir);
     let store = Store::open(&config).await.unwrap();
     let keks = MasterKeys::single(MasterKey::from_base64(&key).unwrap());
     let keyring = Arc::new(Keyring::open(keks, store.clone()).await.unwrap());

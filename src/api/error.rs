@@ -6,7 +6,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::ops::OpError;
-use crate::store::StoreError;
 
 /// Which operation a 400 belongs to: each has its own compat error text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +111,6 @@ impl From<OpError> for ApiError {
             OpError::Unavailable(cause) => ApiError::Unavailable(cause),
             OpError::Internal(cause) => ApiError::Internal(cause),
         }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        OpError::from(e).into()
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use admit::{InFlight, Unread};
 pub use apikeys::{ApiKeyPage, CreateApiKey, CreatedApiKey};
-pub use batch::{json_len, Batch};
+pub use batch::Batch;
 pub use call::Call;
 pub use error::OpError;
 pub use keys::Rotated;

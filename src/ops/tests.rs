@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::auth::{Principal, Scope};
 use crate::crypto::{MasterKey, MasterKeys};
-use crate::store::{Engine, Precondition, StoreConfig};
+use crate::store::{Precondition, StoreConfig};
 use crate::types::{SecretKey, TenantId};
 
 struct Fixture {
@@ -19,16 +19,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        engine: Engine::Sqlite,
-        data_dir: dir.path().to_owned(),
-        max_versions: 10,
-        nats_url: String::new(),
-        nats_bucket: String::new(),
-        nats_replicas: 1,
-        audit_max_bytes: u64::MAX,
-        events: Default::default(),
-    };
+    let config = StoreConfig::embedded(dir.path());
     let opened = crate::store::Store::open_with_trail(&config).await.unwrap();
     let keks = MasterKeys::single(MasterKey::from_bytes(&[7; 32]));
     let keyring = Keyring::open(keks, opened.store.clone()).await.unwrap();

@@ -44,3 +44,21 @@ pub struct StoreConfig {
     /// How long the change stream's events are kept for resuming.
     pub events: events::EventWindow,
 }
+
+impl StoreConfig {
+    /// The embedded engine in `data_dir`, keeping 10 versions a key and one
+    /// `audit.log` that never rotates: what tests, benchmarks and tools
+    /// that make a throwaway store open.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            engine: Engine::Sqlite,
+            data_dir: data_dir.into(),
+            max_versions: 10,
+            nats_url: String::new(),
+            nats_bucket: String::new(),
+            nats_replicas: 1,
+            audit_max_bytes: u64::MAX,
+            events: Default::default(),
+        }
+    }
+}

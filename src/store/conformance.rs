@@ -889,16 +889,7 @@ async fn changes_fail_when_their_line_cannot_be_written(s: &Store) {
 }
 
 fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig {
-        engine: Engine::Sqlite,
-        data_dir: dir.to_owned(),
-        max_versions: 10,
-        nats_url: String::new(),
-        nats_bucket: String::new(),
-        nats_replicas: 1,
-        audit_max_bytes: u64::MAX,
-        events: Default::default(),
-    }
+    StoreConfig::embedded(dir)
 }
 
 /// 32 concurrent create-only writes to one key: exactly one wins.
