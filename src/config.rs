@@ -15,6 +15,8 @@ pub struct Settings {
     pub listen: String,
     pub tls: TlsFiles,
     pub jwt: JwtConfig,
+    /// The identity providers file (`--oidc-providers`), if any.
+    pub oidc_providers: Option<PathBuf>,
     pub master: MasterKeySource,
     pub store: StoreConfig,
     pub limits: Limits,

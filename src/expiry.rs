@@ -48,6 +48,7 @@ pub async fn sweep(store: &Store, now: i64) -> Result<u64, StoreError> {
                     scopes: Vec::new(),
                     expires_at: None,
                     share_keys: Default::default(),
+                    token: None,
                 })),
                 subject: None,
                 action: "secrets.expire",
@@ -90,6 +91,13 @@ pub fn start(store: Store, every: Duration) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "expired secrets marked deleted"),
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            }
+            // Expired login tokens go on the same beat, so the store holds
+            // at most a sweep interval's worth of them past their expiry.
+            match store.tokens_sweep(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired login tokens removed"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove expired login tokens"),
             }
             // The change stream's window is kept on the same beat.
             if let Err(e) = store.prune_events(now).await {

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Ready};
 use crate::auth::jwt::JwtVerifier;
+use crate::auth::providers::Providers;
 use crate::auth::{apikeys, Authenticator, Scope};
 use crate::config::Settings;
 use crate::crypto::keyring::KeyringError;
@@ -16,6 +17,7 @@ use crate::crypto::master::MasterKeyOrigin;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::http::tls::Tls;
 use crate::ops::{Limits, Ops};
+use crate::store::records::Kind;
 use crate::store::{Store, StoreError, Trail};
 use crate::types::TenantId;
 
@@ -62,6 +64,7 @@ struct Init {
     keyring: Option<Keyring>,
     trail: Trail,
     jwt: Option<JwtVerifier>,
+    providers: Option<Providers>,
     limits: Limits,
     restart_chain: bool,
     /// The data dir of a key generated for a shared store, pending until
@@ -105,9 +108,12 @@ impl Init {
             let key = apikeys::create(
                 &self.store,
                 tenant,
-                "bootstrap".into(),
-                scopes,
-                None,
+                apikeys::KeySpec {
+                    name: "bootstrap".into(),
+                    scopes,
+                    policies: Vec::new(),
+                    lifetime_days: None,
+                },
                 None,
                 None,
             )
@@ -120,7 +126,11 @@ impl Init {
             self.store.clone(),
             self.trail.clone(),
             self.keyring.take().expect("finish succeeds once"),
-            Authenticator::new(self.store.clone(), self.jwt.take()),
+            Authenticator::new(
+                self.store.clone(),
+                self.jwt.take(),
+                self.providers.take().unwrap_or_default(),
+            ),
             self.limits,
         );
         let state = Arc::new(AppState {
@@ -163,6 +173,10 @@ impl Application {
         let jwt = JwtVerifier::from_config(&settings.jwt)
             .await
             .map_err(StartError::Config)?;
+        let providers = match &settings.oidc_providers {
+            Some(path) => Providers::load(path).await.map_err(StartError::Config)?,
+            None => Providers::default(),
+        };
         // A master key is generated only for a new store: over an existing
         // one it could never match, and writing it would leave a wrong key
         // beside the data. The embedded store is new when its file is
@@ -217,6 +231,7 @@ impl Application {
             }),
             trail: opened.trail,
             jwt,
+            providers: Some(providers),
             limits: settings.limits,
             restart_chain: settings.audit_restart_chain,
             pending_key: pending.then(|| data_dir.clone()),
@@ -329,13 +344,19 @@ pub async fn run(
                     None => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
                 }
             };
-            // With a shared store another gateway may revoke a key: forget
-            // it here at once rather than when the cache entry lapses.
-            if let Some(mut changes) = state.ops.store.watch_apikey_changes() {
+            // With a shared store another gateway may revoke a key or a
+            // token, or change a policy or role: act on it here at once
+            // rather than when the cache entry lapses.
+            if let Some(mut changes) = state.ops.store.watch_record_changes() {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    while let Some(id) = changes.recv().await {
-                        state.ops.auth.forget_api_key(&id);
+                    while let Some((kind, id)) = changes.recv().await {
+                        let auth = &state.ops.auth;
+                        match kind {
+                            Kind::ApiKey => auth.forget_api_key(&id),
+                            Kind::Token => auth.forget_token(&id),
+                            _ => auth.identity_changed(),
+                        }
                     }
                 });
             }

@@ -158,6 +158,22 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+/// A caller not (yet) authenticated: a login.
+pub struct Anonymous {
+    pub call: Call,
+}
+
+impl FromRequestParts<Arc<AppState>> for Anonymous {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _app: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Anonymous { call: call(parts)? })
+    }
+}
+
 /// An authenticated caller and the key the path names.
 pub struct Keyed {
     pub principal: Arc<Principal>,

@@ -23,13 +23,15 @@ struct KeyInfo {
     id: String,
     name: String,
     scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    policies: Vec<String>,
     created_at: String,
     expires_at: Option<String>,
     last_used_at: Option<String>,
 }
 
 fn info(r: ApiKeyRecord) -> KeyInfo {
-    let scopes = if r.scopes.is_empty() {
+    let scopes = if r.scopes.is_empty() && r.policies.is_empty() {
         Scope::all_secrets().iter().map(Scope::to_string).collect()
     } else {
         r.scopes
@@ -38,6 +40,7 @@ fn info(r: ApiKeyRecord) -> KeyInfo {
         id: r.id,
         name: r.name,
         scopes,
+        policies: r.policies,
         created_at: rfc3339(r.created_at),
         expires_at: r.expires_at.map(rfc3339),
         last_used_at: r.last_used_at.map(rfc3339),
@@ -48,6 +51,7 @@ fn info(r: ApiKeyRecord) -> KeyInfo {
 struct CreateBody {
     name: String,
     scopes: Option<Vec<String>>,
+    policies: Vec<String>,
     expires_in_days: Option<u32>,
 }
 
@@ -80,6 +84,18 @@ fn parse_create(bytes: &[u8]) -> Result<CreateBody, ApiError> {
         ),
         Some(_) => return Err(bad("field 'scopes' must be an array of strings")),
     };
+    let policies = match object.get("policies") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad("field 'policies' must be an array of strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(bad("field 'policies' must be an array of strings")),
+    };
     let expires_in_days = match object.get("expires_in_days") {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => match v.as_u64() {
@@ -94,6 +110,7 @@ fn parse_create(bytes: &[u8]) -> Result<CreateBody, ApiError> {
     Ok(CreateBody {
         name,
         scopes,
+        policies,
         expires_in_days,
     })
 }
@@ -104,6 +121,8 @@ struct Created {
     key: String,
     name: String,
     scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    policies: Vec<String>,
     created_at: String,
     expires_at: Option<String>,
 }
@@ -118,6 +137,8 @@ pub async fn create(
     let bytes = request::read_body(&headers, body, &app.ops.limits, Op::Other).await?;
     let wanted = parse_create(&bytes)?;
     let scopes = match &wanted.scopes {
+        // A key naming policies holds what they hold, and no more.
+        None if !wanted.policies.is_empty() => Vec::new(),
         None => Scope::all_secrets(),
         Some(texts) if texts.is_empty() => {
             return Err(ApiError::bad(Op::Other, "field 'scopes' must not be empty"))
@@ -127,6 +148,7 @@ pub async fn create(
     let wanted = CreateApiKey {
         name: wanted.name,
         scopes,
+        policies: wanted.policies,
         expires_in_days: wanted.expires_in_days,
     };
     let new = app.ops.create_apikey(&call, &principal, wanted).await?;
@@ -136,6 +158,7 @@ pub async fn create(
         key: new.text.as_str().to_owned(),
         name: r.name,
         scopes: r.scopes,
+        policies: r.policies,
         created_at: rfc3339(r.created_at),
         expires_at: r.expires_at.map(rfc3339),
     };

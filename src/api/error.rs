@@ -30,6 +30,8 @@ impl Op {
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// A refused login, with the binding that failed.
+    LoginRefused(String),
     Forbidden,
     BadRequest {
         op: Op,
@@ -97,6 +99,7 @@ impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
         match e {
             OpError::Unauthorized => ApiError::Unauthorized,
+            OpError::LoginRefused(detail) => ApiError::LoginRefused(detail),
             OpError::Forbidden => ApiError::Forbidden,
             OpError::Invalid(detail) => ApiError::bad(Op::Other, detail),
             OpError::NotFound => ApiError::NotFound,
@@ -142,6 +145,12 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Unauthorized => {
                 let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", None);
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            ApiError::LoginRefused(detail) => {
+                let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", Some(&detail));
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r

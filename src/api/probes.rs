@@ -67,6 +67,7 @@ pub fn warnings(state: &AppState) -> Vec<String> {
         }
     }
     warnings.extend(crate::backup::schedule::warning());
+    warnings.extend(state.ops.auth.providers.warnings());
     warnings
 }
 
@@ -76,11 +77,15 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.ops.metrics.render(
-            state.ops.trail.failures(),
-            crate::fsutil::free_bytes(&state.data_dir),
-            state.ops.limits.disk_warn_bytes,
-        ),
+        {
+            let mut text = state.ops.metrics.render(
+                state.ops.trail.failures(),
+                crate::fsutil::free_bytes(&state.data_dir),
+                state.ops.limits.disk_warn_bytes,
+            );
+            state.ops.auth.providers.render_metrics(&mut text);
+            text
+        },
     )
         .into_response()
 }

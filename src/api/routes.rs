@@ -1,5 +1,5 @@
-//! The route table: every route that reaches a secret or an API key, with
-//! the operation it calls, declared once. The router is built from it and
+//! The route table: every route that reaches a secret, an API key, a
+//! policy, a role or a login, with the operation it calls, declared once. The router is built from it and
 //! the request middleware finds a request's entry in it (`find`) to begin
 //! the request's call, so a route cannot exist without its operation.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 
-use super::{apikeys, batch, keys, secrets, trail, watch, AppState};
+use super::{apikeys, batch, identity, keys, login, secrets, trail, watch, AppState};
 use crate::ops::Operation;
 
 /// One audited route.
@@ -50,6 +50,17 @@ pub static ROUTES: &[Route] = &[
     route!(DELETE "/apikeys/{*id}", ApiKeyRevoke, delete(apikeys::revoke)),
     route!(GET "/audit", AuditRead, get(trail::read)),
     route!(POST "/keys/rotate", RotateKeys, post(keys::rotate)),
+    route!(GET "/policies", PolicyList, get(identity::list_policies)),
+    route!(PUT "/policies/{name}", PolicyPut, put(identity::put_policy)),
+    route!(GET "/policies/{name}", PolicyGet, get(identity::get_policy)),
+    route!(DELETE "/policies/{name}", PolicyDelete, delete(identity::delete_policy)),
+    route!(GET "/auth/roles", RoleList, get(identity::list_roles)),
+    route!(PUT "/auth/roles/{name}", RolePut, put(identity::put_role)),
+    route!(GET "/auth/roles/{name}", RoleGet, get(identity::get_role)),
+    route!(DELETE "/auth/roles/{name}", RoleDelete, delete(identity::delete_role)),
+    route!(POST "/auth/login/jwt", Login, post(login::login_jwt)),
+    route!(GET "/auth/token", TokenLookup, get(login::lookup)),
+    route!(DELETE "/auth/token", TokenRevoke, delete(login::revoke)),
 ];
 
 /// The router of every audited route.

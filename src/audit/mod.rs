@@ -103,6 +103,7 @@ mod tests {
                 scopes: Vec::new(),
                 expires_at: None,
                 share_keys: Default::default(),
+                token: None,
             })),
             subject: None,
             action: "secrets.read",

@@ -55,15 +55,22 @@ pub fn key_id(text: &str) -> Option<&str> {
     (id_ok && secret_ok).then_some(id)
 }
 
+/// What a new key is called, holds and how long it lives (days; `None`:
+/// `DEFAULT_LIFETIME_DAYS`).
+pub struct KeySpec {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub policies: Vec<String>,
+    pub lifetime_days: Option<u32>,
+}
+
 /// Mints a key for `tenant` and stores its record, with `line` as the audit
 /// line of its creation. Its lifetime ends no later than `not_after` (the
 /// minting key's own expiry).
 pub async fn create(
     store: &Store,
     tenant: TenantId,
-    name: String,
-    scopes: Vec<Scope>,
-    lifetime_days: Option<u32>,
+    spec: KeySpec,
     not_after: Option<i64>,
     line: Option<LineBody>,
 ) -> Result<NewApiKey, StoreError> {
@@ -75,6 +82,12 @@ pub async fn create(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref())
     ));
     let now = now_ms();
+    let KeySpec {
+        name,
+        scopes,
+        policies,
+        lifetime_days,
+    } = spec;
     let days = lifetime_days.unwrap_or(DEFAULT_LIFETIME_DAYS);
     let record = ApiKeyRecord {
         id,
@@ -88,6 +101,7 @@ pub async fn create(
         })),
         revoked_at: None,
         last_used_at: None,
+        policies,
     };
     store.apikey_insert(record.clone(), line).await?;
     Ok(NewApiKey { text, record })
@@ -103,12 +117,17 @@ pub struct VerifiedRecord {
 }
 
 impl VerifiedRecord {
-    pub fn new(record: &ApiKeyRecord) -> Self {
-        let scopes = if record.scopes.is_empty() {
+    /// `record`, holding `extra` too (its policies' scopes now).
+    pub fn new(record: &ApiKeyRecord, extra: Vec<Scope>) -> Self {
+        let scopes = if record.scopes.is_empty() && record.policies.is_empty() {
             Ok(Scope::all_secrets())
         } else {
             super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)
         };
+        let scopes = scopes.map(|mut s| {
+            s.extend(extra);
+            s
+        });
         VerifiedRecord {
             hash: record.hash,
             revoked: record.revoked_at.is_some(),
@@ -120,6 +139,7 @@ impl VerifiedRecord {
                     scopes,
                     expires_at: record.expires_at,
                     share_keys: Default::default(),
+                    token: None,
                 })
             }),
         }

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::jwks::{parse_keys, VerifyKey};
 use super::{AuthError, Principal, Scope};
 use crate::types::TenantId;
 
@@ -34,13 +34,6 @@ pub struct JwtConfig {
     pub tenant_claim: String,
 }
 
-/// A verification key with the one algorithm it may be used with.
-struct VerifyKey {
-    kid: Option<String>,
-    alg: Algorithm,
-    key: DecodingKey,
-}
-
 struct RemoteJwks {
     url: String,
     client: reqwest::Client,
@@ -57,69 +50,6 @@ pub struct JwtVerifier {
     issuer: Option<String>,
     audience: Option<String>,
     tenant_claim: String,
-}
-
-/// Parses a PEM file of public keys, or a JWKS document.
-fn parse_keys(text: &str) -> Result<Vec<VerifyKey>, String> {
-    if text.trim_start().starts_with('{') {
-        let set: JwkSet =
-            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-        return set.keys.iter().map(jwk_key).collect();
-    }
-    let mut keys = Vec::new();
-    for block in text.split("-----BEGIN ").skip(1) {
-        let pem = format!("-----BEGIN {block}");
-        let pem = pem.as_bytes();
-        let key = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-            VerifyKey {
-                kid: None,
-                alg: Algorithm::RS256,
-                key: k,
-            }
-        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-            VerifyKey {
-                kid: None,
-                alg: Algorithm::ES256,
-                key: k,
-            }
-        } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
-            VerifyKey {
-                kid: None,
-                alg: Algorithm::EdDSA,
-                key: k,
-            }
-        } else {
-            return Err("a PEM block is not an RSA, P-256 or Ed25519 public key".into());
-        };
-        keys.push(key);
-    }
-    if keys.is_empty() {
-        return Err("no public key found (expected PEM blocks or a JWKS document)".into());
-    }
-    Ok(keys)
-}
-
-fn jwk_key(jwk: &Jwk) -> Result<VerifyKey, String> {
-    let alg = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            Algorithm::EdDSA
-        }
-        _ => return Err("JWKS keys must be RSA, EC P-256 or OKP Ed25519".into()),
-    };
-    if let Some(declared) = &jwk.common.key_algorithm {
-        let declared = format!("{declared:?}");
-        if declared != format!("{alg:?}") {
-            return Err(format!("JWKS key declares alg {declared}, which strongroom does not accept for its key type"));
-        }
-    }
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("bad JWKS key: {e}"))?;
-    Ok(VerifyKey {
-        kid: jwk.common.key_id.clone(),
-        alg,
-        key,
-    })
 }
 
 impl RemoteJwks {
@@ -363,6 +293,7 @@ impl JwtVerifier {
             scopes,
             expires_at: None,
             share_keys: Default::default(),
+            token: None,
         })
     }
 }

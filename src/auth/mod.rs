@@ -7,11 +7,16 @@
 
 pub mod apikeys;
 pub mod failures;
+pub mod jwks;
 pub mod jwt;
+pub mod providers;
 pub mod ratelimit;
 pub mod shares;
+pub mod tokens;
+pub mod workload;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ pub enum Action {
     AuditRead,
     /// Starting a new data key for the tenant (`POST /keys/rotate`).
     KeysAdmin,
+    /// Managing the tenant's policies and login roles.
+    AuthAdmin,
 }
 
 impl Action {
@@ -42,6 +49,7 @@ impl Action {
             Action::ApiKeysAdmin => "apikeys:admin",
             Action::AuditRead => "audit:read",
             Action::KeysAdmin => "keys:admin",
+            Action::AuthAdmin => "auth:admin",
         }
     }
 }
@@ -64,6 +72,7 @@ impl Scope {
             Action::ApiKeysAdmin,
             Action::AuditRead,
             Action::KeysAdmin,
+            Action::AuthAdmin,
         ];
         for action in actions {
             let Some(rest) = text.strip_prefix(action.name()) else {
@@ -78,7 +87,10 @@ impl Scope {
             if let Some(prefix) = rest.strip_prefix(':') {
                 if !matches!(
                     action,
-                    Action::ApiKeysAdmin | Action::AuditRead | Action::KeysAdmin
+                    Action::ApiKeysAdmin
+                        | Action::AuditRead
+                        | Action::KeysAdmin
+                        | Action::AuthAdmin
                 ) && crate::types::can_begin_a_key(prefix)
                 {
                     return Ok(Scope {
@@ -89,7 +101,7 @@ impl Scope {
             }
         }
         Err(format!(
-            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>'), apikeys:admin, audit:read and keys:admin"
+            "unknown scope '{text}'; scopes are secrets:read, secrets:list, secrets:write, secrets:delete (each optionally ':<key prefix>'), apikeys:admin, audit:read, keys:admin and auth:admin"
         ))
     }
 
@@ -148,6 +160,8 @@ pub struct Principal {
     /// Its tenant's and its own keys among the in-flight shares, hashed
     /// once for a cached key rather than on every request (`shares.rs`).
     pub share_keys: std::sync::OnceLock<(u64, u64)>,
+    /// The login token it came with, if any.
+    pub token: Option<Arc<tokens::TokenRef>>,
 }
 
 impl Principal {
@@ -223,11 +237,13 @@ struct CachedKey {
     record: Arc<apikeys::VerifiedRecord>,
     /// When it was read (`clock::now_ms`, so a test clock moves it on).
     fetched: i64,
+    /// `Authenticator::generation` then: its policies were resolved at it.
+    generation: u64,
 }
 
 /// Whether something read at `at` is still fresh at `now` for `ttl`; a
 /// clock that went back makes it stale, never fresh for longer.
-fn fresh(at: i64, now: i64, ttl: Duration) -> bool {
+pub(crate) fn fresh(at: i64, now: i64, ttl: Duration) -> bool {
     (0..ttl.as_millis() as i64).contains(&(now - at))
 }
 
@@ -250,16 +266,31 @@ pub struct Authenticator {
     tokens: Mutex<HashMap<TokenFingerprint, (Arc<Principal>, i64)>>,
     /// Last use per key id, written to the store in batches.
     last_used: Mutex<HashMap<String, i64>>,
+    /// Login tokens (`srt_`) by SHA-256 of their text.
+    login_tokens: Mutex<HashMap<TokenFingerprint, tokens::CachedToken>>,
+    /// Moves on whenever a policy or role changes, here or (watched) on
+    /// another gateway: cached principals of an older generation are
+    /// resolved again.
+    generation: AtomicU64,
+    /// The operator's identity providers (`--oidc-providers`).
+    pub providers: providers::Providers,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, jwt: Option<jwt::JwtVerifier>) -> Self {
+    pub fn new(
+        store: Store,
+        jwt: Option<jwt::JwtVerifier>,
+        providers: providers::Providers,
+    ) -> Self {
         Authenticator {
             store,
             jwt,
             apikeys: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             last_used: Mutex::new(HashMap::new()),
+            login_tokens: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            providers,
         }
     }
 
@@ -273,6 +304,9 @@ impl Authenticator {
         credential: Credential<'_>,
     ) -> Result<Arc<Principal>, AuthError> {
         match credential {
+            Credential::ApiKey(text) | Credential::Bearer(text) if tokens::is_token(text) => {
+                self.verify_login_token(text).await
+            }
             Credential::ApiKey(text) => self.verify_api_key(text).await,
             // Boxed: JWT verification's future is large, and inline it would
             // make every request's future as large.
@@ -283,11 +317,12 @@ impl Authenticator {
     async fn verify_api_key(&self, text: &str) -> Result<Arc<Principal>, AuthError> {
         let id = apikeys::key_id(text).ok_or(AuthError::Malformed)?;
         let now = crate::clock::now_ms();
+        let generation = self.generation.load(Ordering::Acquire);
         let cached = {
             let cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
             cache
                 .get(id)
-                .filter(|c| fresh(c.fetched, now, APIKEY_CACHE_TTL))
+                .filter(|c| c.generation == generation && fresh(c.fetched, now, APIKEY_CACHE_TTL))
                 .map(|c| c.record.clone())
         };
         let record = match cached {
@@ -299,7 +334,8 @@ impl Authenticator {
                     .await
                     .map_err(|_| AuthError::StoreUnavailable)?
                     .ok_or(AuthError::UnknownKey)?;
-                let record = Arc::new(apikeys::VerifiedRecord::new(&stored));
+                let extra = self.policy_scopes(&stored.tenant, &stored.policies).await?;
+                let record = Arc::new(apikeys::VerifiedRecord::new(&stored, extra));
                 let mut cache = self.apikeys.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= APIKEY_CACHE_MAX {
                     cache.clear();
@@ -309,6 +345,7 @@ impl Authenticator {
                     CachedKey {
                         record: record.clone(),
                         fetched: now,
+                        generation,
                     },
                 );
                 record
@@ -393,6 +430,7 @@ mod tests {
             scopes: vec![s],
             expires_at: None,
             share_keys: Default::default(),
+            token: None,
         };
         assert!(p.allows(Action::Read, "prod/db"));
         assert!(!p.allows(Action::Read, "dev/db"));
@@ -418,6 +456,7 @@ mod tests {
             scopes: vec![Scope::parse("secrets:read:prod/").unwrap()],
             expires_at: None,
             share_keys: Default::default(),
+            token: None,
         };
         assert!(narrow.can_grant(&[Scope::parse("secrets:read:prod/app/").unwrap()]));
         assert!(!narrow.can_grant(&[Scope::parse("secrets:read").unwrap()]));

@@ -126,6 +126,7 @@ mod tests {
             scopes: Vec::new(),
             expires_at: None,
             share_keys: Default::default(),
+            token: None,
         }
     }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{seal, KekId, MasterKey, MasterKeys};
 use crate::store::dump::{Dumped, DumpedVersion, SecretDump};
 use crate::store::model::{ApiKeyRecord, Head, WrappedDek};
+use crate::store::records::Kind;
 use crate::types::TenantId;
 
 /// The version of the format this build writes and reads.
@@ -53,6 +54,14 @@ enum Line {
         expires_at: Option<i64>,
         revoked_at: Option<i64>,
         last_used_at: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        policies: Vec<String>,
+    },
+    /// A policy, role or token: its kind, id and encoding (base64).
+    Record {
+        kind: String,
+        id: String,
+        value: String,
     },
     Secret {
         tenant: String,
@@ -178,6 +187,12 @@ fn to_line(record: &Dumped) -> Line {
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
             last_used_at: r.last_used_at,
+            policies: r.policies.clone(),
+        },
+        Dumped::Record { kind, id, value } => Line::Record {
+            kind: kind.name().to_owned(),
+            id: id.clone(),
+            value: B64.encode(value),
         },
         Dumped::Secret(s) => Line::Secret {
             tenant: s.tenant.as_str().to_owned(),
@@ -366,6 +381,7 @@ fn from_line(line: Line) -> Result<Dumped, String> {
             expires_at,
             revoked_at,
             last_used_at,
+            policies,
         } => {
             let mut bytes = [0u8; 32];
             hex::decode_to_slice(&hash, &mut bytes).map_err(|_| "a bad API key hash")?;
@@ -379,8 +395,16 @@ fn from_line(line: Line) -> Result<Dumped, String> {
                 expires_at,
                 revoked_at,
                 last_used_at,
+                policies,
             })
         }
+        Line::Record { kind, id, value } => Dumped::Record {
+            kind: crate::store::records::Kind::named(&kind)
+                .filter(|k| matches!(k, Kind::Policy | Kind::Role | Kind::Token))
+                .ok_or_else(|| format!("a record of unknown kind {kind:?}"))?,
+            id,
+            value: b64(&value)?,
+        },
         Line::Secret {
             tenant: t,
             key,

@@ -286,9 +286,12 @@ async fn apikey_create(args: ApikeyCreateArgs) -> Result<(), String> {
     let key = apikeys::create(
         &store,
         tenant,
-        args.name,
-        scopes,
-        args.expires_in_days,
+        apikeys::KeySpec {
+            name: args.name,
+            scopes,
+            policies: Vec::new(),
+            lifetime_days: args.expires_in_days,
+        },
         None,
         None,
     )

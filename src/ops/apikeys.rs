@@ -11,6 +11,9 @@ use crate::store::ApiKeyRecord;
 pub struct CreateApiKey {
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// Policies it holds as well (each must exist, and hold only what its
+    /// author holds).
+    pub policies: Vec<String>,
     pub expires_in_days: Option<u32>,
 }
 
@@ -43,6 +46,8 @@ impl Ops {
             if !principal.can_grant(&wanted.scopes) {
                 return Err(OpError::Forbidden);
             }
+            self.check_policies_grantable(principal, &wanted.policies)
+                .await?;
             let now = now_ms();
             let live = self
                 .store
@@ -60,9 +65,12 @@ impl Ops {
             let new = apikeys::create(
                 &self.store,
                 principal.tenant.clone(),
-                wanted.name,
-                wanted.scopes,
-                wanted.expires_in_days,
+                apikeys::KeySpec {
+                    name: wanted.name,
+                    scopes: wanted.scopes,
+                    policies: wanted.policies,
+                    lifetime_days: wanted.expires_in_days,
+                },
                 principal.expires_at,
                 Some(call.line(201)),
             )

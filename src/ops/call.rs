@@ -31,6 +31,9 @@ struct Inner {
     throttled: AtomicBool,
     /// The request's place in `--max-in-flight`, given back with the call.
     in_flight: Mutex<Option<InFlight>>,
+    /// Why the operation ended as it did, when its line says (a refused
+    /// login's binding).
+    note: Mutex<Option<String>>,
 }
 
 impl Call {
@@ -49,6 +52,7 @@ impl Call {
             written: AtomicBool::new(false),
             throttled: AtomicBool::new(false),
             in_flight: Mutex::new(None),
+            note: Mutex::new(None),
         }))
     }
 
@@ -135,7 +139,15 @@ impl Call {
     pub(super) fn line(&self, status: u16) -> LineBody {
         let mut entry = self.entry();
         entry.status = status;
-        entry.render()
+        match &*self.0.note.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(note) => entry.render_with_note(note),
+            None => entry.render(),
+        }
+    }
+
+    /// Notes why the operation ended as it did, for its line.
+    pub(super) fn note(&self, note: String) {
+        *self.0.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
     }
 
     /// The line of one key among several a request reads (a batch): a read

@@ -10,6 +10,9 @@ use crate::store::StoreError;
 pub enum OpError {
     /// No valid credential.
     Unauthorized,
+    /// A login refused: the detail names the binding that failed, never
+    /// echoing the token.
+    LoginRefused(String),
     /// The principal's scopes do not cover what was asked.
     Forbidden,
     /// The request breaks one of the operation's rules (an expiry in the
@@ -47,7 +50,7 @@ impl OpError {
     /// The status the audit line records (the quiva API's answer to it).
     pub fn status(&self) -> u16 {
         match self {
-            OpError::Unauthorized => 401,
+            OpError::Unauthorized | OpError::LoginRefused(_) => 401,
             OpError::Forbidden => 403,
             OpError::Invalid(_) => 400,
             OpError::NotFound => 404,

@@ -14,8 +14,10 @@ mod apikeys;
 mod batch;
 mod call;
 mod error;
+mod identity;
 mod keys;
 mod limits;
+mod login;
 mod secrets;
 mod trail;
 pub mod watch;
@@ -28,8 +30,10 @@ pub use apikeys::{ApiKeyPage, CreateApiKey, CreatedApiKey};
 pub use batch::Batch;
 pub use call::Call;
 pub use error::OpError;
+pub use identity::Written as IdentityWritten;
 pub use keys::Rotated;
 pub use limits::Limits;
+pub use login::{LoggedIn, Login, TokenInfo};
 pub use secrets::{Expiry, Listing, PutRequest, Secret, Written};
 pub use watch::Watch;
 
@@ -60,6 +64,17 @@ pub enum Operation {
     ApiKeyRevoke,
     AuditRead,
     RotateKeys,
+    PolicyPut,
+    PolicyGet,
+    PolicyList,
+    PolicyDelete,
+    RolePut,
+    RoleGet,
+    RoleList,
+    RoleDelete,
+    Login,
+    TokenLookup,
+    TokenRevoke,
 }
 
 impl Operation {
@@ -79,6 +94,17 @@ impl Operation {
             Operation::ApiKeyRevoke => "apikeys.revoke",
             Operation::AuditRead => "audit.read",
             Operation::RotateKeys => "keys.rotate",
+            Operation::PolicyPut => "auth.policy.write",
+            Operation::PolicyGet => "auth.policy.read",
+            Operation::PolicyList => "auth.policy.list",
+            Operation::PolicyDelete => "auth.policy.delete",
+            Operation::RolePut => "auth.role.write",
+            Operation::RoleGet => "auth.role.read",
+            Operation::RoleList => "auth.role.list",
+            Operation::RoleDelete => "auth.role.delete",
+            Operation::Login => "auth.login",
+            Operation::TokenLookup => "auth.token.lookup",
+            Operation::TokenRevoke => "auth.token.revoke",
         }
     }
 }

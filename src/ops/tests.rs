@@ -28,7 +28,7 @@ async fn fixture() -> Fixture {
     crate::audit::start::start(&opened.trail, &opened.store, audit_key, false)
         .await
         .unwrap();
-    let auth = Authenticator::new(opened.store.clone(), None);
+    let auth = Authenticator::new(opened.store.clone(), None, Default::default());
     let ops = Ops::new(opened.store, opened.trail, keyring, auth, Limits::default());
     Fixture { ops, _dir: dir }
 }
@@ -40,6 +40,7 @@ fn principal(scopes: &[&str]) -> Arc<Principal> {
         scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
         expires_at: None,
         share_keys: Default::default(),
+        token: None,
     })
 }
 

@@ -77,6 +77,7 @@ pub(crate) async fn run_all(opened: &Opened, config: &StoreConfig) {
     listing_pages_by_prefix(store).await;
     data_keys_are_created_once(store).await;
     api_keys_round_trip(store).await;
+    super::conformance_identity::identity_records_round_trip(store).await;
     meta_init_keeps_the_first_value(store).await;
     rotation_steps_are_compare_and_set(store).await;
     lapsed_keys_read_as_deleted_and_the_sweep_marks_them(store).await;
@@ -376,11 +377,22 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
                 expires_at: Some(2),
                 revoked_at: None,
                 last_used_at: Some(1),
+                policies: Vec::new(),
             },
             None,
         )
         .await
         .unwrap();
+    use super::conformance_identity::{role, token};
+    source.role_put(&tn, &role("ci"), None).await.unwrap();
+    let policy = super::identity::PolicyRecord {
+        name: "readers".into(),
+        scopes: vec!["secrets:read".into()],
+        updated_at: 1,
+    };
+    source.policy_put(&tn, &policy, None).await.unwrap();
+    let minted = token(&"d".repeat(64), "dumped", 4_000_000_000_000);
+    source.token_insert(&minted, None).await.unwrap();
     source
         .meta_init("master_key_check", b"check".to_vec())
         .await
@@ -425,10 +437,22 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
         .unwrap();
     let counts = target.load(feed(&records), false, None).await.unwrap();
     assert_eq!(
-        (counts.secrets, counts.versions, counts.deks, counts.apikeys),
-        (4, 7, 1, 1)
+        (
+            counts.secrets,
+            counts.versions,
+            counts.deks,
+            counts.apikeys,
+            counts.identity
+        ),
+        (4, 7, 1, 1, 3)
     );
     assert_eq!(dump(target.clone()).await, records);
+    assert_eq!(target.role_get(&tn, "ci").await.unwrap(), Some(role("ci")));
+    assert_eq!(
+        target.policy_get(&tn, "readers").await.unwrap(),
+        Some(policy)
+    );
+    assert_eq!(target.token_get(&minted.id).await.unwrap(), Some(minted));
     let meta = target.metadata(&tn, &gone).await.unwrap().unwrap();
     assert_eq!(meta, source.metadata(&tn, &gone).await.unwrap().unwrap());
     let old = target
@@ -694,6 +718,7 @@ async fn api_keys_round_trip(s: &Store) {
         expires_at: Some(2),
         revoked_at: None,
         last_used_at: None,
+        policies: Vec::new(),
     };
     s.apikey_insert(record.clone(), None).await.unwrap();
     assert!(s.apikeys_exist().await.unwrap());
@@ -829,6 +854,7 @@ async fn lines_are_written_with_the_changes_that_happen(opened: &Opened, config:
         expires_at: None,
         revoked_at: None,
         last_used_at: None,
+        policies: Vec::new(),
     };
     s.apikey_insert(record, line("key-1")).await.unwrap();
     s.apikey_revoke(&t("other"), "line0key", 5, line("revoke-404"))

@@ -19,6 +19,13 @@ pub enum Dumped {
         dek: WrappedDek,
     },
     ApiKey(ApiKeyRecord),
+    /// A policy, role or token (`records::Kind`), as its kind encodes it:
+    /// JSON that holds no credential (a token's is its hash).
+    Record {
+        kind: super::records::Kind,
+        id: String,
+        value: Vec<u8>,
+    },
     Secret(SecretDump),
 }
 
@@ -57,6 +64,8 @@ pub struct LoadCounts {
     pub versions: u64,
     pub deks: u64,
     pub apikeys: u64,
+    /// Policies, roles and tokens.
+    pub identity: u64,
 }
 
 impl LoadCounts {
@@ -65,6 +74,7 @@ impl LoadCounts {
             Dumped::Meta { .. } => {}
             Dumped::Dek { .. } => self.deks += 1,
             Dumped::ApiKey(_) => self.apikeys += 1,
+            Dumped::Record { .. } => self.identity += 1,
             Dumped::Secret(s) => {
                 self.secrets += 1;
                 self.versions += s.versions.len() as u64;

@@ -169,16 +169,16 @@ pub(crate) trait Backend: Send + Sync {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
 
-    /// One compare-and-set: stores `value` as record `id` of `kind` if its
-    /// revision is still `expected` (0: there is none), with `line` in the
-    /// same unit of work; the new revision. `WriteError::Conflict` when
-    /// another write came first.
+    /// One compare-and-set: stores `value` as record `id` of `kind` (or,
+    /// for `None`, removes it) if its revision is still `expected` (0: there
+    /// is none), with `line` in the same unit of work; the new revision (0
+    /// once removed). `WriteError::Conflict` when another write came first.
     fn record_put(
         &self,
         kind: Kind,
         id: &str,
         expected: u64,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         line: Option<LineBody>,
     ) -> impl Future<Output = Result<u64, WriteError>> + Send;
 

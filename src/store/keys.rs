@@ -16,24 +16,29 @@ use crate::types::TenantId;
 
 impl Store {
     /// Record `id` of `kind`, if stored.
-    async fn record(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
+    pub(super) async fn record(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
         dispatch!(self.backend, b => b.record_get(kind, id))
     }
 
-    async fn records(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, StoreError> {
+    pub(super) async fn records(
+        &self,
+        kind: Kind,
+        prefix: &str,
+    ) -> Result<Vec<Record>, StoreError> {
         dispatch!(self.backend, b => b.record_scan(kind, prefix))
     }
 
-    /// One compare-and-set of a record; false when another write came
-    /// first.
-    async fn put_record(
+    /// One compare-and-set of a record (`None`: its removal); false when
+    /// another write came first.
+    pub(super) async fn put_record(
         &self,
         kind: Kind,
         id: &str,
         expected: u64,
-        value: Vec<u8>,
+        value: impl Into<Option<Vec<u8>>>,
         line: Option<LineBody>,
     ) -> Result<bool, StoreError> {
+        let value = value.into();
         match dispatch!(self.backend, b => b.record_put(kind, id, expected, value, line)) {
             Ok(_) => Ok(true),
             Err(WriteError::Conflict | WriteError::Stale(_)) => Ok(false),
@@ -316,22 +321,26 @@ impl Store {
         });
     }
 
-    /// Ids of API keys changed by anyone (another gateway, the CLI), as they
-    /// change, for engines that can watch (nats); `None` for the embedded
-    /// engine, whose changes all go through this process or lapse with the
-    /// key cache. Starts a task; call inside the runtime.
-    pub fn watch_apikey_changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+    /// The kind and id of each API key, policy, role and token changed by
+    /// anyone (another gateway, the CLI), as they change, for engines that
+    /// can watch (nats); `None` for the embedded engine, whose changes all
+    /// go through this process or lapse with the caches. Starts tasks;
+    /// call inside the runtime.
+    pub fn watch_record_changes(&self) -> Option<tokio::sync::mpsc::Receiver<(Kind, String)>> {
         if !matches!(&*self.backend, Backends::Nats(_)) {
             return None;
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let backend = self.backend.clone();
-        // Boxed inside the task: the watch's future is tens of kilobytes.
-        tokio::spawn(async move {
-            if let Backends::Nats(b) = &*backend {
-                Box::pin(b.watch_apikeys(tx)).await;
-            }
-        });
+        for kind in [Kind::ApiKey, Kind::Policy, Kind::Role, Kind::Token] {
+            let backend = self.backend.clone();
+            let tx = tx.clone();
+            // Boxed inside the task: the watch's future is tens of kilobytes.
+            tokio::spawn(async move {
+                if let Backends::Nats(b) = &*backend {
+                    Box::pin(b.watch_records(kind, tx)).await;
+                }
+            });
+        }
         Some(rx)
     }
 }

@@ -5,8 +5,9 @@
 //! - `model.rs`: the rules (versions, preconditions, soft delete, pruning,
 //!   metadata) and the records; written once, used by both engines;
 //! - `records.rs`: the records beside secrets (meta values, data keys, API
-//!   keys), their ids and encodings; `keys.rs`: their rules over the
-//!   engine's record methods;
+//!   keys, policies, roles, tokens), their ids and encodings; `keys.rs`:
+//!   their rules over the engine's record methods; `identity.rs`: the
+//!   policies, roles and tokens of the model;
 //! - `engine.rs`: the crate-private trait an engine implements;
 //! - `config.rs`: which engine and its settings; `error.rs`: `StoreError`;
 //! - `lines.rs`: audit lines as data; `trail.rs`: the `Trail` handle;
@@ -25,6 +26,7 @@ mod config;
 mod engine;
 mod error;
 pub mod events;
+pub mod identity;
 pub mod lines;
 pub mod model;
 pub mod nats;
@@ -393,5 +395,7 @@ impl Store {
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_identity;
 #[cfg(test)]
 pub(crate) mod nats_fixture;

@@ -306,6 +306,8 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// Policies whose scopes it holds as well, as they are at each request.
+    pub policies: Vec<String>,
 }
 
 impl ApiKeyRecord {
@@ -538,6 +540,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             last_used_at: Some(10),
+            policies: Vec::new(),
         };
         let revoked = record.revoked(&t, 7).unwrap();
         assert_eq!(revoked.revoked_at, Some(7));

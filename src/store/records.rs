@@ -21,10 +21,24 @@ pub enum Kind {
     /// An API key's record (the hash of its text, never the text), under
     /// its public id.
     ApiKey,
+    /// A tenant's named scope set, under `<tenant>/<name>` (`named_id`).
+    Policy,
+    /// A tenant's login role, under `<tenant>/<name>`.
+    Role,
+    /// A login's token (the hash of its text, never the text), under the
+    /// hash in hex.
+    Token,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Meta, Kind::Dek, Kind::ApiKey];
+    pub const ALL: [Kind; 6] = [
+        Kind::Meta,
+        Kind::Dek,
+        Kind::ApiKey,
+        Kind::Policy,
+        Kind::Role,
+        Kind::Token,
+    ];
 
     /// The kind's name where an engine stores it (a column, a bucket).
     pub fn name(self) -> &'static str {
@@ -32,8 +46,32 @@ impl Kind {
             Kind::Meta => "meta",
             Kind::Dek => "dek",
             Kind::ApiKey => "apikey",
+            Kind::Policy => "policy",
+            Kind::Role => "role",
+            Kind::Token => "token",
         }
     }
+
+    /// The kind a backup line names (`name`'s inverse).
+    pub fn named(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// True for a tenant's named record, whose id is `<tenant>/<name>`.
+    pub fn is_tenant_named(self) -> bool {
+        matches!(self, Kind::Policy | Kind::Role)
+    }
+}
+
+/// The id of `tenant`'s policy or role `name`.
+pub fn named_id(tenant: &TenantId, name: &str) -> String {
+    format!("{}/{name}", tenant.as_str())
+}
+
+/// The tenant and name a policy's or role's id names.
+pub fn parse_named_id(text: &str) -> Option<(TenantId, &str)> {
+    let (tenant, name) = text.split_once('/')?;
+    Some((TenantId::parse(tenant).ok()?, name))
 }
 
 /// One stored record: its id, its bytes, and the engine's revision of it,
@@ -75,6 +113,8 @@ struct ApiKeyDoc {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    policies: Vec<String>,
 }
 
 /// An API key's bytes: a format byte, then JSON.
@@ -88,6 +128,7 @@ pub fn encode_apikey(r: &ApiKeyRecord) -> Vec<u8> {
         expires_at: r.expires_at,
         revoked_at: r.revoked_at,
         last_used_at: r.last_used_at,
+        policies: r.policies.clone(),
     };
     let mut out = vec![APIKEY_FORMAT];
     out.extend(serde_json::to_vec(&doc).expect("serializable"));
@@ -113,6 +154,7 @@ pub fn decode_apikey(id: &str, bytes: &[u8]) -> Result<ApiKeyRecord, StoreError>
         expires_at: doc.expires_at,
         revoked_at: doc.revoked_at,
         last_used_at: doc.last_used_at,
+        policies: doc.policies,
     })
 }
 
@@ -133,6 +175,11 @@ pub fn to_dumped(kind: Kind, id: &str, value: Vec<u8>) -> Result<Option<Dumped>,
             })
         }
         Kind::ApiKey => Some(Dumped::ApiKey(decode_apikey(id, &value)?)),
+        Kind::Policy | Kind::Role | Kind::Token => Some(Dumped::Record {
+            kind,
+            id: id.to_owned(),
+            value,
+        }),
     })
 }
 
@@ -144,6 +191,7 @@ pub fn from_dumped(record: &Dumped) -> Option<(Kind, String, Vec<u8>)> {
             Some((Kind::Dek, dek_id(tenant, dek.id), dek.wrapped.clone()))
         }
         Dumped::ApiKey(r) => Some((Kind::ApiKey, r.id.clone(), encode_apikey(r))),
+        Dumped::Record { kind, id, value } => Some((*kind, id.clone(), value.clone())),
         Dumped::Secret(_) => None,
     }
 }
@@ -171,6 +219,7 @@ mod tests {
             expires_at: Some(2),
             revoked_at: None,
             last_used_at: Some(3),
+            policies: vec!["ops".into()],
         };
         let bytes = encode_apikey(&key);
         assert_eq!(decode_apikey(&key.id, &bytes).unwrap(), key);

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// JWT claim that names the tenant.
     #[arg(long, env = "STRONGROOM_JWT_TENANT_CLAIM", default_value = "tenant")]
     pub jwt_tenant_claim: String,
+    /// JSON file listing the identity providers whose JWTs log in through
+    /// roles: `[{"name","issuer","jwks_file"?,"ca_file"?,"client_id"?,
+    /// "client_secret_file"?}]`.
+    #[arg(long, env = "STRONGROOM_OIDC_PROVIDERS")]
+    pub oidc_providers: Option<PathBuf>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "STRONGROOM_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -222,6 +227,7 @@ impl ServeArgs {
                 audience: self.jwt_audience.clone(),
                 tenant_claim: self.jwt_tenant_claim.clone(),
             },
+            oidc_providers: self.oidc_providers.clone(),
             master: MasterKeySource {
                 key: self.master.master_key.clone().map(zeroize::Zeroizing::new),
                 file: self.master.master_key_file.clone(),

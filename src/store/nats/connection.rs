@@ -16,6 +16,8 @@ use crate::store::StoreError;
 
 /// How long `connect` waits for the first connection before going on without.
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// How long the tokens bucket keeps a message: a token lives at most 24 h.
+const TOKEN_MAX_AGE: Duration = Duration::from_secs(25 * 3600);
 /// Upper bound of the reconnect back-off.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -24,6 +26,12 @@ pub(super) struct Buckets {
     pub deks: kv::Store,
     pub apikeys: kv::Store,
     pub meta: kv::Store,
+    pub policies: kv::Store,
+    pub roles: kv::Store,
+    /// Tokens live at most a day: the bucket forgets every message (a
+    /// token, a delete marker) after `TOKEN_MAX_AGE`, so it cannot grow
+    /// without bound whatever the sweep misses.
+    pub tokens: kv::Store,
     /// The change stream's events (`events.rs`).
     pub events: stream::Stream,
 }
@@ -49,7 +57,17 @@ impl Connection {
     /// configuration.
     pub async fn connect(settings: NatsSettings) -> Result<Connection, StoreError> {
         let config = |m: &str| StoreError::Unavailable(format!("nats store configuration: {m}"));
-        for name in ["", "_deks", "_apikeys", "_meta", "_audit", "_events"] {
+        for name in [
+            "",
+            "_deks",
+            "_apikeys",
+            "_meta",
+            "_audit",
+            "_events",
+            "_policies",
+            "_roles",
+            "_tokens",
+        ] {
             if !valid_bucket_name(&format!("{}{name}", settings.bucket)) {
                 return Err(config("the bucket name may only contain A-Z a-z 0-9 - _"));
             }
@@ -118,6 +136,11 @@ impl Connection {
                     deks: self.bucket(format!("{base}_deks"), 1).await?,
                     apikeys: self.bucket(format!("{base}_apikeys"), 1).await?,
                     meta: self.bucket(format!("{base}_meta"), 1).await?,
+                    policies: self.bucket(format!("{base}_policies"), 1).await?,
+                    roles: self.bucket(format!("{base}_roles"), 1).await?,
+                    tokens: self
+                        .bucket_aged(format!("{base}_tokens"), 1, TOKEN_MAX_AGE)
+                        .await?,
                     events: self.events_stream().await?,
                 })
             })
@@ -150,7 +173,19 @@ impl Connection {
     /// through `create_key_value`, whose account-info step does not parse
     /// the answer of a 2.9 server; the configuration is the KV one.
     async fn bucket(&self, name: String, history: i64) -> Result<kv::Store, StoreError> {
+        self.bucket_aged(name, history, Duration::ZERO).await
+    }
+
+    /// `bucket`, whose messages the server removes after `max_age` (zero:
+    /// never).
+    async fn bucket_aged(
+        &self,
+        name: String,
+        history: i64,
+        max_age: Duration,
+    ) -> Result<kv::Store, StoreError> {
         let config = stream::Config {
+            max_age,
             name: format!("KV_{name}"),
             description: Some("strongroom".into()),
             subjects: vec![format!("$KV.{name}.>")],

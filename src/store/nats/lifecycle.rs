@@ -181,7 +181,14 @@ async fn load_secret(
 /// resuming from before them gets 410.
 async fn purge(backend: &NatsBackend) -> Result<(), StoreError> {
     let b = backend.conn.buckets().await?;
-    for bucket in [&b.secrets, &b.deks, &b.apikeys] {
+    for bucket in [
+        &b.secrets,
+        &b.deks,
+        &b.apikeys,
+        &b.policies,
+        &b.roles,
+        &b.tokens,
+    ] {
         bucket
             .stream
             .purge()
@@ -213,7 +220,14 @@ pub(super) async fn load(
 ) -> Result<LoadCounts, StoreError> {
     let b = backend.conn.buckets().await?;
     let mut holds = false;
-    for bucket in [&b.secrets, &b.deks, &b.apikeys] {
+    for bucket in [
+        &b.secrets,
+        &b.deks,
+        &b.apikeys,
+        &b.policies,
+        &b.roles,
+        &b.tokens,
+    ] {
         let info = bucket
             .stream
             .get_info()
@@ -253,7 +267,8 @@ pub(super) async fn load(
                         _ => None,
                     };
                     let expected = stored.map_or(0, |r| r.revision);
-                    match super::named::put(backend, kind, &id, expected, &value, None).await {
+                    match super::named::put(backend, kind, &id, expected, Some(&value), None).await
+                    {
                         Ok(_) => {}
                         Err(WriteError::Failed(e)) => return Err(e),
                         Err(_) => {

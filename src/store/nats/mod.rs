@@ -130,8 +130,12 @@ impl NatsBackend {
         cache::follow(self).await
     }
 
-    pub(super) async fn watch_apikeys(&self, tx: tokio::sync::mpsc::Sender<String>) {
-        named::watch(self, tx).await
+    pub(super) async fn watch_records(
+        &self,
+        kind: Kind,
+        tx: tokio::sync::mpsc::Sender<(Kind, String)>,
+    ) {
+        named::watch(self, kind, tx).await
     }
 
     /// Publishes a change with its audit line: first the request's intent
@@ -305,10 +309,10 @@ impl Backend for NatsBackend {
         kind: Kind,
         id: &str,
         expected: u64,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         line: Option<LineBody>,
     ) -> Result<u64, WriteError> {
-        named::put(self, kind, id, expected, &value, line).await
+        named::put(self, kind, id, expected, value.as_deref(), line).await
     }
 
     async fn sealed_versions(

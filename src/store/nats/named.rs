@@ -1,8 +1,10 @@
 //! Everything but secrets on the nats engine, as records
 //! (`store::records`): meta values in `<bucket>_meta` under their name, data
 //! keys in `<bucket>_deks` under `<hex tenant>.<id>`, API keys in
-//! `<bucket>_apikeys` under their id; and the watch that tells a gateway
-//! which API keys anyone changed. The key layout, and the format byte before
+//! `<bucket>_apikeys` under their id, policies and roles in
+//! `<bucket>_policies` and `<bucket>_roles` under `<hex tenant>.<name>`,
+//! tokens in `<bucket>_tokens` under their hash; and the watch that tells a
+//! gateway which of them anyone changed. The key layout, and the format byte before
 //! a meta value or a data key, are the ones this engine has always written.
 
 use std::time::Duration;
@@ -18,7 +20,7 @@ use super::records::{
 use super::NatsBackend;
 use crate::store::engine::WriteError;
 use crate::store::lines::LineBody;
-use crate::store::records::{dek_id, parse_dek_id, Kind, Record};
+use crate::store::records::{dek_id, named_id, parse_dek_id, parse_named_id, Kind, Record};
 use crate::store::StoreError;
 
 fn bucket(b: &Buckets, kind: Kind) -> &Bucket {
@@ -26,6 +28,9 @@ fn bucket(b: &Buckets, kind: Kind) -> &Bucket {
         Kind::Meta => &b.meta,
         Kind::Dek => &b.deks,
         Kind::ApiKey => &b.apikeys,
+        Kind::Policy => &b.policies,
+        Kind::Role => &b.roles,
+        Kind::Token => &b.tokens,
     }
 }
 
@@ -37,6 +42,11 @@ fn kv_key(kind: Kind, id: &str) -> Option<String> {
             let (tenant, n) = parse_dek_id(id).ok()?;
             Some(tenant_key(&tenant, &n.to_string()))
         }
+        Kind::Policy | Kind::Role => {
+            let (tenant, name) = parse_named_id(id)?;
+            let key = tenant_key(&tenant, name);
+            is_kv_key(&key).then_some(key)
+        }
         _ => is_kv_key(id).then(|| id.to_owned()),
     }
 }
@@ -47,21 +57,24 @@ fn record_id(kind: Kind, key: &str) -> Result<String, StoreError> {
         Kind::Dek => split_tenant_key(key)
             .and_then(|(tenant, n)| Some(dek_id(&tenant, n.parse().ok()?)))
             .ok_or_else(|| StoreError::Corrupt("data key with a bad name".into())),
+        Kind::Policy | Kind::Role => split_tenant_key(key)
+            .map(|(tenant, name)| named_id(&tenant, name))
+            .ok_or_else(|| StoreError::Corrupt(format!("a {} with a bad name", kind.name()))),
         _ => Ok(key.to_owned()),
     }
 }
 
 fn encode(kind: Kind, value: &[u8]) -> Vec<u8> {
     match kind {
-        // An API key's encoding begins with its own format byte.
-        Kind::ApiKey => value.to_vec(),
+        // These encodings begin with their own format byte.
+        Kind::ApiKey | Kind::Policy | Kind::Role | Kind::Token => value.to_vec(),
         _ => with_format(value),
     }
 }
 
 fn decode(kind: Kind, payload: &[u8]) -> Result<Vec<u8>, StoreError> {
     match kind {
-        Kind::ApiKey => Ok(payload.to_vec()),
+        Kind::ApiKey | Kind::Policy | Kind::Role | Kind::Token => Ok(payload.to_vec()),
         Kind::Meta => without_format("meta value", payload),
         Kind::Dek => without_format("data key", payload),
     }
@@ -94,7 +107,7 @@ pub(super) async fn scan(
     let b = backend.conn.buckets().await?;
     // One tenant's data keys are one subject prefix; the server filters.
     let filter = match (kind, prefix.strip_suffix('/')) {
-        (Kind::Dek, Some(tenant)) if !tenant.contains('/') => {
+        (Kind::Dek | Kind::Policy | Kind::Role, Some(tenant)) if !tenant.contains('/') => {
             format!("{}.>", hex::encode(tenant))
         }
         _ => ">".to_owned(),
@@ -120,14 +133,15 @@ pub(super) async fn scan(
     Ok(found)
 }
 
-/// One compare-and-set against the key's last message; a change with a
-/// line goes through `NatsBackend::change` (intent, publish, line).
+/// One compare-and-set against the key's last message (`value` `None`: a
+/// delete marker); a change with a line goes through `NatsBackend::change`
+/// (intent, publish, line).
 pub(super) async fn put(
     backend: &NatsBackend,
     kind: Kind,
     id: &str,
     expected: u64,
-    value: &[u8],
+    value: Option<&[u8]>,
     line: Option<LineBody>,
 ) -> Result<u64, WriteError> {
     let b = backend.conn.buckets().await?;
@@ -148,11 +162,21 @@ pub(super) async fn put(
         },
         revision => revision,
     };
-    let message = Publish {
-        key: &key,
-        expected,
-        op: Op::Put,
-        payload: encode(kind, value),
+    let message = match value {
+        Some(value) => Publish {
+            key: &key,
+            expected,
+            op: Op::Put,
+            payload: encode(kind, value),
+        },
+        // Removing what is not there is a lost race, as on sqlite.
+        None if expected == 0 => return Err(WriteError::Conflict),
+        None => Publish {
+            key: &key,
+            expected,
+            op: Op::Delete,
+            payload: Vec::new(),
+        },
     };
     let published = match line {
         Some(line) => backend.change(store, message, Some(line), None).await,
@@ -164,30 +188,39 @@ pub(super) async fn put(
     })
 }
 
-/// Sends the id of every API key written in `<bucket>_apikeys` (by any
-/// gateway or the CLI) from now on, until `tx` closes. The watch is an
-/// ordered consumer; when it fails (NATS down, a leader change) it is made
-/// again. A change missed meanwhile still lapses with the cache TTL.
-pub(super) async fn watch(backend: &NatsBackend, tx: tokio::sync::mpsc::Sender<String>) {
+/// Sends `(kind, id)` of every record of `kind` written (by any gateway or
+/// the CLI) from now on, until `tx` closes. The watch is an ordered
+/// consumer; when it fails (NATS down, a leader change) it is made again. A
+/// change missed meanwhile still lapses with the caches' TTL.
+pub(super) async fn watch(
+    backend: &NatsBackend,
+    kind: Kind,
+    tx: tokio::sync::mpsc::Sender<(Kind, String)>,
+) {
     while !tx.is_closed() {
         if let Ok(b) = backend.conn.buckets().await {
-            match b.apikeys.watch_all().await {
+            match bucket(b, kind).watch_all().await {
                 Ok(mut watch) => {
                     while let Some(entry) = watch.next().await {
                         match entry {
                             Ok(entry) => {
-                                if tx.send(entry.key).await.is_err() {
+                                let Ok(id) = record_id(kind, &entry.key) else {
+                                    continue;
+                                };
+                                if tx.send((kind, id)).await.is_err() {
                                     return;
                                 }
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "api key watch failed; watching again");
+                                tracing::warn!(error = %e, kind = kind.name(), "record watch failed; watching again");
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot watch api keys; trying again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = kind.name(), "cannot watch records; trying again")
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

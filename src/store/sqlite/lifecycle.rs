@@ -149,7 +149,7 @@ pub(super) fn load(
     let holds: bool = c
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM secrets)
-                 OR EXISTS (SELECT 1 FROM records WHERE kind IN ('dek', 'apikey'))",
+                 OR EXISTS (SELECT 1 FROM records WHERE kind <> 'meta')",
             [],
             |r| r.get(0),
         )
@@ -160,7 +160,7 @@ pub(super) fn load(
     if force {
         c.execute_batch(
             "DELETE FROM secrets; DELETE FROM versions;
-             DELETE FROM records WHERE kind IN ('dek', 'apikey');",
+             DELETE FROM records WHERE kind <> 'meta';",
         )
         .map_err(sql)?;
         super::events::forget_all(c).map_err(sql)?;

@@ -249,14 +249,16 @@ impl Backend for SqliteBackend {
         kind: Kind,
         id: &str,
         expected: u64,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         line: Option<LineBody>,
     ) -> Result<u64, WriteError> {
         let id = id.to_owned();
         let spec = JobSpec { secret: None, line };
         let put = self
             .writer
-            .run(spec, move |c| records::put(c, kind, &id, expected, &value))
+            .run(spec, move |c| {
+                records::put(c, kind, &id, expected, value.as_deref())
+            })
             .await;
         match put {
             Ok(revision) => Ok(revision),

@@ -38,18 +38,28 @@ pub(super) fn scan(c: &Connection, kind: Kind, prefix: &str) -> rusqlite::Result
     .collect()
 }
 
-/// One compare-and-set (inside the writer's transaction): the new revision,
-/// or `VersionMismatch` when the record's revision is not `expected` (0: no
-/// record), which the writer undoes without its line.
+/// One compare-and-set (inside the writer's transaction): the new revision
+/// (0 once removed, for `value` `None`), or `VersionMismatch` when the
+/// record's revision is not `expected` (0: no record), which the writer
+/// undoes without its line.
 pub(super) fn put(
     c: &Connection,
     kind: Kind,
     id: &str,
     expected: u64,
-    value: &[u8],
+    value: Option<&[u8]>,
 ) -> Result<u64, StoreError> {
     let sql = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
     let stored = get(c, kind, id).map_err(sql)?.map(|r| r.revision);
+    let Some(value) = value else {
+        if stored.is_none() || stored != Some(expected) {
+            return Err(StoreError::VersionMismatch);
+        }
+        c.prepare_cached("DELETE FROM records WHERE kind = ?1 AND id = ?2")
+            .and_then(|mut s| s.execute(params![kind.name(), id]))
+            .map_err(sql)?;
+        return Ok(0);
+    };
     match stored {
         None if expected == 0 => {
             c.prepare_cached(

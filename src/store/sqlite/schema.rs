@@ -270,6 +270,7 @@ fn apikey_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         expires_at: row.get(6)?,
         revoked_at: row.get(7)?,
         last_used_at: row.get(8)?,
+        policies: Vec::new(),
     })
 }
 

@@ -1,0 +1,113 @@
+//! The store conformance suite's identity part (`conformance.rs` runs it
+//! on every engine): policies, roles and tokens as records of the model.
+
+use super::identity::{PolicyRecord, RoleRecord, TokenRecord};
+use super::*;
+use crate::types::TenantId;
+
+fn t(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+pub(crate) fn role(name: &str) -> RoleRecord {
+    RoleRecord {
+        name: name.into(),
+        provider: "github".into(),
+        bound_audiences: vec!["aud".into()],
+        bound_subject: Some("repo:acme/*".into()),
+        bound_claims: [("environment".to_owned(), vec!["prod".to_owned()])].into(),
+        user_claim: "sub".into(),
+        scopes: vec!["secrets:read:prod/".into()],
+        policies: vec!["readers".into()],
+        token_ttl_seconds: 60,
+        allowed_redirect_uris: vec![],
+        updated_at: 5,
+    }
+}
+
+pub(crate) fn token(id: &str, tenant: &str, expires_at: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        subject: "github:repo:acme/app".into(),
+        role: "ci".into(),
+        scopes: vec!["secrets:read".into()],
+        policies: vec![],
+        created_at: 1,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+/// Policies and roles are per tenant, replaced whole, listed in name order
+/// and deleted once; tokens are found by their hash, revoked once, and
+/// swept once expired.
+pub(crate) async fn identity_records_round_trip(s: &Store) {
+    let (a, b) = (t("ident-a"), t("ident.b"));
+    let readers = PolicyRecord {
+        name: "readers".into(),
+        scopes: vec!["secrets:read".into()],
+        updated_at: 1,
+    };
+    assert!(s.policy_put(&a, &readers, None).await.unwrap());
+    let wider = PolicyRecord {
+        scopes: vec!["secrets:read".into(), "secrets:list".into()],
+        ..readers.clone()
+    };
+    assert!(!s.policy_put(&a, &wider, None).await.unwrap());
+    assert_eq!(s.policy_get(&a, "readers").await.unwrap(), Some(wider));
+    assert_eq!(s.policy_get(&b, "readers").await.unwrap(), None);
+    let other = PolicyRecord {
+        name: "a.writers".into(),
+        ..readers.clone()
+    };
+    s.policy_put(&a, &other, None).await.unwrap();
+    s.policy_put(&b, &readers, None).await.unwrap();
+    let names: Vec<String> = s
+        .policy_list(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["a.writers", "readers"]);
+    s.policy_delete(&a, "readers", None).await.unwrap();
+    assert!(matches!(
+        s.policy_delete(&a, "readers", None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.policy_get(&a, "readers").await.unwrap(), None);
+    // Deleted, then made again (nats: after a delete marker).
+    assert!(s.policy_put(&a, &readers, None).await.unwrap());
+    assert_eq!(s.policy_list(&b).await.unwrap().len(), 1);
+
+    s.role_put(&a, &role("ci"), None).await.unwrap();
+    assert_eq!(s.role_get(&a, "ci").await.unwrap(), Some(role("ci")));
+    assert_eq!(s.role_get(&b, "ci").await.unwrap(), None);
+    assert_eq!(s.role_list(&a).await.unwrap(), vec![role("ci")]);
+    s.role_delete(&a, "ci", None).await.unwrap();
+    assert!(s.role_list(&a).await.unwrap().is_empty());
+
+    let now = crate::clock::now_ms();
+    let live = token(&"a".repeat(64), "ident-a", now + 60_000);
+    let old = token(&"b".repeat(64), "ident-a", now - 1);
+    s.token_insert(&live, None).await.unwrap();
+    s.token_insert(&old, None).await.unwrap();
+    assert!(s.token_insert(&live, None).await.is_err());
+    assert_eq!(s.token_get(&live.id).await.unwrap(), Some(live.clone()));
+    assert_eq!(s.token_get(&"c".repeat(64)).await.unwrap(), None);
+    s.token_revoke(&live.id, now, None).await.unwrap();
+    assert!(matches!(
+        s.token_revoke(&live.id, now, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        s.token_get(&live.id).await.unwrap().unwrap().revoked_at,
+        Some(now)
+    );
+    assert_eq!(s.tokens_sweep(now).await.unwrap(), 1);
+    assert_eq!(s.token_get(&old.id).await.unwrap(), None);
+    assert_eq!(s.token_count().await.unwrap(), 1);
+    assert_eq!(s.tokens_sweep(now + 60_000).await.unwrap(), 1);
+    assert_eq!(s.token_count().await.unwrap(), 0);
+}
