@@ -16,6 +16,10 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add_n(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -38,6 +42,10 @@ pub static CONNECTIONS_STALLED: Counter = Counter::new();
 pub static TLS_HANDSHAKE_FAILURES: Counter = Counter::new();
 /// Lapsed secrets the expiry sweep marked deleted.
 pub static SECRETS_EXPIRED: Counter = Counter::new();
+/// Expired login tokens the sweep removed.
+pub static TOKENS_SWEPT: Counter = Counter::new();
+/// Login tokens issued.
+pub static TOKENS_ISSUED: Counter = Counter::new();
 /// Reads of a current version a nats gateway answered from its cache, and
 /// those it sent to the stream leader.
 pub static GATEWAY_CACHE_HITS: Counter = Counter::new();

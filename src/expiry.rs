@@ -96,7 +96,10 @@ pub fn start(store: Store, every: Duration) {
             // at most a sweep interval's worth of them past their expiry.
             match store.tokens_sweep(now).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "expired login tokens removed"),
+                Ok(n) => {
+                    crate::counters::TOKENS_SWEPT.add_n(n as u64);
+                    tracing::info!(removed = n, "expired login tokens removed")
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot remove expired login tokens"),
             }
             // The change stream's window is kept on the same beat.

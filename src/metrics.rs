@@ -162,6 +162,8 @@ impl Metrics {
             ("strongroom_integrity_failures_total", "Stored values, data keys or records that failed their integrity check (answered 502).", inner.integrity_failures),
             ("strongroom_tls_handshake_failures_total", "TLS handshakes that failed.", counters::TLS_HANDSHAKE_FAILURES.get()),
             ("strongroom_secrets_expired_total", "Lapsed secrets the sweep marked deleted.", counters::SECRETS_EXPIRED.get()),
+            ("strongroom_login_tokens_issued_total", "Login tokens issued.", counters::TOKENS_ISSUED.get()),
+            ("strongroom_login_tokens_swept_total", "Expired login tokens the sweep removed.", counters::TOKENS_SWEPT.get()),
             ("strongroom_gateway_cache_hits_total", "Reads of a current version a nats gateway answered from its cache.", counters::GATEWAY_CACHE_HITS.get()),
             ("strongroom_gateway_cache_misses_total", "Reads of a current version a nats gateway sent to the stream leader.", counters::GATEWAY_CACHE_MISSES.get()),
             ("strongroom_backups_total", "Scheduled backups written.", counters::BACKUPS_WRITTEN.get()),

@@ -104,6 +104,7 @@ impl Init {
             scopes.push(Scope::parse("apikeys:admin").map_err(StartError::Config)?);
             scopes.push(Scope::parse("audit:read").map_err(StartError::Config)?);
             scopes.push(Scope::parse("keys:admin").map_err(StartError::Config)?);
+            scopes.push(Scope::parse("auth:admin").map_err(StartError::Config)?);
             let tenant = TenantId::parse("default").expect("valid tenant");
             let key = apikeys::create(
                 &self.store,

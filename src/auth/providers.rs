@@ -15,6 +15,10 @@ use super::jwks::{parse_keys, VerifyKey};
 
 /// Least time between two fetches of one provider's keys.
 pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// Keys fetched longer ago than this are fetched again at the next login,
+/// so a key the provider withdrew stops verifying without an unknown `kid`
+/// to prompt it.
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Discovery documents and key sets larger than this are refused.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -46,6 +50,8 @@ struct Health {
     failures: u64,
     /// When keys were last fetched or tried (`clock::now_ms`).
     last_try: Option<i64>,
+    /// When keys were last fetched (`clock::now_ms`).
+    last_success: Option<i64>,
 }
 
 pub struct Provider {
@@ -141,6 +147,24 @@ impl Provider {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Fetches the keys again when they are older than `MAX_KEY_AGE` (or
+    /// were never fetched), within `refresh`'s rate.
+    pub async fn refresh_if_stale(&self) {
+        if !matches!(self.source, Source::Discovery(_)) {
+            return;
+        }
+        let now = crate::clock::now_ms();
+        let stale = self
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_success
+            .is_none_or(|at| !(0..MAX_KEY_AGE.as_millis() as i64).contains(&(now - at)));
+        if stale {
+            self.refresh().await;
+        }
+    }
+
     /// Fetches the keys again unless the last try was within
     /// `MIN_REFRESH`; true when the key set was replaced.
     pub async fn refresh(&self) -> bool {
@@ -164,6 +188,7 @@ impl Provider {
             Ok(keys) => {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
                 health.error = None;
+                health.last_success = Some(crate::clock::now_ms());
                 true
             }
             Err(e) => {

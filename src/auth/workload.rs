@@ -103,13 +103,16 @@ pub async fn verify(provider: &Provider, role: &RoleRecord, jwt: &str) -> Result
     if jwt.is_empty() || jwt.len() > MAX_JWT_BYTES {
         return Err(refused("jwt: not a JWT of at most 16 KiB"));
     }
-    let header = jsonwebtoken::decode_header(jwt).map_err(|_| refused("jwt: not a JWT"))?;
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| {
+        refused("jwt: not a JWT, or signed with an alg strongroom never accepts (none)")
+    })?;
     // RFC 7515 4.1.11: a critical extension we do not understand.
     if header.crit.is_some() {
         return Err(refused(
             "jwt: a critical header extension is not understood",
         ));
     }
+    provider.refresh_if_stale().await;
     let mut keys = provider.keys();
     let mut key = select(&keys, &header);
     if matches!(key, Selected::None) && header.kid.is_some() && provider.refresh().await {

@@ -115,6 +115,7 @@ impl Ops {
             .token_insert(&record, Some(call.line(200)))
             .await?;
         call.mark_written();
+        crate::counters::TOKENS_ISSUED.add();
         Ok(LoggedIn {
             token: text,
             info: self.token_info(&tenant, record).await?,

@@ -433,6 +433,24 @@ async fn nats_kv(data_dir: &Path, suffix: &str) -> async_nats::jetstream::kv::St
         .unwrap()
 }
 
+/// How many keys of bucket `<bucket of data_dir><suffix>` hold a value
+/// (not a delete marker).
+pub async fn nats_live_keys(data_dir: &Path, suffix: &str) -> usize {
+    use futures_util::StreamExt;
+    let kv = nats_kv(data_dir, suffix).await;
+    let mut keys = match kv.keys().await {
+        Ok(keys) => keys,
+        Err(_) => return 0,
+    };
+    let mut n = 0;
+    while let Some(key) = keys.next().await {
+        if kv.get(key.unwrap()).await.unwrap().is_some() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The KV key of a secret on nats: hex of the tenant, '.', the key.
 pub fn nats_secret_key(tenant: &str, key: &str) -> String {
     let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();

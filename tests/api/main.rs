@@ -16,6 +16,7 @@ mod encryption;
 mod eso;
 mod expiry;
 mod gateways;
+mod identity;
 mod jwt_keys;
 mod keys;
 mod limits;
