@@ -317,6 +317,22 @@ impl Client {
         Ok(secret)
     }
 
+    /// A JSON request to `segments` (fixed path segments, each encoded),
+    /// answered with JSON; `what` names it in errors.
+    pub async fn json(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<serde_json::Value>,
+        what: &str,
+    ) -> Result<serde_json::Value, CliError> {
+        let (_, bytes) = self
+            .send(method, self.url(segments, None), body, what)
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| CliError::Other(format!("{what}: the server's answer is not JSON")))
+    }
+
     /// `DELETE /secrets/{key}` (a soft delete).
     pub async fn delete(&self, key: &SecretKey) -> Result<(), CliError> {
         let what = format!("rm {}", key.as_str());

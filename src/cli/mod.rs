@@ -10,6 +10,7 @@ pub mod commands;
 pub mod dotenv;
 pub mod error;
 pub mod flags;
+mod identity;
 pub mod lifecycle;
 pub mod run;
 pub mod watch;
@@ -65,6 +66,8 @@ pub fn main() -> ExitCode {
             Command::Import(c) => client_outcome(commands::import(&c.client, c.args).await),
             Command::Export(c) => client_outcome(commands::export(&c.client, c.args).await),
             Command::Watch(c) => client_outcome(watch::watch(&c.client, c.args).await),
+            Command::Role(command) => client_outcome(identity::role(command).await),
+            Command::Policy(command) => client_outcome(identity::policy(command).await),
             Command::Completions(args) => completions(args),
             Command::Run(c) => match run::run(&c.client, c.args).await {
                 Ok(code) => ExitCode::from(code),

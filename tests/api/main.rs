@@ -11,6 +11,7 @@ mod backup;
 mod batch;
 mod cluster;
 mod console;
+mod discovery;
 mod durability;
 mod encryption;
 mod eso;

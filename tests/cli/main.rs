@@ -5,6 +5,7 @@ mod helpers;
 
 mod basics;
 mod errors;
+mod identity;
 mod import_export;
 mod run;
 mod watch;

@@ -70,6 +70,13 @@ pub enum Command {
     Run(Client<RunArgs>),
     /// Print each change under a prefix as it happens (never values).
     Watch(Client<WatchArgs>),
+    /// Manage the tenant's login roles on a server (`auth:admin`).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Manage the tenant's policies (named scope sets) on a server
+    /// (`auth:admin`).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print shell completions: bash, zsh, fish, elvish, powershell.
     Completions(crate::cli::args::CompletionsArgs),
 }
@@ -91,6 +98,86 @@ pub enum ApikeyCommand {
     List(ApikeyListArgs),
     /// Revoke a key by id.
     Revoke(ApikeyRevokeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    /// Create or replace a role, from a JSON file (`--file`, `-` for stdin)
+    /// or from flags.
+    Put(Client<RolePutArgs>),
+    /// Print a role as JSON.
+    Get(Client<NameArgs>),
+    /// List the roles' names (`--json`: the roles).
+    Ls(Client<NoArgs>),
+    /// Delete a role; the tokens it issued stop working.
+    Rm(Client<NameArgs>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Create or replace a policy, from `--scopes` or a JSON file.
+    Put(Client<PolicyPutArgs>),
+    /// Print a policy as JSON.
+    Get(Client<NameArgs>),
+    /// List the policies' names (`--json`: the policies).
+    Ls(Client<NoArgs>),
+    /// Delete a policy; keys, roles and tokens naming it hold nothing of it.
+    Rm(Client<NameArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NoArgs {}
+
+#[derive(Args, Debug)]
+pub struct PolicyPutArgs {
+    pub name: String,
+    /// Comma-separated scopes.
+    #[arg(long, value_delimiter = ',', conflicts_with = "file")]
+    pub scopes: Vec<String>,
+    /// A JSON file `{"scopes":[...]}` (`-`: stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RolePutArgs {
+    pub name: String,
+    /// The role as JSON (`-`: stdin); the flags below are then not given.
+    #[arg(long, conflicts_with_all = ["provider", "audience", "subject", "claim", "user_claim", "scopes", "policies", "ttl", "redirect_uri"])]
+    pub file: Option<PathBuf>,
+    /// The identity provider (a name from the server's --oidc-providers).
+    #[arg(long, required_unless_present = "file")]
+    pub provider: Option<String>,
+    /// An audience the JWT's `aud` must hold (repeat for several).
+    #[arg(long, required_unless_present = "file")]
+    pub audience: Vec<String>,
+    /// A glob `sub` must match (`*` matches anything).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// A claim and an allowed value (glob), `claim=value`; repeat for
+    /// several values or claims.
+    #[arg(long)]
+    pub claim: Vec<String>,
+    /// The claim naming the subject of the tokens (default `sub`).
+    #[arg(long)]
+    pub user_claim: Option<String>,
+    /// Comma-separated scopes the tokens hold.
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Comma-separated policies the tokens hold.
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Vec<String>,
+    /// The tokens' lifetime in seconds (default 900, at most 86400).
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// A redirect URI people's logins may use (repeat for several).
+    #[arg(long)]
+    pub redirect_uri: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
