@@ -104,7 +104,7 @@ pub enum ApikeyCommand {
 pub enum RoleCommand {
     /// Create or replace a role, from a JSON file (`--file`, `-` for stdin)
     /// or from flags.
-    Put(Client<RolePutArgs>),
+    Put(Box<Client<RolePutArgs>>),
     /// Print a role as JSON.
     Get(Client<NameArgs>),
     /// List the roles' names (`--json`: the roles).
