@@ -1,6 +1,7 @@
 -- wrk script for bench/run. MODE selects the request: "get" reads one of
 -- KEYS seeded secrets, "batch" reads 100 of them in one POST /batch/get,
--- "put" writes a fresh key each time, "hello" hits the baseline. The done() hook prints one JSON line with the figures.
+-- "put" writes a fresh key each time, "login" exchanges LOGIN_JWT for a
+-- token (POST /auth/login/jwt, role "bench"), "hello" hits the baseline. The done() hook prints one JSON line with the figures.
 local mode = os.getenv("MODE") or "get"
 local api_key = os.getenv("API_KEY") or ""
 local keys = tonumber(os.getenv("KEYS") or "1000")
@@ -40,6 +41,9 @@ function init(args)
     for i = 0, keys - 1 do
       prepared[i] = wrk.format("GET", "/secrets/bench/key-" .. i, auth_headers({}))
     end
+  elseif mode == "login" then
+    local body = '{"tenant":"bench","role":"bench","jwt":"' .. os.getenv("LOGIN_JWT") .. '"}'
+    prepared[0] = wrk.format("POST", "/auth/login/jwt", {["Content-Type"] = "application/json"}, body)
   elseif mode == "batch" then
     -- Ten batches of 100 consecutive keys, from different places.
     for b = 0, 9 do
@@ -64,7 +68,7 @@ end
 
 function request()
   counter = counter + 1
-  if mode == "hello" then
+  if mode == "hello" or mode == "login" then
     return prepared[0]
   elseif mode == "get" then
     return prepared[(counter * 7919 + thread_id * 104729) % keys]

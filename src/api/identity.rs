@@ -45,6 +45,22 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
     scopes: Vec<String>,
+    /// What `GET` shows besides, so its answer can be put back: `name`
+    /// must be the path's, `updated_at` is the server's to set.
+    name: Option<String>,
+    #[serde(default)]
+    updated_at: serde::de::IgnoredAny,
+}
+
+/// A body's `name`, when given, must be the one the path names.
+fn same_name(given: Option<&str>, path: &str) -> Result<(), ApiError> {
+    match given {
+        Some(name) if name != path => Err(ApiError::bad(
+            Op::Other,
+            "field 'name' differs from the name in the path",
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Serialize)]
@@ -70,8 +86,9 @@ pub async fn put_policy(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let name = name_in(&uri, "/policies/");
-    call.key(&name);
     let body: PolicyBody = json_body(&app, &headers, body).await?;
+    same_name(body.name.as_deref(), &name)?;
+    let _ = body.updated_at;
     let written = app
         .ops
         .put_policy(&call, &principal, &name, body.scopes)
@@ -128,6 +145,10 @@ struct RoleBody {
     token_ttl_seconds: u32,
     #[serde(default)]
     allowed_redirect_uris: Vec<String>,
+    /// As in `PolicyBody`: what `GET` shows besides.
+    name: Option<String>,
+    #[serde(default)]
+    updated_at: serde::de::IgnoredAny,
 }
 
 /// A bound claim's allowed values: a list, or (as Vault takes it) one.
@@ -185,8 +206,9 @@ pub async fn put_role(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let name = name_in(&uri, "/auth/roles/");
-    call.key(&name);
     let body: RoleBody = json_body(&app, &headers, body).await?;
+    same_name(body.name.as_deref(), &name)?;
+    let _ = body.updated_at;
     let role = RoleRecord {
         name,
         provider: body.provider,
@@ -208,6 +230,7 @@ pub async fn put_role(
         policies: body.policies,
         token_ttl_seconds: body.token_ttl_seconds,
         allowed_redirect_uris: body.allowed_redirect_uris,
+        created_at: 0,
         updated_at: 0,
     };
     let written = app.ops.put_role(&call, &principal, role).await?;

@@ -13,6 +13,32 @@ pub struct VerifyKey {
     pub key: DecodingKey,
 }
 
+/// A provider's keys (PEM, or a JWKS document), keeping the signing keys
+/// strongroom can use and skipping the others: a provider's set may also
+/// hold encryption keys (`"use":"enc"`) or keys of algorithms we do not
+/// accept (RS384, P-384), which must not stop its other keys from working.
+pub fn parse_provider_keys(text: &str) -> Result<Vec<VerifyKey>, String> {
+    if !text.trim_start().starts_with('{') {
+        return parse_keys(text);
+    }
+    let set: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let listed = set
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("not a JWKS document: no \"keys\" list")?;
+    let keys: Vec<VerifyKey> = listed
+        .iter()
+        .filter(|k| k.get("use").and_then(serde_json::Value::as_str) != Some("enc"))
+        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .filter_map(|jwk| jwk_key(&jwk).ok())
+        .collect();
+    if keys.is_empty() {
+        return Err("the key set holds no RSA, P-256 or Ed25519 signing key".into());
+    }
+    Ok(keys)
+}
+
 /// Parses a PEM file of public keys, or a JWKS document.
 pub fn parse_keys(text: &str) -> Result<Vec<VerifyKey>, String> {
     if text.trim_start().starts_with('{') {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::jwks::{parse_keys, VerifyKey};
+use super::jwks::{parse_provider_keys, VerifyKey};
 
 /// Least time between two fetches of one provider's keys.
 pub const MIN_REFRESH: Duration = Duration::from_secs(10);
@@ -19,7 +19,7 @@ pub const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// so a key the provider withdrew stops verifying without an unknown `kid`
 /// to prompt it.
 pub const MAX_KEY_AGE: Duration = Duration::from_secs(600);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Discovery documents and key sets larger than this are refused.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
@@ -107,7 +107,7 @@ impl Provider {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("provider {name}: cannot read {}: {e}", path.display()))?;
-                let keys = parse_keys(&text)
+                let keys = parse_provider_keys(&text)
                     .map_err(|e| format!("provider {name}: {}: {e}", path.display()))?;
                 (Source::File, keys)
             }
@@ -184,6 +184,9 @@ impl Provider {
         }
         let fetched = self.fetch(client).await;
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        // The rate counts from the attempt's end: a provider that answers
+        // slowly is not asked again by every login queued behind it.
+        health.last_try = Some(crate::clock::now_ms());
         match fetched {
             Ok(keys) => {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
@@ -224,7 +227,7 @@ impl Provider {
         if !text.trim_start().starts_with('{') {
             return Err("the key set is not a JWKS document".into());
         }
-        parse_keys(&text)
+        parse_provider_keys(&text)
     }
 }
 

@@ -120,7 +120,8 @@ impl Authenticator {
             .role_get(&tenant, &record.role)
             .await
             .map_err(|_| AuthError::StoreUnavailable)?;
-        if role.is_none() {
+        // Deleted, or deleted and made again since the token was issued.
+        if role.is_none_or(|role| role.created_at > record.created_at) {
             return Err(AuthError::RevokedKey);
         }
         let mut scopes = super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)?;

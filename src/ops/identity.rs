@@ -61,6 +61,23 @@ impl Ops {
         Ok(())
     }
 
+    /// What a stored role holds (its scopes and its policies' scopes), all
+    /// of which `principal` must hold to replace or delete it: taking away
+    /// what one could not grant is as much a change as granting it.
+    async fn check_role_replaceable(
+        &self,
+        principal: &Principal,
+        role: &RoleRecord,
+    ) -> Result<(), OpError> {
+        grantable(principal, &role.scopes)?;
+        for name in &role.policies {
+            if let Some(policy) = self.store.policy_get(&principal.tenant, name).await? {
+                grantable(principal, &policy.scopes)?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn put_policy(
         &self,
         call: &Call,
@@ -68,14 +85,17 @@ impl Ops {
         name: &str,
         scopes: Vec<String>,
     ) -> Result<Written<PolicyRecord>, OpError> {
-        call.key(name);
         let outcome = async {
             admin(principal)?;
             check_name(name)?;
+            call.key(name);
             if scopes.is_empty() {
                 return Err(OpError::Invalid("field 'scopes' must not be empty".into()));
             }
             let parsed = grantable(principal, &scopes)?;
+            if let Some(old) = self.store.policy_get(&principal.tenant, name).await? {
+                grantable(principal, &old.scopes)?;
+            }
             let record = PolicyRecord {
                 name: name.to_owned(),
                 scopes: parsed.iter().map(Scope::to_string).collect(),
@@ -99,10 +119,10 @@ impl Ops {
         principal: &Principal,
         name: &str,
     ) -> Result<PolicyRecord, OpError> {
-        call.key(name);
         let outcome = async {
             admin(principal)?;
             check_name(name)?;
+            call.key(name);
             self.store
                 .policy_get(&principal.tenant, name)
                 .await?
@@ -133,10 +153,10 @@ impl Ops {
         principal: &Principal,
         name: &str,
     ) -> Result<(), OpError> {
-        call.key(name);
         let outcome = async {
             admin(principal)?;
             check_name(name)?;
+            call.key(name);
             // Removing what one could not grant is taking it from others.
             let policy = self
                 .store
@@ -162,10 +182,10 @@ impl Ops {
         principal: &Principal,
         mut role: RoleRecord,
     ) -> Result<Written<RoleRecord>, OpError> {
-        call.key(&role.name);
         let outcome = async {
             admin(principal)?;
             check_name(&role.name)?;
+            call.key(&role.name);
             if let Some(rule) = role.broken_rule() {
                 return Err(OpError::Invalid(rule));
             }
@@ -179,7 +199,16 @@ impl Ops {
             role.scopes = scopes.iter().map(Scope::to_string).collect();
             self.check_policies_grantable(principal, &role.policies)
                 .await?;
+            // A role made again under a deleted one's name does not bring
+            // back the tokens the deleted one issued (`created_at`).
             role.updated_at = now_ms();
+            role.created_at = match self.store.role_get(&principal.tenant, &role.name).await? {
+                Some(stored) => {
+                    self.check_role_replaceable(principal, &stored).await?;
+                    stored.created_at
+                }
+                None => role.updated_at,
+            };
             let created = self
                 .store
                 .role_put(&principal.tenant, &role, Some(call.line(200)))
@@ -201,10 +230,10 @@ impl Ops {
         principal: &Principal,
         name: &str,
     ) -> Result<RoleRecord, OpError> {
-        call.key(name);
         let outcome = async {
             admin(principal)?;
             check_name(name)?;
+            call.key(name);
             self.store
                 .role_get(&principal.tenant, name)
                 .await?
@@ -235,10 +264,16 @@ impl Ops {
         principal: &Principal,
         name: &str,
     ) -> Result<(), OpError> {
-        call.key(name);
         let outcome = async {
             admin(principal)?;
             check_name(name)?;
+            call.key(name);
+            let stored = self
+                .store
+                .role_get(&principal.tenant, name)
+                .await?
+                .ok_or(OpError::NotFound)?;
+            self.check_role_replaceable(principal, &stored).await?;
             self.store
                 .role_delete(&principal.tenant, name, Some(call.line(200)))
                 .await?;

@@ -21,6 +21,7 @@ pub(crate) fn role(name: &str) -> RoleRecord {
         policies: vec!["readers".into()],
         token_ttl_seconds: 60,
         allowed_redirect_uris: vec![],
+        created_at: 5,
         updated_at: 5,
     }
 }

@@ -62,6 +62,10 @@ pub struct RoleRecord {
     pub token_ttl_seconds: u32,
     #[serde(default)]
     pub allowed_redirect_uris: Vec<String>,
+    /// When a role of this name was first made (kept when it is
+    /// replaced): tokens issued before it belong to an older role.
+    #[serde(default)]
+    pub created_at: i64,
     pub updated_at: i64,
 }
 
@@ -414,6 +418,7 @@ mod tests {
             policies: vec![],
             token_ttl_seconds: 900,
             allowed_redirect_uris: vec![],
+            created_at: 1,
             updated_at: 1,
         };
         let bytes = encode(&role);

@@ -139,6 +139,13 @@ async fn a_restore_answers_every_secret_version_deleted_state_and_api_key_as_bef
         )
         .await;
     assert_eq!(destroy.status, 200);
+    // A policy: a record of the identity model, backed up and restored too.
+    let policy = src
+        .client
+        .put(src.url("/policies/readers"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"scopes":["secrets:read:app/"]}"#);
+    assert_eq!(src.send(policy, &admin).await.status, 200);
 
     // Every answer a client could get, per tenant: the current value, each
     // version (and one past the last), the metadata, the listing, and the
@@ -163,6 +170,8 @@ async fn a_restore_answers_every_secret_version_deleted_state_and_api_key_as_bef
         ),
     ] {
         probes.push((who.into(), cred.clone(), "/secrets".into()));
+        probes.push((who.into(), cred.clone(), "/policies".into()));
+        probes.push((who.into(), cred.clone(), "/policies/readers".into()));
         for (key, versions) in keys {
             probes.push((who.into(), cred.clone(), format!("/secrets/{key}")));
             probes.push((who.into(), cred.clone(), format!("/metadata/{key}")));

@@ -103,9 +103,23 @@ async fn start_provider(dir: &std::path::Path, served: Arc<Mutex<Served>>) -> (S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_fetched_and_a_withdrawn_one_refused() {
     let dir = tempfile::tempdir().unwrap();
+    // Beside its signing key the provider publishes an encryption key and
+    // a key of an algorithm strongroom does not take (as Keycloak does):
+    // they are skipped, not a reason to refuse the whole set.
+    let mut with_others: serde_json::Value =
+        serde_json::from_str(&jwks(&[("rsa.key", Algorithm::RS256, "enc1")])).unwrap();
+    with_others["keys"][0]["use"] = json!("enc");
+    with_others["keys"][0]["alg"] = json!("RSA-OAEP");
+    let mut rs384 = with_others["keys"][0].clone();
+    rs384["use"] = json!("sig");
+    rs384["alg"] = json!("RS384");
+    rs384["kid"] = json!("rs384");
+    let signing: serde_json::Value =
+        serde_json::from_str(&jwks(&[("ec.key", Algorithm::ES256, "k1")])).unwrap();
+    let first = json!({ "keys": [with_others["keys"][0], rs384, signing["keys"][0]] });
     let served = Arc::new(Mutex::new(Served {
         status: 200,
-        jwks: jwks(&[("ec.key", Algorithm::ES256, "k1")]),
+        jwks: first.to_string(),
         fetches: 0,
     }));
     let (issuer, ca) = start_provider(dir.path(), served.clone()).await;

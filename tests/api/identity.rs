@@ -502,11 +502,57 @@ async fn nobody_grants_what_they_do_not_hold() {
         put_json(&app, "/auth/roles/r", &role, &narrow).await.status,
         200
     );
-    // Taking away what one could not grant is refused too.
+    // Taking away what one could not grant is refused too: deleting or
+    // replacing a policy or role that holds more than its author.
     let r = app
         .send(app.client.delete(app.url("/policies/writers")), &narrow)
         .await;
     assert_eq!(r.status, 403);
+    let r = put_json(&app, "/policies/writers", &inside, &narrow).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let mut broad = ci_role();
+    broad["policies"] = json!(["writers"]);
+    assert_eq!(
+        put_json(&app, "/auth/roles/broad", &broad, &admin)
+            .await
+            .status,
+        200
+    );
+    let mut shrunk = ci_role();
+    shrunk["policies"] = json!([]);
+    shrunk["scopes"] = json!([]);
+    assert_eq!(
+        put_json(&app, "/auth/roles/broad", &shrunk, &narrow)
+            .await
+            .status,
+        403
+    );
+    let r = app
+        .send(app.client.delete(app.url("/auth/roles/broad")), &narrow)
+        .await;
+    assert_eq!(r.status, 403);
+    // A GET's answer can be put back (its name and time are ignored), but
+    // not under another name.
+    let shown = app
+        .send(app.client.get(app.url("/auth/roles/broad")), &admin)
+        .await;
+    let shown = shown.json();
+    assert_eq!(
+        put_json(&app, "/auth/roles/broad", &shown, &admin)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        put_json(&app, "/auth/roles/other", &shown, &admin)
+            .await
+            .status,
+        400
+    );
+    let r = app
+        .send(app.client.delete(app.url("/auth/roles/broad")), &admin)
+        .await;
+    assert_eq!(r.status, 200);
     // Without auth:admin, nothing.
     let reader = Cred::ApiKey(app.create_key("default", &["--scopes", "secrets:read"]));
     for path in [

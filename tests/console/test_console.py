@@ -54,6 +54,19 @@ BULK = 1005
 JWT_SECRET = secrets.token_urlsafe(32)
 
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "jwt"
+
+
+def rs256_token(claims):
+    """A platform JWT signed with the RSA fixture (openssl signs it)."""
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(FIXTURES / "rsa.key")],
+                         input=f"{head}.{body}".encode(), check=True, capture_output=True).stdout
+    return f"{head}.{body}.{b64(sig)}"
+
+
 def hs256_token(claims):
     """A JWT signed with the server's HS256 secret."""
     import hashlib
@@ -78,10 +91,16 @@ class Server:
         for k in ("STRONGROOM_JWT_PUBLIC_KEYS", "STRONGROOM_JWT_JWKS_URL", "STRONGROOM_LISTEN"):
             env.pop(k, None)
         env["STRONGROOM_JWT_HS256_SECRET"] = JWT_SECRET
+        # An identity provider whose key is the RSA fixture (a workload's
+        # login, t_login_token).
+        providers = self.tmp / "providers.json"
+        providers.write_text(json.dumps([{"name": "ci", "issuer": "https://ci.example.test",
+                                          "jwks_file": str(FIXTURES / "rsa.pub")}]))
+        env["STRONGROOM_OIDC_PROVIDERS"] = str(providers)
         # With JWTs on, serve issues no bootstrap key: issue the admin key first.
         self.key = subprocess.run(
             [binary, "apikey", "create", "--tenant", "default", "--name", "bootstrap", "--scopes",
-             "secrets:read,secrets:write,secrets:delete,secrets:list,apikeys:admin,audit:read,keys:admin"],
+             "secrets:read,secrets:write,secrets:delete,secrets:list,apikeys:admin,audit:read,keys:admin,auth:admin"],
             env=env, check=True, capture_output=True, text=True).stdout.strip()
         self.proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -362,6 +381,7 @@ class Scenario:
             ("360 px wide", self.t_narrow),
             ("keyboard: focus order and visible focus", self.t_keyboard),
             ("sign in with a JWT", self.t_jwt),
+            ("sign in with a workload's login token", self.t_login_token),
             ("sign out forgets the key and the value", self.t_sign_out),
             ("no value or credential in URLs, title, history or storage", self.t_privacy),
             ("a reload asks for the key again", self.t_reload),
@@ -755,6 +775,31 @@ class Scenario:
         self.b.click_link("app/")
         self.b.click_link("db.password")
         self.b.wait(lambda: self.b.h1() == "db.password", "the secret's page, signed in with a JWT")
+        self.b.wait(lambda: self.b.exists("reveal"), "the reveal button")
+
+    def t_login_token(self):
+        if self.server is None:
+            return  # a server at CONSOLE_URL: its providers are not ours
+        role = {"provider": "ci", "bound_audiences": ["strongroom"], "scopes": ["secrets:read", "secrets:list"],
+                "token_ttl_seconds": 600}
+        status, body, _ = self.api.call("PUT", "/auth/roles/console", role)
+        assert status == 200, (status, body)
+        now = int(time.time())
+        jwt = rs256_token({"iss": "https://ci.example.test", "aud": "strongroom", "sub": "repo:acme/app",
+                           "iat": now, "exp": now + 300})
+        status, body, _ = self.api.call("POST", "/auth/login/jwt",
+                                        {"tenant": "default", "role": "console", "jwt": jwt})
+        assert status == 200, (status, body)
+        token = json.loads(body)["token"]
+        self.credentials += [jwt, token]
+        self.sign_out()
+        self.sign_in(token)
+        self.b.wait_text("session-label", "a login token")
+        self.nav("browse")
+        self.b.click_link("team/")
+        self.b.click_link("app/")
+        self.b.click_link("db.password")
+        self.b.wait(lambda: self.b.h1() == "db.password", "the secret's page, signed in with a login token")
         self.b.wait(lambda: self.b.exists("reveal"), "the reveal button")
 
     def t_sign_out(self):

@@ -4,20 +4,27 @@
 // the /watch Server-Sent Events stream with fetch() (EventSource cannot send
 // an auth header). Nothing here logs a value or a credential.
 
-let credential = null; // { kind: "apikey" | "jwt", text, keyId?, claims? }
+let credential = null; // { kind: "apikey" | "token" | "jwt", text, keyId?, claims? }
 
 const API_KEY_RE = /^sr_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$/;
+const LOGIN_TOKEN_RE = /^srt_[A-Za-z0-9_-]{43}$/;
 const JWT_RE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 /** Reads pasted text as an API key or a JWT; throws an Error in words. */
 export function parseCredential(raw) {
   const text = raw.trim();
-  if (text === "") throw new Error("Paste an API key or a JWT first.");
+  if (text === "") throw new Error("Paste an API key, a login token or a JWT first.");
   const key = API_KEY_RE.exec(text);
   if (key) return { kind: "apikey", text, keyId: key[1] };
   if (text.startsWith("sr_")) {
     throw new Error(
       "This looks like a strongroom API key but it is incomplete: a key is sr_, 16 hex digits, _ and 43 more characters. Paste the whole key.");
+  }
+  // A login token (POST /auth/login/jwt) is sent as a bearer token.
+  if (LOGIN_TOKEN_RE.test(text)) return { kind: "token", text };
+  if (text.startsWith("srt_")) {
+    throw new Error(
+      "This looks like a strongroom login token but it is incomplete: a token is srt_ and 43 more characters. Paste the whole token.");
   }
   if (JWT_RE.test(text)) {
     let claims = null;
@@ -188,7 +195,7 @@ function folderOf(key) {
 
 /** What scope an operation needed, as a sentence; `ctx` = {op, key?, prefix?}. */
 function forbidden(ctx) {
-  const who = credentialKind() === "jwt" ? "This token" : "This key";
+  const who = credentialKind() === "apikey" ? "This key" : "This token";
   const op = ctx.op || "read";
   if (op === "apikeys-create") {
     return who + " may not create that API key: it needs the apikeys:admin scope, and nobody can grant a scope they do not hold themselves.";

@@ -1179,6 +1179,7 @@ async function signIn() {
   session = {
     keyId: cred.keyId || null,
     label: cred.kind === "apikey" ? "API key " + cred.keyId
+      : cred.kind === "token" ? "a login token"
       : "Token" + (c.sub ? " for " + String(c.sub) : "") + (c.tenant ? " (tenant " + String(c.tenant) + ")" : ""),
   };
   $("session-label").textContent = "Signed in with " + session.label;
