@@ -230,7 +230,7 @@ pub async fn put_role(
         policies: body.policies,
         token_ttl_seconds: body.token_ttl_seconds,
         allowed_redirect_uris: body.allowed_redirect_uris,
-        created_at: 0,
+        uid: String::new(),
         updated_at: 0,
     };
     let written = app.ops.put_role(&call, &principal, role).await?;

@@ -272,6 +272,9 @@ pub struct Authenticator {
     /// another gateway: cached principals of an older generation are
     /// resolved again.
     generation: AtomicU64,
+    /// When each token was last forgotten (revoked here, or changed on
+    /// another gateway), so a lookup that raced it caches nothing.
+    forgotten: Mutex<HashMap<TokenFingerprint, i64>>,
     /// The operator's identity providers (`--oidc-providers`).
     pub providers: providers::Providers,
 }
@@ -290,6 +293,7 @@ impl Authenticator {
             last_used: Mutex::new(HashMap::new()),
             login_tokens: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            forgotten: Mutex::new(HashMap::new()),
             providers,
         }
     }

@@ -148,8 +148,10 @@ impl Provider {
     }
 
     /// Fetches the keys again when they are older than `MAX_KEY_AGE` (or
-    /// were never fetched), within `refresh`'s rate.
-    pub async fn refresh_if_stale(&self) {
+    /// were never fetched), within `refresh`'s rate: in the background
+    /// while there are keys to go on with, so a provider that answers
+    /// slowly or not at all never holds up a login its keys can verify.
+    pub async fn refresh_if_stale(self: &Arc<Self>) {
         if !matches!(self.source, Source::Discovery(_)) {
             return;
         }
@@ -160,8 +162,14 @@ impl Provider {
             .unwrap_or_else(|p| p.into_inner())
             .last_success
             .is_none_or(|at| !(0..MAX_KEY_AGE.as_millis() as i64).contains(&(now - at)));
-        if stale {
+        if !stale {
+            return;
+        }
+        if self.keys().is_empty() {
             self.refresh().await;
+        } else if let Ok(_idle) = self.fetching.try_lock() {
+            let provider = self.clone();
+            tokio::spawn(async move { provider.refresh().await });
         }
     }
 

@@ -92,11 +92,23 @@ impl Authenticator {
         if record.revoked_at.is_some() {
             return Err(AuthError::RevokedKey);
         }
-        if record.expires_at <= now {
+        let principal = Arc::new(self.token_principal(record).await?);
+        if principal.expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::ExpiredKey);
         }
-        let principal = Arc::new(self.token_principal(record).await?);
+        // Forgotten (revoked) while the record was read: answered from what
+        // was read, but not cached, so the next request sees the revocation.
+        // Checked under the cache's lock, which `forget_token` holds too.
         let mut cache = self.login_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let raced = self
+            .forgotten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .is_some_and(|at| *at >= now);
+        if raced {
+            return Ok(principal);
+        }
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
@@ -111,8 +123,9 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// The principal a stored token stands for, while its role exists:
-    /// deleting the role ends its tokens.
+    /// The principal a stored token stands for, while the role that issued
+    /// it exists (not one made again under its name), and no longer than
+    /// the role's token lifetime now allows.
     async fn token_principal(&self, record: TokenRecord) -> Result<Principal, AuthError> {
         let tenant = TenantId::parse(&record.tenant).map_err(|_| AuthError::UnknownKey)?;
         let role = self
@@ -120,17 +133,20 @@ impl Authenticator {
             .role_get(&tenant, &record.role)
             .await
             .map_err(|_| AuthError::StoreUnavailable)?;
-        // Deleted, or deleted and made again since the token was issued.
-        if role.is_none_or(|role| role.created_at > record.created_at) {
+        let Some(role) = role.filter(|role| role.uid == record.role_uid) else {
             return Err(AuthError::RevokedKey);
-        }
+        };
+        let lifetime = i64::from(role.token_ttl_seconds) * 1000;
+        let expires_at = record
+            .expires_at
+            .min(record.created_at.saturating_add(lifetime));
         let mut scopes = super::parse_scopes(&record.scopes).map_err(|_| AuthError::UnknownKey)?;
         scopes.extend(self.policy_scopes(&tenant, &record.policies).await?);
         Ok(Principal {
             tenant,
             subject: record.subject,
             scopes,
-            expires_at: Some(record.expires_at),
+            expires_at: Some(expires_at),
             share_keys: Default::default(),
             token: Some(Arc::new(TokenRef {
                 id: record.id,
@@ -165,12 +181,20 @@ impl Authenticator {
     /// Forgets a cached token (revoked here or, watched, elsewhere).
     pub fn forget_token(&self, id: &str) {
         let mut digest = [0u8; 32];
-        if hex::decode_to_slice(id, &mut digest).is_ok() {
-            self.login_tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&digest);
+        if hex::decode_to_slice(id, &mut digest).is_err() {
+            return;
         }
+        let now = crate::clock::now_ms();
+        let mut cache = self.login_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        // When, so a lookup that began before it does not cache what it
+        // read; kept about as long as a cache entry lives.
+        let mut forgotten = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
+        if forgotten.len() >= CACHE_MAX {
+            let keep = 2 * APIKEY_CACHE_TTL;
+            forgotten.retain(|_, at| fresh(*at, now, keep));
+        }
+        forgotten.insert(digest, now);
+        cache.remove(&digest);
     }
 
     /// A policy or role changed: every cached principal is resolved again

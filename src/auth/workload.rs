@@ -5,6 +5,8 @@
 //! `bound_audiences`, `sub` against the `bound_subject` glob, and every
 //! `bound_claims` entry. A refusal names the binding, never the token.
 
+use std::sync::Arc;
+
 use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 
@@ -99,7 +101,11 @@ fn any_matches(value: &Value, patterns: &[String]) -> bool {
 
 /// Verifies `jwt` against `role` under `provider`'s keys; the value of
 /// the role's `user_claim` when every binding holds.
-pub async fn verify(provider: &Provider, role: &RoleRecord, jwt: &str) -> Result<String, Refused> {
+pub async fn verify(
+    provider: &Arc<Provider>,
+    role: &RoleRecord,
+    jwt: &str,
+) -> Result<String, Refused> {
     if jwt.is_empty() || jwt.len() > MAX_JWT_BYTES {
         return Err(refused("jwt: not a JWT of at most 16 KiB"));
     }
@@ -159,7 +165,7 @@ fn check_claims(
     let now = crate::clock::now_ms() / 1000;
     let time = |name: &str| claims.get(name).map(|v| v.as_f64().map(|f| f as i64));
     match time("exp") {
-        Some(Some(exp)) if now <= exp + LEEWAY_SECS => {}
+        Some(Some(exp)) if now <= exp.saturating_add(LEEWAY_SECS) => {}
         Some(Some(_)) => return Err(refused("exp: the token has expired")),
         _ => return Err(refused("exp: the token has no numeric exp")),
     }
@@ -187,8 +193,8 @@ fn check_claims(
         ));
     }
     if let Some(pattern) = &role.bound_subject {
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
-        if !glob_match(pattern, sub) {
+        let sub = claims.get("sub").and_then(Value::as_str);
+        if !sub.is_some_and(|sub| glob_match(pattern, sub)) {
             return Err(refused("bound_subject: the token's sub does not match"));
         }
     }

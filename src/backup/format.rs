@@ -398,13 +398,19 @@ fn from_line(line: Line) -> Result<Dumped, String> {
                 policies,
             })
         }
-        Line::Record { kind, id, value } => Dumped::Record {
-            kind: crate::store::records::Kind::named(&kind)
+        Line::Record { kind, id, value } => {
+            let kind = Kind::named(&kind)
                 .filter(|k| matches!(k, Kind::Policy | Kind::Role | Kind::Token))
-                .ok_or_else(|| format!("a record of unknown kind {kind:?}"))?,
-            id,
-            value: b64(&value)?,
-        },
+                .ok_or_else(|| format!("a record of unknown kind {kind:?}"))?;
+            if !crate::store::records::valid_id(kind, &id) {
+                return Err(format!("a {} record with a bad id", kind.name()));
+            }
+            Dumped::Record {
+                kind,
+                id,
+                value: b64(&value)?,
+            }
+        }
         Line::Secret {
             tenant: t,
             key,

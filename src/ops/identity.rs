@@ -7,7 +7,9 @@
 use super::{Call, OpError, Ops};
 use crate::auth::{parse_scopes, Action, Principal, Scope};
 use crate::clock::now_ms;
+use crate::crypto::seal::random_bytes;
 use crate::store::identity::{valid_name, PolicyRecord, RoleRecord, NAME_RULE};
+use crate::store::MAX_ATTEMPTS;
 
 /// A stored policy or role, and whether the put made it.
 pub struct Written<T> {
@@ -93,21 +95,31 @@ impl Ops {
                 return Err(OpError::Invalid("field 'scopes' must not be empty".into()));
             }
             let parsed = grantable(principal, &scopes)?;
-            if let Some(old) = self.store.policy_get(&principal.tenant, name).await? {
-                grantable(principal, &old.scopes)?;
-            }
             let record = PolicyRecord {
                 name: name.to_owned(),
                 scopes: parsed.iter().map(Scope::to_string).collect(),
                 updated_at: now_ms(),
             };
-            let created = self
-                .store
-                .policy_put(&principal.tenant, &record, Some(call.line(200)))
-                .await?;
-            call.mark_written();
-            self.auth.identity_changed();
-            Ok(Written { record, created })
+            // The version checked is the version replaced (compare-and-set).
+            for _ in 0..MAX_ATTEMPTS {
+                let stored = self.store.policy_read(&principal.tenant, name).await?;
+                if let Some(old) = &stored {
+                    grantable(principal, &old.record.scopes)?;
+                }
+                let expected = stored.as_ref().map_or(0, |v| v.revision);
+                let line = Some(call.line(200));
+                if self
+                    .store
+                    .policy_put_if(&principal.tenant, name, Some(&record), expected, line)
+                    .await?
+                {
+                    call.mark_written();
+                    self.auth.identity_changed();
+                    let created = stored.is_none();
+                    return Ok(Written { record, created });
+                }
+            }
+            Err(contended())
         }
         .await;
         self.settle(call, outcome).await
@@ -157,19 +169,26 @@ impl Ops {
             admin(principal)?;
             check_name(name)?;
             call.key(name);
-            // Removing what one could not grant is taking it from others.
-            let policy = self
-                .store
-                .policy_get(&principal.tenant, name)
-                .await?
-                .ok_or(OpError::NotFound)?;
-            grantable(principal, &policy.scopes)?;
-            self.store
-                .policy_delete(&principal.tenant, name, Some(call.line(200)))
-                .await?;
-            call.mark_written();
-            self.auth.identity_changed();
-            Ok(())
+            for _ in 0..MAX_ATTEMPTS {
+                let stored = self
+                    .store
+                    .policy_read(&principal.tenant, name)
+                    .await?
+                    .ok_or(OpError::NotFound)?;
+                // Removing what one could not grant is taking it from others.
+                grantable(principal, &stored.record.scopes)?;
+                let line = Some(call.line(200));
+                if self
+                    .store
+                    .policy_put_if(&principal.tenant, name, None, stored.revision, line)
+                    .await?
+                {
+                    call.mark_written();
+                    self.auth.identity_changed();
+                    return Ok(());
+                }
+            }
+            Err(contended())
         }
         .await;
         self.settle(call, outcome).await
@@ -199,26 +218,36 @@ impl Ops {
             role.scopes = scopes.iter().map(Scope::to_string).collect();
             self.check_policies_grantable(principal, &role.policies)
                 .await?;
-            // A role made again under a deleted one's name does not bring
-            // back the tokens the deleted one issued (`created_at`).
             role.updated_at = now_ms();
-            role.created_at = match self.store.role_get(&principal.tenant, &role.name).await? {
-                Some(stored) => {
-                    self.check_role_replaceable(principal, &stored).await?;
-                    stored.created_at
+            // The version checked is the version replaced (compare-and-set),
+            // so a delete in between cannot be undone by this put.
+            for _ in 0..MAX_ATTEMPTS {
+                let stored = self.store.role_read(&principal.tenant, &role.name).await?;
+                role.uid = match &stored {
+                    Some(old) => {
+                        self.check_role_replaceable(principal, &old.record).await?;
+                        old.record.uid.clone()
+                    }
+                    None => hex::encode(*random_bytes::<16>()),
+                };
+                let expected = stored.as_ref().map_or(0, |v| v.revision);
+                let line = Some(call.line(200));
+                let (tenant, name) = (&principal.tenant, role.name.clone());
+                if self
+                    .store
+                    .role_put_if(tenant, &name, Some(&role), expected, line)
+                    .await?
+                {
+                    call.mark_written();
+                    self.auth.identity_changed();
+                    let created = stored.is_none();
+                    return Ok(Written {
+                        record: role,
+                        created,
+                    });
                 }
-                None => role.updated_at,
-            };
-            let created = self
-                .store
-                .role_put(&principal.tenant, &role, Some(call.line(200)))
-                .await?;
-            call.mark_written();
-            self.auth.identity_changed();
-            Ok(Written {
-                record: role,
-                created,
-            })
+            }
+            Err(contended())
         }
         .await;
         self.settle(call, outcome).await
@@ -268,20 +297,33 @@ impl Ops {
             admin(principal)?;
             check_name(name)?;
             call.key(name);
-            let stored = self
-                .store
-                .role_get(&principal.tenant, name)
-                .await?
-                .ok_or(OpError::NotFound)?;
-            self.check_role_replaceable(principal, &stored).await?;
-            self.store
-                .role_delete(&principal.tenant, name, Some(call.line(200)))
-                .await?;
-            call.mark_written();
-            self.auth.identity_changed();
-            Ok(())
+            for _ in 0..MAX_ATTEMPTS {
+                let stored = self
+                    .store
+                    .role_read(&principal.tenant, name)
+                    .await?
+                    .ok_or(OpError::NotFound)?;
+                self.check_role_replaceable(principal, &stored.record)
+                    .await?;
+                let line = Some(call.line(200));
+                if self
+                    .store
+                    .role_put_if(&principal.tenant, name, None, stored.revision, line)
+                    .await?
+                {
+                    call.mark_written();
+                    self.auth.identity_changed();
+                    return Ok(());
+                }
+            }
+            Err(contended())
         }
         .await;
         self.settle(call, outcome).await
     }
+}
+
+/// Concurrent writers kept winning the compare-and-set.
+fn contended() -> OpError {
+    OpError::Unavailable("concurrent changes to the same record kept winning".into())
 }

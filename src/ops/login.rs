@@ -109,6 +109,7 @@ impl Ops {
             tenant: tenant.as_str().to_owned(),
             subject: subject.clone(),
             role: role.name.clone(),
+            role_uid: role.uid.clone(),
             scopes: role.scopes.clone(),
             policies: role.policies.clone(),
             created_at: now,

@@ -21,7 +21,7 @@ pub(crate) fn role(name: &str) -> RoleRecord {
         policies: vec!["readers".into()],
         token_ttl_seconds: 60,
         allowed_redirect_uris: vec![],
-        created_at: 5,
+        uid: "0123456789abcdef".into(),
         updated_at: 5,
     }
 }
@@ -32,6 +32,7 @@ pub(crate) fn token(id: &str, tenant: &str, expires_at: i64) -> TokenRecord {
         tenant: tenant.into(),
         subject: "github:repo:acme/app".into(),
         role: "ci".into(),
+        role_uid: "0123456789abcdef".into(),
         scopes: vec!["secrets:read".into()],
         policies: vec![],
         created_at: 1,
@@ -86,8 +87,45 @@ pub(crate) async fn identity_records_round_trip(s: &Store) {
     assert_eq!(s.role_get(&a, "ci").await.unwrap(), Some(role("ci")));
     assert_eq!(s.role_get(&b, "ci").await.unwrap(), None);
     assert_eq!(s.role_list(&a).await.unwrap(), vec![role("ci")]);
+    // Conditional writes: a stale revision loses, on both engines, and a
+    // record removed and made again does not take its old revision back.
+    let read = s.role_read(&a, "ci").await.unwrap().unwrap();
+    let mut changed = role("ci");
+    changed.token_ttl_seconds = 30;
+    assert!(s
+        .role_put_if(&a, "ci", Some(&changed), read.revision, None)
+        .await
+        .unwrap());
+    assert!(!s
+        .role_put_if(&a, "ci", Some(&role("ci")), read.revision, None)
+        .await
+        .unwrap());
+    let now = s.role_read(&a, "ci").await.unwrap().unwrap();
+    assert!(s
+        .role_put_if(&a, "ci", None, now.revision, None)
+        .await
+        .unwrap());
+    assert!(s
+        .role_put_if(&a, "ci", Some(&role("ci")), 0, None)
+        .await
+        .unwrap());
+    let again = s.role_read(&a, "ci").await.unwrap().unwrap();
+    assert_ne!(again.revision, now.revision);
+    assert!(!s
+        .role_put_if(&a, "ci", None, now.revision, None)
+        .await
+        .unwrap());
+    assert!(!s
+        .role_put_if(&a, "ci", Some(&role("ci")), 0, None)
+        .await
+        .unwrap());
     s.role_delete(&a, "ci", None).await.unwrap();
     assert!(s.role_list(&a).await.unwrap().is_empty());
+    let p = s.policy_read(&a, "readers").await.unwrap().unwrap();
+    assert!(!s
+        .policy_put_if(&a, "readers", None, p.revision + 1, None)
+        .await
+        .unwrap());
 
     let now = crate::clock::now_ms();
     let live = token(&"a".repeat(64), "ident-a", now + 60_000);

@@ -62,10 +62,11 @@ pub struct RoleRecord {
     pub token_ttl_seconds: u32,
     #[serde(default)]
     pub allowed_redirect_uris: Vec<String>,
-    /// When a role of this name was first made (kept when it is
-    /// replaced): tokens issued before it belong to an older role.
+    /// Random, made with the role and kept when it is replaced: a token
+    /// names it, so a role deleted and made again under its name does not
+    /// bring back the tokens the deleted one issued.
     #[serde(default)]
-    pub created_at: i64,
+    pub uid: String,
     pub updated_at: i64,
 }
 
@@ -131,12 +132,21 @@ pub struct TokenRecord {
     /// `<provider>:<user claim>`.
     pub subject: String,
     pub role: String,
+    /// The `uid` of the role that issued it.
+    #[serde(default)]
+    pub role_uid: String,
     pub scopes: Vec<String>,
     pub policies: Vec<String>,
     pub created_at: i64,
     pub expires_at: i64,
     #[serde(default)]
     pub revoked_at: Option<i64>,
+}
+
+/// A record and the revision it was read at, for a compare-and-set.
+pub struct Versioned<T> {
+    pub record: T,
+    pub revision: u64,
 }
 
 /// The first byte of each identity record: its format.
@@ -223,6 +233,81 @@ impl Store {
             found.push((name, decode(kind, &r.value)?));
         }
         Ok(found)
+    }
+
+    /// Record `id` of `kind` with its revision.
+    async fn read_versioned<T: for<'de> Deserialize<'de>>(
+        &self,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let Some(r) = self.record(kind, id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Versioned {
+            record: decode(kind, &r.value)?,
+            revision: r.revision,
+        }))
+    }
+
+    /// `tenant`'s policy `name` and its revision.
+    pub async fn policy_read(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Versioned<PolicyRecord>>, StoreError> {
+        let id = records::named_id(tenant, name);
+        let found = self
+            .read_versioned::<PolicyRecord>(Kind::Policy, &id)
+            .await?;
+        Ok(found.map(|mut v| {
+            v.record.name = name.to_owned();
+            v
+        }))
+    }
+
+    /// `tenant`'s role `name` and its revision.
+    pub async fn role_read(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Versioned<RoleRecord>>, StoreError> {
+        let id = records::named_id(tenant, name);
+        let found = self.read_versioned::<RoleRecord>(Kind::Role, &id).await?;
+        Ok(found.map(|mut v| {
+            v.record.name = name.to_owned();
+            v
+        }))
+    }
+
+    /// Writes `tenant`'s policy (`None`: removes it) if its revision is
+    /// still `expected` (0: there is none); false when another write came
+    /// first.
+    pub async fn policy_put_if(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        policy: Option<&PolicyRecord>,
+        expected: u64,
+        line: Option<LineBody>,
+    ) -> Result<bool, StoreError> {
+        let id = records::named_id(tenant, name);
+        self.put_record(Kind::Policy, &id, expected, policy.map(encode), line)
+            .await
+    }
+
+    /// `policy_put_if` for a role.
+    pub async fn role_put_if(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        role: Option<&RoleRecord>,
+        expected: u64,
+        line: Option<LineBody>,
+    ) -> Result<bool, StoreError> {
+        let id = records::named_id(tenant, name);
+        self.put_record(Kind::Role, &id, expected, role.map(encode), line)
+            .await
     }
 
     pub async fn policy_get(
@@ -418,7 +503,7 @@ mod tests {
             policies: vec![],
             token_ttl_seconds: 900,
             allowed_redirect_uris: vec![],
-            created_at: 1,
+            uid: "r1".into(),
             updated_at: 1,
         };
         let bytes = encode(&role);

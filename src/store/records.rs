@@ -68,6 +68,18 @@ pub fn named_id(tenant: &TenantId, name: &str) -> String {
     format!("{}/{name}", tenant.as_str())
 }
 
+/// Whether `id` is one a record of `kind` can have: `<tenant>/<name>` for
+/// a policy or role, the 64 hex digits of a hash for a token.
+pub fn valid_id(kind: Kind, id: &str) -> bool {
+    match kind {
+        Kind::Policy | Kind::Role => {
+            parse_named_id(id).is_some_and(|(_, name)| super::identity::valid_name(name))
+        }
+        Kind::Token => id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        Kind::Meta | Kind::Dek | Kind::ApiKey => !id.is_empty(),
+    }
+}
+
 /// The tenant and name a policy's or role's id names.
 pub fn parse_named_id(text: &str) -> Option<(TenantId, &str)> {
     let (tenant, name) = text.split_once('/')?;

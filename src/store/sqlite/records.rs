@@ -62,12 +62,13 @@ pub(super) fn put(
     };
     match stored {
         None if expected == 0 => {
+            let revision = first_revision();
             c.prepare_cached(
-                "INSERT INTO records (kind, id, value, revision) VALUES (?1, ?2, ?3, 1)",
+                "INSERT INTO records (kind, id, value, revision) VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut s| s.execute(params![kind.name(), id, value]))
+            .and_then(|mut s| s.execute(params![kind.name(), id, value, revision as i64]))
             .map_err(sql)?;
-            Ok(1)
+            Ok(revision)
         }
         Some(revision) if revision == expected => {
             c.prepare_cached(
@@ -79,6 +80,18 @@ pub(super) fn put(
         }
         _ => Err(StoreError::VersionMismatch),
     }
+}
+
+/// A new record's first revision: from the clock (microsecond-sized steps
+/// of a millisecond clock, and a counter), so a record removed and made
+/// again never takes back a revision a reader may still hold (a
+/// compare-and-set against it must fail, as on nats, whose revisions are
+/// stream sequences).
+fn first_revision() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let ms = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
+    ms * 1000 + COUNTER.fetch_add(1, Ordering::Relaxed) % 1000 + 1
 }
 
 /// A meta value the engine keeps for itself (the chain head, the event
