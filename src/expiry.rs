@@ -102,6 +102,9 @@ pub fn start(store: Store, every: Duration) {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot remove expired login tokens"),
             }
+            if let Err(e) = store.login_states_sweep(now).await {
+                tracing::warn!(error = %e, "cannot remove stale logins in progress");
+            }
             // The change stream's window is kept on the same beat.
             if let Err(e) = store.prune_events(now).await {
                 tracing::warn!(error = %e, "cannot prune the change stream's events");

@@ -32,6 +32,8 @@ pub enum ApiError {
     Unauthorized,
     /// A refused login, with the binding that failed.
     LoginRefused(String),
+    /// A device-flow login not finished: `{"error":"<its code>"}`.
+    LoginPending(String),
     Forbidden,
     BadRequest {
         op: Op,
@@ -100,6 +102,7 @@ impl From<OpError> for ApiError {
         match e {
             OpError::Unauthorized => ApiError::Unauthorized,
             OpError::LoginRefused(detail) => ApiError::LoginRefused(detail),
+            OpError::LoginPending(code) => ApiError::LoginPending(code),
             OpError::Forbidden => ApiError::Forbidden,
             OpError::Invalid(detail) => ApiError::bad(Op::Other, detail),
             OpError::NotFound => ApiError::NotFound,
@@ -155,6 +158,7 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             }
+            ApiError::LoginPending(code) => json_error(StatusCode::BAD_REQUEST, &code, None),
             ApiError::Forbidden => json_error(StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::BadRequest { op, detail } => json_error(
                 StatusCode::BAD_REQUEST,

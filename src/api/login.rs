@@ -53,9 +53,13 @@ pub async fn login_jwt(
         role: &body.role,
         jwt: &body.jwt,
     };
-    let done = app.ops.login_jwt(&call, login).await?;
+    Ok(logged_in(app.ops.login_jwt(&call, login).await?))
+}
+
+/// A login's answer: the token (shown once, never cached) and what it is.
+pub fn logged_in(done: crate::ops::LoggedIn) -> Response {
     let info = done.info;
-    Ok(no_store(
+    no_store(
         Json(serde_json::json!({
             "token": done.token.as_str(),
             "expires_at": rfc3339(info.expires_at),
@@ -64,7 +68,7 @@ pub async fn login_jwt(
             "scopes": info.scopes,
         }))
         .into_response(),
-    ))
+    )
 }
 
 fn token_view(info: TokenInfo) -> serde_json::Value {

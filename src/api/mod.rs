@@ -13,6 +13,7 @@ mod identity;
 mod keys;
 mod login;
 mod middleware;
+mod oidc;
 mod probes;
 mod request;
 pub mod routes;

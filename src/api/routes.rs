@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 
-use super::{apikeys, batch, identity, keys, login, secrets, trail, watch, AppState};
+use super::{apikeys, batch, identity, keys, login, oidc, secrets, trail, watch, AppState};
 use crate::ops::Operation;
 
 /// One audited route.
@@ -59,6 +59,10 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/auth/roles/{name}", RoleGet, get(identity::get_role)),
     route!(DELETE "/auth/roles/{name}", RoleDelete, delete(identity::delete_role)),
     route!(POST "/auth/login/jwt", Login, post(login::login_jwt)),
+    route!(POST "/auth/oidc/auth_url", OidcAuthUrl, post(oidc::auth_url)),
+    route!(POST "/auth/oidc/callback", OidcCallback, post(oidc::callback)),
+    route!(POST "/auth/oidc/device", OidcDevice, post(oidc::device)),
+    route!(POST "/auth/oidc/device/token", OidcDeviceToken, post(oidc::device_token)),
     route!(GET "/auth/token", TokenLookup, get(login::lookup)),
     route!(DELETE "/auth/token", TokenRevoke, delete(login::revoke)),
 ];

@@ -9,6 +9,7 @@ pub mod apikeys;
 pub mod failures;
 pub mod jwks;
 pub mod jwt;
+pub mod oidc;
 pub mod providers;
 pub mod ratelimit;
 pub mod shares;

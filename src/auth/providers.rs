@@ -54,11 +54,21 @@ struct Health {
     last_success: Option<i64>,
 }
 
+/// Where people sign in, from the discovery document.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    pub authorization: String,
+    pub token: String,
+    pub device_authorization: Option<String>,
+}
+
 pub struct Provider {
     pub name: String,
     pub issuer: String,
+    /// strongroom's client at the provider, for people's logins.
     pub client_id: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
+    pub client_secret: Option<zeroize::Zeroizing<String>>,
+    endpoints: RwLock<Option<Endpoints>>,
     source: Source,
     keys: RwLock<Arc<Vec<VerifyKey>>>,
     health: Mutex<Health>,
@@ -130,16 +140,42 @@ impl Provider {
                 (Source::Discovery(client), Vec::new())
             }
         };
+        let client_secret = match entry.client_secret_file.map(resolve) {
+            Some(path) => Some(zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("provider {name}: cannot read {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            )),
+            None => None,
+        };
         Ok(Provider {
             name,
             issuer: entry.issuer,
             client_id: entry.client_id,
-            client_secret_file: entry.client_secret_file.map(resolve),
+            client_secret,
+            endpoints: RwLock::new(None),
             source,
             keys: RwLock::new(Arc::new(keys)),
             health: Mutex::new(Health::default()),
             fetching: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Where people sign in, once the discovery document was read.
+    pub fn endpoints(&self) -> Option<Endpoints> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The HTTP client of a provider found by discovery.
+    pub fn http(&self) -> Option<&reqwest::Client> {
+        match &self.source {
+            Source::Discovery(client) => Some(client),
+            Source::File => None,
+        }
     }
 
     /// The keys in use now.
@@ -216,6 +252,9 @@ impl Provider {
         struct Discovery {
             issuer: String,
             jwks_uri: String,
+            authorization_endpoint: Option<String>,
+            token_endpoint: Option<String>,
+            device_authorization_endpoint: Option<String>,
         }
         let url = format!(
             "{}/.well-known/openid-configuration",
@@ -229,6 +268,17 @@ impl Provider {
         }
         if !allowed_issuer(&discovery.jwks_uri) {
             return Err("the discovery document's jwks_uri is not https://".into());
+        }
+        let endpoint = |url: Option<String>| url.filter(|u| allowed_issuer(u));
+        if let (Some(authorization), Some(token)) = (
+            endpoint(discovery.authorization_endpoint),
+            endpoint(discovery.token_endpoint),
+        ) {
+            *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = Some(Endpoints {
+                authorization,
+                token,
+                device_authorization: endpoint(discovery.device_authorization_endpoint),
+            });
         }
         let text = String::from_utf8(get(client, &discovery.jwks_uri).await?)
             .map_err(|_| "the key set is not UTF-8")?;

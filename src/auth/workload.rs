@@ -106,6 +106,45 @@ pub async fn verify(
     role: &RoleRecord,
     jwt: &str,
 ) -> Result<String, Refused> {
+    let claims = signed_claims(provider, jwt).await?;
+    check_claims(provider, role, &claims)
+}
+
+/// Verifies a person's ID token: as `verify`, and its `aud` names
+/// strongroom's client and its `nonce` is the login's (none for the device
+/// flow, which has no nonce).
+pub async fn verify_id_token(
+    provider: &Arc<Provider>,
+    role: &RoleRecord,
+    id_token: &str,
+    client_id: &str,
+    nonce: Option<&str>,
+) -> Result<String, Refused> {
+    let claims = signed_claims(provider, id_token).await?;
+    let for_us = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == client_id,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !for_us {
+        return Err(refused(
+            "aud: the ID token was not issued to strongroom's client",
+        ));
+    }
+    if let Some(nonce) = nonce {
+        let given = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+        let same =
+            aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), nonce.as_bytes());
+        if same.is_err() {
+            return Err(refused("nonce: the ID token's nonce is not this login's"));
+        }
+    }
+    check_claims(provider, role, &claims)
+}
+
+/// The claims of `jwt` once its signature verifies under the provider's
+/// keys.
+async fn signed_claims(provider: &Arc<Provider>, jwt: &str) -> Result<Map<String, Value>, Refused> {
     if jwt.is_empty() || jwt.len() > MAX_JWT_BYTES {
         return Err(refused("jwt: not a JWT of at most 16 KiB"));
     }
@@ -145,10 +184,9 @@ pub async fn verify(
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let claims = jsonwebtoken::decode::<Map<String, Value>>(jwt, &key.key, &validation)
-        .map_err(|_| refused("signature: the token's signature does not verify"))?
-        .claims;
-    check_claims(provider, role, &claims)
+    jsonwebtoken::decode::<Map<String, Value>>(jwt, &key.key, &validation)
+        .map(|data| data.claims)
+        .map_err(|_| refused("signature: the token's signature does not verify"))
 }
 
 fn check_claims(

@@ -13,6 +13,10 @@ pub enum OpError {
     /// A login refused: the detail names the binding that failed, never
     /// echoing the token.
     LoginRefused(String),
+    /// A device-flow login not finished: the provider's code
+    /// (`authorization_pending`, `slow_down`, `expired_token`,
+    /// `access_denied`), answered as OAuth answers it.
+    LoginPending(String),
     /// The principal's scopes do not cover what was asked.
     Forbidden,
     /// The request breaks one of the operation's rules (an expiry in the
@@ -52,7 +56,7 @@ impl OpError {
         match self {
             OpError::Unauthorized | OpError::LoginRefused(_) => 401,
             OpError::Forbidden => 403,
-            OpError::Invalid(_) => 400,
+            OpError::Invalid(_) | OpError::LoginPending(_) => 400,
             OpError::NotFound => 404,
             OpError::Gone => 410,
             OpError::VersionMismatch => 412,

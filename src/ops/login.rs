@@ -11,9 +11,10 @@ use zeroize::Zeroizing;
 
 use super::{Call, OpError, Ops};
 use crate::auth::failures::Admission;
+use crate::auth::providers::Provider;
 use crate::auth::{parse_scopes, tokens, workload, Principal, Scope};
 use crate::clock::now_ms;
-use crate::store::identity::{valid_name, TokenRecord};
+use crate::store::identity::{valid_name, RoleRecord, TokenRecord};
 use crate::types::TenantId;
 
 /// `POST /auth/login/jwt`'s request.
@@ -41,7 +42,7 @@ pub struct TokenInfo {
 }
 
 /// A principal naming the tenant and subject a login line records.
-fn attributed(tenant: TenantId, subject: String) -> Arc<Principal> {
+pub(super) fn attributed(tenant: TenantId, subject: String) -> Arc<Principal> {
     Arc::new(Principal {
         tenant,
         subject,
@@ -60,6 +61,17 @@ impl Ops {
         if valid_name(login.role) {
             call.key(login.role);
         }
+        self.admitted_login(call, self.login(call, login)).await
+    }
+
+    /// Runs a login within the client address's failed-authentication
+    /// budget (a refusal counts against it) and records its outcome, with
+    /// the binding that failed as the line's note.
+    pub(super) async fn admitted_login<T>(
+        &self,
+        call: &Call,
+        login: impl std::future::Future<Output = Result<T, OpError>>,
+    ) -> Result<T, OpError> {
         let admission = call
             .client()
             .map(|addr| (addr, self.auth_failures.admit(&addr)));
@@ -67,7 +79,7 @@ impl Ops {
             call.throttled();
             return Err(OpError::RateLimited);
         }
-        let outcome = self.login(call, login).await;
+        let outcome = login.await;
         if let Some((addr, admitted)) = admission {
             let failed = matches!(&outcome, Err(OpError::LoginRefused(_)));
             self.auth_failures.settle(&addr, admitted, failed);
@@ -80,34 +92,61 @@ impl Ops {
         self.settle(call, outcome).await
     }
 
-    async fn login(&self, call: &Call, login: Login<'_>) -> Result<LoggedIn, OpError> {
+    /// `tenant`'s role `name`, or the refusal a login gets.
+    pub(super) async fn login_role(
+        &self,
+        call: &Call,
+        tenant: &str,
+        name: &str,
+    ) -> Result<(TenantId, RoleRecord), OpError> {
         let refused = |why: &str| OpError::LoginRefused(why.to_owned());
-        let tenant =
-            TenantId::parse(login.tenant).map_err(|_| refused("tenant: not a tenant id"))?;
+        let tenant = TenantId::parse(tenant).map_err(|_| refused("tenant: not a tenant id"))?;
         call.principal(&attributed(tenant.clone(), String::new()));
-        if !valid_name(login.role) {
+        if !valid_name(name) {
             return Err(refused("role: no such role"));
         }
         let role = self
             .store
-            .role_get(&tenant, login.role)
+            .role_get(&tenant, name)
             .await?
             .ok_or_else(|| refused("role: no such role"))?;
-        let provider =
-            self.auth.providers.get(&role.provider).ok_or_else(|| {
-                refused("provider: the role's identity provider is not configured")
-            })?;
+        Ok((tenant, role))
+    }
+
+    async fn login(&self, call: &Call, login: Login<'_>) -> Result<LoggedIn, OpError> {
+        let (tenant, role) = self.login_role(call, login.tenant, login.role).await?;
+        let provider = self.login_provider(&role)?;
         let user = workload::verify(provider, &role, login.jwt)
             .await
             .map_err(|why| OpError::LoginRefused(why.0))?;
-        let subject = format!("{}:{user}", provider.name);
+        self.issue(call, &tenant, &role, &provider.name, &user)
+            .await
+    }
+
+    pub(super) fn login_provider(&self, role: &RoleRecord) -> Result<&Arc<Provider>, OpError> {
+        self.auth.providers.get(&role.provider).ok_or_else(|| {
+            OpError::LoginRefused("provider: the role's identity provider is not configured".into())
+        })
+    }
+
+    /// Issues a token of `role` to `user` of `provider`, with the login's
+    /// line in the same unit of work.
+    pub(super) async fn issue(
+        &self,
+        call: &Call,
+        tenant: &TenantId,
+        role: &RoleRecord,
+        provider: &str,
+        user: &str,
+    ) -> Result<LoggedIn, OpError> {
+        let subject = format!("{provider}:{user}");
         call.principal(&attributed(tenant.clone(), subject.clone()));
         let now = now_ms();
         let (text, id) = tokens::mint();
         let record = TokenRecord {
             id,
             tenant: tenant.as_str().to_owned(),
-            subject: subject.clone(),
+            subject,
             role: role.name.clone(),
             role_uid: role.uid.clone(),
             scopes: role.scopes.clone(),
@@ -123,7 +162,7 @@ impl Ops {
         crate::counters::TOKENS_ISSUED.add();
         Ok(LoggedIn {
             token: text,
-            info: self.token_info(&tenant, record).await?,
+            info: self.token_info(tenant, record).await?,
         })
     }
 

@@ -18,6 +18,7 @@ mod identity;
 mod keys;
 mod limits;
 mod login;
+mod oidc;
 mod secrets;
 mod trail;
 pub mod watch;
@@ -34,6 +35,7 @@ pub use identity::Written as IdentityWritten;
 pub use keys::Rotated;
 pub use limits::Limits;
 pub use login::{LoggedIn, Login, TokenInfo};
+pub use oidc::{AuthUrl, Callback, DeviceStarted};
 pub use secrets::{Expiry, Listing, PutRequest, Secret, Written};
 pub use watch::Watch;
 
@@ -75,6 +77,10 @@ pub enum Operation {
     Login,
     TokenLookup,
     TokenRevoke,
+    OidcAuthUrl,
+    OidcCallback,
+    OidcDevice,
+    OidcDeviceToken,
 }
 
 impl Operation {
@@ -105,6 +111,8 @@ impl Operation {
             Operation::Login => "auth.login",
             Operation::TokenLookup => "auth.token.lookup",
             Operation::TokenRevoke => "auth.token.revoke",
+            Operation::OidcAuthUrl | Operation::OidcDevice => "auth.login.begin",
+            Operation::OidcCallback | Operation::OidcDeviceToken => "auth.login",
         }
     }
 }

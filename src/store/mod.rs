@@ -28,6 +28,7 @@ mod error;
 pub mod events;
 pub mod identity;
 pub mod lines;
+pub mod logins;
 pub mod model;
 pub mod nats;
 pub mod records;

@@ -28,16 +28,21 @@ pub enum Kind {
     /// A login's token (the hash of its text, never the text), under the
     /// hash in hex.
     Token,
+    /// A person's login in progress (OIDC `state`, its PKCE verifier and
+    /// nonce sealed), under the hash of the state in hex; minutes long,
+    /// never in a backup.
+    LoginState,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Meta,
         Kind::Dek,
         Kind::ApiKey,
         Kind::Policy,
         Kind::Role,
         Kind::Token,
+        Kind::LoginState,
     ];
 
     /// The kind's name where an engine stores it (a column, a bucket).
@@ -49,6 +54,7 @@ impl Kind {
             Kind::Policy => "policy",
             Kind::Role => "role",
             Kind::Token => "token",
+            Kind::LoginState => "login_state",
         }
     }
 
@@ -75,7 +81,9 @@ pub fn valid_id(kind: Kind, id: &str) -> bool {
         Kind::Policy | Kind::Role => {
             parse_named_id(id).is_some_and(|(_, name)| super::identity::valid_name(name))
         }
-        Kind::Token => id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        Kind::Token | Kind::LoginState => {
+            id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        }
         Kind::Meta | Kind::Dek | Kind::ApiKey => !id.is_empty(),
     }
 }
@@ -187,6 +195,8 @@ pub fn to_dumped(kind: Kind, id: &str, value: Vec<u8>) -> Result<Option<Dumped>,
             })
         }
         Kind::ApiKey => Some(Dumped::ApiKey(decode_apikey(id, &value)?)),
+        // A login in progress lasts minutes: a restore has no use for it.
+        Kind::LoginState => None,
         Kind::Policy | Kind::Role | Kind::Token => Some(Dumped::Record {
             kind,
             id: id.to_owned(),

@@ -21,6 +21,7 @@ mod identity;
 mod jwt_keys;
 mod keys;
 mod limits;
+mod oidc;
 mod ops;
 mod outage;
 mod tenancy;

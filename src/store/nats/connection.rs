@@ -18,6 +18,8 @@ use crate::store::StoreError;
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How long the tokens bucket keeps a message: a token lives at most 24 h.
 const TOKEN_MAX_AGE: Duration = Duration::from_secs(25 * 3600);
+/// How long the logins bucket keeps a message: a login's state lives 5 min.
+const LOGIN_STATE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// Upper bound of the reconnect back-off.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -32,6 +34,9 @@ pub(super) struct Buckets {
     /// token, a delete marker) after `TOKEN_MAX_AGE`, so it cannot grow
     /// without bound whatever the sweep misses.
     pub tokens: kv::Store,
+    /// People's logins in progress (minutes long): forgotten after
+    /// `LOGIN_STATE_MAX_AGE` whatever the sweep does.
+    pub login_states: kv::Store,
     /// The change stream's events (`events.rs`).
     pub events: stream::Stream,
 }
@@ -67,6 +72,7 @@ impl Connection {
             "_policies",
             "_roles",
             "_tokens",
+            "_logins",
         ] {
             if !valid_bucket_name(&format!("{}{name}", settings.bucket)) {
                 return Err(config("the bucket name may only contain A-Z a-z 0-9 - _"));
@@ -140,6 +146,9 @@ impl Connection {
                     roles: self.bucket(format!("{base}_roles"), 1).await?,
                     tokens: self
                         .bucket_aged(format!("{base}_tokens"), 1, TOKEN_MAX_AGE)
+                        .await?,
+                    login_states: self
+                        .bucket_aged(format!("{base}_logins"), 1, LOGIN_STATE_MAX_AGE)
                         .await?,
                     events: self.events_stream().await?,
                 })

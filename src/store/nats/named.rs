@@ -31,6 +31,7 @@ fn bucket(b: &Buckets, kind: Kind) -> &Bucket {
         Kind::Policy => &b.policies,
         Kind::Role => &b.roles,
         Kind::Token => &b.tokens,
+        Kind::LoginState => &b.login_states,
     }
 }
 
@@ -67,14 +68,16 @@ fn record_id(kind: Kind, key: &str) -> Result<String, StoreError> {
 fn encode(kind: Kind, value: &[u8]) -> Vec<u8> {
     match kind {
         // These encodings begin with their own format byte.
-        Kind::ApiKey | Kind::Policy | Kind::Role | Kind::Token => value.to_vec(),
+        Kind::ApiKey | Kind::Policy | Kind::Role | Kind::Token | Kind::LoginState => value.to_vec(),
         _ => with_format(value),
     }
 }
 
 fn decode(kind: Kind, payload: &[u8]) -> Result<Vec<u8>, StoreError> {
     match kind {
-        Kind::ApiKey | Kind::Policy | Kind::Role | Kind::Token => Ok(payload.to_vec()),
+        Kind::ApiKey | Kind::Policy | Kind::Role | Kind::Token | Kind::LoginState => {
+            Ok(payload.to_vec())
+        }
         Kind::Meta => without_format("meta value", payload),
         Kind::Dek => without_format("data key", payload),
     }
