@@ -109,7 +109,11 @@ impl Client {
             }
             (Some(k), None) => Credential::ApiKey(Zeroizing::new(k.clone())),
             (None, Some(t)) => Credential::Bearer(Zeroizing::new(t.clone())),
-            (None, None) => Credential::None,
+            // The token `strongroom login` kept, when nothing else is given.
+            (None, None) => match super::login::saved_token() {
+                Some(token) => Credential::Bearer(token),
+                None => Credential::None,
+            },
         };
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -331,6 +335,43 @@ impl Client {
             .await?;
         serde_json::from_slice(&bytes)
             .map_err(|_| CliError::Other(format!("{what}: the server's answer is not JSON")))
+    }
+
+    /// A POST that OAuth's polling answers: the JSON of a 200, or the
+    /// `error` code of a 400 that carries only one (`authorization_pending`
+    /// and the like).
+    pub async fn poll_json(
+        &self,
+        segments: &[&str],
+        body: serde_json::Value,
+    ) -> Result<Result<serde_json::Value, String>, CliError> {
+        let request = self
+            .authorize(self.http.post(self.url(segments, None)))?
+            .json(&body);
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let bytes = Zeroizing::new(
+            response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(&e))?
+                .to_vec(),
+        );
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map(Ok)
+                .map_err(|_| CliError::Other("login: the server's answer is not JSON".into()));
+        }
+        if status == StatusCode::BAD_REQUEST {
+            if let Ok(ErrorBody {
+                error,
+                detail: None,
+            }) = serde_json::from_slice::<ErrorBody>(&bytes)
+            {
+                return Ok(Err(error));
+            }
+        }
+        Err(self.status_error(status, &bytes, "login"))
     }
 
     /// `DELETE /secrets/{key}` (a soft delete).

@@ -12,6 +12,7 @@ pub mod error;
 pub mod flags;
 mod identity;
 pub mod lifecycle;
+pub mod login;
 pub mod run;
 pub mod watch;
 
@@ -66,6 +67,8 @@ pub fn main() -> ExitCode {
             Command::Import(c) => client_outcome(commands::import(&c.client, c.args).await),
             Command::Export(c) => client_outcome(commands::export(&c.client, c.args).await),
             Command::Watch(c) => client_outcome(watch::watch(&c.client, c.args).await),
+            Command::Login(c) => client_outcome(login::login(&c.client, c.args).await),
+            Command::Logout(c) => client_outcome(login::logout(&c.client).await),
             Command::Role(command) => client_outcome(identity::role(command).await),
             Command::Policy(command) => client_outcome(identity::policy(command).await),
             Command::Completions(args) => completions(args),

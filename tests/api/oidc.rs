@@ -590,3 +590,143 @@ async fn poll(app: &TestApp, code: &str) -> Reply {
     )
     .await
 }
+
+/// `strongroom` as a client of `app` with its own config dir (where
+/// `login` keeps the token) and no key.
+fn cli(app: &TestApp, config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STRONGROOM_ADDR", &app.addr)
+        .env("XDG_CONFIG_HOME", config);
+    cmd
+}
+
+/// Runs `cmd` (a login), handing each stderr line to `on_line` until it
+/// returns a value; then the value and the child.
+fn spawn_reading(mut cmd: Command, on_line: impl Fn(&str) -> Option<String>) -> (String, Child) {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let found = loop {
+        let line = lines.next().expect("the CLI's output").unwrap();
+        if let Some(found) = on_line(&line) {
+            break found;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (found, child)
+}
+
+fn wait_ok(mut child: Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "login exited {status}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "login did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_logs_in_through_the_browser_and_the_device_flow_and_logs_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let idp = start_idp(dir.path());
+    let app = app_with_idp(&idp, dir.path(), &[]).await;
+    let admin = app.admin();
+    assert_eq!(
+        put_json(&app, "/auth/roles/people", &people_role(), &admin)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.put("team/db", "s3cret", &admin).await.status, 200);
+    let config = dir.path().join("config");
+
+    // The browser flow: the CLI prints the URL and listens on a loopback
+    // port (any port: the role allows 8250's URL, RFC 8252 lets it vary).
+    let port = free_port();
+    let mut login = cli(&app, &config);
+    login.args([
+        "login",
+        "--tenant",
+        "default",
+        "--role",
+        "people",
+        "--port",
+        &port.to_string(),
+    ]);
+    let (url, child) = spawn_reading(login, |line| {
+        line.trim_start()
+            .starts_with("http")
+            .then(|| line.trim().to_owned())
+    });
+    let redirect = format!("http://127.0.0.1:{port}/oidc/callback");
+    let back = Person::new("alice").sign_in(&url, &redirect, true).await;
+    let mut to_cli = reqwest::Url::parse(&redirect).unwrap();
+    to_cli.query_pairs_mut().extend_pairs(back.iter());
+    let page = reqwest::get(to_cli).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Signed in"), "{page}");
+    wait_ok(child);
+    let file = config.join("strongroom/token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(token.starts_with("srt_"));
+    // Client commands use it when no key is given.
+    let out = cli(&app, &config)
+        .args(["get", "team/db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"s3cret");
+    // Logout revokes it and removes the file.
+    let out = cli(&app, &config).arg("logout").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!file.exists());
+    assert_eq!(
+        app.get("team/db", &Cred::Bearer(token.clone()))
+            .await
+            .status,
+        401
+    );
+    let out = cli(&app, &config)
+        .args(["get", "team/db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+
+    // The device flow: the CLI shows the code and polls.
+    let mut login = cli(&app, &config);
+    login.args([
+        "login", "--tenant", "default", "--role", "people", "--device",
+    ]);
+    let (complete, child) = spawn_reading(login, |line| {
+        line.trim_start()
+            .strip_prefix("(or open ")
+            .map(|rest| rest.trim_end_matches(')').to_owned())
+    });
+    Person::new("alice").confirm_device(&complete, true).await;
+    wait_ok(child);
+    let out = cli(&app, &config)
+        .args(["get", "team/db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"s3cret");
+    // Neither token reached the CLI's output or the server's log.
+    assert!(!app.log_text().contains(token.trim()));
+}

@@ -31,6 +31,9 @@ const configuration = {
     grant_types: ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_basic",
+    // Native (RFC 8252): a loopback redirect URI matches on any port, as
+    // the CLI's listener takes whatever port it is given.
+    application_type: "native",
   }, {
     // Another application at the same provider: its codes are not ours.
     client_id: "other",

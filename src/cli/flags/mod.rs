@@ -77,6 +77,11 @@ pub enum Command {
     /// (`auth:admin`).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Sign in through a role's identity provider (the browser, or
+    /// `--device`); the token is kept for the client commands.
+    Login(Client<LoginArgs>),
+    /// Revoke the kept token and remove it.
+    Logout(Client<NoArgs>),
     /// Print shell completions: bash, zsh, fish, elvish, powershell.
     Completions(crate::cli::args::CompletionsArgs),
 }
@@ -132,6 +137,23 @@ pub struct NameArgs {
 
 #[derive(Args, Debug)]
 pub struct NoArgs {}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The tenant to sign in to.
+    #[arg(long)]
+    pub tenant: String,
+    /// The tenant's role for people (its provider needs a client_id).
+    #[arg(long)]
+    pub role: String,
+    /// The loopback port the provider sends the browser back to
+    /// (`http://127.0.0.1:PORT/oidc/callback`, as the role allows).
+    #[arg(long, default_value_t = 8250)]
+    pub port: u16,
+    /// Sign in on another device: show a code and a URL, and wait.
+    #[arg(long)]
+    pub device: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct PolicyPutArgs {
