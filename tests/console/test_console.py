@@ -67,6 +67,43 @@ def rs256_token(claims):
     return f"{head}.{body}.{b64(sig)}"
 
 
+class Idp:
+    """tests/oidc/provider.mjs on a free loopback port."""
+
+    def __init__(self, proc, issuer):
+        self.proc, self.issuer = proc, issuer
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def start_idp(tmp):
+    import socket
+    modules = REPO / "target" / "oidc-node" / "node_modules"
+    if not (modules / "oidc-provider" / "package.json").exists():
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix",
+                        str(modules.parent), "oidc-provider@8.8.1"], check=True)
+    (tmp / "client-secret").write_text("console-client-secret\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["node", str(REPO / "tests" / "oidc" / "provider.mjs"), str(port), str(tmp / "client-secret")],
+                            env={**os.environ, "OIDC_NODE_MODULES": str(modules)},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("listening "):
+            issuer = line.split(" ", 1)[1].strip()
+            break
+    else:
+        raise RuntimeError("the OpenID provider did not start")
+    # Keep reading: a closed pipe would end the provider at its next line.
+    import threading
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    return Idp(proc, issuer)
+
+
 def hs256_token(claims):
     """A JWT signed with the server's HS256 secret."""
     import hashlib
@@ -91,11 +128,16 @@ class Server:
         for k in ("STRONGROOM_JWT_PUBLIC_KEYS", "STRONGROOM_JWT_JWKS_URL", "STRONGROOM_LISTEN"):
             env.pop(k, None)
         env["STRONGROOM_JWT_HS256_SECRET"] = JWT_SECRET
-        # An identity provider whose key is the RSA fixture (a workload's
-        # login, t_login_token).
+        # Identity providers: one whose key is the RSA fixture (a workload's
+        # login, t_login_token), and a real OpenID provider (panva's
+        # oidc-provider, tests/oidc/provider.mjs) people sign in at.
+        self.idp = start_idp(self.tmp)
         providers = self.tmp / "providers.json"
-        providers.write_text(json.dumps([{"name": "ci", "issuer": "https://ci.example.test",
-                                          "jwks_file": str(FIXTURES / "rsa.pub")}]))
+        providers.write_text(json.dumps([
+            {"name": "ci", "issuer": "https://ci.example.test", "jwks_file": str(FIXTURES / "rsa.pub")},
+            {"name": "corp", "issuer": self.idp.issuer, "client_id": "strongroom",
+             "client_secret_file": str(self.tmp / "client-secret")},
+        ]))
         env["STRONGROOM_OIDC_PROVIDERS"] = str(providers)
         # With JWTs on, serve issues no bootstrap key: issue the admin key first.
         self.key = subprocess.run(
@@ -120,6 +162,7 @@ class Server:
         self.url = "http://" + self.addr
 
     def stop(self):
+        self.idp.stop()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -382,6 +425,8 @@ class Scenario:
             ("keyboard: focus order and visible focus", self.t_keyboard),
             ("sign in with a JWT", self.t_jwt),
             ("sign in with a workload's login token", self.t_login_token),
+            ("a cancelled sign-in at the identity provider is explained", self.t_oidc_cancelled),
+            ("sign in with the identity provider", self.t_oidc),
             ("sign out forgets the key and the value", self.t_sign_out),
             ("no value or credential in URLs, title, history or storage", self.t_privacy),
             ("a reload asks for the key again", self.t_reload),
@@ -802,6 +847,56 @@ class Scenario:
         self.b.wait(lambda: self.b.h1() == "db.password", "the secret's page, signed in with a login token")
         self.b.wait(lambda: self.b.exists("reveal"), "the reveal button")
 
+    def oidc_round_trip(self, consent):
+        """From the sign-in page to the provider's forms and back."""
+        self.b.type("oidc-tenant", "default")
+        self.b.type("oidc-role", "people")
+        self.b.click("oidc-submit")
+        d = self.b.d
+        def at_provider():
+            return "/interaction/" in d.current_url
+        self.b.wait(at_provider, "the provider's page")
+        def form(name):
+            return d.find_elements(By.CSS_SELECTOR, f'input[name="prompt"][value="{name}"]')
+        self.b.wait(lambda: form("login") or form("consent"), "the provider's login or consent form")
+        if form("login"):
+            d.find_element(By.CSS_SELECTOR, 'input[name="login"]').send_keys("alice")
+            d.find_element(By.CSS_SELECTOR, 'input[name="password"]').send_keys("any")
+            d.find_element(By.CSS_SELECTOR, 'form button[type="submit"]').click()
+            self.b.wait(lambda: form("consent"), "the provider's consent form")
+        if consent:
+            d.find_element(By.CSS_SELECTOR, 'form button[type="submit"]').click()
+        else:
+            d.find_element(By.XPATH, '//a[contains(@href, "/abort")]').click()
+        self.b.wait(lambda: d.current_url.startswith(self.origin + "/ui/"), "the console again")
+
+    def t_oidc_cancelled(self):
+        if self.server is None:
+            return  # a server at CONSOLE_URL: its providers are not ours
+        role = {"provider": "corp", "bound_audiences": ["strongroom"], "bound_claims": {"groups": ["ops"]},
+                "user_claim": "email", "scopes": ["secrets:read", "secrets:list"],
+                "allowed_redirect_uris": [self.origin + "/ui/"], "token_ttl_seconds": 600}
+        status, body, _ = self.api.call("PUT", "/auth/roles/people", role)
+        assert status == 200, (status, body)
+        self.sign_out()
+        self.oidc_round_trip(consent=False)
+        self.b.wait_text("oidc-error", "cancelled")
+        assert "code=" not in self.b.d.current_url and "error=" not in self.b.d.current_url
+
+    def t_oidc(self):
+        if self.server is None:
+            return
+        self.credentials.append("srt_")  # a login token, whatever its text
+        self.oidc_round_trip(consent=True)
+        self.b.wait_text("session-label", "corp:alice@example.test")
+        assert "code=" not in self.b.d.current_url and "state=" not in self.b.d.current_url
+        self.nav("browse")
+        self.b.click_link("team/")
+        self.b.click_link("app/")
+        self.b.click_link("db.password")
+        self.b.wait(lambda: self.b.h1() == "db.password", "the secret's page, signed in at the provider")
+        self.b.wait(lambda: self.b.exists("reveal"), "the reveal button")
+
     def t_sign_out(self):
         self.b.click("reveal")
         self.b.wait_text("secret-value", CANARY)
@@ -854,6 +949,13 @@ class Scenario:
             if e.get("level") != "SEVERE":
                 continue
             msg = e.get("message", "")
+            # The identity provider's own pages (its development login form
+            # asks for a web font this machine cannot resolve, and a
+            # favicon): not the console's errors.
+            if self.server is not None and (msg.startswith(self.server.idp.issuer)
+                                            or msg.startswith("https://fonts.googleapis.com/")):
+                seen.append("the identity provider's page: " + msg.split(" - ")[0])
+                continue
             m = re.match(r"(\S+) - Failed to load resource: the server responded with a status of (\d+)", msg)
             why = None
             if m:

@@ -26,6 +26,7 @@ const configuration = {
     redirect_uris: [
       "http://127.0.0.1:8250/oidc/callback",
       "http://127.0.0.1/oidc/callback",
+      "http://127.0.0.1/ui/",
       ...(process.env.OIDC_EXTRA_REDIRECTS || "").split(",").filter(Boolean),
     ],
     grant_types: ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],

@@ -122,6 +122,33 @@ function parseEtag(tag) {
 
 // ---- the endpoints ----------------------------------------------------
 
+/** A call that carries no credential (a login's own requests). */
+async function anonymous(method, path, body) {
+  let res;
+  try {
+    res = await fetch(path, fetchOptions(method,
+      { Accept: "application/json", "Content-Type": "application/json" }, JSON.stringify(body)));
+  } catch {
+    throw new NetworkError("network");
+  }
+  let data = null;
+  try { data = await res.json(); } catch { data = null; }
+  if (!res.ok) throw new ApiError(res.status, data, res.headers);
+  return data;
+}
+
+/** Begins a sign-in at the role's identity provider: the URL to open. */
+export async function oidcAuthUrl(tenant, role, redirectUri, clientNonce) {
+  const data = await anonymous("POST", "/auth/oidc/auth_url",
+    { tenant, role, redirect_uri: redirectUri, client_nonce: clientNonce });
+  return data.auth_url;
+}
+
+/** Finishes a sign-in with the provider's code: the login's answer. */
+export async function oidcCallback(state, code, clientNonce) {
+  return anonymous("POST", "/auth/oidc/callback", { state, code, client_nonce: clientNonce });
+}
+
 export async function listSecrets(prefix, cursor, extra = {}) {
   const r = await call("GET", "/secrets", { query: { prefix, limit: 1000, cursor, ...extra } });
   return { secrets: r.data.secrets || [], next: r.data.next_cursor || null };

@@ -1146,6 +1146,68 @@ function signinMessage(text, kind = "error") {
   signinErr.hidden = !text;
 }
 
+// A sign-in at the identity provider leaves this page and comes back to
+// /ui/ with ?code=&state= (or ?error=). The client nonce survives the trip
+// in sessionStorage (a value of no use without the code and state, and
+// removed on return); the token itself only ever lives in memory.
+const OIDC_PENDING = "strongroom.oidc.pending";
+
+function oidcMessage(text) {
+  const el = $("oidc-error");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+async function oidcBegin() {
+  const tenant = $("oidc-tenant").value.trim();
+  const role = $("oidc-role").value.trim();
+  if (!tenant || !role) {
+    oidcMessage("Enter the tenant and the role your administrator gave you.");
+    return;
+  }
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const nonce = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  const redirect = location.origin + "/ui/";
+  let url;
+  try {
+    url = await api.oidcAuthUrl(tenant, role, redirect, nonce);
+  } catch (e) {
+    const detail = e && e.detail ? " (" + e.detail + ")" : "";
+    oidcMessage("The sign-in could not begin" + detail + ". Check the tenant and role.");
+    return;
+  }
+  sessionStorage.setItem(OIDC_PENDING, nonce);
+  location.assign(url);
+}
+
+/** Finishes a sign-in the provider sent back here, if it did. */
+async function oidcReturn() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("code") && !params.has("error")) return;
+  // The code and state leave the address bar and the history at once.
+  history.replaceState(null, "", location.pathname);
+  const nonce = sessionStorage.getItem(OIDC_PENDING);
+  sessionStorage.removeItem(OIDC_PENDING);
+  if (params.has("error")) {
+    const why = params.get("error") === "access_denied" ? "it was cancelled or refused at the provider" : "the provider said " + params.get("error");
+    oidcMessage("The sign-in did not finish: " + why + ".");
+    return;
+  }
+  if (!nonce) {
+    oidcMessage("The sign-in did not finish: this tab did not begin it. Sign in again.");
+    return;
+  }
+  let done;
+  try {
+    done = await api.oidcCallback(params.get("state"), params.get("code"), nonce);
+  } catch (e) {
+    const detail = e && e.detail ? " (" + e.detail + ")" : "";
+    oidcMessage("The sign-in did not finish" + detail + ". Sign in again.");
+    return;
+  }
+  await finishSignIn({ kind: "token", text: done.token }, "Token for " + done.subject + " (tenant " + done.tenant + ")");
+}
+
 async function signIn() {
   let cred;
   try {
@@ -1159,6 +1221,11 @@ async function signIn() {
     signinMessage("This token expired at " + dateFmt.format(new Date(cred.claims.exp * 1000)) + ". Get a fresh one.");
     return;
   }
+  await finishSignIn(cred);
+}
+
+/** Signs in with `cred` once the server accepts it; `label` names it. */
+async function finishSignIn(cred, label) {
   signinBtn.disabled = true;
   api.setCredential(cred);
   try {
@@ -1175,12 +1242,13 @@ async function signIn() {
   signinBtn.disabled = false;
   credIn.value = "";
   signinMessage("");
+  oidcMessage("");
   const c = cred.claims || {};
   session = {
     keyId: cred.keyId || null,
-    label: cred.kind === "apikey" ? "API key " + cred.keyId
+    label: label || (cred.kind === "apikey" ? "API key " + cred.keyId
       : cred.kind === "token" ? "a login token"
-      : "Token" + (c.sub ? " for " + String(c.sub) : "") + (c.tenant ? " (tenant " + String(c.tenant) + ")" : ""),
+      : "Token" + (c.sub ? " for " + String(c.sub) : "") + (c.tenant ? " (tenant " + String(c.tenant) + ")" : "")),
   };
   $("session-label").textContent = "Signed in with " + session.label;
   signinSec.hidden = true;
@@ -1213,5 +1281,7 @@ $("signout").addEventListener("click", () => signOut());
 $("skip-link").addEventListener("click", (e) => { e.preventDefault(); $("main").focus(); });
 window.addEventListener("hashchange", () => { if (session) route(); });
 window.addEventListener("pagehide", () => { api.clearCredential(); });
+$("oidc-form").addEventListener("submit", (e) => { e.preventDefault(); safe(oidcBegin)(); });
 $("signin-fieldset").disabled = false;
 credIn.focus();
+safe(oidcReturn)();
