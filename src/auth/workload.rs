@@ -309,4 +309,71 @@ mod tests {
         assert!(any_matches(claim(&claims, "n").unwrap(), &pats(&["7"])));
         assert!(claim(&claims, "/missing/x").is_none());
     }
+
+    /// A person's ID token: strongroom's client in `aud`, and the login's
+    /// `nonce` (a provider cannot be made to send a wrong one, so this is
+    /// checked here, under a provider whose key is the RSA fixture).
+    #[test]
+    fn an_id_token_must_name_our_client_and_carry_the_logins_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+        let providers = serde_json::json!([{
+            "name": "corp", "issuer": "https://idp.example.test",
+            "jwks_file": format!("{fixtures}/rsa.pub"), "client_id": "strongroom"
+        }]);
+        let path = dir.path().join("providers.json");
+        std::fs::write(&path, providers.to_string()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let loaded = runtime
+            .block_on(crate::auth::providers::Providers::load(&path))
+            .unwrap();
+        let provider = loaded.get("corp").unwrap().clone();
+        let role = RoleRecord {
+            name: "people".into(),
+            provider: "corp".into(),
+            bound_audiences: vec!["strongroom".into()],
+            bound_subject: None,
+            bound_claims: Default::default(),
+            user_claim: "email".into(),
+            scopes: vec![],
+            policies: vec![],
+            token_ttl_seconds: 60,
+            allowed_redirect_uris: vec![],
+            uid: "u".into(),
+            updated_at: 0,
+        };
+        let key = std::fs::read(format!("{fixtures}/rsa.key")).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key).unwrap();
+        let sign = |aud: &str, nonce: &str| {
+            let now = jsonwebtoken::get_current_timestamp();
+            let claims = serde_json::json!({
+                "iss": "https://idp.example.test", "aud": aud, "sub": "alice",
+                "email": "alice@example.test", "nonce": nonce, "iat": now, "exp": now + 300,
+            });
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        let check = |token: String, nonce: Option<&str>| {
+            runtime.block_on(verify_id_token(
+                &provider,
+                &role,
+                &token,
+                "strongroom",
+                nonce,
+            ))
+        };
+        assert_eq!(
+            check(sign("strongroom", "n-1"), Some("n-1")).unwrap(),
+            "alice@example.test"
+        );
+        let wrong_nonce = check(sign("strongroom", "n-2"), Some("n-1")).unwrap_err();
+        assert!(wrong_nonce.0.starts_with("nonce"), "{wrong_nonce:?}");
+        let other_client = check(sign("another-app", "n-1"), Some("n-1")).unwrap_err();
+        assert!(other_client.0.starts_with("aud"), "{other_client:?}");
+        // The device flow has no nonce to compare.
+        assert!(check(sign("strongroom", "whatever"), None).is_ok());
+    }
 }

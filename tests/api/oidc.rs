@@ -497,7 +497,8 @@ async fn a_person_signs_in_with_pkce_and_every_misuse_is_refused() {
 async fn a_person_approves_a_device_login_and_a_denial_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let idp = start_idp(dir.path());
-    let app = app_with_idp(&idp, dir.path(), &[]).await;
+    let clock = TestClock::new();
+    let app = app_with_idp(&idp, dir.path(), &[(clock.env().0, clock.env().1)]).await;
     let admin = app.admin();
     assert_eq!(
         put_json(&app, "/auth/roles/people", &people_role(), &admin)
@@ -568,6 +569,16 @@ async fn a_person_approves_a_device_login_and_a_denial_is_refused() {
     assert_eq!(
         (r.status, r.error()),
         (400, "access_denied".to_owned()),
+        "{}",
+        r.body
+    );
+    // A device code older than a login may take (5 minutes).
+    let late = post(&app, "/auth/oidc/device", &body).await.json();
+    clock.advance(Duration::from_secs(301));
+    let r = poll(&app, late["device_code"].as_str().unwrap()).await;
+    assert_eq!(
+        (r.status, r.error()),
+        (400, "expired_token".to_owned()),
         "{}",
         r.body
     );
