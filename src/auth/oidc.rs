@@ -25,6 +25,20 @@ pub fn challenge(verifier: &str) -> String {
     b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
 }
 
+/// Why an exchange with the provider failed: it refused (the caller's
+/// login is refused), or it could not be reached (the login is not the
+/// caller's fault: 503).
+pub enum Failure {
+    Refused(Refused),
+    Unreachable(String),
+}
+
+impl From<Refused> for Failure {
+    fn from(r: Refused) -> Self {
+        Failure::Refused(r)
+    }
+}
+
 /// The provider's endpoints and client id, or why it cannot log people in.
 pub fn client(provider: &Provider) -> Result<(Endpoints, &str), Refused> {
     let client_id = provider.client_id.as_deref().ok_or_else(|| {
@@ -78,20 +92,19 @@ pub enum Polled {
 
 /// POSTs `form` to the token endpoint with the client's credentials
 /// (client_secret_basic when there is a secret).
-async fn token_request(provider: &Provider, form: &[(&str, &str)]) -> Result<TokenAnswer, Refused> {
+async fn token_request(provider: &Provider, form: &[(&str, &str)]) -> Result<TokenAnswer, Failure> {
     let (endpoints, client_id) = client(provider)?;
     let http = provider
         .http()
         .ok_or_else(|| Refused("provider: it was not found by discovery".into()))?;
     let request = with_client(http.post(&endpoints.token), provider, client_id, form);
-    let response = request
-        .send()
-        .await
-        .map_err(|_| Refused("provider: its token endpoint could not be reached".into()))?;
+    let response = request.send().await.map_err(|_| {
+        Failure::Unreachable("the provider's token endpoint could not be reached".into())
+    })?;
     let status = response.status();
     let answer: TokenAnswer = response.json().await.map_err(|_| {
-        Refused(format!(
-            "provider: the token endpoint answered {status} without JSON"
+        Failure::Unreachable(format!(
+            "the provider's token endpoint answered {status} without JSON"
         ))
     })?;
     Ok(answer)
@@ -135,7 +148,7 @@ pub async fn exchange_code(
     code: &str,
     redirect_uri: &str,
     verifier: &str,
-) -> Result<zeroize::Zeroizing<String>, Refused> {
+) -> Result<zeroize::Zeroizing<String>, Failure> {
     let answer = token_request(
         provider,
         &[
@@ -148,11 +161,11 @@ pub async fn exchange_code(
     .await?;
     match (answer.id_token, answer.error) {
         (Some(token), None) => Ok(token),
-        (_, Some(error)) => Err(Refused(format!(
+        (_, Some(error)) => Err(Failure::Refused(Refused(format!(
             "code: the provider refused the code ({})",
             safe_code(&error)
-        ))),
-        (None, None) => Err(Refused("code: the provider answered no ID token".into())),
+        )))),
+        (None, None) => Err(Refused("code: the provider answered no ID token".into()).into()),
     }
 }
 
@@ -178,7 +191,7 @@ pub struct DeviceStart {
     pub interval: Option<u64>,
 }
 
-pub async fn start_device(provider: &Provider) -> Result<DeviceStart, Refused> {
+pub async fn start_device(provider: &Provider) -> Result<DeviceStart, Failure> {
     let (endpoints, client_id) = client(provider)?;
     let url = endpoints
         .device_authorization
@@ -187,24 +200,22 @@ pub async fn start_device(provider: &Provider) -> Result<DeviceStart, Refused> {
         .http()
         .ok_or_else(|| Refused("provider: it was not found by discovery".into()))?;
     let request = with_client(http.post(url), provider, client_id, &[("scope", SCOPES)]);
-    let response = request
-        .send()
-        .await
-        .map_err(|_| Refused("provider: its device endpoint could not be reached".into()))?;
+    let response = request.send().await.map_err(|_| {
+        Failure::Unreachable("the provider's device endpoint could not be reached".into())
+    })?;
     if !response.status().is_success() {
-        return Err(Refused(format!(
-            "provider: its device endpoint answered {}",
+        return Err(Failure::Unreachable(format!(
+            "the provider's device endpoint answered {}",
             response.status().as_u16()
         )));
     }
-    response
-        .json()
-        .await
-        .map_err(|_| Refused("provider: its device endpoint answered without JSON".into()))
+    response.json().await.map_err(|_| {
+        Failure::Unreachable("the provider's device endpoint answered without JSON".into())
+    })
 }
 
 /// Polls the token endpoint once for a device code.
-pub async fn poll_device(provider: &Provider, device_code: &str) -> Result<Polled, Refused> {
+pub async fn poll_device(provider: &Provider, device_code: &str) -> Result<Polled, Failure> {
     let answer = token_request(
         provider,
         &[
@@ -216,7 +227,7 @@ pub async fn poll_device(provider: &Provider, device_code: &str) -> Result<Polle
     match (answer.id_token, answer.error) {
         (Some(token), None) => Ok(Polled::IdToken(token)),
         (_, Some(error)) => Ok(Polled::Pending(safe_code(&error).to_owned())),
-        (None, None) => Err(Refused("code: the provider answered no ID token".into())),
+        (None, None) => Err(Refused("code: the provider answered no ID token".into()).into()),
     }
 }
 

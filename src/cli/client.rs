@@ -110,7 +110,7 @@ impl Client {
             (Some(k), None) => Credential::ApiKey(Zeroizing::new(k.clone())),
             (None, Some(t)) => Credential::Bearer(Zeroizing::new(t.clone())),
             // The token `strongroom login` kept, when nothing else is given.
-            (None, None) => match super::login::saved_token() {
+            (None, None) => match super::login::saved_token(base.as_str().trim_end_matches('/')) {
                 Some(token) => Credential::Bearer(token),
                 None => Credential::None,
             },

@@ -28,14 +28,18 @@ pub fn token_path() -> Option<PathBuf> {
     Some(base.join("strongroom").join("token"))
 }
 
-/// The kept token, if there is one.
-pub fn saved_token() -> Option<Zeroizing<String>> {
+/// The kept token, if there is one and it was issued by the server at
+/// `addr`: it is never sent to another server.
+pub fn saved_token(addr: &str) -> Option<Zeroizing<String>> {
     let text = Zeroizing::new(std::fs::read_to_string(token_path()?).ok()?);
-    let token = text.trim();
-    (!token.is_empty()).then(|| Zeroizing::new(token.to_owned()))
+    // The file: the server's address on the first line, the token on the
+    // second.
+    let (issuer, token) = text.split_once('\n')?;
+    let token = token.trim();
+    (issuer.trim() == addr && !token.is_empty()).then(|| Zeroizing::new(token.to_owned()))
 }
 
-fn save_token(token: &str) -> Result<PathBuf, CliError> {
+fn save_token(addr: &str, token: &str) -> Result<PathBuf, CliError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = token_path()
         .ok_or_else(|| CliError::Other("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
@@ -46,14 +50,16 @@ fn save_token(token: &str) -> Result<PathBuf, CliError> {
         .create(dir)
         .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
     let temp = path.with_extension("new");
+    // Made new, so its mode is ours whatever a stale one had.
+    let _ = std::fs::remove_file(&temp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&temp)
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", temp.display())))?;
-    file.write_all(token.as_bytes())
+    let text = Zeroizing::new(format!("{addr}\n{token}\n"));
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", temp.display())))?;
     std::fs::rename(&temp, &path)
@@ -72,7 +78,7 @@ pub async fn login(common: &ClientArgs, args: LoginArgs) -> Result<(), CliError>
     let token = answer["token"]
         .as_str()
         .ok_or_else(|| CliError::Other("the server answered no token".into()))?;
-    let path = save_token(token)?;
+    let path = save_token(client.addr(), token)?;
     eprintln!(
         "Signed in as {} (tenant {}) until {}; the token is in {}.",
         answer["subject"].as_str().unwrap_or("?"),
@@ -107,6 +113,15 @@ async fn browser(client: &Client, args: &LoginArgs) -> Result<Value, CliError> {
     let url = begun["auth_url"]
         .as_str()
         .ok_or_else(|| CliError::Other("the server answered no auth_url".into()))?;
+    // Only the redirect that carries this login's state ends the wait.
+    let state = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "state")
+                .map(|(_, v)| v.into_owned())
+        })
+        .ok_or_else(|| CliError::Other("the server's auth_url has no state".into()))?;
     eprintln!("Open this URL to sign in:\n\n    {url}\n\nWaiting for the provider to send you back to {redirect_uri} ...");
     if let Some(browser) = std::env::var_os("BROWSER").filter(|b| !b.is_empty()) {
         let _ = std::process::Command::new(browser)
@@ -115,7 +130,7 @@ async fn browser(client: &Client, args: &LoginArgs) -> Result<Value, CliError> {
             .stderr(std::process::Stdio::null())
             .spawn();
     }
-    let (code, state) = receive_redirect(&listener).await?;
+    let (code, state) = receive_redirect(&listener, &state).await?;
     client
         .json(
             Method::POST,
@@ -130,6 +145,7 @@ async fn browser(client: &Client, args: &LoginArgs) -> Result<Value, CliError> {
 /// to `/oidc/callback`; its code and state, or the error it carries.
 async fn receive_redirect(
     listener: &tokio::net::TcpListener,
+    expected_state: &str,
 ) -> Result<(Zeroizing<String>, Zeroizing<String>), CliError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
@@ -141,18 +157,28 @@ async fn receive_redirect(
         };
         let mut buf = Zeroizing::new(vec![0u8; 8192]);
         let mut read = 0;
-        while read < buf.len() && !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf[read..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read += n,
+        // A client that connects and says nothing is dropped, not waited for.
+        let head_read = tokio::time::timeout(Duration::from_secs(10), async {
+            while read < buf.len() && !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf[read..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
             }
+        })
+        .await;
+        if head_read.is_err() {
+            continue;
         }
         let head = String::from_utf8_lossy(&buf[..read]);
         let target = head.split_whitespace().nth(1).unwrap_or("");
         let Ok(url) = reqwest::Url::parse(&format!("http://127.0.0.1{target}")) else {
             continue;
         };
-        if url.path() != "/oidc/callback" {
+        let state_matches = url
+            .query_pairs()
+            .any(|(k, v)| k == "state" && v == expected_state);
+        if url.path() != "/oidc/callback" || !state_matches {
             let _ = stream
                 .write_all(
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -171,7 +197,13 @@ async fn receive_redirect(
                 Ok((code, state)),
             ),
             (_, _, error) => {
-                let error = error.map_or("no code".to_owned(), |e| e.chars().take(64).collect());
+                // The provider's words, reduced to an error code's alphabet.
+                let error = error.map_or("no code".to_owned(), |e| {
+                    e.chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .take(64)
+                        .collect()
+                });
                 (
                     "The sign-in did not finish: the provider sent no code. See the terminal.",
                     Err(CliError::Unauthorized(format!(
@@ -262,7 +294,10 @@ pub async fn logout(common: &ClientArgs) -> Result<(), CliError> {
     // The kept token itself, whatever key the environment holds.
     let mut args = common.clone();
     args.api_key = None;
-    args.token = saved_token().map(|t| t.as_str().to_owned());
+    args.token = Client::new(common)
+        .ok()
+        .and_then(|c| saved_token(c.addr()))
+        .map(|t| t.as_str().to_owned());
     let client = Client::new(&args)?;
     // A token the server refuses (expired, revoked) is gone anyway.
     match client

@@ -111,8 +111,12 @@ impl Operation {
             Operation::Login => "auth.login",
             Operation::TokenLookup => "auth.token.lookup",
             Operation::TokenRevoke => "auth.token.revoke",
-            Operation::OidcAuthUrl | Operation::OidcDevice => "auth.login.begin",
-            Operation::OidcCallback | Operation::OidcDeviceToken => "auth.login",
+            // Each step of a person's login is a line of it: the start's
+            // success says it began (`note`), a refusal at any step why.
+            Operation::OidcAuthUrl
+            | Operation::OidcDevice
+            | Operation::OidcCallback
+            | Operation::OidcDeviceToken => "auth.login",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! `device_token`). The state, PKCE verifier and nonce stay with
 //! strongroom (a store record, the secrets sealed under the tenant's data
 //! key), so the callback may reach any gateway; each state is used once and
-//! for at most 5 minutes. Every outcome is an `auth.login` line.
+//! for at most 5 minutes. Every step's outcome is an `auth.login` line (a
+//! start's success noted `begun`).
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::login::LoggedIn;
 use super::{Call, OpError, Ops};
-use crate::auth::oidc::{self, Polled};
+use crate::auth::oidc::{self, Failure, Polled};
 use crate::auth::workload;
 use crate::clock::now_ms;
 use crate::crypto::seal::random_bytes;
@@ -52,6 +53,23 @@ struct Secrets {
 
 fn refused(why: impl Into<String>) -> OpError {
     OpError::LoginRefused(why.into())
+}
+
+/// A provider that refused is the caller's refusal (401, charged to its
+/// budget); one that could not be reached is not (503).
+fn failure(f: Failure) -> OpError {
+    match f {
+        Failure::Refused(why) => OpError::LoginRefused(why.0),
+        Failure::Unreachable(why) => OpError::Unavailable(why),
+    }
+}
+
+/// The provider's endpoints, read again if they were not (a provider
+/// down at start).
+async fn ready(provider: &std::sync::Arc<crate::auth::providers::Provider>) {
+    if provider.endpoints().is_none() {
+        provider.refresh().await;
+    }
 }
 
 fn random_text<const N: usize>() -> String {
@@ -107,6 +125,7 @@ impl Ops {
         let (tenant, role) = self.login_role(call, req.tenant, req.role).await?;
         call.key(&role.name);
         let provider = self.login_provider(&role)?.clone();
+        ready(&provider).await;
         if !redirect_allowed(&role, req.redirect_uri) {
             return Err(refused("redirect_uri: the role does not allow it"));
         }
@@ -144,6 +163,7 @@ impl Ops {
                 created_at: now_ms(),
             })
             .await?;
+        call.note("begun: the person is sent to the provider".into());
         Ok(url)
     }
 
@@ -185,7 +205,7 @@ impl Ops {
         let id_token =
             oidc::exchange_code(&provider, req.code, &state.redirect_uri, &secrets.verifier)
                 .await
-                .map_err(|why| refused(why.0))?;
+                .map_err(failure)?;
         let user = workload::verify_id_token(
             &provider,
             &role,
@@ -219,9 +239,8 @@ impl Ops {
         let (tenant, role) = self.login_role(call, tenant, role).await?;
         call.key(&role.name);
         let provider = self.login_provider(&role)?.clone();
-        let started = oidc::start_device(&provider)
-            .await
-            .map_err(|why| refused(why.0))?;
+        ready(&provider).await;
+        let started = oidc::start_device(&provider).await.map_err(failure)?;
         self.store
             .login_state_insert(&LoginState {
                 id: sha256_hex(&started.device_code),
@@ -233,13 +252,15 @@ impl Ops {
                 created_at: now_ms(),
             })
             .await?;
+        call.note("begun: the person is shown a device code".into());
         Ok(DeviceStarted {
             device_code: started.device_code,
             user_code: started.user_code,
             verification_uri: started.verification_uri,
             verification_uri_complete: started.verification_uri_complete,
             interval: started.interval.unwrap_or(5),
-            expires_in: started.expires_in,
+            // strongroom keeps the login no longer than any other.
+            expires_in: started.expires_in.min((LOGIN_STATE_TTL_MS / 1000) as u64),
         })
     }
 
@@ -268,7 +289,7 @@ impl Ops {
         let provider = self.login_provider(&role)?.clone();
         let id_token = match oidc::poll_device(&provider, device_code)
             .await
-            .map_err(|why| refused(why.0))?
+            .map_err(failure)?
         {
             Polled::Pending(code) => return Err(OpError::LoginPending(code)),
             Polled::IdToken(token) => token,

@@ -472,15 +472,19 @@ async fn a_person_signs_in_with_pkce_and_every_misuse_is_refused() {
     assert_eq!(back.get("error").map(String::as_str), Some("access_denied"));
     assert!(!back.contains_key("code"));
 
-    // Every login is audited: one success, five refusals, none with a code,
-    // the client secret or a token.
+    // Every step is audited: one finished login, each begun one (noted),
+    // seven refusals (state twice, client nonce, code, bindings, audience,
+    // redirect URI), none with a code, the client secret or a token.
     let lines = crate::audit::lines(&app);
     let logins: Vec<&Value> = lines
         .iter()
         .filter(|l| l["action"] == "auth.login")
         .collect();
-    assert_eq!(logins.iter().filter(|l| l["status"] == 200).count(), 1);
-    assert_eq!(logins.iter().filter(|l| l["status"] == 401).count(), 6);
+    let begun = |l: &Value| l["note"].as_str().is_some_and(|n| n.starts_with("begun"));
+    let ok = |l: &&&Value| l["status"] == 200;
+    assert_eq!(logins.iter().filter(ok).filter(|l| !begun(l)).count(), 1);
+    assert_eq!(logins.iter().filter(ok).filter(|l| begun(l)).count(), 7);
+    assert_eq!(logins.iter().filter(|l| l["status"] == 401).count(), 7);
     let trail = crate::audit::trail(&app.data_dir);
     let log = app.log_text();
     for canary in [
@@ -688,8 +692,42 @@ async fn the_cli_logs_in_through_the_browser_and_the_device_flow_and_logs_out() 
     let file = config.join("strongroom/token");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let token = std::fs::read_to_string(&file).unwrap();
+    // The server's address, then the token: it is sent to no other server.
+    let kept = std::fs::read_to_string(&file).unwrap();
+    let (issuer, token) = kept.split_once('\n').unwrap();
+    assert_eq!(issuer, app.addr);
+    let token = token.trim().to_owned();
     assert!(token.starts_with("srt_"));
+    // Another server gets no token: a listener of the test's, as that
+    // server, sees the request without one.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = format!("http://{}", other.local_addr().unwrap());
+    let mut get_elsewhere = cli(&app, &config);
+    get_elsewhere.args(["get", "team/db", "--addr", &other_addr]);
+    let running = get_elsewhere
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut conn, _) = other.accept().unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        use std::io::Read;
+        conn.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(
+        !head.contains("authorization") && !head.contains("srt_"),
+        "{head}"
+    );
+    use std::io::Write;
+    conn.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    drop(conn);
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
     // Client commands use it when no key is given.
     let out = cli(&app, &config)
         .args(["get", "team/db"])
