@@ -383,14 +383,14 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
         )
         .await
         .unwrap();
-    use super::conformance_identity::{role, token};
-    source.role_put(&tn, &role("ci"), None).await.unwrap();
+    use super::conformance_identity::{put_policy, put_role, role, token};
+    put_role(source, &tn, &role("ci")).await;
     let policy = super::identity::PolicyRecord {
         name: "readers".into(),
         scopes: vec!["secrets:read".into()],
         updated_at: 1,
     };
-    source.policy_put(&tn, &policy, None).await.unwrap();
+    put_policy(source, &tn, &policy).await;
     let minted = token(&"d".repeat(64), "dumped", 4_000_000_000_000);
     source.token_insert(&minted, None).await.unwrap();
     source

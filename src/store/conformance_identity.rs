@@ -41,6 +41,42 @@ pub(crate) fn token(id: &str, tenant: &str, expires_at: i64) -> TokenRecord {
     }
 }
 
+/// Puts `policy` over whatever `tenant` holds under its name, as the
+/// operations do (read, then compare-and-set); true when it is new.
+pub(crate) async fn put_policy(s: &Store, tenant: &TenantId, policy: &PolicyRecord) -> bool {
+    let read = s.policy_read(tenant, &policy.name).await.unwrap();
+    let expected = read.map_or(0, |v| v.revision);
+    assert!(s
+        .policy_put_if(tenant, &policy.name, Some(policy), expected, None)
+        .await
+        .unwrap());
+    expected == 0
+}
+
+/// `put_policy` for a role.
+pub(crate) async fn put_role(s: &Store, tenant: &TenantId, role: &RoleRecord) -> bool {
+    let read = s.role_read(tenant, &role.name).await.unwrap();
+    let expected = read.map_or(0, |v| v.revision);
+    assert!(s
+        .role_put_if(tenant, &role.name, Some(role), expected, None)
+        .await
+        .unwrap());
+    expected == 0
+}
+
+/// Removes `tenant`'s policy `name`; `NotFound` when there is none.
+async fn delete_policy(s: &Store, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
+    let read = s
+        .policy_read(tenant, name)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    assert!(
+        s.policy_put_if(tenant, name, None, read.revision, None)
+            .await?
+    );
+    Ok(())
+}
+
 /// Policies and roles are per tenant, replaced whole, listed in name order
 /// and deleted once; tokens are found by their hash, revoked once, and
 /// swept once expired.
@@ -51,20 +87,20 @@ pub(crate) async fn identity_records_round_trip(s: &Store) {
         scopes: vec!["secrets:read".into()],
         updated_at: 1,
     };
-    assert!(s.policy_put(&a, &readers, None).await.unwrap());
+    assert!(put_policy(s, &a, &readers).await);
     let wider = PolicyRecord {
         scopes: vec!["secrets:read".into(), "secrets:list".into()],
         ..readers.clone()
     };
-    assert!(!s.policy_put(&a, &wider, None).await.unwrap());
+    assert!(!put_policy(s, &a, &wider).await);
     assert_eq!(s.policy_get(&a, "readers").await.unwrap(), Some(wider));
     assert_eq!(s.policy_get(&b, "readers").await.unwrap(), None);
     let other = PolicyRecord {
         name: "a.writers".into(),
         ..readers.clone()
     };
-    s.policy_put(&a, &other, None).await.unwrap();
-    s.policy_put(&b, &readers, None).await.unwrap();
+    put_policy(s, &a, &other).await;
+    put_policy(s, &b, &readers).await;
     let names: Vec<String> = s
         .policy_list(&a)
         .await
@@ -73,17 +109,17 @@ pub(crate) async fn identity_records_round_trip(s: &Store) {
         .map(|p| p.name)
         .collect();
     assert_eq!(names, ["a.writers", "readers"]);
-    s.policy_delete(&a, "readers", None).await.unwrap();
+    delete_policy(s, &a, "readers").await.unwrap();
     assert!(matches!(
-        s.policy_delete(&a, "readers", None).await,
+        delete_policy(s, &a, "readers").await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(s.policy_get(&a, "readers").await.unwrap(), None);
     // Deleted, then made again (nats: after a delete marker).
-    assert!(s.policy_put(&a, &readers, None).await.unwrap());
+    assert!(put_policy(s, &a, &readers).await);
     assert_eq!(s.policy_list(&b).await.unwrap().len(), 1);
 
-    s.role_put(&a, &role("ci"), None).await.unwrap();
+    assert!(put_role(s, &a, &role("ci")).await);
     assert_eq!(s.role_get(&a, "ci").await.unwrap(), Some(role("ci")));
     assert_eq!(s.role_get(&b, "ci").await.unwrap(), None);
     assert_eq!(s.role_list(&a).await.unwrap(), vec![role("ci")]);
@@ -119,7 +155,11 @@ pub(crate) async fn identity_records_round_trip(s: &Store) {
         .role_put_if(&a, "ci", Some(&role("ci")), 0, None)
         .await
         .unwrap());
-    s.role_delete(&a, "ci", None).await.unwrap();
+    let last = s.role_read(&a, "ci").await.unwrap().unwrap();
+    assert!(s
+        .role_put_if(&a, "ci", None, last.revision, None)
+        .await
+        .unwrap());
     assert!(s.role_list(&a).await.unwrap().is_empty());
     let p = s.policy_read(&a, "readers").await.unwrap().unwrap();
     assert!(!s

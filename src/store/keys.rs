@@ -46,6 +46,26 @@ impl Store {
         }
     }
 
+    /// Removes each record of `kind` for which `stale(id, bytes)` holds,
+    /// by compare-and-set (one another writer changed meanwhile is left
+    /// for the next call); how many it removed. The sweeps of tokens and
+    /// of logins in progress.
+    pub(super) async fn remove_records_where(
+        &self,
+        kind: Kind,
+        stale: impl Fn(&str, &[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for r in self.records(kind, "").await? {
+            if stale(&r.id, &r.value)
+                && self.put_record(kind, &r.id, r.revision, None, None).await?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Sets record `id` to `new` if it still holds `old` (`None`: there is
     /// none); false when it holds something else.
     async fn replace_record(

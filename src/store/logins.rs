@@ -91,20 +91,12 @@ impl Store {
         }
     }
 
-    /// Removes logins begun more than `LOGIN_STATE_TTL_MS` before `now`.
+    /// Removes logins begun more than `LOGIN_STATE_TTL_MS` before `now`,
+    /// and any that cannot be read.
     pub async fn login_states_sweep(&self, now: i64) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for r in self.records(Kind::LoginState, "").await? {
-            let stale =
-                decode(&r.id, &r.value).map_or(true, |s| s.created_at + LOGIN_STATE_TTL_MS <= now);
-            if stale
-                && self
-                    .put_record(Kind::LoginState, &r.id, r.revision, None, None)
-                    .await?
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        self.remove_records_where(Kind::LoginState, |id, value| {
+            decode(id, value).map_or(true, |s| s.created_at + LOGIN_STATE_TTL_MS <= now)
+        })
+        .await
     }
 }
