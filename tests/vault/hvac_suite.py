@@ -181,6 +181,9 @@ def lookup_self():
            "lookup-self expire_time is null or RFC 3339", d)
     expect(isinstance(d.get("display_name"), str), "lookup-self data.display_name is a string", d)
     expect(admin.is_authenticated() is True, "is_authenticated() with the admin key")
+    r = requests.get(f"{ADDR}/v1/auth/token/lookup-self", headers={"Authorization": f"Bearer {TOKEN}"})
+    expect(r.status_code == 200 and r.json()["data"]["meta"]["tenant"] == "default",
+           "lookup-self with Authorization: Bearer instead of X-Vault-Token", (r.status_code, r.text))
 
 
 def bad_token():
@@ -482,6 +485,12 @@ def jwt_login():
            "a refused login is a 4xx", type(e).__name__)
     expect(jwt not in (e.text or ""), "the refusal does not echo the JWT")
     expect(not bad.adapter.token, "a refused login sets no token")
+
+    elsewhere = client("", namespace=ENV["OTHER_NAMESPACE"])
+    e = raises(exc.VaultError, lambda: elsewhere.auth.jwt.jwt_login(role=role, jwt=jwt),
+               "POST /v1/auth/jwt/login with X-Vault-Namespace of a tenant without the role")
+    expect(type(e) in (exc.InvalidRequest, exc.Forbidden, exc.Unauthorized),
+           "a login to a tenant without the role is a 4xx", type(e).__name__)
 
     user = client("")
     r = user.auth.jwt.jwt_login(role=role, jwt=jwt)
