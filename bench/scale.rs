@@ -83,6 +83,8 @@ async fn load(bench: &Bench, n: usize) -> Duration {
                     expires_at: None,
                     precondition: Precondition::None,
                     line: None,
+                    kv: false,
+                    defaults: Default::default(),
                 };
                 store.put_once(&tenant, &key, seen, put).await.unwrap();
                 i += WRITERS;

@@ -52,6 +52,8 @@ async fn main() {
                         expires_at: None,
                         precondition: Precondition::None,
                         line: None,
+                        kv: false,
+                        defaults: Default::default(),
                     };
                     store.put_once(&tenant, &key, seen, put).await.unwrap();
                 }

@@ -52,6 +52,7 @@ pub async fn put_secret(
         value: put.value,
         expiry,
         precondition,
+        kv: false,
     };
     let written = app
         .ops

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{seal, KekId, MasterKey, MasterKeys};
 use crate::store::dump::{Dumped, DumpedVersion, SecretDump};
-use crate::store::model::{ApiKeyRecord, Head, WrappedDek};
+use crate::store::model::{ApiKeyRecord, Head, KeySettings, WrappedDek};
 use crate::store::records::Kind;
 use crate::types::TenantId;
 
@@ -73,6 +73,12 @@ enum Line {
         /// When the current version lapses (unix ms), if it can.
         expires_at: Option<i64>,
         versions: Vec<VersionLine>,
+        /// The current version is destroyed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        destroyed: bool,
+        /// The key's own settings (Vault KV v2 metadata).
+        #[serde(default, skip_serializing_if = "KeySettings::is_default")]
+        settings: KeySettings,
     },
     AuditHead(String),
     End {
@@ -89,6 +95,13 @@ struct VersionLine {
     sealed: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<i64>,
+    /// Its value is gone: `sealed` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    destroyed: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    kv: bool,
 }
 
 /// Writes a backup: `new` writes the header, `record` each record,
@@ -211,8 +224,13 @@ fn to_line(record: &Dumped) -> Line {
                     deleted: v.deleted,
                     sealed: B64.encode(&v.sealed),
                     expires_at: v.expires_at,
+                    deleted_at: v.deleted_at,
+                    destroyed: v.destroyed,
+                    kv: v.kv,
                 })
                 .collect(),
+            destroyed: s.head.destroyed,
+            settings: s.head.settings.clone(),
         },
     }
 }
@@ -420,6 +438,8 @@ fn from_line(line: Line) -> Result<Dumped, String> {
             deleted,
             expires_at,
             versions,
+            destroyed,
+            settings,
         } => Dumped::Secret(SecretDump {
             tenant: tenant(&t)?,
             key,
@@ -429,6 +449,8 @@ fn from_line(line: Line) -> Result<Dumped, String> {
                 key_created_at: created_at,
                 updated_at,
                 expires_at,
+                destroyed,
+                settings,
             },
             versions: versions
                 .into_iter()
@@ -439,6 +461,9 @@ fn from_line(line: Line) -> Result<Dumped, String> {
                         deleted: v.deleted,
                         sealed: b64(&v.sealed)?,
                         expires_at: v.expires_at,
+                        deleted_at: v.deleted_at,
+                        destroyed: v.destroyed,
+                        kv: v.kv,
                     })
                 })
                 .collect::<Result<_, String>>()?,

@@ -75,6 +75,9 @@ impl From<StoreError> for OpError {
         match e {
             StoreError::NotFound => OpError::NotFound,
             StoreError::VersionMismatch => OpError::VersionMismatch,
+            StoreError::CasRequired => {
+                OpError::Invalid("check-and-set parameter required for this call".into())
+            }
             StoreError::Unavailable(cause) => OpError::Unavailable(cause),
             StoreError::Busy => OpError::Overloaded,
             StoreError::Corrupt(cause) => OpError::Integrity(cause),

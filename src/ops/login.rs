@@ -227,3 +227,65 @@ fn own_token(principal: &Principal) -> Result<&tokens::TokenRef, OpError> {
         .as_deref()
         .ok_or_else(|| OpError::Invalid("the credential is not a login token (srt_...)".into()))
 }
+
+/// What the caller's own credential is, whatever its kind (Vault's
+/// `lookup-self`).
+pub struct SelfInfo {
+    pub tenant: crate::types::TenantId,
+    /// The API key's id, or the token's subject.
+    pub subject: String,
+    /// The token's role; `None` for an API key.
+    pub role: Option<String>,
+    pub scopes: Vec<String>,
+    pub policies: Vec<String>,
+    /// ms since the epoch; `None`: does not lapse.
+    pub expires_at: Option<i64>,
+    /// When it was issued or created, ms since the epoch, where known.
+    pub issued_at: Option<i64>,
+}
+
+impl Ops {
+    /// The caller's own credential, an API key or a login token
+    /// (`auth.token.lookup`).
+    pub async fn lookup_self(
+        &self,
+        call: &Call,
+        principal: &Principal,
+    ) -> Result<SelfInfo, OpError> {
+        let outcome = async {
+            if let Some(token) = principal.token.as_deref() {
+                call.key(&token.role);
+                let record = self
+                    .store
+                    .token_get(&token.id)
+                    .await?
+                    .ok_or(OpError::NotFound)?;
+                let issued_at = record.created_at;
+                let info = self.token_info(&principal.tenant, record).await?;
+                return Ok(SelfInfo {
+                    tenant: info.tenant,
+                    subject: info.subject,
+                    role: Some(info.role),
+                    scopes: info.scopes,
+                    policies: info.policies,
+                    expires_at: Some(info.expires_at),
+                    issued_at: Some(issued_at),
+                });
+            }
+            // An API key (or a platform JWT, which has no record).
+            let key = self.store.apikey_get(&principal.subject).await?;
+            let key = key.filter(|k| k.tenant == principal.tenant);
+            Ok(SelfInfo {
+                tenant: principal.tenant.clone(),
+                subject: principal.subject.clone(),
+                role: None,
+                scopes: principal.scopes.iter().map(Scope::to_string).collect(),
+                policies: key.as_ref().map(|k| k.policies.clone()).unwrap_or_default(),
+                expires_at: principal.expires_at,
+                issued_at: key.map(|k| k.created_at),
+            })
+        }
+        .await;
+        self.settle(call, outcome).await
+    }
+}

@@ -16,6 +16,7 @@ mod call;
 mod error;
 mod identity;
 mod keys;
+mod kv;
 mod limits;
 mod login;
 mod oidc;
@@ -33,8 +34,9 @@ pub use call::Call;
 pub use error::OpError;
 pub use identity::Written as IdentityWritten;
 pub use keys::Rotated;
+pub use kv::{KvConfig, KvMetadata, KvRead, KvSettings, KvVersion, SettingsChange, VersionsChange};
 pub use limits::Limits;
-pub use login::{LoggedIn, Login, TokenInfo};
+pub use login::{LoggedIn, Login, SelfInfo, TokenInfo};
 pub use oidc::{AuthUrl, Callback, DeviceStarted};
 pub use secrets::{Expiry, Listing, PutRequest, Secret, Written};
 pub use watch::Watch;
@@ -81,6 +83,9 @@ pub enum Operation {
     OidcCallback,
     OidcDevice,
     OidcDeviceToken,
+    MetadataWrite,
+    ConfigRead,
+    ConfigWrite,
 }
 
 impl Operation {
@@ -111,6 +116,9 @@ impl Operation {
             Operation::Login => "auth.login",
             Operation::TokenLookup => "auth.token.lookup",
             Operation::TokenRevoke => "auth.token.revoke",
+            Operation::MetadataWrite => "secrets.metadata.write",
+            Operation::ConfigRead => "secrets.config.read",
+            Operation::ConfigWrite => "secrets.config.write",
             // Each step of a person's login is a line of it: the start's
             // success says it began (`note`), a refusal at any step why.
             Operation::OidcAuthUrl

@@ -48,6 +48,8 @@ pub struct PutRequest {
     pub value: Zeroizing<String>,
     pub expiry: Expiry,
     pub precondition: Precondition,
+    /// The value is KV data (a JSON object of strings, Vault's KV v2).
+    pub kv: bool,
 }
 
 /// A written version, and the change's revision where reads can lag.
@@ -82,7 +84,7 @@ impl Ops {
         self.settle(call, outcome).await
     }
 
-    async fn put_inner(
+    pub(super) async fn put_inner(
         &self,
         call: &Call,
         principal: &Principal,
@@ -101,6 +103,13 @@ impl Ops {
             return Err(OpError::Forbidden);
         }
         let (tenant, key) = (&principal.tenant, &put.key);
+        // The tenant's KV defaults matter only to Vault's writes: a quiva
+        // PUT reads nothing more.
+        let defaults = if put.kv {
+            self.store.kv_config(tenant).await?
+        } else {
+            Default::default()
+        };
         let sealer = self.keyring.sealer(tenant).await?;
         let line = call.line(200);
         // The version is bound into the ciphertext, so a put that loses the
@@ -113,6 +122,8 @@ impl Ops {
                 expires_at,
                 precondition: put.precondition,
                 line: Some(line.clone()),
+                kv: put.kv,
+                defaults,
             };
             match self.store.put_once(tenant, key, seen, attempt).await {
                 Ok((version, revision)) => {

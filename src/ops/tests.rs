@@ -57,6 +57,7 @@ fn put(key: &str, value: &str, precondition: Precondition) -> PutRequest {
         value: Zeroizing::new(value.into()),
         expiry: Expiry::Never,
         precondition,
+        kv: false,
     }
 }
 

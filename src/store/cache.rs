@@ -86,6 +86,12 @@ impl ReadCache {
             .ok_or(state.epoch)
     }
 
+    /// The epoch a read must pass to `fill` (a hit that lacked what the
+    /// read wanted).
+    pub(super) fn epoch(&self) -> u64 {
+        self.state().epoch
+    }
+
     /// Remembers what a read found, unless a change committed since the
     /// read began (`epoch` from `get`), or the key missed for the first time.
     pub(super) fn fill(&self, epoch: u64, tenant: &str, key: &str, found: &StoredVersion) {
@@ -136,6 +142,8 @@ mod tests {
             created_at: 0,
             sealed: vec![version as u8],
             expires_at: None,
+            kv: false,
+            settings: None,
         }
     }
 

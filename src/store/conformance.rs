@@ -43,6 +43,8 @@ impl PutLoop for Store {
                 expires_at,
                 precondition,
                 line: line.clone(),
+                kv: false,
+                defaults: Defaults::default(),
             };
             let put = self.put_once(tenant, key, seen, put).await;
             match put {
@@ -83,6 +85,7 @@ pub(crate) async fn run_all(opened: &Opened, config: &StoreConfig) {
     lapsed_keys_read_as_deleted_and_the_sweep_marks_them(store).await;
     each_change_leaves_one_event_in_commit_order(store).await;
     lines_are_written_with_the_changes_that_happen(opened, config).await;
+    super::conformance_kv::run_all(store).await;
 }
 
 /// Expiry (DESIGN §1): a lapsed version is not read, listed or counted as
@@ -355,6 +358,37 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
         )
         .await
         .unwrap();
+    // Vault's KV v2 model: per-version states, settings, a key with
+    // settings and no value yet.
+    let kv = k("d/kv");
+    for _ in 0..3 {
+        let d = Defaults::default();
+        super::conformance_kv::put(source, &tn, &kv, Precondition::None, true, d)
+            .await
+            .unwrap();
+    }
+    for (action, version) in [(VersionAction::Delete, 1), (VersionAction::Destroy, 2)] {
+        let change = Change::Versions {
+            action,
+            versions: vec![version],
+        };
+        source
+            .change(&tn, &kv, change, Precondition::None, None)
+            .await
+            .unwrap();
+    }
+    let settings = KeySettings {
+        max_versions: 5,
+        custom_metadata: [("team".to_owned(), "a".to_owned())].into(),
+        ..Default::default()
+    };
+    for key in [&kv, &k("d/meta")] {
+        let change = Change::Settings(settings.clone());
+        source
+            .change(&tn, key, change, Precondition::None, None)
+            .await
+            .unwrap();
+    }
     source
         .add_dek(
             &tn,
@@ -444,7 +478,7 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
             counts.apikeys,
             counts.identity
         ),
-        (4, 7, 1, 1, 3)
+        (6, 10, 1, 1, 3)
     );
     assert_eq!(dump(target.clone()).await, records);
     assert_eq!(target.role_get(&tn, "ci").await.unwrap(), Some(role("ci")));

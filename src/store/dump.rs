@@ -46,6 +46,12 @@ pub struct DumpedVersion {
     pub sealed: Vec<u8>,
     /// When the version lapses, if it was written with an expiry.
     pub expires_at: Option<i64>,
+    /// When it was deleted, if it is.
+    pub deleted_at: Option<i64>,
+    /// Its value is gone (`sealed` is empty).
+    pub destroyed: bool,
+    /// KV data (Vault KV v2).
+    pub kv: bool,
 }
 
 /// Where a dump goes: an error stops the dump and is returned as

@@ -25,6 +25,10 @@ use crate::types::{SecretKey, TenantId};
 pub struct Observed {
     pub head: Option<Head>,
     pub revision: u64,
+    /// The states of other versions an engine carries with its head (nats
+    /// carries them forward in each message); empty where an engine keeps
+    /// them per version.
+    pub marks: std::collections::BTreeMap<u64, super::model::Mark>,
 }
 
 impl Observed {
@@ -93,13 +97,14 @@ pub(crate) trait Backend: Send + Sync {
     /// given retained, not-deleted version; whether it lapsed is `Store`'s
     /// to check. `min_revision`: the answer reflects every change with a
     /// revision up to it (an engine whose reads are always current ignores
-    /// it).
+    /// it). `settings`: the answer carries the key's settings.
     fn get(
         &self,
         tenant: &TenantId,
         key: &SecretKey,
         version: Option<u64>,
         min_revision: Option<u64>,
+        settings: bool,
     ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
     /// One attempt at a change: reads the head inside the engine's unit of

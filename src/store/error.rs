@@ -8,6 +8,9 @@ pub enum StoreError {
     NotFound,
     #[error("version mismatch")]
     VersionMismatch,
+    /// The key takes only writes that name the version they replace.
+    #[error("check-and-set parameter required for this call")]
+    CasRequired,
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// Too many writes queued: refused at once rather than queued.

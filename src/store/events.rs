@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use super::model::{Change, Effect, Head};
+use super::model::{Change, Effect, Head, VersionAction};
 use crate::types::TenantId;
 
 /// One change, as watchers see it.
@@ -39,7 +39,9 @@ impl Draft {
     pub fn of(key: &str, change: &Change, effect: &Effect, head: Option<&Head>, at: i64) -> Draft {
         let version = match effect {
             Effect::Put { version, .. } | Effect::SetDeleted { version, .. } => *version,
-            Effect::Destroy => head.map_or(0, |h| h.version),
+            // The newest version a per-version change touched.
+            Effect::Marks { marks, .. } => marks.iter().map(|(v, _)| *v).max().unwrap_or(0),
+            Effect::Destroy | Effect::Settings { .. } => head.map_or(0, |h| h.version),
         };
         Draft {
             key: key.to_owned(),
@@ -68,12 +70,18 @@ fn action_name(change: &Change) -> &'static str {
         Change::Undelete => "undelete",
         Change::Destroy => "destroy",
         Change::Expire { .. } => "expire",
+        Change::Versions { action, .. } => match action {
+            VersionAction::Delete => "delete",
+            VersionAction::Undelete => "undelete",
+            VersionAction::Destroy => "destroy",
+        },
+        Change::Settings(_) => "metadata",
     }
 }
 
 /// The action names an engine may read back from storage.
 pub fn action_from(name: &str) -> Option<&'static str> {
-    ["put", "delete", "undelete", "destroy", "expire"]
+    ["put", "delete", "undelete", "destroy", "expire", "metadata"]
         .into_iter()
         .find(|a| *a == name)
 }

@@ -43,8 +43,9 @@ pub use engine::Observed;
 use engine::{Backend, SecretWrite, Seen, WriteError};
 pub use error::StoreError;
 pub use model::{
-    ApiKeyChange, ApiKeyRecord, Change, Head, Lapsed, ListFilter, ListedSecret, Precondition,
-    SealedVersion, SecretMetadata, StoredVersion, VersionInfo, WrappedDek,
+    ApiKeyChange, ApiKeyRecord, Change, Defaults, Head, KeySettings, Lapsed, ListFilter,
+    ListedSecret, Mark, Precondition, SealedVersion, SecretMetadata, StoredVersion, VersionAction,
+    VersionInfo, WrappedDek,
 };
 pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinished};
 
@@ -61,6 +62,10 @@ pub struct SealedPut {
     pub expires_at: Option<i64>,
     pub precondition: Precondition,
     pub line: Option<LineBody>,
+    /// The value is KV data (Vault KV v2).
+    pub kv: bool,
+    /// The tenant's defaults for a key whose settings name none.
+    pub defaults: Defaults,
 }
 
 /// Why one attempt at a put did not happen.
@@ -101,6 +106,7 @@ macro_rules! dispatch {
 // After `dispatch!`, which they use.
 pub mod dump;
 mod keys;
+mod kv_config;
 
 /// Runs `attempt` until it is not beaten by a concurrent writer; each
 /// attempt gets the state the last one left (`Err(Again(state))`).
@@ -246,9 +252,20 @@ impl Store {
         version: Option<u64>,
         min_revision: Option<u64>,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let found = dispatch!(self.backend, b => b.get(tenant, key, version, min_revision))?;
+        let found = dispatch!(self.backend, b => b.get(tenant, key, version, min_revision, false))?;
         // Exact to the millisecond, whatever the sweep has done; the clock
         // is read only for a value that can lapse.
+        Ok(found.filter(|v| v.expires_at.is_none_or(|at| at > crate::clock::now_ms())))
+    }
+
+    /// The current version with the key's settings (a Vault read), from the
+    /// read cache when it holds them.
+    pub async fn get_kv(
+        &self,
+        tenant: &TenantId,
+        key: &SecretKey,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let found = dispatch!(self.backend, b => b.get(tenant, key, None, None, true))?;
         Ok(found.filter(|v| v.expires_at.is_none_or(|at| at > crate::clock::now_ms())))
     }
 
@@ -278,6 +295,8 @@ impl Store {
                 version,
                 sealed: put.sealed,
                 expires_at: put.expires_at,
+                kv: put.kv,
+                defaults: put.defaults,
             },
             precondition: put.precondition,
             line: put.line,
@@ -357,6 +376,24 @@ impl Store {
         let filter = ListFilter {
             now: crate::clock::now_ms(),
             expiring_before,
+            deleted: false,
+        };
+        dispatch!(self.backend, b => b.list(tenant, prefix, after, limit, filter))
+    }
+
+    /// Every key under `prefix` strictly after `after` that has metadata,
+    /// its current version live or not, in byte order (Vault's LIST).
+    pub async fn list_with_deleted(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedSecret>, StoreError> {
+        let filter = ListFilter {
+            now: crate::clock::now_ms(),
+            expiring_before: None,
+            deleted: true,
         };
         dispatch!(self.backend, b => b.list(tenant, prefix, after, limit, filter))
     }
@@ -398,5 +435,7 @@ impl Store {
 mod conformance;
 #[cfg(test)]
 mod conformance_identity;
+#[cfg(test)]
+mod conformance_kv;
 #[cfg(test)]
 pub(crate) mod nats_fixture;

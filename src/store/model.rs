@@ -5,8 +5,87 @@
 //! `decide` what to do, and writes the `Effect` it is given; it never decides
 //! anything itself, so two engines cannot disagree.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use super::StoreError;
 use crate::types::TenantId;
+
+/// A key's own settings (Vault KV v2's key metadata); zero or empty: the
+/// default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySettings {
+    /// Versions kept, at most the store's `--max-versions`; 0: the tenant's
+    /// or the store's number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_versions: u32,
+    /// Every write must name the version it replaces (`Precondition::Cas`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cas_required: bool,
+    /// Each new version lapses this long after it is written; 0: never.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delete_version_after_secs: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+impl KeySettings {
+    pub fn is_default(&self) -> bool {
+        *self == KeySettings::default()
+    }
+
+    /// Versions kept: the key's own number, else `tenant`'s, else the
+    /// store's, never more than the store's.
+    pub fn keep(&self, tenant: u32, store: u64) -> u64 {
+        let own = [self.max_versions, tenant].into_iter().find(|&n| n > 0);
+        own.map_or(store, |n| u64::from(n).min(store))
+    }
+}
+
+/// A tenant's defaults for its keys' settings (Vault's `config` of its KV
+/// mount); zero: the store's. `cas_required` binds KV (Vault) writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Defaults {
+    #[serde(default)]
+    pub max_versions: u32,
+    #[serde(default)]
+    pub cas_required: bool,
+    #[serde(default)]
+    pub delete_version_after_secs: u64,
+}
+
+/// Vault's limits on a key's custom metadata.
+pub const MAX_CUSTOM_METADATA: usize = 64;
+pub const MAX_CUSTOM_KEY_BYTES: usize = 128;
+pub const MAX_CUSTOM_VALUE_BYTES: usize = 512;
+
+/// A version's deletion state, as a per-version change leaves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// When it was deleted; `None`: live (or lapsing by its expiry).
+    pub deleted_at: Option<i64>,
+    /// Its value is gone for good.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroyed: bool,
+    /// When the version was written: an engine that erases a destroyed
+    /// version's record still shows it (0: not known).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_at: i64,
+}
+
+/// What a per-version change does to each version it names (Vault's
+/// `delete`, `undelete`, `destroy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionAction {
+    Delete,
+    Undelete,
+    Destroy,
+}
 
 /// A condition a write must meet, checked atomically with the write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +99,9 @@ pub enum Precondition {
     /// Both of them: "exists at version n" and "does not exist" cannot both
     /// hold, so the write never happens.
     Never,
+    /// Vault's check-and-set: the newest version, live or deleted, must be
+    /// this one (0: the key has no version at all).
+    Cas(u64),
 }
 
 impl Precondition {
@@ -27,10 +109,29 @@ impl Precondition {
     /// no live secret exists: absent, or soft-deleted).
     pub fn check(self, live: Option<u64>) -> Result<(), StoreError> {
         match self {
-            Precondition::None => Ok(()),
+            Precondition::None | Precondition::Cas(_) => Ok(()),
             Precondition::Version(want) if live == Some(want) => Ok(()),
             Precondition::Absent if live.is_none() => Ok(()),
             _ => Err(StoreError::VersionMismatch),
+        }
+    }
+
+    /// Checks a put against the head: `Cas` against the newest version
+    /// whether live or not, a key (or, for `cas_required`, a KV write's
+    /// tenant) that requires one refusing `None`, the rest as `check`.
+    pub fn check_put(
+        self,
+        head: Option<&Head>,
+        cas_required: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let newest = head.map_or(0, |h| h.version);
+        let required = cas_required || head.is_some_and(|h| h.settings.cas_required);
+        match self {
+            Precondition::Cas(want) if want == newest => Ok(()),
+            Precondition::Cas(_) => Err(StoreError::VersionMismatch),
+            Precondition::None if required => Err(StoreError::CasRequired),
+            other => other.check(head.and_then(|h| h.live(now))),
         }
     }
 }
@@ -48,6 +149,9 @@ pub struct Head {
     /// expiry. From that instant the key reads as soft deleted, whether or
     /// not the sweep has marked it yet.
     pub expires_at: Option<i64>,
+    /// The current version was destroyed (and so is deleted too).
+    pub destroyed: bool,
+    pub settings: KeySettings,
 }
 
 /// Whether a value written to lapse at `expires_at` has lapsed at `now`.
@@ -63,7 +167,8 @@ impl Head {
 }
 
 /// The version the next write of a key gets: one past its newest, whether
-/// that one is live or soft deleted (Vault KV v2); 1 for a new key.
+/// that one is live or soft deleted (Vault KV v2); 1 for a new key. (A key
+/// whose settings were written before any value has version 0.)
 pub fn next_version(head: Option<&Head>) -> u64 {
     head.map_or(1, |h| h.version + 1)
 }
@@ -77,6 +182,10 @@ pub enum Change {
         version: u64,
         sealed: Vec<u8>,
         expires_at: Option<i64>,
+        /// The value is KV data (Vault KV v2's JSON object).
+        kv: bool,
+        /// The tenant's defaults for a key whose settings name none.
+        defaults: Defaults,
     },
     Delete,
     /// Brings back a soft-deleted (or lapsed) key without its expiry.
@@ -88,6 +197,21 @@ pub enum Change {
     Expire {
         at: i64,
     },
+    /// Deletes, undeletes or destroys the named versions (the engine reads
+    /// the retained versions for `decide`); unknown ones are passed over.
+    Versions {
+        action: VersionAction,
+        versions: Vec<u64>,
+    },
+    /// Replaces the key's settings, making its metadata if it has none.
+    Settings(KeySettings),
+}
+
+impl Change {
+    /// Whether `decide` needs the key's retained versions.
+    pub fn needs_versions(&self) -> bool {
+        matches!(self, Change::Versions { .. })
+    }
 }
 
 /// What an engine must write, decided by `decide` from the head it read.
@@ -100,12 +224,27 @@ pub enum Effect {
         key_created_at: i64,
         prune_through: Option<u64>,
         expires_at: Option<i64>,
+        kv: bool,
+        /// The previous current version's state when it was not live: it
+        /// stays so as an older version.
+        previous: Option<(u64, Mark)>,
     },
     /// Mark the current `version` soft deleted (`deleted`) or live again;
     /// live again also clears its expiry.
     SetDeleted { version: u64, deleted: bool },
     /// Remove the key and every version for good.
     Destroy,
+    /// Give these versions these states (a destroyed one loses its value);
+    /// `current` says what becomes of the key's head when its version is
+    /// among them: `Some(false)` live again (its expiry cleared),
+    /// `Some(true)` deleted.
+    Marks {
+        marks: Vec<(u64, Mark)>,
+        current: Option<bool>,
+    },
+    /// Store these settings; `create`: the key has no head yet (it gets
+    /// version 0, deleted).
+    Settings { settings: KeySettings, create: bool },
 }
 
 /// Why `decide` did not give an effect.
@@ -124,9 +263,23 @@ impl From<StoreError> for Refusal {
     }
 }
 
-/// The one decision every engine makes inside its unit of work.
+/// The one decision every engine makes inside its unit of work, for a
+/// change that does not need the retained versions (`decide_in`).
 pub fn decide(
     head: Option<&Head>,
+    change: &Change,
+    precondition: Precondition,
+    max_versions: u64,
+    now: i64,
+) -> Result<Effect, Refusal> {
+    decide_in(head, &[], change, precondition, max_versions, now)
+}
+
+/// `decide`, given the key's retained versions as metadata shows them
+/// (read by the engine when `Change::needs_versions`).
+pub fn decide_in(
+    head: Option<&Head>,
+    retained: &[VersionInfo],
     change: &Change,
     precondition: Precondition,
     max_versions: u64,
@@ -136,19 +289,63 @@ pub fn decide(
         Change::Put {
             version,
             expires_at,
+            kv,
+            defaults,
             ..
         } => {
-            precondition.check(head.and_then(|h| h.live(now)))?;
+            precondition.check_put(head, *kv && defaults.cas_required, now)?;
             if *version != next_version(head) {
                 return Err(Refusal::Stale);
             }
+            let settings = head.map(|h| &h.settings);
+            let keep = settings.map_or(
+                KeySettings::default().keep(defaults.max_versions, max_versions),
+                |s| s.keep(defaults.max_versions, max_versions),
+            );
+            let after = settings
+                .map(|s| s.delete_version_after_secs)
+                .filter(|&s| s > 0)
+                .unwrap_or(defaults.delete_version_after_secs);
+            let lapse =
+                (after > 0).then(|| now.saturating_add((after as i64).saturating_mul(1000)));
+            let expires_at = match (*expires_at, lapse) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let previous = head
+                .filter(|h| h.version > 0 && h.live(now).is_none())
+                .map(|h| {
+                    let at = if h.deleted {
+                        h.updated_at
+                    } else {
+                        h.expires_at.unwrap_or(h.updated_at)
+                    };
+                    (
+                        h.version,
+                        Mark {
+                            deleted_at: Some(at),
+                            destroyed: h.destroyed,
+                            created_at: 0,
+                        },
+                    )
+                });
             Ok(Effect::Put {
                 version: *version,
                 key_created_at: head.map_or(now, |h| h.key_created_at),
-                prune_through: version.checked_sub(max_versions).filter(|&v| v > 0),
-                expires_at: *expires_at,
+                prune_through: version.checked_sub(keep).filter(|&v| v > 0),
+                expires_at,
+                kv: *kv,
+                previous,
             })
         }
+        Change::Versions { action, versions } => {
+            let head = head.ok_or(StoreError::NotFound)?;
+            marks(head, retained, *action, versions, now)
+        }
+        Change::Settings(settings) => Ok(Effect::Settings {
+            settings: settings.clone(),
+            create: head.is_none(),
+        }),
         Change::Delete => {
             let version = head.and_then(|h| h.live(now)).ok_or(StoreError::NotFound)?;
             precondition.check(Some(version))?;
@@ -158,10 +355,12 @@ pub fn decide(
             })
         }
         Change::Undelete => match head {
-            Some(h) if h.live(now).is_none() => Ok(Effect::SetDeleted {
-                version: h.version,
-                deleted: false,
-            }),
+            Some(h) if h.live(now).is_none() && !h.destroyed && h.version > 0 => {
+                Ok(Effect::SetDeleted {
+                    version: h.version,
+                    deleted: false,
+                })
+            }
             _ => Err(StoreError::NotFound.into()),
         },
         Change::Destroy => match head {
@@ -180,6 +379,50 @@ pub fn decide(
     }
 }
 
+/// What a per-version change does to the retained versions it names:
+/// delete marks a live one deleted now, undelete brings back a deleted (or
+/// lapsed) one, destroy drops any one's value; a destroyed version stays
+/// so. `NotFound` when nothing changes.
+fn marks(
+    head: &Head,
+    retained: &[VersionInfo],
+    action: VersionAction,
+    versions: &[u64],
+    now: i64,
+) -> Result<Effect, Refusal> {
+    let mut marks = Vec::new();
+    let mut current = None;
+    for v in retained.iter().filter(|v| versions.contains(&v.version)) {
+        let deleted = v.deleted || lapsed(v.expires_at, now);
+        let mark = match action {
+            _ if v.destroyed => continue,
+            VersionAction::Delete if !deleted => Mark {
+                deleted_at: Some(now),
+                destroyed: false,
+                created_at: v.created_at,
+            },
+            VersionAction::Undelete if deleted => Mark {
+                created_at: v.created_at,
+                ..Mark::default()
+            },
+            VersionAction::Destroy => Mark {
+                deleted_at: v.deleted_at.or(deleted.then_some(now)),
+                destroyed: true,
+                created_at: v.created_at,
+            },
+            _ => continue,
+        };
+        if v.version == head.version {
+            current = Some(mark.deleted_at.is_some() || mark.destroyed);
+        }
+        marks.push((v.version, mark));
+    }
+    if marks.is_empty() {
+        return Err(StoreError::NotFound.into());
+    }
+    Ok(Effect::Marks { marks, current })
+}
+
 /// One stored version of a secret, still sealed.
 #[derive(Debug, Clone)]
 pub struct StoredVersion {
@@ -189,16 +432,26 @@ pub struct StoredVersion {
     /// When this version lapses, if it was written with an expiry: it is
     /// never served after (`Store::get`).
     pub expires_at: Option<i64>,
+    /// The value is KV data (Vault KV v2's JSON object).
+    pub kv: bool,
+    /// The key's settings, when the read asked for them (`Store::get_kv`).
+    pub settings: Option<std::sync::Arc<KeySettings>>,
 }
 
 /// A version as shown by metadata: never the value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionInfo {
     pub version: u64,
     pub created_at: i64,
     pub deleted: bool,
     /// The data key it is sealed under (`sealed_dek_id`).
     pub dek_id: Option<u32>,
+    /// When it was deleted, if it is.
+    pub deleted_at: Option<i64>,
+    pub destroyed: bool,
+    /// When it lapses, if written with an expiry.
+    pub expires_at: Option<i64>,
+    pub kv: bool,
 }
 
 /// The DEK id a sealed value names: its stored form is a format byte and
@@ -217,6 +470,7 @@ pub struct SecretMetadata {
     pub deleted: bool,
     pub expires_at: Option<i64>,
     pub versions: Vec<VersionInfo>,
+    pub settings: KeySettings,
 }
 
 impl SecretMetadata {
@@ -229,6 +483,10 @@ impl SecretMetadata {
         for v in &mut versions {
             if v.version == head.version {
                 v.deleted = deleted;
+                v.destroyed = head.destroyed;
+                if !head.deleted {
+                    v.deleted_at = None;
+                }
             }
         }
         SecretMetadata {
@@ -238,6 +496,7 @@ impl SecretMetadata {
             deleted,
             expires_at: head.expires_at,
             versions,
+            settings: head.settings.clone(),
         }
     }
 }
@@ -259,15 +518,19 @@ pub struct ListFilter {
     pub now: i64,
     /// Only keys that lapse before this (`?expiring_before=`).
     pub expiring_before: Option<i64>,
+    /// Every key with metadata, its current version deleted or not
+    /// (Vault's LIST); the other fields are then not looked at.
+    pub deleted: bool,
 }
 
 impl ListFilter {
     /// Whether a live key with this expiry belongs in the listing.
     pub fn admits(&self, expires_at: Option<i64>) -> bool {
-        !lapsed(expires_at, self.now)
-            && self
-                .expiring_before
-                .is_none_or(|before| expires_at.is_some_and(|at| at < before))
+        self.deleted
+            || !lapsed(expires_at, self.now)
+                && self
+                    .expiring_before
+                    .is_none_or(|before| expires_at.is_some_and(|at| at < before))
     }
 }
 
@@ -364,6 +627,8 @@ mod tests {
             key_created_at: 5,
             updated_at: 6,
             expires_at: None,
+            destroyed: false,
+            settings: KeySettings::default(),
         }
     }
 
@@ -372,6 +637,8 @@ mod tests {
             version,
             sealed: Vec::new(),
             expires_at: None,
+            kv: false,
+            defaults: Defaults::default(),
         }
     }
 
@@ -442,6 +709,8 @@ mod tests {
             version: 5,
             sealed: Vec::new(),
             expires_at: Some(500),
+            kv: false,
+            defaults: Defaults::default(),
         };
         assert!(matches!(
             decide_at(&lapsing_put, Precondition::None, 100),
@@ -457,6 +726,7 @@ mod tests {
         let all = ListFilter {
             now: 100,
             expiring_before: None,
+            deleted: false,
         };
         assert!(all.admits(None) && all.admits(Some(101)) && !all.admits(Some(100)));
         let soon = ListFilter {
@@ -475,6 +745,8 @@ mod tests {
                 key_created_at: 99,
                 prune_through: None,
                 expires_at: None,
+                kv: false,
+                previous: None,
             }
         );
         assert_eq!(
@@ -484,6 +756,15 @@ mod tests {
                 key_created_at: 5,
                 prune_through: Some(3),
                 expires_at: None,
+                kv: false,
+                previous: Some((
+                    12,
+                    Mark {
+                        deleted_at: Some(6),
+                        destroyed: false,
+                        created_at: 0,
+                    }
+                )),
             }
         );
         assert!(matches!(

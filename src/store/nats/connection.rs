@@ -204,7 +204,9 @@ impl Connection {
             storage: StorageType::File,
             num_replicas: self.settings.replicas.max(1),
             allow_rollup: true,
-            deny_delete: true,
+            // A destroyed version's messages are erased (`secrets::erase`);
+            // JetStream cannot change this on a bucket made before.
+            deny_delete: false,
             deny_purge: false,
             allow_direct: true,
             discard: DiscardPolicy::New,

@@ -10,12 +10,13 @@ use async_nats::jetstream::kv;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::kv::{self as kvops, Publish};
-use super::records::{split_tenant_key, tenant_key, Entry, Op, Record, State};
+use super::records::{split_tenant_key, tenant_key, Annex, Entry, Op, Record, State};
 use super::{unavailable, NatsBackend, REQUEST_TIMEOUT};
 use crate::store::dump::{
     is_local_meta, not_empty, Dumped, DumpedVersion, LoadCounts, Records, SecretDump, Sink,
 };
 use crate::store::engine::WriteError;
+use crate::store::model::Mark;
 use crate::store::records::{self, Kind};
 use crate::store::StoreError;
 
@@ -99,17 +100,33 @@ pub(super) async fn dump(backend: &NatsBackend, sink: Sink<'_>) -> Result<(), St
         };
         let (tenant, key) = split_tenant_key(&kv_key)
             .ok_or_else(|| StoreError::Corrupt("secret with a bad name".into()))?;
-        let versions = state
+        // The head's flags win for the current version, as in metadata.
+        let infos = crate::store::model::SecretMetadata::from_parts(&head, state.versions(), 0);
+        let versions = infos
             .versions
             .into_iter()
-            .filter_map(|(version, (created_at, deleted, record))| {
-                let record = record?;
+            .filter_map(|info| {
+                // A destroyed version has no value to carry (its messages
+                // may be erased); any other has its record.
+                let sealed = match info.destroyed {
+                    true => Vec::new(),
+                    false => state
+                        .versions
+                        .get(&info.version)?
+                        .record
+                        .as_ref()?
+                        .sealed
+                        .clone(),
+                };
                 Some(DumpedVersion {
-                    version,
-                    created_at,
-                    deleted,
-                    expires_at: record.expires_at,
-                    sealed: record.sealed,
+                    version: info.version,
+                    created_at: info.created_at,
+                    deleted: info.deleted,
+                    expires_at: info.expires_at,
+                    sealed,
+                    deleted_at: info.deleted_at,
+                    destroyed: info.destroyed,
+                    kv: info.kv,
                 })
             })
             .collect();
@@ -128,8 +145,10 @@ pub(super) async fn dump(backend: &NatsBackend, sink: Sink<'_>) -> Result<(), St
     Ok(())
 }
 
-/// The messages that give a secret its versions, deleted flags and head:
-/// each version put in order, a delete marker after each deleted one.
+/// The messages that give a secret its versions, their states and head:
+/// each version put in order, the last carrying the key's settings and the
+/// other versions' marks, and a delete marker after it when the current
+/// version is deleted.
 async fn load_secret(
     backend: &NatsBackend,
     store: &kv::Store,
@@ -137,41 +156,92 @@ async fn load_secret(
 ) -> Result<(), StoreError> {
     let kv_key = tenant_key(&s.tenant, &s.key);
     let mut expected = 0;
-    let last = s.versions.len().saturating_sub(1);
-    for (i, v) in s.versions.into_iter().enumerate() {
+    let newest = s.versions.last().map(|v| v.version);
+    let marks: std::collections::BTreeMap<u64, Mark> = s
+        .versions
+        .iter()
+        .filter(|v| Some(v.version) != newest && (v.deleted || v.destroyed))
+        .map(|v| {
+            // A destroyed version may never have been deleted; a deleted
+            // one always was (a backup without the time: its creation).
+            let mark = Mark {
+                deleted_at: match v.destroyed {
+                    true => v.deleted_at,
+                    false => v.deleted_at.or(Some(v.created_at)),
+                },
+                destroyed: v.destroyed,
+                created_at: v.created_at,
+            };
+            (v.version, mark)
+        })
+        .collect();
+    let mut messages = Vec::new();
+    for v in s.versions {
+        let last = Some(v.version) == newest;
         let record = Record {
             version: v.version,
             created_at: v.created_at,
             key_created_at: s.head.key_created_at,
-            written_at: if i == last {
+            written_at: if last {
                 s.head.updated_at
             } else {
                 v.created_at
             },
             sealed: v.sealed,
             expires_at: v.expires_at,
+            kv: v.kv,
+            destroyed: v.destroyed && last,
+            annex: if last {
+                Annex {
+                    settings: s.head.settings.clone(),
+                    marks: marks.clone(),
+                    floor: 0,
+                }
+            } else {
+                Annex::default()
+            },
         };
-        let mut ops = vec![Op::Put];
-        if v.deleted {
-            ops.push(Op::Delete);
+        let deleted = last && s.head.deleted;
+        // A destroyed current version is only a marker: no put of it.
+        if !(last && v.destroyed) {
+            messages.push((Op::Put, record.encode()));
         }
-        for op in ops {
-            let message = Publish {
-                key: &kv_key,
-                expected,
-                op,
-                payload: record.encode(),
-            };
-            expected = kvops::publish(&backend.conn.js, store, message, None)
-                .await
-                .map_err(|e| match e {
-                    WriteError::Failed(e) => e,
-                    _ => StoreError::Refused(format!(
-                        "{} changed while it was being restored",
-                        s.key
-                    )),
-                })?;
+        if deleted {
+            messages.push((Op::Delete, record.encode()));
         }
+    }
+    if newest.is_none() {
+        // Settings before any value: a version-0 marker.
+        let record = Record {
+            version: 0,
+            created_at: s.head.key_created_at,
+            key_created_at: s.head.key_created_at,
+            written_at: s.head.updated_at,
+            sealed: Vec::new(),
+            expires_at: None,
+            kv: false,
+            destroyed: false,
+            annex: Annex {
+                settings: s.head.settings.clone(),
+                marks: Default::default(),
+                floor: 0,
+            },
+        };
+        messages.push((Op::Delete, record.encode()));
+    }
+    for (op, payload) in messages {
+        let message = Publish {
+            key: &kv_key,
+            expected,
+            op,
+            payload,
+        };
+        expected = kvops::publish(&backend.conn.js, store, message, None)
+            .await
+            .map_err(|e| match e {
+                WriteError::Failed(e) => e,
+                _ => StoreError::Refused(format!("{} changed while it was being restored", s.key)),
+            })?;
     }
     Ok(())
 }

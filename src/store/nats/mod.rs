@@ -240,6 +240,8 @@ impl Backend for NatsBackend {
         key: &SecretKey,
         version: Option<u64>,
         min_revision: Option<u64>,
+        // Every record carries the key's settings.
+        _settings: bool,
     ) -> Result<Option<StoredVersion>, StoreError> {
         secrets::get(self, tenant, key, version, min_revision).await
     }

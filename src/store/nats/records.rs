@@ -6,6 +6,11 @@
 //!   endian); a version written with an expiry is `[format=2]`, the same
 //!   with `[expires_at i64]` before the sealed bytes. The per-key version
 //!   number lives in the record (KV revisions are bucket-global).
+//! - `[format=3]` (Vault's KV v2 model) adds, after `expires_at` (i64::MIN:
+//!   none), a flags byte (1: KV data, 2: destroyed) and a length-prefixed
+//!   (u32) JSON `Annex`: the key's settings and the marks of its other
+//!   versions. The last message's annex is the truth for them; each message
+//!   carries it forward, so a version's state never needs its own message.
 //! - A soft delete is a KV delete marker whose payload is the record of the
 //!   version it deletes, so undelete can re-put it (same version number) even
 //!   when the history no longer holds the put itself. Destroy is a purge.
@@ -15,8 +20,9 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
 
-use crate::store::model::{Head, StoredVersion, VersionInfo};
+use crate::store::model::{Head, KeySettings, Mark, StoredVersion, VersionInfo};
 use crate::store::StoreError;
 use crate::types::TenantId;
 
@@ -26,6 +32,35 @@ pub(super) const FORMAT: u8 = 1;
 const RECORD_HEADER: usize = 1 + 8 * 4;
 /// Format byte of a secret record that carries an expiry.
 const FORMAT_EXPIRING: u8 = 2;
+/// Format byte of a record with flags and an annex.
+const FORMAT_ANNEXED: u8 = 3;
+const FLAG_KV: u8 = 1;
+const FLAG_DESTROYED: u8 = 2;
+
+/// What a message carries beside its version: the key's settings and the
+/// state of its other versions (those deleted, undeleted or destroyed
+/// while not current).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Annex {
+    #[serde(default, skip_serializing_if = "KeySettings::is_default")]
+    pub settings: KeySettings,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<u64, Mark>,
+    /// Versions up to this one left the key's history (a key that keeps
+    /// fewer versions than the bucket does).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Annex {
+    fn is_empty(&self) -> bool {
+        self.settings.is_default() && self.marks.is_empty() && self.floor == 0
+    }
+}
 pub(super) const KV_OPERATION: &str = "KV-Operation";
 
 /// The KV key of a tenant's secret (or data key): hex keeps a tenant that
@@ -85,20 +120,37 @@ pub(super) struct Record {
     pub sealed: Vec<u8>,
     /// When this version lapses, if it was written with an expiry.
     pub expires_at: Option<i64>,
+    pub kv: bool,
+    /// This version's value is gone (`sealed` is empty).
+    pub destroyed: bool,
+    pub annex: Annex,
 }
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(RECORD_HEADER + 8 + self.sealed.len());
-        out.push(match self.expires_at {
-            None => FORMAT,
-            Some(_) => FORMAT_EXPIRING,
+        let annexed = self.kv || self.destroyed || !self.annex.is_empty();
+        let mut out = Vec::with_capacity(RECORD_HEADER + 16 + self.sealed.len());
+        out.push(match (annexed, self.expires_at) {
+            (true, _) => FORMAT_ANNEXED,
+            (false, None) => FORMAT,
+            (false, Some(_)) => FORMAT_EXPIRING,
         });
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.created_at.to_be_bytes());
         out.extend_from_slice(&self.key_created_at.to_be_bytes());
         out.extend_from_slice(&self.written_at.to_be_bytes());
-        if let Some(at) = self.expires_at {
+        if annexed {
+            out.extend_from_slice(&self.expires_at.unwrap_or(i64::MIN).to_be_bytes());
+            let flags = (u8::from(self.kv) * FLAG_KV) | (u8::from(self.destroyed) * FLAG_DESTROYED);
+            out.push(flags);
+            let annex = if self.annex.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&self.annex).expect("annex encodes")
+            };
+            out.extend_from_slice(&(annex.len() as u32).to_be_bytes());
+            out.extend_from_slice(&annex);
+        } else if let Some(at) = self.expires_at {
             out.extend_from_slice(&at.to_be_bytes());
         }
         out.extend_from_slice(&self.sealed);
@@ -106,29 +158,52 @@ impl Record {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
+        let bad = || {
+            StoreError::Corrupt(format!(
+                "secret record of {} bytes with an unknown format",
+                bytes.len()
+            ))
+        };
         let header = match bytes.first() {
             Some(&FORMAT) => RECORD_HEADER,
             Some(&FORMAT_EXPIRING) => RECORD_HEADER + 8,
+            Some(&FORMAT_ANNEXED) => RECORD_HEADER + 8 + 1 + 4,
             _ => 0,
         };
         if header == 0 || bytes.len() < header {
-            return Err(StoreError::Corrupt(format!(
-                "secret record of {} bytes with an unknown format",
-                bytes.len()
-            )));
+            return Err(bad());
         }
         let word = |i: usize| {
             let start = 1 + 8 * i;
             <[u8; 8]>::try_from(&bytes[start..start + 8]).expect("8 bytes")
         };
-        Ok(Record {
+        let mut record = Record {
             version: u64::from_be_bytes(word(0)),
             created_at: i64::from_be_bytes(word(1)),
             key_created_at: i64::from_be_bytes(word(2)),
             written_at: i64::from_be_bytes(word(3)),
             expires_at: (header > RECORD_HEADER).then(|| i64::from_be_bytes(word(4))),
-            sealed: bytes[header..].to_vec(),
-        })
+            sealed: Vec::new(),
+            kv: false,
+            destroyed: false,
+            annex: Annex::default(),
+        };
+        let mut start = header;
+        if bytes[0] == FORMAT_ANNEXED {
+            record.expires_at = record.expires_at.filter(|&at| at != i64::MIN);
+            let flags = bytes[RECORD_HEADER + 8];
+            record.kv = flags & FLAG_KV != 0;
+            record.destroyed = flags & FLAG_DESTROYED != 0;
+            let at = RECORD_HEADER + 9;
+            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let annex = bytes.get(header..header + len).ok_or_else(bad)?;
+            if len > 0 {
+                record.annex = serde_json::from_slice(annex).map_err(|_| bad())?;
+            }
+            start = header + len;
+        }
+        record.sealed = bytes[start..].to_vec();
+        Ok(record)
     }
 
     pub fn stored(self) -> StoredVersion {
@@ -137,6 +212,8 @@ impl Record {
             created_at: self.created_at,
             sealed: self.sealed,
             expires_at: self.expires_at,
+            kv: self.kv,
+            settings: Some(std::sync::Arc::new(self.annex.settings)),
         }
     }
 }
@@ -193,21 +270,47 @@ impl Entry {
             (op, Some(r)) => Some(Some(Head {
                 version: r.version,
                 deleted: op == Op::Delete,
+                destroyed: op == Op::Delete && r.destroyed,
                 key_created_at: r.key_created_at,
                 updated_at: r.written_at,
                 expires_at: r.expires_at,
+                settings: r.annex.settings.clone(),
             })),
             (_, None) => None,
         }
     }
 }
 
+/// One retained version as the history leaves it.
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    pub created_at: i64,
+    pub deleted: bool,
+    pub deleted_at: Option<i64>,
+    pub destroyed: bool,
+    /// The record of its latest put (or of the marker that destroyed it).
+    pub record: Option<Record>,
+}
+
+impl Slot {
+    /// Readable: neither deleted nor destroyed.
+    pub fn live_record(&self) -> Option<&Record> {
+        (!self.deleted && !self.destroyed)
+            .then_some(self.record.as_ref())
+            .flatten()
+    }
+}
+
 /// A key's state derived from its whole history.
 #[derive(Debug, Default)]
 pub(super) struct State {
-    /// Retained versions: (created_at, deleted, record of its latest put).
-    pub versions: BTreeMap<u64, (i64, bool, Option<Record>)>,
+    /// Retained versions.
+    pub versions: BTreeMap<u64, Slot>,
     pub head: Option<Head>,
+    /// The last message's marks of other versions.
+    pub marks: BTreeMap<u64, Mark>,
+    /// The last message's floor: versions up to it are not retained.
+    pub floor: u64,
 }
 
 impl State {
@@ -217,19 +320,37 @@ impl State {
             match (e.op, &e.record) {
                 (Op::Purge, _) => s = State::default(),
                 (Op::Put, Some(r)) => {
-                    s.versions
-                        .insert(r.version, (r.created_at, false, Some(r.clone())));
+                    let slot = Slot {
+                        created_at: r.created_at,
+                        deleted: false,
+                        deleted_at: None,
+                        destroyed: r.destroyed,
+                        record: Some(r.clone()),
+                    };
+                    s.versions.insert(r.version, slot);
+                    s.apply(r);
                 }
                 (Op::Delete, Some(r)) => {
-                    s.versions
-                        .entry(r.version)
-                        .or_insert((r.created_at, true, Some(r.clone())))
-                        .1 = true;
+                    let slot = s.versions.entry(r.version).or_insert_with(|| Slot {
+                        created_at: r.created_at,
+                        deleted: true,
+                        deleted_at: None,
+                        destroyed: false,
+                        record: Some(r.clone()),
+                    });
+                    slot.deleted = true;
+                    slot.deleted_at = Some(r.written_at);
+                    if r.destroyed {
+                        slot.destroyed = true;
+                        slot.record = Some(r.clone());
+                    }
+                    s.apply(r);
                 }
                 (Op::Delete, None) => {
                     let Some(head) = &mut s.head else { continue };
                     if let Some(slot) = s.versions.get_mut(&head.version) {
-                        slot.1 = true;
+                        slot.deleted = true;
+                        slot.deleted_at = Some(e.time_ms);
                     }
                     head.deleted = true;
                     head.updated_at = e.time_ms;
@@ -239,19 +360,55 @@ impl State {
             }
             s.head = e.head().flatten();
         }
+        // A version-0 record says only that the key's settings came first.
+        s.versions.remove(&0);
+        let floor = s.floor;
+        s.versions.retain(|&v, _| v > floor);
         s
+    }
+
+    /// A message's annex: its marks state the other versions.
+    fn apply(&mut self, r: &Record) {
+        for (v, mark) in &r.annex.marks {
+            if *v == r.version {
+                continue;
+            }
+            // A destroyed version's messages are erased: its mark shows it.
+            if mark.destroyed && !self.versions.contains_key(v) {
+                let slot = Slot {
+                    created_at: mark.created_at,
+                    deleted: true,
+                    deleted_at: None,
+                    destroyed: true,
+                    record: None,
+                };
+                self.versions.insert(*v, slot);
+            }
+            if let Some(slot) = self.versions.get_mut(v) {
+                slot.deleted = mark.deleted_at.is_some() || mark.destroyed;
+                slot.deleted_at = mark.deleted_at;
+                slot.destroyed = mark.destroyed;
+            }
+        }
+        self.marks = r.annex.marks.clone();
+        self.floor = r.annex.floor;
     }
 
     pub fn versions(&self) -> Vec<VersionInfo> {
         self.versions
             .iter()
-            .map(|(&version, (created_at, deleted, record))| VersionInfo {
-                version,
-                created_at: *created_at,
-                deleted: *deleted,
-                dek_id: record
-                    .as_ref()
-                    .and_then(|r| crate::store::model::sealed_dek_id(&r.sealed)),
+            .map(|(&version, slot)| {
+                let record = slot.record.as_ref();
+                VersionInfo {
+                    version,
+                    created_at: slot.created_at,
+                    deleted: slot.deleted,
+                    dek_id: record.and_then(|r| crate::store::model::sealed_dek_id(&r.sealed)),
+                    deleted_at: slot.deleted_at,
+                    destroyed: slot.destroyed,
+                    expires_at: record.and_then(|r| r.expires_at),
+                    kv: record.is_some_and(|r| r.kv),
+                }
             })
             .collect()
     }
@@ -262,7 +419,7 @@ impl State {
         let head = self.head.as_ref()?;
         self.versions
             .get(&head.version)
-            .and_then(|(_, _, r)| r.clone())
+            .and_then(|slot| slot.record.clone())
     }
 }
 
@@ -293,6 +450,9 @@ mod tests {
             written_at: 3,
             sealed: b"sealed".to_vec(),
             expires_at: None,
+            kv: false,
+            destroyed: false,
+            annex: Annex::default(),
         };
         let back = Record::decode(&r.encode()).unwrap();
         assert_eq!(back.expires_at, None);
@@ -336,6 +496,9 @@ mod tests {
             written_at: v as i64,
             sealed: vec![],
             expires_at: None,
+            kv: false,
+            destroyed: false,
+            annex: Annex::default(),
         };
         let e = |revision, op, r: Option<Record>| Entry {
             revision,
@@ -350,12 +513,12 @@ mod tests {
             e(3, Op::Delete, Some(rec(2))),
             e(4, Op::Put, Some(rec(3))),
         ]);
-        let flags: Vec<_> = s.versions.iter().map(|(v, x)| (*v, x.1)).collect();
+        let flags: Vec<_> = s.versions.iter().map(|(v, x)| (*v, x.deleted)).collect();
         assert_eq!(flags, [(1, false), (2, true), (3, false)]);
         assert_eq!(current(&s), Some((3, false)));
         let s = State::from_history(&[e(5, Op::Delete, Some(rec(4))), e(6, Op::Put, Some(rec(4)))]);
         assert_eq!(current(&s), Some((4, false)));
-        assert!(!s.versions[&4].1);
+        assert!(!s.versions[&4].deleted);
         let s = State::from_history(&[e(1, Op::Put, Some(rec(1))), e(2, Op::Purge, None)]);
         assert!(s.head.is_none() && s.versions.is_empty());
     }

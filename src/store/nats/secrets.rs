@@ -9,13 +9,14 @@
 
 use super::cache::Miss;
 use super::kv::{self, Publish};
-use super::records::{tenant_key, Entry, Op, Record, State};
+use super::records::{tenant_key, Annex, Entry, Op, Record, State};
 use super::NatsBackend;
 use crate::clock::now_ms;
 use crate::store::engine::{Observed, SecretWrite, Seen, WriteError};
 use crate::store::events::Draft;
 use crate::store::model::{
-    self, Change, Effect, Lapsed, ListFilter, ListedSecret, Refusal, SecretMetadata, StoredVersion,
+    self, Change, Effect, Head, Lapsed, ListFilter, ListedSecret, Refusal, SecretMetadata,
+    StoredVersion,
 };
 use crate::store::StoreError;
 use crate::types::{SecretKey, TenantId};
@@ -40,7 +41,18 @@ async fn observe(
             (state.head, record)
         }
     };
-    Ok((Observed { head, revision }, record))
+    let marks = record
+        .as_ref()
+        .map(|r| r.annex.marks.clone())
+        .unwrap_or_default();
+    Ok((
+        Observed {
+            head,
+            revision,
+            marks,
+        },
+        record,
+    ))
 }
 
 pub(super) async fn head(
@@ -88,10 +100,11 @@ pub(super) async fn get(
         (Some(n), Some(r)) if r.version == n => Ok(Some(r.stored())),
         (Some(n), _) => {
             let state = State::from_history(&kv::history(&b.secrets, &kv_key).await?);
-            Ok(match state.versions.get(&n) {
-                Some((_, false, Some(r))) => Some(r.clone().stored()),
-                _ => None,
-            })
+            Ok(state
+                .versions
+                .get(&n)
+                .and_then(|slot| slot.live_record())
+                .map(|r| r.clone().stored()))
         }
     }
 }
@@ -111,8 +124,16 @@ pub(super) async fn write(
         _ => observe(backend, &kv_key).await?,
     };
     let now = now_ms();
-    let effect = match model::decide(
+    let retained = match &seen.head {
+        Some(head) if write.change.needs_versions() => {
+            let state = State::from_history(&kv::history(&b.secrets, &kv_key).await?);
+            SecretMetadata::from_parts(head, state.versions(), now).versions
+        }
+        _ => Vec::new(),
+    };
+    let effect = match model::decide_in(
         seen.head.as_ref(),
+        &retained,
         &write.change,
         write.precondition,
         backend.settings.max_versions.into(),
@@ -122,16 +143,6 @@ pub(super) async fn write(
         Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
         Err(Refusal::Stale) => return Err(WriteError::Stale(seen)),
     };
-    // Brought back, a version keeps no expiry; soft deleted, the marker
-    // keeps the one it lapsed at.
-    let rewritten = |record: Option<Record>, live: bool| {
-        let mut record = record.ok_or(StoreError::NotFound)?;
-        record.written_at = now;
-        if live {
-            record.expires_at = None;
-        }
-        Ok::<_, StoreError>(record.encode())
-    };
     let draft = Draft::of(
         key.as_str(),
         &write.change,
@@ -139,18 +150,97 @@ pub(super) async fn write(
         seen.head.as_ref(),
         now,
     );
-    let (op, payload) = match (effect, write.change) {
+    // What must leave the stream once the message is stored: a destroyed
+    // version's values, and versions a key's own number prunes below the
+    // bucket's history (which prunes the rest).
+    let history = u64::from(backend.settings.max_versions);
+    let gone = match &effect {
+        Effect::Marks { marks, .. } => Erase::Destroyed(
+            marks
+                .iter()
+                .filter(|(_, m)| m.destroyed)
+                .map(|(v, _)| *v)
+                .collect(),
+        ),
+        Effect::Put {
+            version,
+            prune_through: Some(through),
+            ..
+        } if through + history > *version => Erase::Through(*through),
+        _ => Erase::Nothing,
+    };
+    let (op, payload) = message(&seen, record, effect, write.change, now)?;
+    let change = Publish {
+        key: &kv_key,
+        expected: seen.revision,
+        op,
+        payload,
+    };
+    let revision = backend
+        .change(&b.secrets, change, write.line, Some((tenant, draft)))
+        .await?;
+    if !matches!(gone, Erase::Nothing) {
+        // The change is made (the versions read as destroyed or pruned); a
+        // message that cannot be erased keeps its ciphertext until the
+        // key's history moves past it.
+        if let Err(e) = erase(&b.secrets, &kv_key, &gone, revision).await {
+            tracing::warn!(error = %e, "nats: a destroyed or pruned version's messages were not erased");
+        }
+    }
+    Ok(Some(revision))
+}
+
+/// The message that writes `effect`: its operation and payload.
+fn message(
+    seen: &Observed,
+    record: Option<Record>,
+    effect: Effect,
+    change: Change,
+    now: i64,
+) -> Result<(Op, Vec<u8>), StoreError> {
+    // The current record, rewritten now; a key whose settings came before
+    // any value has a version-0 record.
+    let current = |record: Option<Record>, head: Option<&Head>| {
+        let mut record = record
+            .or_else(|| {
+                head.filter(|h| h.version == 0)
+                    .map(|h| empty_record(h.key_created_at, now))
+            })
+            .ok_or(StoreError::NotFound)?;
+        record.written_at = now;
+        Ok::<_, StoreError>(record)
+    };
+    // A message on a key keeps its operation unless it changes the head.
+    let op_now = |head: Option<&Head>| match head {
+        Some(h) if h.deleted => Op::Delete,
+        _ => Op::Put,
+    };
+    Ok(match (effect, change) {
         (
             Effect::Put {
                 version,
                 key_created_at,
                 expires_at,
-                ..
+                kv,
+                previous,
+                prune_through,
             },
             Change::Put { sealed, .. },
         ) => {
-            // The bucket's history prunes old versions: `prune_through`
-            // needs no message.
+            // The bucket's history prunes old versions; the marks of the
+            // versions kept travel on.
+            let mut marks = seen.marks.clone();
+            if let Some((v, mark)) = previous {
+                marks.insert(v, mark);
+            }
+            if let Some(through) = prune_through {
+                marks.retain(|&v, _| v > through);
+            }
+            let settings = seen
+                .head
+                .as_ref()
+                .map(|h| h.settings.clone())
+                .unwrap_or_default();
             let record = Record {
                 version,
                 created_at: now,
@@ -158,24 +248,120 @@ pub(super) async fn write(
                 written_at: now,
                 sealed,
                 expires_at,
+                kv,
+                destroyed: false,
+                annex: Annex {
+                    settings,
+                    marks,
+                    floor: prune_through.unwrap_or(0),
+                },
             };
             (Op::Put, record.encode())
         }
-        (Effect::SetDeleted { deleted: true, .. }, _) => (Op::Delete, rewritten(record, false)?),
-        (Effect::SetDeleted { deleted: false, .. }, _) => (Op::Put, rewritten(record, true)?),
+        // Brought back, a version keeps no expiry; soft deleted, the marker
+        // keeps the one it lapsed at.
+        (Effect::SetDeleted { deleted, .. }, _) => {
+            let mut record = current(record, seen.head.as_ref())?;
+            if deleted {
+                (Op::Delete, record.encode())
+            } else {
+                record.expires_at = None;
+                (Op::Put, record.encode())
+            }
+        }
         (Effect::Destroy, _) => (Op::Purge, Vec::new()),
+        (
+            Effect::Marks {
+                marks,
+                current: now_deleted,
+            },
+            _,
+        ) => {
+            let mut record = current(record, seen.head.as_ref())?;
+            let mut op = op_now(seen.head.as_ref());
+            for (v, mark) in marks {
+                if v == record.version {
+                    if mark.destroyed {
+                        record.destroyed = true;
+                        record.sealed = Vec::new();
+                    }
+                    match now_deleted {
+                        Some(true) => op = Op::Delete,
+                        Some(false) => {
+                            op = Op::Put;
+                            record.expires_at = None;
+                        }
+                        None => {}
+                    }
+                } else {
+                    record.annex.marks.insert(v, mark);
+                }
+            }
+            (op, record.encode())
+        }
+        (Effect::Settings { settings, .. }, _) => {
+            let mut record = match &seen.head {
+                None => empty_record(now, now),
+                head => current(record, head.as_ref())?,
+            };
+            record.annex.settings = settings;
+            let op = match &seen.head {
+                None => Op::Delete,
+                head => op_now(head.as_ref()),
+            };
+            (op, record.encode())
+        }
         (Effect::Put { .. }, _) => unreachable!("the model puts only for a put"),
-    };
-    let change = Publish {
-        key: &kv_key,
-        expected: seen.revision,
-        op,
-        payload,
-    };
-    backend
-        .change(&b.secrets, change, write.line, Some((tenant, draft)))
-        .await
-        .map(Some)
+    })
+}
+
+/// The record of a key that has settings and no version yet.
+fn empty_record(key_created_at: i64, now: i64) -> Record {
+    Record {
+        version: 0,
+        created_at: now,
+        key_created_at,
+        written_at: now,
+        sealed: Vec::new(),
+        expires_at: None,
+        kv: false,
+        destroyed: false,
+        annex: Annex::default(),
+    }
+}
+
+/// The messages a change makes obsolete.
+enum Erase {
+    Nothing,
+    /// Those that hold a value of these versions.
+    Destroyed(Vec<u64>),
+    /// Every message of a version up to this one.
+    Through(u64),
+}
+
+/// Erases (JetStream overwrites them) the messages before `revision` that
+/// `gone` names.
+async fn erase(
+    store: &async_nats::jetstream::kv::Store,
+    kv_key: &str,
+    gone: &Erase,
+    revision: u64,
+) -> Result<(), StoreError> {
+    for entry in kv::history(store, kv_key).await? {
+        let obsolete = entry.record.as_ref().is_some_and(|r| match gone {
+            Erase::Nothing => false,
+            Erase::Destroyed(versions) => versions.contains(&r.version) && !r.sealed.is_empty(),
+            Erase::Through(through) => r.version <= *through,
+        });
+        if obsolete && entry.revision < revision {
+            store
+                .stream
+                .delete_message(entry.revision)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("nats: erase a message: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn metadata(
@@ -210,7 +396,7 @@ pub(super) async fn list(
     )
     .await?
     .into_iter()
-    .filter(|(_, op, _)| *op == Op::Put)
+    .filter(|(_, op, _)| *op == Op::Put || filter.deleted && *op == Op::Delete)
     .filter_map(|(k, _, _)| {
         k.strip_prefix(&tenant_hex)
             .and_then(|k| k.strip_prefix('.'))
@@ -229,12 +415,13 @@ pub(super) async fn list(
         let entry: Option<Entry> =
             kv::last_entry(&b.secrets, &format!("{tenant_hex}.{name}")).await?;
         if let Some(Entry {
-            op: Op::Put,
+            op,
             record: Some(r),
             ..
         }) = entry
         {
-            if filter.admits(r.expires_at) {
+            let shown = op == Op::Put || filter.deleted && op == Op::Delete;
+            if shown && filter.admits(r.expires_at) {
                 rows.push(ListedSecret {
                     key: name,
                     version: r.version,

@@ -20,6 +20,7 @@ pub(super) fn sealed_versions(
     let (key, version) = after.unwrap_or_default();
     c.prepare_cached(
         "SELECT key, version, sealed FROM versions WHERE tenant = ?1 AND (key, version) > (?2, ?3)
+             AND deleted <> 2
          ORDER BY key, version LIMIT ?4",
     )?
     .query_map(params![tenant, key, version as i64, limit as i64], |r| {
@@ -86,8 +87,9 @@ fn dump_in(
     let mut versions = c
         .prepare(
             "SELECT s.tenant, s.key, s.current_version, s.created_at, s.updated_at, s.deleted,
-                    v.version, v.created_at, v.deleted, v.sealed, s.expires_at, v.expires_at
-             FROM secrets s JOIN versions v ON v.tenant = s.tenant AND v.key = s.key
+                    v.version, v.created_at, v.deleted, v.sealed, s.expires_at, v.expires_at,
+                    s.settings, v.deleted_at, v.kv
+             FROM secrets s LEFT JOIN versions v ON v.tenant = s.tenant AND v.key = s.key
              ORDER BY s.tenant, s.key, v.version",
         )
         .map_err(sql)?;
@@ -109,19 +111,27 @@ fn dump_in(
                     version: r.get::<_, i64>(2).map_err(sql)? as u64,
                     key_created_at: r.get(3).map_err(sql)?,
                     updated_at: r.get(4).map_err(sql)?,
-                    deleted: r.get(5).map_err(sql)?,
+                    deleted: r.get::<_, i64>(5).map_err(sql)? != 0,
+                    destroyed: r.get::<_, i64>(5).map_err(sql)? == 2,
                     expires_at: r.get(10).map_err(sql)?,
+                    settings: super::secrets::settings_from(r.get(12).map_err(sql)?)
+                        .map_err(sql)?,
                 },
                 versions: Vec::new(),
             });
         }
         let secret = current.as_mut().expect("set above");
-        let version = r.get::<_, i64>(6).map_err(sql)? as u64;
+        // A key whose settings came before any value has no version row.
+        let Some(version) = r.get::<_, Option<i64>>(6).map_err(sql)? else {
+            continue;
+        };
+        let version = version as u64;
+        let code: i64 = r.get(8).map_err(sql)?;
         // The head's flag wins for the current version (as in metadata).
         let deleted = if version == secret.head.version {
             secret.head.deleted
         } else {
-            r.get(8).map_err(sql)?
+            code != 0
         };
         secret.versions.push(DumpedVersion {
             version,
@@ -129,6 +139,9 @@ fn dump_in(
             deleted,
             sealed: r.get(9).map_err(sql)?,
             expires_at: r.get(11).map_err(sql)?,
+            deleted_at: r.get(13).map_err(sql)?,
+            destroyed: code == 2,
+            kv: r.get(14).map_err(sql)?,
         });
     }
     if let Some(done) = current {
@@ -197,11 +210,20 @@ pub(super) fn load(
     Ok(counts)
 }
 
+/// `deleted` as the engine stores it: 0 live, 1 deleted, 2 destroyed.
+fn code(deleted: bool, destroyed: bool) -> i64 {
+    if destroyed {
+        2
+    } else {
+        i64::from(deleted)
+    }
+}
+
 fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
     let tenant = s.tenant.as_str();
     c.prepare_cached(
-        "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted, expires_at, settings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         tenant,
@@ -209,12 +231,13 @@ fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
         s.head.version as i64,
         s.head.key_created_at,
         s.head.updated_at,
-        s.head.deleted,
-        s.head.expires_at
+        code(s.head.deleted, s.head.destroyed),
+        s.head.expires_at,
+        super::secrets::settings_blob(&s.head.settings),
     ])?;
     let mut insert = c.prepare_cached(
-        "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed, expires_at, deleted_at, kv)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for v in &s.versions {
         insert.execute(params![
@@ -222,9 +245,11 @@ fn insert_secret(c: &Connection, s: &SecretDump) -> rusqlite::Result<()> {
             s.key,
             v.version as i64,
             v.created_at,
-            v.deleted,
+            code(v.deleted, v.destroyed),
             v.sealed,
-            v.expires_at
+            v.expires_at,
+            v.deleted_at,
+            v.kv,
         ])?;
     }
     Ok(())

@@ -115,7 +115,11 @@ impl Backend for SqliteBackend {
         let head = self.readers.read_heads(&self.batches, |c| {
             secrets::head(c, tenant.as_str(), key.as_str())
         })?;
-        Ok(Observed { head, revision: 0 })
+        Ok(Observed {
+            head,
+            revision: 0,
+            ..Default::default()
+        })
     }
 
     async fn get(
@@ -124,6 +128,7 @@ impl Backend for SqliteBackend {
         key: &SecretKey,
         version: Option<u64>,
         _min_revision: Option<u64>,
+        settings: bool,
     ) -> Result<Option<StoredVersion>, StoreError> {
         // Every change goes through this process: reads are always current.
         let (t, k) = (tenant.as_str(), key.as_str());
@@ -131,10 +136,14 @@ impl Backend for SqliteBackend {
             return self.read_secrets(|c| secrets::version(c, t, k, n));
         }
         let epoch = match self.cache.get(t, k) {
-            Ok(hit) => return Ok(Some(hit)),
+            Ok(hit) if !settings || hit.settings.is_some() => return Ok(Some(hit)),
+            Ok(_) => self.cache.epoch(),
             Err(epoch) => epoch,
         };
-        let found = self.read_secrets(|c| secrets::current(c, t, k))?;
+        let found = self.read_secrets(|c| match settings {
+            true => secrets::current_with_settings(c, t, k),
+            false => secrets::current(c, t, k),
+        })?;
         if let Some(found) = &found {
             self.cache.fill(epoch, t, k, found);
         }
@@ -160,14 +169,31 @@ impl Backend for SqliteBackend {
             .run(spec, move |c| {
                 let head = secrets::head(c, &tenant, &key).map_err(unavailable)?;
                 let now = now_ms();
-                let effect =
-                    match model::decide(head.as_ref(), &change, precondition, max_versions, now) {
-                        Ok(effect) => effect,
-                        Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
-                        Err(Refusal::Stale) => {
-                            return Err(WriteError::Stale(Observed { head, revision: 0 }))
-                        }
-                    };
+                let retained = match &head {
+                    Some(h) if change.needs_versions() => {
+                        let versions = secrets::versions(c, &tenant, &key).map_err(unavailable)?;
+                        SecretMetadata::from_parts(h, versions, now).versions
+                    }
+                    _ => Vec::new(),
+                };
+                let effect = match model::decide_in(
+                    head.as_ref(),
+                    &retained,
+                    &change,
+                    precondition,
+                    max_versions,
+                    now,
+                ) {
+                    Ok(effect) => effect,
+                    Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
+                    Err(Refusal::Stale) => {
+                        return Err(WriteError::Stale(Observed {
+                            head,
+                            revision: 0,
+                            ..Default::default()
+                        }))
+                    }
+                };
                 let sealed = match &change {
                     Change::Put { sealed, .. } => sealed.as_slice(),
                     _ => &[],

@@ -13,7 +13,7 @@ use crate::store::StoreError;
 use crate::types::TenantId;
 
 /// Current schema, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
@@ -66,6 +66,16 @@ CREATE INDEX IF NOT EXISTS apikeys_by_tenant ON apikeys (tenant, created_at);
 const TO_2: &str = "
 ALTER TABLE secrets ADD COLUMN expires_at INTEGER;
 ALTER TABLE versions ADD COLUMN expires_at INTEGER;
+";
+
+/// What schema 4 added (Vault's KV v2 model, DESIGN §12): a key's settings
+/// (JSON `KeySettings`, NULL: none), when each version was deleted, and
+/// whether it is KV data. A destroyed version (and a key whose current
+/// version is destroyed) has `deleted = 2` and no value.
+const TO_4: &str = "
+ALTER TABLE secrets ADD COLUMN settings BLOB;
+ALTER TABLE versions ADD COLUMN deleted_at INTEGER;
+ALTER TABLE versions ADD COLUMN kv INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Tables and indexes of every schema from 2 on: the change stream's
@@ -174,9 +184,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         )));
     }
     let steps = match version {
-        0 => SCHEMA,
-        1 => TO_2,
-        _ => "",
+        0 => format!("{SCHEMA} {TO_4}"),
+        1 => format!("{TO_2} {TO_4}"),
+        _ => TO_4.to_owned(),
     };
     conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
     let migrated = conn

@@ -2,36 +2,66 @@
 //! writing the `Effect` the model decided. Every change keeps `secrets` (one
 //! row per key) and `versions` (one row per retained version) in step, so
 //! the newest `versions` row is always the current version and its
-//! `deleted` mirrors the key's.
+//! `deleted` mirrors the key's: 0 live, 1 deleted, 2 destroyed (its value
+//! gone). A key's settings are JSON in `secrets.settings`.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::model::{
-    Effect, Head, Lapsed, ListFilter, ListedSecret, StoredVersion, VersionInfo,
+    Effect, Head, KeySettings, Lapsed, ListFilter, ListedSecret, Mark, StoredVersion, VersionInfo,
 };
 use crate::types::TenantId;
 
-/// A version from `SELECT version, created_at, sealed, expires_at`.
+/// A version from `SELECT version, created_at, sealed, expires_at, kv`.
 fn stored(r: &Row<'_>) -> rusqlite::Result<StoredVersion> {
     Ok(StoredVersion {
         version: r.get::<_, i64>(0)? as u64,
         created_at: r.get(1)?,
         sealed: r.get(2)?,
         expires_at: r.get(3)?,
+        kv: r.get(4)?,
+        settings: None,
     })
+}
+
+/// `deleted` as stored: 0 live, 1 deleted, 2 destroyed.
+const DESTROYED: i64 = 2;
+
+fn deleted_code(mark: &Mark) -> i64 {
+    match (mark.destroyed, mark.deleted_at) {
+        (true, _) => DESTROYED,
+        (false, Some(_)) => 1,
+        (false, None) => 0,
+    }
+}
+
+/// A key's settings column: NULL for none.
+pub(super) fn settings_from(blob: Option<Vec<u8>>) -> rusqlite::Result<KeySettings> {
+    blob.map_or(Ok(KeySettings::default()), |b| {
+        serde_json::from_slice(&b).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
+        })
+    })
+}
+
+pub(super) fn settings_blob(settings: &KeySettings) -> Option<Vec<u8>> {
+    (!settings.is_default()).then(|| serde_json::to_vec(settings).expect("settings encode"))
 }
 
 pub(super) fn head(c: &Connection, tenant: &str, key: &str) -> rusqlite::Result<Option<Head>> {
     c.prepare_cached(
-        "SELECT current_version, deleted, created_at, updated_at, expires_at FROM secrets WHERE tenant = ?1 AND key = ?2",
+        "SELECT current_version, deleted, created_at, updated_at, expires_at, settings FROM secrets WHERE tenant = ?1 AND key = ?2",
     )?
     .query_row(params![tenant, key], |r| {
+        let deleted: i64 = r.get(1)?;
         Ok(Head {
             version: r.get::<_, i64>(0)? as u64,
-            deleted: r.get(1)?,
+            deleted: deleted != 0,
+            destroyed: deleted == DESTROYED,
             key_created_at: r.get(2)?,
             updated_at: r.get(3)?,
             expires_at: r.get(4)?,
+            settings: settings_from(r.get(5)?)?,
         })
     })
     .optional()
@@ -45,11 +75,34 @@ pub(super) fn current(
     key: &str,
 ) -> rusqlite::Result<Option<StoredVersion>> {
     c.prepare_cached(
-        "SELECT version, created_at, sealed, expires_at, deleted FROM versions
+        "SELECT version, created_at, sealed, expires_at, kv, deleted FROM versions
          WHERE tenant = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
     )?
     .query_row(params![tenant, key], |r| {
-        (!r.get::<_, bool>(4)?).then(|| stored(r)).transpose()
+        (!r.get::<_, bool>(5)?).then(|| stored(r)).transpose()
+    })
+    .optional()
+    .map(Option::flatten)
+}
+
+/// `current`, with the key's settings (one descent more, into `secrets`).
+pub(super) fn current_with_settings(
+    c: &Connection,
+    tenant: &str,
+    key: &str,
+) -> rusqlite::Result<Option<StoredVersion>> {
+    c.prepare_cached(
+        "SELECT v.version, v.created_at, v.sealed, v.expires_at, v.kv, v.deleted, s.settings
+         FROM versions v JOIN secrets s ON s.tenant = v.tenant AND s.key = v.key
+         WHERE v.tenant = ?1 AND v.key = ?2 ORDER BY v.version DESC LIMIT 1",
+    )?
+    .query_row(params![tenant, key], |r| {
+        if r.get::<_, bool>(5)? {
+            return Ok(None);
+        }
+        let mut found = stored(r)?;
+        found.settings = Some(std::sync::Arc::new(settings_from(r.get(6)?)?));
+        Ok(Some(found))
     })
     .optional()
     .map(Option::flatten)
@@ -63,7 +116,7 @@ pub(super) fn version(
     version: u64,
 ) -> rusqlite::Result<Option<StoredVersion>> {
     c.prepare_cached(
-        "SELECT version, created_at, sealed, expires_at FROM versions
+        "SELECT version, created_at, sealed, expires_at, kv FROM versions
          WHERE tenant = ?1 AND key = ?2 AND version = ?3 AND deleted = 0",
     )?
     .query_row(
@@ -79,15 +132,23 @@ pub(super) fn versions(
     key: &str,
 ) -> rusqlite::Result<Vec<VersionInfo>> {
     c.prepare_cached(
-        "SELECT version, created_at, deleted, substr(sealed, 1, 5) FROM versions
-         WHERE tenant = ?1 AND key = ?2 ORDER BY version",
+        "SELECT version, created_at, deleted, substr(sealed, 1, 5), deleted_at, expires_at, kv
+         FROM versions WHERE tenant = ?1 AND key = ?2 ORDER BY version",
     )?
     .query_map(params![tenant, key], |r| {
+        let deleted: i64 = r.get(2)?;
         Ok(VersionInfo {
             version: r.get::<_, i64>(0)? as u64,
             created_at: r.get(1)?,
-            deleted: r.get(2)?,
-            dek_id: crate::store::model::sealed_dek_id(&r.get::<_, Vec<u8>>(3)?),
+            deleted: deleted != 0,
+            // A destroyed version's empty value reads as NULL here.
+            dek_id: crate::store::model::sealed_dek_id(
+                &r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+            ),
+            deleted_at: r.get(4)?,
+            destroyed: deleted == DESTROYED,
+            expires_at: r.get(5)?,
+            kv: r.get(6)?,
         })
     })?
     .collect()
@@ -108,16 +169,30 @@ pub(super) fn list(
     let upper = format!("{prefix}~");
     let lower = after.filter(|a| *a >= prefix).unwrap_or(prefix);
     // `filter.admits`, in SQL.
-    let sql = if after.is_none_or(|a| a < prefix) {
-        "SELECT key, current_version, created_at, updated_at, expires_at FROM secrets
+    let sql = match (after.is_none_or(|a| a < prefix), filter.deleted) {
+        (true, false) => {
+            "SELECT key, current_version, created_at, updated_at, expires_at FROM secrets
          WHERE tenant = ?1 AND key >= ?2 AND key < ?3 AND deleted = 0
            AND (expires_at IS NULL OR expires_at > ?5) AND (?6 IS NULL OR expires_at < ?6)
          ORDER BY key LIMIT ?4"
-    } else {
-        "SELECT key, current_version, created_at, updated_at, expires_at FROM secrets
+        }
+        (false, false) => {
+            "SELECT key, current_version, created_at, updated_at, expires_at FROM secrets
          WHERE tenant = ?1 AND key > ?2 AND key < ?3 AND deleted = 0
            AND (expires_at IS NULL OR expires_at > ?5) AND (?6 IS NULL OR expires_at < ?6)
          ORDER BY key LIMIT ?4"
+        }
+        // Every key with metadata, deleted or not (Vault's LIST).
+        (true, true) => {
+            "SELECT key, current_version, created_at, updated_at, expires_at FROM secrets
+         WHERE tenant = ?1 AND key >= ?2 AND key < ?3 AND ?5 = ?5 AND ?6 IS ?6
+         ORDER BY key LIMIT ?4"
+        }
+        (false, true) => {
+            "SELECT key, current_version, created_at, updated_at, expires_at FROM secrets
+         WHERE tenant = ?1 AND key > ?2 AND key < ?3 AND ?5 = ?5 AND ?6 IS ?6
+         ORDER BY key LIMIT ?4"
+        }
     };
     let args = params![
         tenant,
@@ -180,11 +255,14 @@ pub(super) fn apply(
             key_created_at,
             prune_through,
             expires_at,
+            kv,
+            // The previous version's row keeps its own state.
+            previous: _,
         } => {
             c.prepare_cached(
-                "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed, expires_at) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                "INSERT INTO versions (tenant, key, version, created_at, deleted, sealed, expires_at, kv) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
             )?
-            .execute(params![tenant, key, version as i64, now, sealed, expires_at])?;
+            .execute(params![tenant, key, version as i64, now, sealed, expires_at, kv])?;
             c.prepare_cached(
                 "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)
@@ -210,10 +288,58 @@ pub(super) fn apply(
             )?
             .execute(params![tenant, key, deleted, now])?;
             c.prepare_cached(
-                "UPDATE versions SET deleted = ?4, expires_at = CASE WHEN ?4 THEN expires_at END
+                "UPDATE versions SET deleted = ?4, expires_at = CASE WHEN ?4 THEN expires_at END,
+                     deleted_at = CASE WHEN ?4 THEN ?5 END
                  WHERE tenant = ?1 AND key = ?2 AND version = ?3",
             )?
-            .execute(params![tenant, key, version as i64, deleted])?;
+            .execute(params![tenant, key, version as i64, deleted, now])?;
+        }
+        Effect::Marks { ref marks, current } => {
+            // A destroyed version's bytes are overwritten (secure_delete).
+            let mut update = c.prepare_cached(
+                "UPDATE versions SET deleted = ?4, deleted_at = ?5,
+                     expires_at = CASE WHEN ?4 = 0 THEN NULL ELSE expires_at END,
+                     sealed = CASE WHEN ?4 = 2 THEN X'' ELSE sealed END
+                 WHERE tenant = ?1 AND key = ?2 AND version = ?3",
+            )?;
+            let newest = match current {
+                Some(_) => head(c, tenant, key)?.map(|h| h.version),
+                None => None,
+            };
+            let mut head_code = None;
+            for (version, mark) in marks {
+                let code = deleted_code(mark);
+                update.execute(params![tenant, key, *version as i64, code, mark.deleted_at])?;
+                if newest == Some(*version) {
+                    head_code = Some(code);
+                }
+            }
+            if let Some(code) = head_code {
+                c.prepare_cached(
+                    "UPDATE secrets SET deleted = ?3, updated_at = ?4,
+                         expires_at = CASE WHEN ?3 = 0 THEN NULL ELSE expires_at END
+                     WHERE tenant = ?1 AND key = ?2",
+                )?
+                .execute(params![tenant, key, code, now])?;
+            }
+        }
+        Effect::Settings {
+            ref settings,
+            create,
+        } => {
+            let blob = settings_blob(settings);
+            if create {
+                c.prepare_cached(
+                    "INSERT INTO secrets (tenant, key, current_version, created_at, updated_at, deleted, settings)
+                     VALUES (?1, ?2, 0, ?3, ?3, 1, ?4)",
+                )?
+                .execute(params![tenant, key, now, blob])?;
+            } else {
+                c.prepare_cached(
+                    "UPDATE secrets SET settings = ?3, updated_at = ?4 WHERE tenant = ?1 AND key = ?2",
+                )?
+                .execute(params![tenant, key, blob, now])?;
+            }
         }
         Effect::Destroy => {
             c.execute(

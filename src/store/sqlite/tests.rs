@@ -15,6 +15,8 @@ fn put(version: u64, text: &str) -> SecretWrite {
             version,
             sealed: text.as_bytes().to_vec(),
             expires_at: None,
+            kv: false,
+            defaults: Default::default(),
         },
         precondition: Precondition::None,
         line: None,
@@ -67,13 +69,17 @@ async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
     assert!(held.iter().all(|r| r.snapshot.is_some()));
     drop(held);
 
-    let current = store.get(&tenant, &key, None, None).await.unwrap().unwrap();
+    let current = store
+        .get(&tenant, &key, None, None, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (current.version, current.sealed.as_slice()),
         (2, &b"two"[..])
     );
     let by_number = store
-        .get(&tenant, &key, Some(2), None)
+        .get(&tenant, &key, Some(2), None, false)
         .await
         .unwrap()
         .unwrap();
@@ -89,6 +95,7 @@ async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
             crate::store::ListFilter {
                 now: 0,
                 expiring_before: None,
+                deleted: false,
             },
         )
         .await
@@ -107,7 +114,7 @@ async fn a_read_after_an_acknowledged_change_never_sees_an_older_snapshot() {
 async fn idle_readers_release_their_snapshots() {
     let (dir, store, tenant, key) = one_version().await;
     assert!(store
-        .get(&tenant, &key, Some(1), None)
+        .get(&tenant, &key, Some(1), None, false)
         .await
         .unwrap()
         .is_some());
@@ -126,7 +133,7 @@ async fn idle_readers_release_their_snapshots() {
     // checkpoint could not pass it.
     store.batches.writing.store(true, Ordering::SeqCst);
     assert!(store
-        .get(&tenant, &key, Some(1), None)
+        .get(&tenant, &key, Some(1), None, false)
         .await
         .unwrap()
         .is_some());
@@ -137,7 +144,7 @@ async fn idle_readers_release_their_snapshots() {
         .all(|r| r.lock().unwrap().snapshot.is_none()));
     store.batches.writing.store(false, Ordering::SeqCst);
     assert!(store
-        .get(&tenant, &key, Some(1), None)
+        .get(&tenant, &key, Some(1), None, false)
         .await
         .unwrap()
         .is_some());
