@@ -1,5 +1,5 @@
 -- wrk script for bench/run. MODE selects the request: "get" reads one of
--- KEYS seeded secrets, "batch" reads 100 of them in one POST /batch/get,
+-- KEYS seeded secrets ("vault": the same through Vault's KV v2 API), "batch" reads 100 of them in one POST /batch/get,
 -- "put" writes a fresh key each time, "login" exchanges LOGIN_JWT for a
 -- token (POST /auth/login/jwt, role "bench"), "hello" hits the baseline. The done() hook prints one JSON line with the figures.
 local mode = os.getenv("MODE") or "get"
@@ -40,6 +40,11 @@ function init(args)
   elseif mode == "get" then
     for i = 0, keys - 1 do
       prepared[i] = wrk.format("GET", "/secrets/bench/key-" .. i, auth_headers({}))
+    end
+  elseif mode == "vault" then
+    -- The same secrets through Vault's KV v2 API, the API key as the token.
+    for i = 0, keys - 1 do
+      prepared[i] = wrk.format("GET", "/v1/secret/data/bench/key-" .. i, {["X-Vault-Token"] = api_key})
     end
   elseif mode == "login" then
     local body = '{"tenant":"bench","role":"bench","jwt":"' .. os.getenv("LOGIN_JWT") .. '"}'

@@ -179,6 +179,8 @@ struct VersionBody {
     version: u64,
     created_at: String,
     deleted: bool,
+    /// Its value is gone for good (Vault's destroy).
+    destroyed: bool,
     dek_id: Option<u32>,
 }
 
@@ -216,6 +218,7 @@ pub async fn get_metadata(
                 version: v.version,
                 created_at: rfc3339(v.created_at),
                 deleted: v.deleted,
+                destroyed: v.destroyed,
                 dek_id: v.dek_id,
             })
             .collect(),
