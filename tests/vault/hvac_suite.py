@@ -34,6 +34,7 @@ import re
 import sys
 
 import hvac
+import hvac.adapters
 import hvac.exceptions as exc
 import requests
 
@@ -59,6 +60,10 @@ class Failed(Exception):
     pass
 
 
+class Skipped(Exception):
+    pass
+
+
 def expect(cond, what, got=None):
     """Fails the current check with `what` (request and expectation) and `got`."""
     if not cond:
@@ -80,6 +85,9 @@ def check(name, fn):
     global PASSED
     try:
         fn()
+    except Skipped as e:
+        print(scrub(f"skip {name}: {e}"), flush=True)
+        return
     except Failed as e:
         fail(name, str(e))
     except exc.VaultError as e:
@@ -123,7 +131,7 @@ def metadata(path=P):
 
 def raw(method, path, body=None, content_type="application/json", token=TOKEN):
     """A request hvac has no method for, through hvac's own adapter and headers."""
-    c = client(token)
+    c = hvac.Client(url=ADDR, token=token, adapter=hvac.adapters.RawAdapter)
     headers = {"Content-Type": content_type} if body is not None else {}
     data = json.dumps(body) if body is not None else None
     return c.adapter.request(method, path, headers=headers, data=data, raise_exception=False)
@@ -232,22 +240,24 @@ def foreign_list():
 # ---------------------------------------------------------------- KV v2
 
 def configure():
-    r = kv.configure(max_versions=20, cas_required=False, delete_version_after="0s")
+    # strongroom refuses a max_versions above its --max-versions (10 by
+    # default, docs/decisions.md), where Vault takes any: 8 is under both.
+    r = kv.configure(max_versions=8, cas_required=False, delete_version_after="0s")
     expect(getattr(r, "status_code", 200) in (200, 204), "POST /v1/secret/config", r)
     c = kv.read_configuration()["data"]
-    expect(c.get("max_versions") == 20, "secret/config max_versions is 20", c)
+    expect(c.get("max_versions") == 8, "secret/config max_versions is 8", c)
     expect(c.get("cas_required") is False, "secret/config cas_required is false", c)
     expect(c.get("delete_version_after") == "0s", "secret/config delete_version_after is \"0s\"", c)
 
 
 def config_cas_required():
-    kv.configure(max_versions=20, cas_required=True)
+    kv.configure(max_versions=8, cas_required=True)
     expect(kv.read_configuration()["data"]["cas_required"] is True, "config cas_required true")
     raises(exc.InvalidRequest, lambda: kv.create_or_update_secret("hvac/cfg/x", {"k": value("cfg")}),
            "a write without cas while the mount's cas_required is true")
     w = kv.create_or_update_secret("hvac/cfg/x", {"k": value("cfg")}, cas=0)
     expect(w["data"]["version"] == 1, "a write with cas=0 under the mount's cas_required", w)
-    kv.configure(max_versions=20, cas_required=False)
+    kv.configure(max_versions=8, cas_required=False)
     expect(kv.read_configuration()["data"]["cas_required"] is False, "config cas_required false")
 
 
@@ -320,9 +330,12 @@ def delete_latest():
     m = d["metadata"]
     expect(m["version"] == 5 and is_time(m["deletion_time"]) and m["destroyed"] is False,
            "a deleted version's metadata in the 404 body", m)
-    expect(e.json == body, "the 404 body is JSON (Content-Type: application/json)", e.text)
+    # Each answer has its own request_id: compare what they say of the secret.
+    expect(e.json is not None and e.json["data"] == body["data"],
+           "the 404 body is JSON (Content-Type: application/json)", e.text)
     same = kv.read_secret(P, raise_on_deleted_version=False)
-    expect(same == body, "read_secret(raise_on_deleted_version=False) answers the same", same)
+    expect(same["data"] == body["data"], "read_secret(raise_on_deleted_version=False) answers the same",
+           same)
     expect(read(version=4)["data"]["data"]["extra"] == "e", "older versions still read")
     md = metadata()
     expect(md["current_version"] == 5, "metadata current_version 5 after a delete", md)
@@ -418,11 +431,24 @@ def custom_and_expiry():
 
 def patch_metadata():
     if not hasattr(kv, "patch_metadata"):
-        print(f"skip patch_metadata: hvac {HVAC_VERSION} has no such method", flush=True)
-        return
+        raise Skipped(f"hvac {HVAC_VERSION} has no patch_metadata")
     kv.patch_metadata(P, custom_metadata={"tier": "silver"})
     md = metadata()
     expect(md["custom_metadata"] == {"owner": "team-a", "tier": "silver"}, "patch_metadata merged", md)
+
+
+def raw_patch_metadata():
+    """What `vault kv metadata patch` sends: a merge patch of the metadata."""
+    r = raw("PATCH", f"/v1/secret/metadata/{P}",
+            {"custom_metadata": {"tier": "silver", "owner": None, "new": "n"}},
+            "application/merge-patch+json")
+    expect(r.status_code in (200, 204), "PATCH /v1/secret/metadata (merge-patch+json)",
+           (r.status_code, r.text))
+    md = metadata()
+    expect(md["custom_metadata"] == {"tier": "silver", "new": "n"},
+           "the metadata patch merged custom_metadata (null removes a name)", md["custom_metadata"])
+    expect(md["max_versions"] == 2 and md["cas_required"] is False,
+           "fields the patch does not name are kept", md)
 
 
 def listing():
@@ -558,6 +584,7 @@ CHECKS = [
     ("kv: update_metadata(cas_required)", cas_required),
     ("kv: update_metadata(custom_metadata, delete_version_after)", custom_and_expiry),
     ("kv: patch_metadata", patch_metadata),
+    ("kv: PATCH metadata, as the vault CLI sends it", raw_patch_metadata),
     ("kv: list_secrets with nested folders", listing),
     ("kv: delete_metadata_and_all_versions", delete_all),
     ("errors: a path outside the key rule is InvalidRequest", invalid_path),
