@@ -249,10 +249,12 @@ async fn hvac_drives_every_kv_v2_method_the_token_and_system_calls_and_jwt_login
 // ---------------------------------------------------------------------------
 
 /// A `SecretStore` with `provider.vault`: `server`, `path: secret`,
-/// `version: v2`, token auth, and `namespace` when set.
+/// `version: v2`, token auth (or the token a JWT login gave), and
+/// `namespace` when set.
 struct GoVault {
     host: String,
-    token: String,
+    /// None before a login: the client sends no X-Vault-Token then.
+    token: Option<String>,
     namespace: Option<String>,
     conn: Option<TcpStream>,
     buffered: Vec<u8>,
@@ -276,36 +278,54 @@ impl GoVault {
     fn new(app: &TestApp, token: &str, namespace: Option<&str>) -> GoVault {
         GoVault {
             host: app.addr.trim_start_matches("http://").to_owned(),
-            token: token.to_owned(),
+            token: Some(token.to_owned()).filter(|t| !t.is_empty()),
             namespace: namespace.map(str::to_owned),
             conn: None,
             buffered: Vec::new(),
         }
     }
 
-    /// The bytes Go's net/http writes for the vault client's GET of `uri`.
-    fn request(&self, uri: &str) -> String {
+    /// The bytes Go's net/http writes for the vault client's request:
+    /// Host, User-Agent, Content-Length (always for PUT and POST, `0`
+    /// without a body; never for GET or DELETE), the client's headers
+    /// sorted, Accept-Encoding. The client sets no Content-Type, even on a
+    /// JSON body.
+    fn request(&self, method: &str, uri: &str, body: Option<&str>) -> String {
+        let length = match (method, body) {
+            (_, Some(body)) => format!("Content-Length: {}\r\n", body.len()),
+            ("PUT" | "POST" | "PATCH", None) => "Content-Length: 0\r\n".to_owned(),
+            _ => String::new(),
+        };
         let namespace = match &self.namespace {
             Some(ns) => format!("X-Vault-Namespace: {ns}\r\n"),
             None => String::new(),
         };
+        let token = match &self.token {
+            Some(t) => format!("X-Vault-Token: {t}\r\n"),
+            None => String::new(),
+        };
         format!(
-            "GET {uri} HTTP/1.1\r\n\
+            "{method} {uri} HTTP/1.1\r\n\
              Host: {host}\r\n\
              User-Agent: Go-http-client/1.1\r\n\
+             {length}\
              {namespace}\
              X-Vault-Request: true\r\n\
-             X-Vault-Token: {token}\r\n\
-             Accept-Encoding: gzip\r\n\r\n",
+             {token}\
+             Accept-Encoding: gzip\r\n\r\n{body}",
             host = self.host,
-            token = self.token,
+            body = body.unwrap_or_default(),
         )
     }
 
-    /// Sends the GET on the kept-alive connection (a new one when the server
-    /// closed the last), and reads one answer by its framing.
     async fn get(&mut self, uri: &str) -> GoReply {
-        let request = self.request(uri);
+        self.send("GET", uri, None).await
+    }
+
+    /// Sends the request on the kept-alive connection (a new one when the
+    /// server closed the last), and reads one answer by its framing.
+    async fn send(&mut self, method: &str, uri: &str, body: Option<&str>) -> GoReply {
+        let request = self.request(method, uri, body);
         if self.conn.is_none() {
             self.conn = Some(TcpStream::connect(&self.host).await.unwrap());
             self.buffered.clear();
@@ -318,11 +338,11 @@ impl GoVault {
             .unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(10), self.read_reply())
             .await
-            .unwrap_or_else(|_| panic!("no answer to GET {uri} within 10 s"));
+            .unwrap_or_else(|_| panic!("no answer to {method} {uri} within 10 s"));
         let lower = reply.head.to_ascii_lowercase();
         assert!(
             !lower.contains("\r\ncontent-encoding:"),
-            "GET {uri}: {}",
+            "{method} {uri}: {}",
             reply.head
         );
         if lower.contains("\r\nconnection: close") {
@@ -823,6 +843,244 @@ async fn the_external_secrets_vault_provider_validates_reads_extracts_finds_and_
     assert_eq!(names, ["k8s/app/cache", "k8s/other/sub/token"]);
 
     // No token or value in the log or the trail.
+    let trail = crate::audit::trail(&app.data_dir);
+    let log = app.log_text();
+    for c in [token.as_str(), canary.as_str()] {
+        assert_eq!(occurrences(&log, c), 0, "a canary in the log");
+        assert_eq!(occurrences(&trail, c), 0, "a canary in the trail");
+    }
+}
+
+#[tokio::test]
+async fn the_external_secrets_vault_provider_logs_in_with_a_jwt_and_revokes_its_token_on_close() {
+    let (app, _dir) = app_with_provider(&[]).await;
+    let admin_cred = app.admin();
+    let Cred::ApiKey(admin) = admin_cred.clone() else {
+        unreachable!()
+    };
+    let policy = json!({ "scopes": ["secrets:read:k8s/"] });
+    let r = put_json(&app, "/policies/eso-readers", &policy, &admin_cred).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let role = json!({
+        "provider": "ci",
+        "bound_audiences": [AUDIENCE],
+        "bound_subject": "repo:acme/*:ref:refs/heads/main",
+        "user_claim": "sub",
+        "policies": ["eso-readers"],
+        "token_ttl_seconds": 600
+    });
+    let r = put_json(&app, "/auth/roles/eso", &role, &admin_cred).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let canary = random_hex();
+    let r = vault(
+        &app,
+        "POST",
+        "/v1/secret/data/k8s/app/db",
+        Some(json!({ "data": { "password": canary } })),
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // auth.jwt {path: jwt, role: eso, secretRef} (auth_jwt.go,
+    // requestTokenWithJwtAuth): Logical().WriteWithContext("auth/jwt/login"),
+    // a PUT of json.Marshal's map (keys sorted), with no Content-Type and,
+    // before the login, no token.
+    let jwt = ci_jwt(&claims());
+    let mut go = GoVault::new(&app, "", Some("default"));
+    let signed = &jwt[..jwt.len() - 4];
+    let bad = format!("{{\"jwt\":\"{signed}AAAA\",\"role\":\"eso\"}}");
+    let reply = go.send("PUT", "/v1/auth/jwt/login", Some(&bad)).await;
+    assert!(
+        (400..500).contains(&reply.status),
+        "a bad signature: {} {}",
+        reply.status,
+        reply.body
+    );
+    assert!(
+        reply.json()["errors"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "Vault's errors: {}",
+        reply.body
+    );
+    assert!(!reply.body.contains(signed), "the JWT echoed");
+    let login = format!("{{\"jwt\":\"{jwt}\",\"role\":\"eso\"}}");
+    let reply = go.send("PUT", "/v1/auth/jwt/login", Some(&login)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Secret.TokenID(): auth.client_token.
+    let token = reply.json()["auth"]["client_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no auth.client_token: {}", reply.body))
+        .to_owned();
+    assert!(token.starts_with("srt_"));
+    go.token = Some(token.clone());
+
+    let reply = go.get("/v1/secret/data/k8s/app/db").await;
+    let EsoRead::Secret(data) = eso_read(&reply) else {
+        panic!("{} {}", reply.status, reply.body)
+    };
+    assert_eq!(eso_property(&data, "password"), Ok(canary.clone()));
+
+    // Validate, and a cached client's next setAuth: checkToken.
+    let reply = go.get("/v1/auth/token/lookup-self").await;
+    let (valid, expiry) = eso_check_token(&reply)
+        .unwrap_or_else(|e| panic!("ESO refuses lookup-self ({e}): {}", reply.body));
+    assert!(valid, "{}", reply.body);
+    let expiry = expiry.expect("a login token's expire_time");
+    assert!(
+        (now_secs() + 540..=now_secs() + 600).contains(&expiry),
+        "{}",
+        reply.body
+    );
+
+    // Close, without the token cache (auth.go, revokeTokenIfValid):
+    // checkToken, then RevokeSelfWithContext, a PUT with no body.
+    let reply = go.send("PUT", "/v1/auth/token/revoke-self", None).await;
+    assert!(
+        matches!(reply.status, 200 | 204),
+        "revoke-self: {} {}",
+        reply.status,
+        reply.body
+    );
+    for uri in ["/v1/auth/token/lookup-self", "/v1/secret/data/k8s/app/db"] {
+        let reply = go.get(uri).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (403, json!({ "errors": ["permission denied"] })),
+            "GET {uri} with the revoked token"
+        );
+    }
+
+    let trail = crate::audit::trail(&app.data_dir);
+    let log = app.log_text();
+    for c in [
+        token.as_str(),
+        &token["srt_".len()..],
+        &jwt,
+        signed,
+        &canary,
+    ] {
+        assert_eq!(occurrences(&log, c), 0, "a canary in the log");
+        assert_eq!(occurrences(&trail, c), 0, "a canary in the trail");
+    }
+}
+
+#[tokio::test]
+async fn the_external_secrets_vault_provider_pushes_with_check_and_set_and_deletes_what_it_manages()
+{
+    let app = spawn_app().await;
+    let Cred::ApiKey(admin) = app.admin() else {
+        unreachable!()
+    };
+    let token = app.create_key(
+        "default",
+        &[
+            "--scopes",
+            "secrets:read:k8s/,secrets:list:k8s/,secrets:write:k8s/,secrets:delete:k8s/",
+        ],
+    );
+    // A SecretStore with `checkAndSet: {required: true}`; a PushSecret of a
+    // whole Secret (no secretKey) to remoteKey k8s/pushed (client_push.go).
+    let mut go = GoVault::new(&app, &token, None);
+    let canary = random_hex();
+    let data_uri = "/v1/secret/data/k8s/pushed";
+    let meta_uri = "/v1/secret/metadata/k8s/pushed";
+    let label = r#"{"custom_metadata":{"managed-by":"external-secrets"}}"#;
+    let push = |n: u32, cas: i64| {
+        format!(
+            "{{\"data\":{{\"password\":\"{canary}-{n}\",\"user\":\"app\"}},\"options\":{{\"cas\":{cas}}}}}"
+        )
+    };
+
+    // The first push: readSecret finds nothing, getCASVersion is 0, the
+    // label goes to the metadata before any value, then the data.
+    let reply = go.get(data_uri).await;
+    assert_eq!(eso_read(&reply), EsoRead::NoSecret, "{}", reply.body);
+    let reply = go.send("PUT", meta_uri, Some(label)).await;
+    assert!(
+        matches!(reply.status, 200 | 204),
+        "the label before any value: {} {}",
+        reply.status,
+        reply.body
+    );
+    let reply = go.send("PUT", data_uri, Some(&push(1, 0))).await;
+    assert_eq!(reply.status, 200, "the first push, cas 0: {}", reply.body);
+    assert_eq!(reply.json()["data"]["version"], 1, "{}", reply.body);
+
+    // A second push of a changed Secret: readSecret, readSecretMetadata
+    // (managed-by must be external-secrets), getCASVersion (the metadata's
+    // current_version, an integer), the label again, the data.
+    let reply = go.get(data_uri).await;
+    let EsoRead::Secret(existing) = eso_read(&reply) else {
+        panic!("{} {}", reply.status, reply.body)
+    };
+    assert_eq!(existing["password"], format!("{canary}-1"));
+    let reply = go.get(meta_uri).await;
+    let meta = eso_metadata(&reply).unwrap_or_else(|e| panic!("{e}: {}", reply.body));
+    assert_eq!(meta["managed-by"], "external-secrets", "{}", reply.body);
+    let reply = go.get(meta_uri).await;
+    let current = reply.json()["data"]["current_version"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("current_version is no integer: {}", reply.body));
+    assert_eq!(current, 1);
+    let reply = go.send("PUT", meta_uri, Some(label)).await;
+    assert!(matches!(reply.status, 200 | 204), "{}", reply.body);
+    let reply = go.send("PUT", data_uri, Some(&push(2, current))).await;
+    assert_eq!(reply.status, 200, "the second push: {}", reply.body);
+    assert_eq!(reply.json()["data"]["version"], 2);
+    // A push that read version 1 before someone else wrote: refused.
+    let reply = go.send("PUT", data_uri, Some(&push(3, 1))).await;
+    assert_eq!(reply.status, 400, "a stale cas: {}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("check-and-set parameter did not match the current version"),
+        "{}",
+        reply.body
+    );
+    let reply = go.get(data_uri).await;
+    let EsoRead::Secret(now) = eso_read(&reply) else {
+        panic!("{} {}", reply.status, reply.body)
+    };
+    assert_eq!(now["password"], format!("{canary}-2"));
+
+    // A secret someone else wrote carries no managed-by: ESO leaves it be.
+    let r = vault(
+        &app,
+        "POST",
+        "/v1/secret/data/k8s/manual",
+        Some(json!({ "data": { "v": "x" } })),
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reply = go.get("/v1/secret/metadata/k8s/manual").await;
+    let meta = eso_metadata(&reply).unwrap_or_else(|e| panic!("{e}: {}", reply.body));
+    assert!(!meta.contains_key("managed-by"), "{}", reply.body);
+
+    // DeleteSecret: readSecret, readSecretMetadata, DELETE the data, DELETE
+    // the metadata.
+    assert!(matches!(
+        eso_read(&go.get(data_uri).await),
+        EsoRead::Secret(_)
+    ));
+    assert!(eso_metadata(&go.get(meta_uri).await).is_ok());
+    for uri in [data_uri, meta_uri] {
+        let reply = go.send("DELETE", uri, None).await;
+        assert!(
+            matches!(reply.status, 200 | 204),
+            "DELETE {uri}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
+    let reply = go.get(data_uri).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert_eq!(eso_read(&reply), EsoRead::NoSecret, "{}", reply.body);
+    let reply = go.get(meta_uri).await;
+    assert_eq!(eso_metadata(&reply), Err("secret not found".into()));
+
     let trail = crate::audit::trail(&app.data_dir);
     let log = app.log_text();
     for c in [token.as_str(), canary.as_str()] {
