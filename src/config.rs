@@ -25,6 +25,9 @@ pub struct Settings {
     pub dek_max_seals: Option<u64>,
     /// Start a new audit chain when the recorded one cannot be found.
     pub audit_restart_chain: bool,
+    /// The mount the Vault front-end serves KV v2 at (`secret`: paths
+    /// `/v1/secret/data/...`).
+    pub vault_mount: String,
 }
 
 /// PEM files of the server's certificate and key, and of the CAs whose

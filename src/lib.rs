@@ -5,6 +5,9 @@
 //! - `api`: the quiva HTTP API, a front-end: routes (one table,
 //!   `api::routes`), request parsing, rendering, error mapping. With `http`,
 //!   the only module that knows HTTP.
+//! - `vault`: the Vault-compatible API (KV v2 at one mount, token and JWT
+//!   auth, `sys/health` and friends), a front-end beside `api` on the same
+//!   router and the same operations.
 //! - `ops`: every operation a caller can do, whichever front-end it came
 //!   through: authorization, the audit line, sealing and opening, once.
 //! - `audit`: what an audit line says, and the verifier of a whole trail.
@@ -47,3 +50,4 @@ pub mod ops;
 pub mod server;
 pub mod store;
 pub mod types;
+pub mod vault;

@@ -71,6 +71,7 @@ struct Init {
     /// the store takes it (`bind`).
     pending_key: Option<std::path::PathBuf>,
     data_dir: std::path::PathBuf,
+    vault_mount: String,
 }
 
 type Started = (Arc<AppState>, Option<zeroize::Zeroizing<String>>);
@@ -138,6 +139,7 @@ impl Init {
             ops,
             data_dir: self.data_dir.clone(),
             readiness: Default::default(),
+            vault_mount: self.vault_mount.clone(),
         });
         Ok((state, bootstrap_key))
     }
@@ -163,6 +165,8 @@ const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 impl Application {
     pub async fn build(settings: &Settings) -> Result<Application, StartError> {
         check_limits(&settings.limits)?;
+        let vault_mount =
+            crate::vault::parse_mount(&settings.vault_mount).map_err(StartError::Config)?;
         // Before anything is written to the data dir.
         let tls = Tls::from_flags(
             settings.tls.cert.as_deref(),
@@ -237,6 +241,7 @@ impl Application {
             restart_chain: settings.audit_restart_chain,
             pending_key: pending.then(|| data_dir.clone()),
             data_dir: data_dir.clone(),
+            vault_mount,
         };
         let ready: Ready = Arc::new(OnceLock::new());
         let first = match tokio::time::timeout(STORE_GRACE, store.ping()).await {

@@ -18,31 +18,61 @@ use crate::auth::{AuthError, Credential, Principal};
 use crate::ops::{Call, InFlight, Operation, Unread};
 use crate::types::SecretKey;
 
-/// The request's one credential. With both an API key and a bearer token it
-/// is refused, so an invalid credential can never ride along unnoticed
-/// beside a valid one.
+/// The request's one credential: `X-Api-Key`, `Authorization: Bearer` or
+/// Vault's `X-Vault-Token` (the last two an API key or login token by its
+/// shape, else a JWT, as a Vault client sends either header). With two
+/// different ones it is refused, so an invalid credential can never ride
+/// along unnoticed beside a valid one; a Vault client that sends its token
+/// both as `X-Vault-Token` and as the bearer token sends one credential.
 pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
     let authorization = one(headers, &header::AUTHORIZATION)?;
     let api_key = one(headers, &X_API_KEY)?;
-    match (api_key, authorization) {
-        (Some(_), Some(_)) => Err(AuthError::Ambiguous),
-        (Some(value), None) => {
+    let vault = one(headers, &X_VAULT_TOKEN)?
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::trim)
+                .map_err(|_| AuthError::Malformed)
+        })
+        .transpose()?
+        // Vault's clients send an empty header when they have no token.
+        .filter(|text| !text.is_empty());
+    match (api_key, authorization, vault) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(AuthError::Ambiguous),
+        (Some(value), None, None) => {
             let text = value.to_str().map_err(|_| AuthError::Malformed)?;
             Ok(Credential::ApiKey(text.trim()))
         }
-        (None, Some(value)) => {
+        (None, Some(value), vault) => {
             let text = value.to_str().map_err(|_| AuthError::Malformed)?;
             let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
             if !scheme.eq_ignore_ascii_case("bearer") {
                 return Err(AuthError::Malformed);
             }
-            Ok(Credential::Bearer(token.trim()))
+            match vault {
+                None => Ok(bearer_credential(token.trim())),
+                Some(same) if same == token.trim() => Ok(bearer_credential(same)),
+                Some(_) => Err(AuthError::Ambiguous),
+            }
         }
-        (None, None) => Err(AuthError::Missing),
+        (None, None, Some(text)) => Ok(bearer_credential(text)),
+        (None, None, None) => Err(AuthError::Missing),
+    }
+}
+
+/// A bearer token's or `X-Vault-Token`'s credential: an API key or a
+/// login token as an API key is (the authenticator tells the two apart),
+/// anything else as a JWT, which can never take either shape.
+fn bearer_credential(text: &str) -> Credential<'_> {
+    if crate::auth::apikeys::key_id(text).is_some() || crate::auth::tokens::is_token(text) {
+        Credential::ApiKey(text)
+    } else {
+        Credential::Bearer(text)
     }
 }
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
 
 /// The one value of a credential header: two of it are refused, since which
 /// counts would be a guess (a proxy may add one).
@@ -106,7 +136,7 @@ impl hyper::body::Body for Holding {
 }
 
 /// The request's call, which the middleware begins for every audited route.
-fn call(parts: &Parts) -> Result<Call, ApiError> {
+pub(crate) fn call(parts: &Parts) -> Result<Call, ApiError> {
     parts
         .extensions
         .get::<Call>()
@@ -114,17 +144,26 @@ fn call(parts: &Parts) -> Result<Call, ApiError> {
         .ok_or_else(|| ApiError::Internal("an audited route without a call".into()))
 }
 
-/// Authenticates the request's credential through the operations layer.
-async fn principal(app: &AppState, parts: &Parts, call: &Call) -> Result<Arc<Principal>, ApiError> {
-    let credential = credential(&parts.headers).map_err(|error| Unread {
+/// Authenticates the request's credential through the operations layer:
+/// every front-end admits its callers here.
+pub(crate) async fn admit(
+    app: &AppState,
+    headers: &HeaderMap,
+    call: &Call,
+) -> Result<Arc<Principal>, crate::ops::OpError> {
+    let credential = credential(headers).map_err(|error| Unread {
         error,
-        api_key: parts
-            .headers
-            .get(&X_API_KEY)
+        api_key: [&X_API_KEY, &X_VAULT_TOKEN]
+            .into_iter()
+            .find_map(|name| headers.get(name))
             .and_then(|v| v.to_str().ok())
             .map(str::trim),
     });
-    Ok(app.ops.authenticate(call, credential).await?)
+    app.ops.authenticate(call, credential).await
+}
+
+async fn principal(app: &AppState, parts: &Parts, call: &Call) -> Result<Arc<Principal>, ApiError> {
+    Ok(admit(app, &parts.headers, call).await?)
 }
 
 /// Where the key starts in the path of a route about one key (the rest of

@@ -1,5 +1,5 @@
 //! Per-request bookkeeping: a request id, the operations layer's `Call` of a
-//! request to an audited route (`routes::find`, `Ops::begin`, and
+//! request to an audited route (`routes::operation`, `Ops::begin`, and
 //! `Ops::finish` for a request that never reached its operation), one access-log line
 //! (method, route template, status, latency, request id: never a key, value
 //! or header), and the request metrics. One middleware for all of it: each
@@ -119,7 +119,13 @@ where
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let id = request_id(&request);
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let call = super::routes::find(request.method(), route).map(|route| {
+        let operation = super::routes::operation(
+            request.method(),
+            route,
+            request.uri().query(),
+            &self.state.vault_mount,
+        );
+        let call = operation.map(|operation| {
             // Taken out, not read: nothing after this needs it, and the
             // slot it frees takes the call, so the request's extension map
             // does not have to grow and rehash.
@@ -130,7 +136,7 @@ where
             let call = self
                 .state
                 .ops
-                .begin(route.operation, id.to_str().unwrap_or(""), client);
+                .begin(operation, id.to_str().unwrap_or(""), client);
             request.extensions_mut().insert(call.clone());
             call
         });

@@ -5,7 +5,7 @@
 //! `crate::ops`, and renders; it never checks a scope, writes an audit line,
 //! seals, or touches the store itself.
 
-mod access;
+pub(crate) mod access;
 mod apikeys;
 mod batch;
 pub mod error;
@@ -14,8 +14,8 @@ mod keys;
 mod login;
 mod middleware;
 mod oidc;
-mod probes;
-mod request;
+pub(crate) mod probes;
+pub(crate) mod request;
 pub mod routes;
 mod secrets;
 mod trail;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// The last readiness probe and when it ran (`probes::readyz`).
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// Where the Vault front-end serves KV v2 (`--vault-mount`, `secret`).
+    pub vault_mount: String,
 }
 
 /// Shared slot for the application state: empty while start-up waits for
@@ -46,8 +48,11 @@ pub struct AppState {
 pub type Ready = Arc<OnceLock<Arc<AppState>>>;
 
 /// Builds the router with every route and the per-request middleware.
+/// Vault's `LIST` method is read as `GET ...?list=true` before routing,
+/// since a router matches only the methods it knows.
 pub fn router(state: Arc<AppState>) -> Router {
-    routes::audited()
+    let routed = routes::audited()
+        .merge(crate::vault::router(&state.vault_mount))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
         .route("/openapi.json", get(probes::openapi))
@@ -60,7 +65,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Liveness probes stay out of the access log and the metrics, as
         // they are while start-up waits for the store (`gated_router`).
         .route("/healthz", get(probes::healthz))
-        .with_state(state)
+        .with_state(state);
+    Router::new().fallback_service(tower::util::MapRequest::new(
+        routed,
+        crate::vault::list_as_get as fn(axum::extract::Request) -> axum::extract::Request,
+    ))
 }
 
 /// The router while start-up may still be waiting for the store: `/healthz`
@@ -76,6 +85,9 @@ pub fn gated_router(ready: Ready) -> Router {
                     use tower::ServiceExt;
                     let app = inner.get_or_init(|| router(state.clone())).clone();
                     app.oneshot(request).await.into_response()
+                }
+                None if crate::vault::is_vault_path(request.uri().path()) => {
+                    crate::vault::starting()
                 }
                 None => ApiError::Unavailable("store not reachable yet".into()).into_response(),
             })

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,8 +22,24 @@ pub async fn healthz() -> Response {
 /// (the master key's check value) reads back, all within 2 s. The probe runs
 /// at most once a second; probes meanwhile get its answer.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match probe(&state).await {
+        Ok(()) => {
+            let warnings = warnings(&state);
+            if warnings.is_empty() {
+                Json(serde_json::json!({ "status": "ready" })).into_response()
+            } else {
+                Json(serde_json::json!({ "status": "ready", "warnings": warnings })).into_response()
+            }
+        }
+        Err(why) => ApiError::Unavailable(why).into_response(),
+    }
+}
+
+/// Whether the server is ready (`readyz`), or why not: the Vault
+/// front-end's `sys/health` asks the same probe.
+pub(crate) async fn probe(state: &AppState) -> Result<(), String> {
     if let Some(why) = state.ops.trail.lost() {
-        return ApiError::Unavailable(format!("audit trail: {why}")).into_response();
+        return Err(format!("audit trail: {why}"));
     }
     let mut last = state.readiness.lock().await;
     let fresh = last
@@ -41,16 +57,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         *last = Some((std::time::Instant::now(), probed));
     }
     match last.as_ref().map(|(_, probed)| probed) {
-        Some(Ok(())) => {
-            let warnings = warnings(&state);
-            if warnings.is_empty() {
-                Json(serde_json::json!({ "status": "ready" })).into_response()
-            } else {
-                Json(serde_json::json!({ "status": "ready", "warnings": warnings })).into_response()
-            }
-        }
-        Some(Err(why)) => ApiError::Unavailable(format!("not ready: {why}")).into_response(),
-        None => ApiError::Unavailable("not ready: no probe ran".into()).into_response(),
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(format!("not ready: {why}")),
+        None => Err("not ready: no probe ran".into()),
     }
 }
 
@@ -94,11 +103,20 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
-pub async fn not_found() -> Response {
+/// An unknown route: the quiva 404, or under `/v1/` the Vault front-end's
+/// answer in Vault's shape.
+pub async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    if crate::vault::is_vault_path(request.uri().path()) {
+        return crate::vault::unrouted(&state.vault_mount, &request);
+    }
     ApiError::NotFound.into_response()
 }
 
-pub async fn method_not_allowed() -> Response {
+/// A route without the method asked: the quiva 405, or Vault's.
+pub async fn method_not_allowed(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    if crate::vault::is_vault_path(request.uri().path()) {
+        return crate::vault::unsupported_operation(&state.vault_mount, &request);
+    }
     let mut r = ApiError::MethodNotAllowed.into_response();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r

@@ -86,6 +86,20 @@ pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.method == method && r.path == path)
 }
 
+/// The operation a request to `template` (its route template) calls: the
+/// quiva table's, else the Vault front-end's (whose routes sit under its
+/// mount, and whose `GET ...?list=true` is a listing).
+pub fn operation(
+    method: &Method,
+    template: &str,
+    query: Option<&str>,
+    vault_mount: &str,
+) -> Option<Operation> {
+    find(method, template)
+        .map(|route| route.operation)
+        .or_else(|| crate::vault::operation(method, template, query, vault_mount))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// default, 2^30); lower only rotates sooner. For tests.
     #[arg(long, env = "STRONGROOM_DEK_MAX_SEALS", hide = true)]
     pub dek_max_seals: Option<u64>,
+    /// Where the Vault-compatible API serves KV v2: `secret` answers
+    /// `/v1/secret/data/...` (one or more path segments; not `sys`, `auth`,
+    /// `identity` or `cubbyhole`).
+    #[arg(long, env = "STRONGROOM_VAULT_MOUNT", default_value = "secret", value_parser = crate::vault::parse_mount)]
+    pub vault_mount: String,
     /// Log format: json or text.
     #[arg(long, env = "STRONGROOM_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
@@ -236,6 +241,7 @@ impl ServeArgs {
             limits,
             dek_max_seals: self.dek_max_seals,
             audit_restart_chain: self.audit_restart_chain,
+            vault_mount: self.vault_mount.clone(),
         }
     }
 }
