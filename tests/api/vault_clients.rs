@@ -184,6 +184,49 @@ async fn hvac_drives_every_kv_v2_method_the_token_and_system_calls_and_jwt_login
         trail = crate::audit::trail(&app.data_dir);
     }
 
+    // Vault requests are audited as quiva ones: the login token's read and
+    // its refusal under its subject, the login and the revoke-self.
+    let lines: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let subject = format!("ci:{}", crate::identity::SUBJECT);
+    let by_subject = |action: &str, key: &str, status: u16| {
+        lines.iter().any(|l| {
+            l["action"] == action
+                && l["key"] == key
+                && l["status"] == status
+                && l["subject"] == subject.as_str()
+                && l["tenant"] == "default"
+        })
+    };
+    assert!(
+        by_subject("secrets.read", "hvac/jwt/app", 200),
+        "no secrets.read line for the login token's read:\n{trail}"
+    );
+    assert!(
+        by_subject("secrets.read", "hvac/outside/app", 403),
+        "no secrets.read 403 line for the login token's refused read:\n{trail}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "auth.login" && l["key"] == "hvac-ci" && l["status"] == 200),
+        "no auth.login line for the Vault login:\n{trail}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "auth.token.revoke" && l["subject"] == subject.as_str()),
+        "no auth.token.revoke line for revoke-self:\n{trail}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "secrets.write" && l["key"] == done_path),
+        "no secrets.write line for {done_path}"
+    );
+
     // Canaries: no token, JWT or value in the log, the trail or the metrics.
     let metrics = app
         .send(app.client.get(app.url("/metrics")), &Cred::None)
@@ -626,6 +669,12 @@ async fn the_external_secrets_vault_provider_validates_reads_extracts_finds_and_
     });
     put("k8s/app/db", v2.clone()).await;
     put("k8s/app/cache", json!({ "url": "redis://cache:6379" })).await;
+    // Nested data, as a property's gjson path reaches it.
+    put(
+        "k8s/nested",
+        json!({ "db": { "password": pw(9), "port": 5432 }, "tls.crt": "whole" }),
+    )
+    .await;
     put(
         "k8s/other/sub/token",
         json!({ "token": format!("{canary}-t") }),
@@ -717,6 +766,18 @@ async fn the_external_secrets_vault_provider_validates_reads_extracts_finds_and_
         assert_eq!(Value::Object(extracted), v2);
     }
 
+    // remoteRef.property "db.password" walks nested data (gjson); a
+    // property naming an object gets its JSON; an exact key wins.
+    let reply = go.get("/v1/secret/data/k8s/nested").await;
+    let EsoRead::Secret(data) = eso_read(&reply) else {
+        panic!("nested: {} {}", reply.status, reply.body)
+    };
+    assert_eq!(eso_property(&data, "db.password"), Ok(pw(9)));
+    assert_eq!(eso_property(&data, "db.port").as_deref(), Ok("5432"));
+    let db: Value = serde_json::from_str(&eso_property(&data, "db").unwrap()).unwrap();
+    assert_eq!(db, json!({ "password": pw(9), "port": 5432 }));
+    assert_eq!(eso_property(&data, "tls.crt").as_deref(), Ok("whole"));
+
     // remoteRef.version: "1" is sent as ?version=1.
     let reply = go.get("/v1/secret/data/k8s/app/db?version=1").await;
     let EsoRead::Secret(data) = eso_read(&reply) else {
@@ -742,7 +803,12 @@ async fn the_external_secrets_vault_provider_validates_reads_extracts_finds_and_
     let names = eso_list(&mut go, "k8s/").await.unwrap();
     assert_eq!(
         names,
-        ["k8s/app/cache", "k8s/app/db", "k8s/other/sub/token"]
+        [
+            "k8s/app/cache",
+            "k8s/app/db",
+            "k8s/nested",
+            "k8s/other/sub/token"
+        ]
     );
     let mut found = Map::new();
     for name in names
@@ -840,7 +906,10 @@ async fn the_external_secrets_vault_provider_validates_reads_extracts_finds_and_
         reply.body
     );
     let names = eso_list(&mut go, "k8s/").await.unwrap();
-    assert_eq!(names, ["k8s/app/cache", "k8s/other/sub/token"]);
+    assert_eq!(
+        names,
+        ["k8s/app/cache", "k8s/nested", "k8s/other/sub/token"]
+    );
 
     // No token or value in the log or the trail.
     let trail = crate::audit::trail(&app.data_dir);

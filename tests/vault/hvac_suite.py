@@ -299,6 +299,28 @@ def reads():
                f"read_secret_version(version={v})", rv)
 
 
+def versions_by_number():
+    latest = read()["data"]
+    zero = read(version=0)["data"]
+    expect(zero["data"] == latest["data"] and zero["metadata"]["version"] == 3,
+           "read_secret_version(version=0) is the latest, as in Vault", zero["metadata"])
+    e = raises(exc.InvalidPath, lambda: read(version=99), "read_secret_version(version=99)")
+    expect(e.json is not None, "a version that never was is a JSON 404", e.text)
+
+
+def any_json_values():
+    """Vault keeps any JSON in a secret's data; hvac users send numbers and nesting."""
+    data = {
+        "port": 5432, "ratio": 0.5, "enabled": True, "nothing": None,
+        "nested": {"db": {"password": value("nested")}}, "list": ["a", 1],
+        "unicode": "h\u00e9llo \u2713", "escapes": "a\"b\\c\n\t",
+    }
+    w = kv.create_or_update_secret("hvac/json/any", data)
+    expect(w["data"]["version"] == 1, "a write of any JSON values", w)
+    got = kv.read_secret_version("hvac/json/any", raise_on_deleted_version=True)["data"]["data"]
+    expect(got == data, "every JSON value reads back as written", got)
+
+
 def hvac_patch():
     w = kv.patch(P, {"extra": "e"})
     expect(w["data"]["version"] == 4, "hvac patch (read, then write with cas) makes version 4", w)
@@ -468,6 +490,7 @@ def listing():
     expect(r.status_code == 200 and sorted(r.json()["data"]["keys"]) == ["a", "b", "sub/"],
            "GET ...?list=true lists as LIST does", (r.status_code, r.text))
     raises(exc.InvalidPath, lambda: kv.list_secrets("hvac/nothing-here"), "LIST of an empty folder")
+    raises(exc.InvalidPath, lambda: kv.list_secrets("hvac/list/a"), "LIST of a key that is no folder")
     kv.delete_latest_version_of_secret("hvac/list/b")
     expect("b" in kv.list_secrets("hvac/list")["data"]["keys"],
            "a soft-deleted key is still listed (its metadata remains), as in Vault")
@@ -573,6 +596,8 @@ CHECKS = [
     ("kv: create_or_update_secret(cas=0) creates only", create_only),
     ("kv: create_or_update_secret with cas=N, a mismatch, and without cas", cas_writes),
     ("kv: read_secret and read_secret_version(version=)", reads),
+    ("kv: read_secret_version(version=0) and a version that never was", versions_by_number),
+    ("kv: data of any JSON values, unicode and escapes", any_json_values),
     ("kv: patch() (hvac's read and cas write)", hvac_patch),
     ("kv: PATCH application/merge-patch+json", merge_patch),
     ("kv: delete_latest_version_of_secret, raise_on_deleted_version True/False", delete_latest),
