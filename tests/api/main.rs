@@ -27,6 +27,7 @@ mod outage;
 mod tenancy;
 mod tls;
 mod trail;
+mod vault;
 mod vault_clients;
 mod versions;
 mod watch;
