@@ -177,6 +177,24 @@ def mounts():
            "sys/mounts secret/ options.version is \"2\"", secret)
 
 
+def ui_mounts():
+    """What the vault CLI's kv commands ask first, to learn a path is KV v2."""
+    r = raw("GET", "/v1/sys/internal/ui/mounts/secret/hvac/app/db")
+    expect(r.status_code == 200, "GET /v1/sys/internal/ui/mounts/secret/...", (r.status_code, r.text))
+    d = r.json()["data"]
+    expect(d.get("path") == "secret/" and d.get("type") == "kv"
+           and (d.get("options") or {}).get("version") == "2",
+           "ui/mounts names the secret/ mount as kv version 2", d)
+
+
+def unsupported_method():
+    r = raw("GET", "/v1/secret/destroy/hvac/app/db")
+    expect(r.status_code == 405, "GET /v1/secret/destroy/...: 405, as Vault answers",
+           (r.status_code, r.text))
+    expect(isinstance(r.json().get("errors"), list) and r.json()["errors"],
+           "a 405 has Vault's errors list", r.text)
+
+
 # ---------------------------------------------------------------- token
 
 def lookup_self():
@@ -209,6 +227,8 @@ def namespaces():
     own = client(namespace="default")
     d = own.auth.token.lookup_self()["data"]
     expect(d["meta"]["tenant"] == "default", "X-Vault-Namespace: default names the key's tenant", d)
+    d = client(namespace="default/").auth.token.lookup_self()["data"]
+    expect(d["meta"]["tenant"] == "default", "X-Vault-Namespace: default/ (a trailing slash)", d)
     other = client(namespace=ENV["OTHER_NAMESPACE"])
     raises(exc.Forbidden, lambda: other.auth.token.lookup_self(),
            "lookup-self with X-Vault-Namespace of another tenant")
@@ -586,6 +606,8 @@ CHECKS = [
     ("sys: is_initialized()", initialized),
     ("sys: is_sealed(), read_seal_status()", sealed),
     ("sys: list_mounted_secrets_engines() shows secret/ as kv v2", mounts),
+    ("sys: internal/ui/mounts, as the vault CLI asks", ui_mounts),
+    ("errors: a method a path does not take is 405", unsupported_method),
     ("token: lookup_self() and is_authenticated()", lookup_self),
     ("errors: an unknown token is Forbidden, is_authenticated() False", bad_token),
     ("errors: X-Vault-Namespace of another tenant is Forbidden", namespaces),
