@@ -50,7 +50,22 @@ pub struct SettingsChange {
     pub max_versions: Option<u32>,
     pub cas_required: Option<bool>,
     pub delete_version_after_secs: Option<u64>,
+    /// Replaces the custom metadata.
     pub custom_metadata: Option<BTreeMap<String, String>>,
+    /// Merges into the custom metadata (after `custom_metadata`): a `None`
+    /// removes the entry.
+    pub custom_metadata_patch: Option<BTreeMap<String, Option<String>>>,
+    /// The key must have metadata already (a PATCH): `NotFound` if not.
+    pub must_exist: bool,
+}
+
+/// A change of the tenant's KV configuration: `None` leaves a field as it
+/// is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvConfigChange {
+    pub max_versions: Option<u32>,
+    pub cas_required: Option<bool>,
+    pub delete_version_after_secs: Option<u64>,
 }
 
 /// A key's metadata as Vault shows it.
@@ -353,11 +368,11 @@ impl Ops {
                 return Err(OpError::Forbidden);
             }
             self.check_max_versions(change.max_versions)?;
-            if let Some(custom) = &change.custom_metadata {
-                check_custom(custom)?;
-            }
             let tenant = &principal.tenant;
             let head = self.store.head(tenant, key).await?.head;
+            if change.must_exist && head.is_none() {
+                return Err(OpError::NotFound);
+            }
             let mut settings = head.map(|h| h.settings).unwrap_or_default();
             if let Some(n) = change.max_versions {
                 settings.max_versions = n;
@@ -371,6 +386,13 @@ impl Ops {
             if let Some(custom) = change.custom_metadata {
                 settings.custom_metadata = custom;
             }
+            for (name, value) in change.custom_metadata_patch.unwrap_or_default() {
+                match value {
+                    Some(value) => settings.custom_metadata.insert(name, value),
+                    None => settings.custom_metadata.remove(&name),
+                };
+            }
+            check_custom(&settings.custom_metadata)?;
             let line = Some(call.line(200));
             self.store
                 .change(
@@ -470,17 +492,24 @@ impl Ops {
         self.settle(call, outcome).await
     }
 
+    /// Changes the fields `change` names; the rest stay.
     pub async fn set_kv_config(
         &self,
         call: &Call,
         principal: &Principal,
-        config: KvConfig,
+        change: KvConfigChange,
     ) -> Result<(), OpError> {
         let outcome = async {
             if !principal.allows(Action::Write, "") {
                 return Err(OpError::Forbidden);
             }
-            self.check_max_versions(Some(config.max_versions))?;
+            self.check_max_versions(change.max_versions)?;
+            let mut config = self.store.kv_config(&principal.tenant).await?;
+            config.max_versions = change.max_versions.unwrap_or(config.max_versions);
+            config.cas_required = change.cas_required.unwrap_or(config.cas_required);
+            config.delete_version_after_secs = change
+                .delete_version_after_secs
+                .unwrap_or(config.delete_version_after_secs);
             let line = Some(call.line(200));
             self.store
                 .put_kv_config(&principal.tenant, config, line)

@@ -34,7 +34,10 @@ pub use call::Call;
 pub use error::OpError;
 pub use identity::Written as IdentityWritten;
 pub use keys::Rotated;
-pub use kv::{KvConfig, KvMetadata, KvRead, KvSettings, KvVersion, SettingsChange, VersionsChange};
+pub use kv::{
+    KvConfig, KvConfigChange, KvMetadata, KvRead, KvSettings, KvVersion, SettingsChange,
+    VersionsChange,
+};
 pub use limits::Limits;
 pub use login::{LoggedIn, Login, SelfInfo, TokenInfo};
 pub use oidc::{AuthUrl, Callback, DeviceStarted};

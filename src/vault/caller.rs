@@ -74,27 +74,6 @@ impl FromRequestParts<Arc<AppState>> for Vaulted {
     }
 }
 
-/// A second call for the request `call` records, for an operation the
-/// request needs before its own (the settings a partial change keeps):
-/// its own audit line, naming the same request id, client and caller,
-/// admitted as the request was.
-pub async fn side_call(
-    app: &AppState,
-    headers: &HeaderMap,
-    call: &Call,
-    operation: Operation,
-) -> Result<(Call, Arc<Principal>), VaultError> {
-    let client = call.client().map(|ip| std::net::SocketAddr::new(ip, 0));
-    let side = app.ops.begin(operation, &call.request_id(), client);
-    let principal = access::admit(app, headers, &side).await;
-    // A refusal here is recorded on the side call, as it would have been
-    // on the request's own.
-    if let Err(e) = &principal {
-        let _ = app.ops.finish(&side, e.status()).await;
-    }
-    Ok((side, principal?))
-}
-
 /// A caller not yet authenticated (a login), and the tenant it logs in to:
 /// the namespace it names, else `default`.
 pub struct Anonymous {

@@ -12,13 +12,13 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::caller::{side_call, Vaulted};
+use super::caller::Vaulted;
 use super::error::VaultError;
 use super::kv::{custom_metadata, path_key};
 use super::wire::{self, envelope, go_duration, go_time, go_time_or_empty, respond};
 use crate::api::AppState;
 use crate::auth::Principal;
-use crate::ops::{Call, KvConfig, Operation, SettingsChange};
+use crate::ops::{Call, KvConfig, KvConfigChange, Operation, SettingsChange};
 use crate::store::{Change, Precondition};
 use crate::types::SecretKey;
 
@@ -192,7 +192,7 @@ pub async fn write(
 
 /// `PATCH metadata/{path}` (a JSON merge patch): the key's metadata must
 /// exist (404 otherwise, as Vault answers), and `custom_metadata` merges
-/// into what the key has, so it is read first, as its own audited read.
+/// into what the key has.
 pub async fn patch(
     State(app): State<Arc<AppState>>,
     Vaulted { principal, call }: Vaulted,
@@ -205,21 +205,18 @@ pub async fn patch(
     wire::require_merge_patch(&headers)?;
     let body = wire::json_object(&app, &headers, body).await?;
     let mut change = settings_change(&body, true)?;
-    let (side, reader) = side_call(&app, &headers, &call, Operation::Metadata).await?;
-    let current = app.ops.kv_metadata(&side, &reader, &key).await?;
-    if let (Some(given), Some(Value::Object(patch))) =
-        (change.custom_metadata.take(), body.get("custom_metadata"))
-    {
-        let mut merged = current.settings.custom_metadata;
-        for (name, value) in patch {
-            if value.is_null() {
-                merged.remove(name);
-            }
+    change.must_exist = true;
+    // Custom metadata merges into what the key has: a null removes one.
+    match (change.custom_metadata.take(), body.get("custom_metadata")) {
+        (Some(_), Some(Value::Object(patch))) => {
+            let merge = patch
+                .iter()
+                .map(|(name, value)| (name.clone(), value.as_str().map(str::to_owned)))
+                .collect();
+            change.custom_metadata_patch = Some(merge);
         }
-        merged.extend(given);
-        change.custom_metadata = Some(merged);
-    } else if body.get("custom_metadata").is_some_and(Value::is_null) {
-        change.custom_metadata = Some(BTreeMap::new());
+        (_, Some(Value::Null)) => change.custom_metadata = Some(BTreeMap::new()),
+        _ => {}
     }
     app.ops
         .set_settings(&call, &principal, &key, change)
@@ -264,8 +261,7 @@ pub async fn config(
     Ok(respond(StatusCode::OK, &body))
 }
 
-/// `POST|PUT config`: sets the fields the body names and keeps the rest
-/// (read first, as its own audited read, when the body names only some).
+/// `POST|PUT config`: sets the fields the body names and keeps the rest.
 pub async fn set_config(
     State(app): State<Arc<AppState>>,
     Vaulted { principal, call }: Vaulted,
@@ -274,26 +270,12 @@ pub async fn set_config(
 ) -> Result<Response, VaultError> {
     let body = wire::json_object(&app, &headers, body).await?;
     let change = settings_change(&body, false)?;
-    let given = [
-        change.max_versions.is_some(),
-        change.cas_required.is_some(),
-        change.delete_version_after_secs.is_some(),
-    ];
-    if given.iter().all(|g| !g) {
-        return Ok(wire::no_content());
-    }
-    let mut config = if given.iter().all(|g| *g) {
-        KvConfig::default()
-    } else {
-        let (side, reader) = side_call(&app, &headers, &call, Operation::ConfigRead).await?;
-        app.ops.kv_config(&side, &reader).await?
+    let change = KvConfigChange {
+        max_versions: change.max_versions,
+        cas_required: change.cas_required,
+        delete_version_after_secs: change.delete_version_after_secs,
     };
-    config.max_versions = change.max_versions.unwrap_or(config.max_versions);
-    config.cas_required = change.cas_required.unwrap_or(config.cas_required);
-    config.delete_version_after_secs = change
-        .delete_version_after_secs
-        .unwrap_or(config.delete_version_after_secs);
-    app.ops.set_kv_config(&call, &principal, config).await?;
+    app.ops.set_kv_config(&call, &principal, change).await?;
     Ok(wire::no_content())
 }
 

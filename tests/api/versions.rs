@@ -271,7 +271,12 @@ async fn metadata_has_the_documented_shape_and_no_value() {
     for v in m["versions"].as_array().unwrap() {
         let fields = field_names(v);
         // dek_id: the data key the version is sealed under (issue 18).
-        assert_eq!(fields, ["created_at", "dek_id", "deleted", "version"]);
+        // destroyed: its value gone for good (Vault's destroy, issue 36).
+        assert_eq!(
+            fields,
+            ["created_at", "dek_id", "deleted", "destroyed", "version"]
+        );
+        assert_eq!(v["destroyed"], false, "{v}");
         assert!(v["dek_id"].as_u64().is_some_and(|id| id >= 1), "{v}");
         assert!(is_rfc3339_utc(v["created_at"].as_str().unwrap()));
     }
