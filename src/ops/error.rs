@@ -75,6 +75,7 @@ impl From<StoreError> for OpError {
         match e {
             StoreError::NotFound => OpError::NotFound,
             StoreError::VersionMismatch => OpError::VersionMismatch,
+            StoreError::Invalid(detail) => OpError::Invalid(detail),
             StoreError::CasRequired => {
                 OpError::Invalid("check-and-set parameter required for this call".into())
             }

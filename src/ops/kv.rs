@@ -11,9 +11,7 @@ use zeroize::Zeroizing;
 use super::secrets::into_text;
 use super::{Call, Expiry, OpError, Ops, PutRequest, Written};
 use crate::auth::{Action, Principal};
-use crate::store::model::{
-    lapsed, MAX_CUSTOM_KEY_BYTES, MAX_CUSTOM_METADATA, MAX_CUSTOM_VALUE_BYTES,
-};
+use crate::store::model::lapsed;
 use crate::store::{Change, KeySettings, Precondition, StoreError, VersionAction, VersionInfo};
 use crate::types::SecretKey;
 
@@ -44,20 +42,9 @@ pub struct KvRead {
 /// model's.
 pub type KvSettings = KeySettings;
 
-/// A change of a key's settings: `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct SettingsChange {
-    pub max_versions: Option<u32>,
-    pub cas_required: Option<bool>,
-    pub delete_version_after_secs: Option<u64>,
-    /// Replaces the custom metadata.
-    pub custom_metadata: Option<BTreeMap<String, String>>,
-    /// Merges into the custom metadata (after `custom_metadata`): a `None`
-    /// removes the entry.
-    pub custom_metadata_patch: Option<BTreeMap<String, Option<String>>>,
-    /// The key must have metadata already (a PATCH): `NotFound` if not.
-    pub must_exist: bool,
-}
+/// A change of a key's settings (`None` leaves a field as it is), merged
+/// by the store with what the key has.
+pub type SettingsChange = crate::store::SettingsChange;
 
 /// A change of the tenant's KV configuration: `None` leaves a field as it
 /// is.
@@ -128,30 +115,6 @@ fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
     }
 }
 
-/// Vault's limits on custom metadata; the error names the limit, never a
-/// value.
-fn check_custom(custom: &BTreeMap<String, String>) -> Result<(), OpError> {
-    let bad = |detail: String| Err(OpError::Invalid(detail));
-    if custom.len() > MAX_CUSTOM_METADATA {
-        return bad(format!(
-            "custom_metadata may hold at most {MAX_CUSTOM_METADATA} keys"
-        ));
-    }
-    for (name, value) in custom {
-        if name.is_empty() || name.len() > MAX_CUSTOM_KEY_BYTES {
-            return bad(format!(
-                "custom_metadata keys must be 1 to {MAX_CUSTOM_KEY_BYTES} bytes"
-            ));
-        }
-        if value.len() > MAX_CUSTOM_VALUE_BYTES {
-            return bad(format!(
-                "custom_metadata values must be at most {MAX_CUSTOM_VALUE_BYTES} bytes"
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Ops {
     /// The current version, or `version` (0: the current), with its
     /// metadata. `NotFound` when the key or the version does not exist; a
@@ -166,6 +129,11 @@ impl Ops {
         call.key(key.as_str());
         let outcome = self.read_inner(call, principal, key, version.filter(|&v| v > 0));
         let outcome = outcome.await;
+        // A deleted or destroyed version is answered as not found (with its
+        // metadata), and recorded so, as the quiva API records it.
+        if matches!(&outcome, Ok(read) if read.value.is_none()) {
+            self.append(call, call.line(404)).await?;
+        }
         self.settle(call, outcome).await
     }
 
@@ -265,6 +233,13 @@ impl Ops {
                 .ok_or(OpError::NotFound)?;
             if cas.is_some_and(|n| n != stored.version) {
                 return Err(OpError::VersionMismatch);
+            }
+            // A key (or tenant) that requires check-and-set requires it of
+            // a patch too, though the patch is made against what it read.
+            let required = stored.settings.as_ref().is_some_and(|s| s.cas_required)
+                || self.store.kv_config(tenant).await?.cas_required;
+            if cas.is_none() && required {
+                return Err(StoreError::CasRequired.into());
             }
             let plaintext = self.open(call, tenant, key, &stored).await?;
             let text = into_text(plaintext)
@@ -368,37 +343,16 @@ impl Ops {
                 return Err(OpError::Forbidden);
             }
             self.check_max_versions(change.max_versions)?;
+            if let Some(custom) = &change.custom_metadata {
+                crate::store::model::check_custom(custom)?;
+            }
             let tenant = &principal.tenant;
-            let head = self.store.head(tenant, key).await?.head;
-            if change.must_exist && head.is_none() {
-                return Err(OpError::NotFound);
-            }
-            let mut settings = head.map(|h| h.settings).unwrap_or_default();
-            if let Some(n) = change.max_versions {
-                settings.max_versions = n;
-            }
-            if let Some(required) = change.cas_required {
-                settings.cas_required = required;
-            }
-            if let Some(secs) = change.delete_version_after_secs {
-                settings.delete_version_after_secs = secs;
-            }
-            if let Some(custom) = change.custom_metadata {
-                settings.custom_metadata = custom;
-            }
-            for (name, value) in change.custom_metadata_patch.unwrap_or_default() {
-                match value {
-                    Some(value) => settings.custom_metadata.insert(name, value),
-                    None => settings.custom_metadata.remove(&name),
-                };
-            }
-            check_custom(&settings.custom_metadata)?;
             let line = Some(call.line(200));
             self.store
                 .change(
                     tenant,
                     key,
-                    Change::Settings(settings),
+                    Change::Settings(change),
                     Precondition::None,
                     line,
                 )
@@ -504,15 +458,17 @@ impl Ops {
                 return Err(OpError::Forbidden);
             }
             self.check_max_versions(change.max_versions)?;
-            let mut config = self.store.kv_config(&principal.tenant).await?;
-            config.max_versions = change.max_versions.unwrap_or(config.max_versions);
-            config.cas_required = change.cas_required.unwrap_or(config.cas_required);
-            config.delete_version_after_secs = change
-                .delete_version_after_secs
-                .unwrap_or(config.delete_version_after_secs);
             let line = Some(call.line(200));
+            let changed = move |mut config: KvConfig| {
+                config.max_versions = change.max_versions.unwrap_or(config.max_versions);
+                config.cas_required = change.cas_required.unwrap_or(config.cas_required);
+                config.delete_version_after_secs = change
+                    .delete_version_after_secs
+                    .unwrap_or(config.delete_version_after_secs);
+                config
+            };
             self.store
-                .put_kv_config(&principal.tenant, config, line)
+                .update_kv_config(&principal.tenant, changed, line)
                 .await?;
             call.mark_written();
             Ok(())

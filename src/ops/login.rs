@@ -272,8 +272,12 @@ impl Ops {
                     issued_at: Some(issued_at),
                 });
             }
-            // An API key (or a platform JWT, which has no record).
-            let key = self.store.apikey_get(&principal.subject).await?;
+            // An API key (subject `apikey:<id>`), or a platform JWT, which
+            // has no record.
+            let key = match principal.subject.strip_prefix("apikey:") {
+                Some(id) => self.store.apikey_get(id).await?,
+                None => None,
+            };
             let key = key.filter(|k| k.tenant == principal.tenant);
             Ok(SelfInfo {
                 tenant: principal.tenant.clone(),

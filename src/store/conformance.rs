@@ -383,7 +383,7 @@ pub(crate) async fn a_dump_loads_into_another_store_as_it_was(source: &Store, ta
         ..Default::default()
     };
     for key in [&kv, &k("d/meta")] {
-        let change = Change::Settings(settings.clone());
+        let change = Change::Settings(settings.clone().into());
         source
             .change(&tn, key, change, Precondition::None, None)
             .await

@@ -71,6 +71,195 @@ pub(crate) async fn run_all(s: &Store) {
     check_and_set_names_the_newest_version(s).await;
     settings_govern_the_writes_that_follow(s).await;
     settings_may_come_before_any_value(s).await;
+    a_full_history_keeps_every_version_through_metadata_changes(s).await;
+    pruned_versions_stay_pruned(s).await;
+    an_older_lapsed_version_undeleted_reads_again(s).await;
+    settings_merge_with_what_the_key_has(s).await;
+}
+
+/// However many settings and per-version changes a key takes, every
+/// retained version stays (a nats message restating a version replaces
+/// the one before it).
+async fn a_full_history_keeps_every_version_through_metadata_changes(s: &Store) {
+    let (tn, key) = (t("kv"), k("full/history"));
+    let max = u64::from(s.max_versions());
+    for _ in 0..max {
+        put(s, &tn, &key, Precondition::None, true, Defaults::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..max + 2 {
+        let change = SettingsChange {
+            custom_metadata_patch: Some([(format!("k{i}"), Some("v".to_owned()))].into()),
+            ..Default::default()
+        };
+        s.change(
+            &tn,
+            &key,
+            Change::Settings(change),
+            Precondition::None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    versions(s, &tn, &key, VersionAction::Delete, &[2])
+        .await
+        .unwrap();
+    versions(s, &tn, &key, VersionAction::Undelete, &[2])
+        .await
+        .unwrap();
+    s.change(&tn, &key, Change::Delete, Precondition::None, None)
+        .await
+        .unwrap();
+    s.change(&tn, &key, Change::Undelete, Precondition::None, None)
+        .await
+        .unwrap();
+    let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert_eq!(meta.versions.len() as u64, max, "{:?}", meta.versions);
+    assert_eq!(meta.settings.custom_metadata.len() as u64, max + 2);
+    for v in 1..=max {
+        assert!(
+            s.get(&tn, &key, Some(v)).await.unwrap().is_some(),
+            "version {v}"
+        );
+    }
+}
+
+/// A version pruned by the tenant's smaller number does not come back when
+/// a later write keeps more.
+async fn pruned_versions_stay_pruned(s: &Store) {
+    let (tn, key) = (t("kv"), k("pruned/floor"));
+    let two = Defaults {
+        max_versions: 2,
+        ..Defaults::default()
+    };
+    for _ in 0..5 {
+        put(s, &tn, &key, Precondition::None, true, two)
+            .await
+            .unwrap();
+    }
+    put(s, &tn, &key, Precondition::None, false, Defaults::default())
+        .await
+        .unwrap();
+    let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert_eq!(
+        meta.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
+    for v in 1..=3 {
+        assert!(
+            s.get(&tn, &key, Some(v)).await.unwrap().is_none(),
+            "version {v}"
+        );
+    }
+}
+
+/// An older version that lapsed (its key's `delete_version_after`), once
+/// undeleted, reads again and no longer lapses.
+async fn an_older_lapsed_version_undeleted_reads_again(s: &Store) {
+    let (tn, key) = (t("kv"), k("lapsed/older"));
+    let past = SealedPut {
+        sealed: b"kv@1".to_vec(),
+        expires_at: Some(crate::clock::now_ms() + 50),
+        precondition: Precondition::None,
+        line: None,
+        kv: true,
+        defaults: Defaults::default(),
+    };
+    let seen = s.head(&tn, &key).await.unwrap();
+    assert!(s.put_once(&tn, &key, seen, past).await.is_ok());
+    put(s, &tn, &key, Precondition::None, true, Defaults::default())
+        .await
+        .unwrap();
+    // Wait for the lapse: the store's clock, not a sleep of a guessed length.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.get(&tn, &key, Some(1)).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "version 1 never lapsed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    versions(s, &tn, &key, VersionAction::Undelete, &[1])
+        .await
+        .unwrap();
+    let back = s.get(&tn, &key, Some(1)).await.unwrap().expect("undeleted");
+    assert_eq!(back.expires_at, None);
+    let meta = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert_eq!(
+        (meta.versions[0].deleted, meta.versions[0].expires_at),
+        (false, None)
+    );
+}
+
+/// A change names only what it changes; custom metadata merges; a change
+/// that needs the key refuses a key without metadata.
+async fn settings_merge_with_what_the_key_has(s: &Store) {
+    let (tn, key) = (t("kv"), k("merge/settings"));
+    let missing = SettingsChange {
+        cas_required: Some(true),
+        must_exist: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.change(
+            &tn,
+            &key,
+            Change::Settings(missing),
+            Precondition::None,
+            None
+        )
+        .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(s.metadata(&tn, &key).await.unwrap().is_none());
+    let first = SettingsChange {
+        max_versions: Some(3),
+        custom_metadata: Some([("a".into(), "1".into()), ("b".into(), "2".into())].into()),
+        ..Default::default()
+    };
+    let second = SettingsChange {
+        custom_metadata_patch: Some([("a".into(), None), ("c".into(), Some("3".into()))].into()),
+        must_exist: true,
+        ..Default::default()
+    };
+    for change in [first, second] {
+        s.change(
+            &tn,
+            &key,
+            Change::Settings(change),
+            Precondition::None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let settings = s.metadata(&tn, &key).await.unwrap().unwrap().settings;
+    assert_eq!(settings.max_versions, 3);
+    assert_eq!(
+        settings.custom_metadata,
+        [("b".into(), "2".into()), ("c".into(), "3".into())].into()
+    );
+    let too_many = SettingsChange {
+        custom_metadata_patch: Some(
+            (0..70)
+                .map(|i| (format!("x{i}"), Some("v".into())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.change(
+            &tn,
+            &key,
+            Change::Settings(too_many),
+            Precondition::None,
+            None
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 async fn versions_are_deleted_undeleted_and_destroyed_one_by_one(s: &Store) {
@@ -260,7 +449,7 @@ async fn settings_govern_the_writes_that_follow(s: &Store) {
     s.change(
         &tn,
         &key,
-        Change::Settings(settings.clone()),
+        Change::Settings(settings.clone().into()),
         Precondition::None,
         None,
     )
@@ -296,7 +485,7 @@ async fn settings_govern_the_writes_that_follow(s: &Store) {
     s.change(
         &tn,
         &key,
-        Change::Settings(settings.clone()),
+        Change::Settings(settings.clone().into()),
         Precondition::None,
         None,
     )
@@ -323,7 +512,7 @@ async fn settings_may_come_before_any_value(s: &Store) {
     s.change(
         &tn,
         &key,
-        Change::Settings(settings.clone()),
+        Change::Settings(settings.clone().into()),
         Precondition::None,
         None,
     )

@@ -29,6 +29,8 @@ pub struct Observed {
     /// carries them forward in each message); empty where an engine keeps
     /// them per version.
     pub marks: std::collections::BTreeMap<u64, super::model::Mark>,
+    /// Versions up to this one left the key (nats carries it forward).
+    pub floor: u64,
 }
 
 impl Observed {

@@ -8,6 +8,10 @@ pub enum StoreError {
     NotFound,
     #[error("version mismatch")]
     VersionMismatch,
+    /// A change breaks one of the model's rules (custom metadata past its
+    /// limits): the detail names the rule, never a value.
+    #[error("{0}")]
+    Invalid(String),
     /// The key takes only writes that name the version they replace.
     #[error("check-and-set parameter required for this call")]
     CasRequired,

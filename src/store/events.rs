@@ -46,7 +46,7 @@ impl Draft {
         Draft {
             key: key.to_owned(),
             version,
-            action: action_name(change),
+            action: action_name(change, effect),
             at,
         }
     }
@@ -63,7 +63,12 @@ impl Draft {
     }
 }
 
-fn action_name(change: &Change) -> &'static str {
+/// A change's action as a watcher sees the key: a per-version change that
+/// leaves the current version as it was changes only the key's metadata.
+fn action_name(change: &Change, effect: &Effect) -> &'static str {
+    if let Effect::Marks { current: None, .. } = effect {
+        return "metadata";
+    }
     match change {
         Change::Put { .. } => "put",
         Change::Delete => "delete",

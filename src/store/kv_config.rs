@@ -2,6 +2,7 @@
 //! record per tenant, so backups and every gateway carry it.
 
 use super::model::Defaults;
+use super::records::Kind;
 use super::{LineBody, Store, StoreError};
 use crate::types::TenantId;
 
@@ -14,35 +15,29 @@ impl Store {
     pub async fn kv_config(&self, tenant: &TenantId) -> Result<Defaults, StoreError> {
         match self.meta_get(&name(tenant)).await? {
             None => Ok(Defaults::default()),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("kv config: {e}"))),
+            Some(bytes) => decode(&bytes),
         }
     }
 
-    /// Replaces the tenant's KV defaults, with `line` in the same unit of
-    /// work.
-    pub async fn put_kv_config(
+    /// Changes the tenant's KV defaults by `change`, compare-and-set
+    /// against what it read (again when another writer came first), with
+    /// `line` in the same unit of work.
+    pub async fn update_kv_config(
         &self,
         tenant: &TenantId,
-        config: Defaults,
+        change: impl Fn(Defaults) -> Defaults,
         line: Option<LineBody>,
     ) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(&config).expect("config encodes");
         let id = name(tenant);
         super::retry((), |()| async {
-            let expected = self
-                .record(super::records::Kind::Meta, &id)
-                .await?
-                .map_or(0, |r| r.revision);
-            let line = line.clone();
+            let stored = self.record(Kind::Meta, &id).await?;
+            let (current, expected) = match &stored {
+                None => (Defaults::default(), 0),
+                Some(r) => (decode(&r.value)?, r.revision),
+            };
+            let value = serde_json::to_vec(&change(current)).expect("config encodes");
             match self
-                .put_record(
-                    super::records::Kind::Meta,
-                    &id,
-                    expected,
-                    value.clone(),
-                    line,
-                )
+                .put_record(Kind::Meta, &id, expected, value, line.clone())
                 .await?
             {
                 true => Ok(()),
@@ -51,4 +46,8 @@ impl Store {
         })
         .await
     }
+}
+
+fn decode(bytes: &[u8]) -> Result<Defaults, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("kv config: {e}")))
 }

@@ -44,8 +44,8 @@ use engine::{Backend, SecretWrite, Seen, WriteError};
 pub use error::StoreError;
 pub use model::{
     ApiKeyChange, ApiKeyRecord, Change, Defaults, Head, KeySettings, Lapsed, ListFilter,
-    ListedSecret, Mark, Precondition, SealedVersion, SecretMetadata, StoredVersion, VersionAction,
-    VersionInfo, WrappedDek,
+    ListedSecret, Mark, Precondition, SealedVersion, SecretMetadata, SettingsChange, StoredVersion,
+    VersionAction, VersionInfo, WrappedDek,
 };
 pub use trail::{read_trail, LineBody, RecordedTrail, Trail, TrailError, Unfinished};
 

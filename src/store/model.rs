@@ -47,6 +47,82 @@ impl KeySettings {
     }
 }
 
+/// A change of a key's settings, merged in the engine's unit of work with
+/// what the key has: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub max_versions: Option<u32>,
+    pub cas_required: Option<bool>,
+    pub delete_version_after_secs: Option<u64>,
+    /// Replaces the custom metadata.
+    pub custom_metadata: Option<BTreeMap<String, String>>,
+    /// Merges into the custom metadata (after `custom_metadata`): a `None`
+    /// removes the entry.
+    pub custom_metadata_patch: Option<BTreeMap<String, Option<String>>>,
+    /// The key must have metadata already (a PATCH): `NotFound` if not.
+    pub must_exist: bool,
+}
+
+impl From<KeySettings> for SettingsChange {
+    /// Every field replaced.
+    fn from(s: KeySettings) -> Self {
+        SettingsChange {
+            max_versions: Some(s.max_versions),
+            cas_required: Some(s.cas_required),
+            delete_version_after_secs: Some(s.delete_version_after_secs),
+            custom_metadata: Some(s.custom_metadata),
+            ..Default::default()
+        }
+    }
+}
+
+impl SettingsChange {
+    /// `settings` with the change made, within Vault's limits.
+    pub fn apply(&self, settings: &KeySettings) -> Result<KeySettings, StoreError> {
+        let mut s = settings.clone();
+        s.max_versions = self.max_versions.unwrap_or(s.max_versions);
+        s.cas_required = self.cas_required.unwrap_or(s.cas_required);
+        s.delete_version_after_secs = self
+            .delete_version_after_secs
+            .unwrap_or(s.delete_version_after_secs);
+        if let Some(custom) = &self.custom_metadata {
+            s.custom_metadata = custom.clone();
+        }
+        for (name, value) in self.custom_metadata_patch.iter().flatten() {
+            match value {
+                Some(value) => s.custom_metadata.insert(name.clone(), value.clone()),
+                None => s.custom_metadata.remove(name),
+            };
+        }
+        check_custom(&s.custom_metadata)?;
+        Ok(s)
+    }
+}
+
+/// Vault's limits on custom metadata; the error names the limit, never a
+/// value.
+pub fn check_custom(custom: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    let bad = |detail: String| Err(StoreError::Invalid(detail));
+    if custom.len() > MAX_CUSTOM_METADATA {
+        return bad(format!(
+            "custom_metadata may hold at most {MAX_CUSTOM_METADATA} keys"
+        ));
+    }
+    for (name, value) in custom {
+        if name.is_empty() || name.len() > MAX_CUSTOM_KEY_BYTES {
+            return bad(format!(
+                "custom_metadata keys must be 1 to {MAX_CUSTOM_KEY_BYTES} bytes"
+            ));
+        }
+        if value.len() > MAX_CUSTOM_VALUE_BYTES {
+            return bad(format!(
+                "custom_metadata values must be at most {MAX_CUSTOM_VALUE_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A tenant's defaults for its keys' settings (Vault's `config` of its KV
 /// mount); zero: the store's. `cas_required` binds KV (Vault) writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +152,9 @@ pub struct Mark {
     /// version's record still shows it (0: not known).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub created_at: i64,
+    /// Brought back: it no longer lapses (an undelete clears an expiry).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expiry_cleared: bool,
 }
 
 /// What a per-version change does to each version it names (Vault's
@@ -203,8 +282,9 @@ pub enum Change {
         action: VersionAction,
         versions: Vec<u64>,
     },
-    /// Replaces the key's settings, making its metadata if it has none.
-    Settings(KeySettings),
+    /// Changes the key's settings, making its metadata if it has none
+    /// (unless the change says it must exist).
+    Settings(SettingsChange),
 }
 
 impl Change {
@@ -326,6 +406,7 @@ pub fn decide_in(
                             deleted_at: Some(at),
                             destroyed: h.destroyed,
                             created_at: 0,
+                            expiry_cleared: false,
                         },
                     )
                 });
@@ -342,10 +423,13 @@ pub fn decide_in(
             let head = head.ok_or(StoreError::NotFound)?;
             marks(head, retained, *action, versions, now)
         }
-        Change::Settings(settings) => Ok(Effect::Settings {
-            settings: settings.clone(),
-            create: head.is_none(),
-        }),
+        Change::Settings(change) => match head {
+            None if change.must_exist => Err(StoreError::NotFound.into()),
+            _ => Ok(Effect::Settings {
+                settings: change.apply(&head.map(|h| h.settings.clone()).unwrap_or_default())?,
+                create: head.is_none(),
+            }),
+        },
         Change::Delete => {
             let version = head.and_then(|h| h.live(now)).ok_or(StoreError::NotFound)?;
             precondition.check(Some(version))?;
@@ -400,15 +484,18 @@ fn marks(
                 deleted_at: Some(now),
                 destroyed: false,
                 created_at: v.created_at,
+                expiry_cleared: false,
             },
             VersionAction::Undelete if deleted => Mark {
                 created_at: v.created_at,
+                expiry_cleared: true,
                 ..Mark::default()
             },
             VersionAction::Destroy => Mark {
                 deleted_at: v.deleted_at.or(deleted.then_some(now)),
                 destroyed: true,
                 created_at: v.created_at,
+                expiry_cleared: false,
             },
             _ => continue,
         };
@@ -763,6 +850,7 @@ mod tests {
                         deleted_at: Some(6),
                         destroyed: false,
                         created_at: 0,
+                        expiry_cleared: false,
                     }
                 )),
             }

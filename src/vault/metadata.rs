@@ -165,8 +165,8 @@ fn custom(value: &Value, patch: bool) -> Result<BTreeMap<String, String>, VaultE
     }
 }
 
-/// `POST|PUT metadata/{path}`: sets what the body names; a body naming
-/// nothing changes nothing (Vault's answer too).
+/// `POST|PUT metadata/{path}`: sets what the body names (a body naming
+/// nothing makes the key's metadata, if it has none, as Vault does).
 pub async fn write(
     State(app): State<Arc<AppState>>,
     Vaulted { principal, call }: Vaulted,
@@ -178,15 +178,9 @@ pub async fn write(
     call.key(key.as_str());
     let body = wire::json_object(&app, &headers, body).await?;
     let change = settings_change(&body, false)?;
-    let nothing = change.max_versions.is_none()
-        && change.cas_required.is_none()
-        && change.delete_version_after_secs.is_none()
-        && change.custom_metadata.is_none();
-    if !nothing {
-        app.ops
-            .set_settings(&call, &principal, &key, change)
-            .await?;
-    }
+    app.ops
+        .set_settings(&call, &principal, &key, change)
+        .await?;
     Ok(wire::no_content())
 }
 

@@ -964,6 +964,32 @@ async fn lookup_self_shows_the_credential_and_never_the_key() {
     let r = vault.call("POST", "auth/token/revoke-self", None).await;
     assert_eq!(r.status, 400, "{}", r.body);
     errors(&r);
+    // An API key's policies and creation time come from its record.
+    let admin = app.admin();
+    let b = app
+        .client
+        .put(app.url("/policies/readers"))
+        .header("Content-Type", "application/json")
+        .body(json!({ "scopes": ["secrets:read"] }).to_string());
+    assert_eq!(app.send(b, &admin).await.status, 200);
+    let b = app
+        .client
+        .post(app.url("/apikeys"))
+        .header("Content-Type", "application/json")
+        .body(json!({ "name": "by-policy", "policies": ["readers"] }).to_string());
+    let r = app.send(b, &admin).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let with_policy = r.json()["key"].as_str().unwrap().to_owned();
+    let r = Vault::with(&app, &with_policy)
+        .call("GET", "auth/token/lookup-self", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = &r.json()["data"];
+    assert_eq!(data["policies"], json!(["readers"]), "{data}");
+    assert!(
+        data["creation_time"].as_i64().unwrap() > 1_700_000_000,
+        "{data}"
+    );
 }
 
 #[tokio::test]

@@ -137,7 +137,7 @@ impl Connection {
                 let base = &self.settings.bucket;
                 Ok(Buckets {
                     secrets: self
-                        .bucket(base.clone(), i64::from(self.settings.max_versions))
+                        .bucket(base.clone(), secrets_history(self.settings.max_versions))
                         .await?,
                     deks: self.bucket(format!("{base}_deks"), 1).await?,
                     apikeys: self.bucket(format!("{base}_apikeys"), 1).await?,
@@ -244,6 +244,14 @@ impl Connection {
             .await
             .map_err(|e| unavailable("open bucket", e))
     }
+}
+
+/// Messages a key keeps: one a retained version, and one more, so a
+/// message that restates the current version (a delete marker, a settings
+/// or per-version change) never pushes out a retained version before it
+/// erases the message it replaces; the model's floor hides the extra.
+pub(super) fn secrets_history(max_versions: u32) -> i64 {
+    i64::from(max_versions) + 1
 }
 
 pub(super) fn is_connected(client: &async_nats::Client) -> bool {

@@ -147,8 +147,8 @@ pub(super) async fn dump(backend: &NatsBackend, sink: Sink<'_>) -> Result<(), St
 
 /// The messages that give a secret its versions, their states and head:
 /// each version put in order, the last carrying the key's settings and the
-/// other versions' marks, and a delete marker after it when the current
-/// version is deleted.
+/// other versions' marks (a delete marker in place of its put when it is
+/// deleted).
 async fn load_secret(
     backend: &NatsBackend,
     store: &kv::Store,
@@ -171,6 +171,7 @@ async fn load_secret(
                 },
                 destroyed: v.destroyed,
                 created_at: v.created_at,
+                expiry_cleared: false,
             };
             (v.version, mark)
         })
@@ -201,13 +202,13 @@ async fn load_secret(
                 Annex::default()
             },
         };
-        let deleted = last && s.head.deleted;
-        // A destroyed current version is only a marker: no put of it.
-        if !(last && v.destroyed) {
-            messages.push((Op::Put, record.encode()));
-        }
-        if deleted {
+        // A deleted (or destroyed) current version is only its marker,
+        // which carries its record: one message a version, so the key's
+        // history holds every version restored.
+        if last && s.head.deleted {
             messages.push((Op::Delete, record.encode()));
+        } else {
+            messages.push((Op::Put, record.encode()));
         }
     }
     if newest.is_none() {

@@ -288,6 +288,8 @@ pub(super) struct Slot {
     pub deleted: bool,
     pub deleted_at: Option<i64>,
     pub destroyed: bool,
+    /// Undeleted since it was written: its record's expiry no longer holds.
+    pub expiry_cleared: bool,
     /// The record of its latest put (or of the marker that destroyed it).
     pub record: Option<Record>,
 }
@@ -298,6 +300,14 @@ impl Slot {
         (!self.deleted && !self.destroyed)
             .then_some(self.record.as_ref())
             .flatten()
+    }
+
+    /// When it lapses, as its record and marks say.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.record
+            .as_ref()
+            .and_then(|r| r.expires_at)
+            .filter(|_| !self.expiry_cleared)
     }
 }
 
@@ -325,6 +335,7 @@ impl State {
                         deleted: false,
                         deleted_at: None,
                         destroyed: r.destroyed,
+                        expiry_cleared: false,
                         record: Some(r.clone()),
                     };
                     s.versions.insert(r.version, slot);
@@ -336,6 +347,7 @@ impl State {
                         deleted: true,
                         deleted_at: None,
                         destroyed: false,
+                        expiry_cleared: false,
                         record: Some(r.clone()),
                     });
                     slot.deleted = true;
@@ -380,6 +392,7 @@ impl State {
                     deleted: true,
                     deleted_at: None,
                     destroyed: true,
+                    expiry_cleared: false,
                     record: None,
                 };
                 self.versions.insert(*v, slot);
@@ -388,6 +401,7 @@ impl State {
                 slot.deleted = mark.deleted_at.is_some() || mark.destroyed;
                 slot.deleted_at = mark.deleted_at;
                 slot.destroyed = mark.destroyed;
+                slot.expiry_cleared = mark.expiry_cleared;
             }
         }
         self.marks = r.annex.marks.clone();
@@ -406,7 +420,7 @@ impl State {
                     dek_id: record.and_then(|r| crate::store::model::sealed_dek_id(&r.sealed)),
                     deleted_at: slot.deleted_at,
                     destroyed: slot.destroyed,
-                    expires_at: record.and_then(|r| r.expires_at),
+                    expires_at: slot.expires_at(),
                     kv: record.is_some_and(|r| r.kv),
                 }
             })

@@ -41,15 +41,16 @@ async fn observe(
             (state.head, record)
         }
     };
-    let marks = record
+    let (marks, floor) = record
         .as_ref()
-        .map(|r| r.annex.marks.clone())
+        .map(|r| (r.annex.marks.clone(), r.annex.floor))
         .unwrap_or_default();
     Ok((
         Observed {
             head,
             revision,
             marks,
+            floor,
         },
         record,
     ))
@@ -100,11 +101,11 @@ pub(super) async fn get(
         (Some(n), Some(r)) if r.version == n => Ok(Some(r.stored())),
         (Some(n), _) => {
             let state = State::from_history(&kv::history(&b.secrets, &kv_key).await?);
-            Ok(state
-                .versions
-                .get(&n)
-                .and_then(|slot| slot.live_record())
-                .map(|r| r.clone().stored()))
+            Ok(state.versions.get(&n).and_then(|slot| {
+                let mut found = slot.live_record()?.clone().stored();
+                found.expires_at = slot.expires_at();
+                Some(found)
+            }))
         }
     }
 }
@@ -150,24 +151,36 @@ pub(super) async fn write(
         seen.head.as_ref(),
         now,
     );
-    // What must leave the stream once the message is stored: a destroyed
-    // version's values, and versions a key's own number prunes below the
-    // bucket's history (which prunes the rest).
-    let history = u64::from(backend.settings.max_versions);
+    // What must leave the stream once the message is stored: the earlier
+    // messages of a version this one restates (so a key holds about one
+    // message a version and its history keeps every retained version), a
+    // destroyed version's values, and the versions a key's own number
+    // prunes below the bucket's history (which prunes the rest).
+    let history = super::connection::secrets_history(backend.settings.max_versions) as u64;
+    let current = seen.head.as_ref().map(|h| h.version);
     let gone = match &effect {
-        Effect::Marks { marks, .. } => Erase::Destroyed(
-            marks
+        Effect::Marks { marks, .. } => Erase {
+            superseded: current,
+            destroyed: marks
                 .iter()
                 .filter(|(_, m)| m.destroyed)
                 .map(|(v, _)| *v)
                 .collect(),
-        ),
+            through: None,
+        },
+        Effect::SetDeleted { .. } | Effect::Settings { .. } => Erase {
+            superseded: current,
+            ..Erase::default()
+        },
         Effect::Put {
             version,
             prune_through: Some(through),
             ..
-        } if through + history > *version => Erase::Through(*through),
-        _ => Erase::Nothing,
+        } if through + history > *version + 1 => Erase {
+            through: Some(*through),
+            ..Erase::default()
+        },
+        _ => Erase::default(),
     };
     let (op, payload) = message(&seen, record, effect, write.change, now)?;
     let change = Publish {
@@ -179,7 +192,7 @@ pub(super) async fn write(
     let revision = backend
         .change(&b.secrets, change, write.line, Some((tenant, draft)))
         .await?;
-    if !matches!(gone, Erase::Nothing) {
+    if !gone.is_empty() {
         // The change is made (the versions read as destroyed or pruned); a
         // message that cannot be erased keeps its ciphertext until the
         // key's history moves past it.
@@ -253,7 +266,8 @@ fn message(
                 annex: Annex {
                     settings,
                     marks,
-                    floor: prune_through.unwrap_or(0),
+                    // Never lower: a version once pruned stays so.
+                    floor: seen.floor.max(prune_through.unwrap_or(0)),
                 },
             };
             (Op::Put, record.encode())
@@ -331,12 +345,26 @@ fn empty_record(key_created_at: i64, now: i64) -> Record {
 }
 
 /// The messages a change makes obsolete.
-enum Erase {
-    Nothing,
+#[derive(Default)]
+struct Erase {
+    /// Every earlier message of this version (the new one restates it).
+    superseded: Option<u64>,
     /// Those that hold a value of these versions.
-    Destroyed(Vec<u64>),
+    destroyed: Vec<u64>,
     /// Every message of a version up to this one.
-    Through(u64),
+    through: Option<u64>,
+}
+
+impl Erase {
+    fn is_empty(&self) -> bool {
+        self.superseded.is_none() && self.destroyed.is_empty() && self.through.is_none()
+    }
+
+    fn obsolete(&self, r: &Record) -> bool {
+        self.superseded == Some(r.version)
+            || (self.destroyed.contains(&r.version) && !r.sealed.is_empty())
+            || self.through.is_some_and(|t| r.version <= t)
+    }
 }
 
 /// Erases (JetStream overwrites them) the messages before `revision` that
@@ -348,11 +376,7 @@ async fn erase(
     revision: u64,
 ) -> Result<(), StoreError> {
     for entry in kv::history(store, kv_key).await? {
-        let obsolete = entry.record.as_ref().is_some_and(|r| match gone {
-            Erase::Nothing => false,
-            Erase::Destroyed(versions) => versions.contains(&r.version) && !r.sealed.is_empty(),
-            Erase::Through(through) => r.version <= *through,
-        });
+        let obsolete = entry.record.as_ref().is_some_and(|r| gone.obsolete(r));
         if obsolete && entry.revision < revision {
             store
                 .stream
