@@ -64,8 +64,8 @@ pub(crate) struct SecretWrite {
 #[derive(Debug)]
 pub(crate) enum WriteError {
     /// A concurrent write changed the key first; try again against the
-    /// head the engine found.
-    Stale(Observed),
+    /// head the engine found (boxed: a head carries the key's settings).
+    Stale(Box<Observed>),
     /// A concurrent write changed the key first; read its head again.
     Conflict,
     /// An answer (not found, version mismatch) or a failure.

@@ -346,7 +346,7 @@ impl Store {
     ) -> Result<Option<u64>, Attempt<Observed>> {
         match dispatch!(self.backend, b => b.write(tenant, key, write)) {
             Ok(revision) => Ok(revision),
-            Err(WriteError::Stale(found)) => Err(Attempt::Again(found)),
+            Err(WriteError::Stale(found)) => Err(Attempt::Again(*found)),
             Err(WriteError::Conflict) => {
                 let found = dispatch!(self.backend, b => b.head(tenant, key))?;
                 Err(Attempt::Again(found))

@@ -142,7 +142,7 @@ pub(super) async fn write(
     ) {
         Ok(effect) => effect,
         Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
-        Err(Refusal::Stale) => return Err(WriteError::Stale(seen)),
+        Err(Refusal::Stale) => return Err(WriteError::Stale(Box::new(seen))),
     };
     let draft = Draft::of(
         key.as_str(),

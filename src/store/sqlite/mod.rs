@@ -187,11 +187,11 @@ impl Backend for SqliteBackend {
                     Ok(effect) => effect,
                     Err(Refusal::Answer(e)) => return Err(WriteError::Failed(e)),
                     Err(Refusal::Stale) => {
-                        return Err(WriteError::Stale(Observed {
+                        return Err(WriteError::Stale(Box::new(Observed {
                             head,
                             revision: 0,
                             ..Default::default()
-                        }))
+                        })))
                     }
                 };
                 let sealed = match &change {
