@@ -75,6 +75,60 @@ pub(crate) async fn run_all(s: &Store) {
     pruned_versions_stay_pruned(s).await;
     an_older_lapsed_version_undeleted_reads_again(s).await;
     settings_merge_with_what_the_key_has(s).await;
+    a_deleted_version_keeps_when_it_was_deleted(s).await;
+}
+
+/// A deleted current version keeps its deletion time through later changes
+/// of the key's settings and of its other versions, and after a new put.
+async fn a_deleted_version_keeps_when_it_was_deleted(s: &Store) {
+    let (tn, key) = (t("kv"), k("deleted/since"));
+    for _ in 0..2 {
+        put(s, &tn, &key, Precondition::None, true, Defaults::default())
+            .await
+            .unwrap();
+    }
+    s.change(&tn, &key, Change::Delete, Precondition::None, None)
+        .await
+        .unwrap();
+    let deleted_at = |meta: &SecretMetadata, v: usize| meta.versions[v].deleted_at;
+    let first = s.metadata(&tn, &key).await.unwrap().unwrap();
+    let since = deleted_at(&first, 1).expect("a deletion time");
+    // The next changes come at least a millisecond later.
+    while crate::clock::now_ms() <= since {
+        tokio::task::yield_now().await;
+    }
+    let change = SettingsChange {
+        cas_required: Some(true),
+        ..Default::default()
+    };
+    s.change(
+        &tn,
+        &key,
+        Change::Settings(change),
+        Precondition::None,
+        None,
+    )
+    .await
+    .unwrap();
+    versions(s, &tn, &key, VersionAction::Delete, &[1])
+        .await
+        .unwrap();
+    let later = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert_eq!(deleted_at(&later, 1), Some(since));
+    assert!(later.deleted && later.updated_at > since);
+    put(
+        s,
+        &tn,
+        &key,
+        Precondition::Cas(2),
+        true,
+        Defaults::default(),
+    )
+    .await
+    .unwrap();
+    let after_put = s.metadata(&tn, &key).await.unwrap().unwrap();
+    assert_eq!(deleted_at(&after_put, 1), Some(since));
+    assert!(after_put.versions[0].deleted && after_put.versions[1].deleted);
 }
 
 /// However many settings and per-version changes a key takes, every

@@ -157,10 +157,12 @@ async fn load_secret(
     let kv_key = tenant_key(&s.tenant, &s.key);
     let mut expected = 0;
     let newest = s.versions.last().map(|v| v.version);
+    // The current version's own mark only when deleted (the time it was).
     let marks: std::collections::BTreeMap<u64, Mark> = s
         .versions
         .iter()
-        .filter(|v| Some(v.version) != newest && (v.deleted || v.destroyed))
+        .filter(|v| Some(v.version) != newest || s.head.deleted)
+        .filter(|v| v.deleted || v.destroyed)
         .map(|v| {
             // A destroyed version may never have been deleted; a deleted
             // one always was (a backup without the time: its creation).

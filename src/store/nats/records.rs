@@ -351,7 +351,11 @@ impl State {
                         record: Some(r.clone()),
                     });
                     slot.deleted = true;
-                    slot.deleted_at = Some(r.written_at);
+                    // Restated since, it keeps the time it was deleted.
+                    slot.deleted_at = match r.annex.marks.get(&r.version) {
+                        Some(mark) => mark.deleted_at,
+                        None => Some(r.written_at),
+                    };
                     if r.destroyed {
                         slot.destroyed = true;
                         slot.record = Some(r.clone());

@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::store::engine::{Observed, SecretWrite, Seen, WriteError};
 use crate::store::events::Draft;
 use crate::store::model::{
-    self, Change, Effect, Head, Lapsed, ListFilter, ListedSecret, Refusal, SecretMetadata,
+    self, Change, Effect, Head, Lapsed, ListFilter, ListedSecret, Mark, Refusal, SecretMetadata,
     StoredVersion,
 };
 use crate::store::StoreError;
@@ -228,6 +228,25 @@ fn message(
         Some(h) if h.deleted => Op::Delete,
         _ => Op::Put,
     };
+    // A deleted current version keeps the time it was deleted through
+    // messages that restate it (its mark; the first marker's own time).
+    let kept_mark = seen.head.as_ref().filter(|h| h.deleted).and_then(|h| {
+        let r = record.as_ref()?;
+        let first = Mark {
+            deleted_at: Some(r.written_at),
+            destroyed: r.destroyed,
+            created_at: r.created_at,
+            expiry_cleared: false,
+        };
+        Some(seen.marks.get(&h.version).copied().unwrap_or(first))
+    });
+    // The current version's mark as the message's operation leaves it.
+    let settle = |record: &mut Record, op: Op, changed: Option<Mark>| {
+        match (op, changed.or(kept_mark)) {
+            (Op::Delete, Some(mark)) => record.annex.marks.insert(record.version, mark),
+            _ => record.annex.marks.remove(&record.version),
+        };
+    };
     Ok(match (effect, change) {
         (
             Effect::Put {
@@ -243,8 +262,10 @@ fn message(
             // The bucket's history prunes old versions; the marks of the
             // versions kept travel on.
             let mut marks = seen.marks.clone();
+            // The previous version's own mark, if it kept one, knows when
+            // it was deleted better than the head does.
             if let Some((v, mark)) = previous {
-                marks.insert(v, mark);
+                marks.entry(v).or_insert(mark);
             }
             if let Some(through) = prune_through {
                 marks.retain(|&v, _| v > through);
@@ -274,8 +295,10 @@ fn message(
         }
         // Brought back, a version keeps no expiry; soft deleted, the marker
         // keeps the one it lapsed at.
+        // Deleted now (its marker's time is when), or back.
         (Effect::SetDeleted { deleted, .. }, _) => {
             let mut record = current(record, seen.head.as_ref())?;
+            record.annex.marks.remove(&record.version);
             if deleted {
                 (Op::Delete, record.encode())
             } else {
@@ -293,8 +316,10 @@ fn message(
         ) => {
             let mut record = current(record, seen.head.as_ref())?;
             let mut op = op_now(seen.head.as_ref());
+            let mut changed = None;
             for (v, mark) in marks {
                 if v == record.version {
+                    changed = Some(mark);
                     if mark.destroyed {
                         record.destroyed = true;
                         record.sealed = Vec::new();
@@ -311,6 +336,7 @@ fn message(
                     record.annex.marks.insert(v, mark);
                 }
             }
+            settle(&mut record, op, changed);
             (op, record.encode())
         }
         (Effect::Settings { settings, .. }, _) => {
@@ -323,6 +349,9 @@ fn message(
                 None => Op::Delete,
                 head => op_now(head.as_ref()),
             };
+            if seen.head.is_some() {
+                settle(&mut record, op, None);
+            }
             (op, record.encode())
         }
         (Effect::Put { .. }, _) => unreachable!("the model puts only for a put"),
