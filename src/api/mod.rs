@@ -48,10 +48,10 @@ pub struct AppState {
 pub type Ready = Arc<OnceLock<Arc<AppState>>>;
 
 /// Builds the router with every route and the per-request middleware.
-/// Vault's `LIST` method is read as `GET ...?list=true` before routing,
-/// since a router matches only the methods it knows.
+/// (Vault's `LIST` reaches it as `GET ...?list=true`: `vault::list_as_get`,
+/// which the server applies before routing.)
 pub fn router(state: Arc<AppState>) -> Router {
-    let routed = routes::audited()
+    routes::audited()
         .merge(crate::vault::router(&state.vault_mount))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
@@ -65,11 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Liveness probes stay out of the access log and the metrics, as
         // they are while start-up waits for the store (`gated_router`).
         .route("/healthz", get(probes::healthz))
-        .with_state(state);
-    Router::new().fallback_service(tower::util::MapRequest::new(
-        routed,
-        crate::vault::list_as_get as fn(axum::extract::Request) -> axum::extract::Request,
-    ))
+        .with_state(state)
 }
 
 /// The router while start-up may still be waiting for the store: `/healthz`

@@ -143,6 +143,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             n => n,
         },
         tls: app.tls.clone(),
+        rewrite: crate::vault::list_as_get,
     };
     reload_on_hangup(
         hangups,

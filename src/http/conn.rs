@@ -54,6 +54,7 @@ pub(super) async fn serve(
         app,
         addr,
         progress: progress.clone(),
+        rewrite: settings.rewrite,
     };
     let served = async move {
         match &settings.tls {
@@ -113,6 +114,7 @@ struct Calls {
     app: Router,
     addr: SocketAddr,
     progress: Arc<Progress>,
+    rewrite: fn(&mut axum::http::Method, &mut axum::http::Uri),
 }
 
 /// An answer whose body reports to the watchdog until it is done.
@@ -131,8 +133,12 @@ fn service(
         app,
         addr,
         progress,
+        rewrite,
     } = calls;
-    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (mut parts, body) = req.into_parts();
+        rewrite(&mut parts.method, &mut parts.uri);
+        let mut req = Request::from_parts(parts, body);
         let answering = progress.called();
         req.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
         app.clone()

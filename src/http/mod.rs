@@ -45,6 +45,9 @@ pub struct Settings {
     /// Connections held open at most.
     pub max_connections: usize,
     pub tls: Option<Arc<tls::Tls>>,
+    /// Applied to each request's method and URI before routing: a
+    /// protocol's own methods (Vault's `LIST`) read as ones a router knows.
+    pub rewrite: fn(&mut axum::http::Method, &mut axum::http::Uri),
 }
 
 /// Raises the soft file-descriptor limit to the hard one and returns the

@@ -74,20 +74,34 @@ pub async fn read(
         );
         return Ok(respond(StatusCode::NOT_FOUND, &body));
     };
-    let data = match read.kv {
-        true => match serde_json::from_str::<Value>(text) {
-            Ok(object @ Value::Object(_)) => object,
-            _ => json!({ "value": text.as_str() }),
-        },
-        // Written through the quiva API: one text, under `value`.
-        false => json!({ "value": text.as_str() }),
-    };
-    let body = envelope(
-        &request_id,
-        "kv",
-        json!({ "data": data, "metadata": metadata }),
-    );
-    Ok(respond(StatusCode::OK, &body))
+    Ok(wire::respond_json(
+        StatusCode::OK,
+        read_body(&request_id, text, read.kv, &metadata),
+    ))
+}
+
+/// A read's answer, written out by hand: the hot path of every Vault
+/// client, where building it as a `Value` cost a third more than a quiva
+/// GET (`MODES="get vault" bench/instructions`). KV data is stored as the
+/// compact JSON text of its object (`write` made it), so it goes in as it
+/// is; a value written through the quiva API goes in as `{"value": text}`.
+fn read_body(request_id: &str, text: &str, kv: bool, metadata: &Value) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len() + 400);
+    out.push_str("{\"request_id\":");
+    let _ = crate::json::write_str(&mut out, request_id);
+    out.push_str(",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":{\"data\":");
+    let object = text.starts_with('{') && text.ends_with('}');
+    if kv && object {
+        out.push_str(text);
+    } else {
+        out.push_str("{\"value\":");
+        let _ = crate::json::write_str(&mut out, text);
+        out.push('}');
+    }
+    let _ = write!(out, ",\"metadata\":{metadata}}}");
+    out.push_str(",\"wrap_info\":null,\"warnings\":null,\"auth\":null,\"mount_type\":\"kv\"}");
+    out.into_bytes()
 }
 
 /// The `data` object of a write or patch body.

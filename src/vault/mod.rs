@@ -20,7 +20,6 @@ mod sys;
 mod unsupported;
 mod wire;
 
-use axum::extract::Request;
 use axum::http::{Method, Uri};
 
 pub use error::VaultError;
@@ -64,27 +63,26 @@ pub fn is_vault_path(path: &str) -> bool {
 }
 
 /// Vault's `LIST` as `GET ...?list=true`, which Vault itself takes as the
-/// same request: a router matches only the methods it knows. Runs before
-/// routing; every other request passes untouched.
-pub fn list_as_get(mut request: Request) -> Request {
-    if request.method().as_str() != "LIST" || !is_vault_path(request.uri().path()) {
-        return request;
+/// same request: a router matches only the methods it knows. The server
+/// applies it to every request's method and URI before routing
+/// (`http::Settings::rewrite`); every other request passes untouched.
+pub fn list_as_get(method: &mut Method, uri: &mut Uri) {
+    if method.as_str() != "LIST" || !is_vault_path(uri.path()) {
+        return;
     }
-    let uri = request.uri();
     let path_and_query = match uri.query() {
         Some(query) if !query.is_empty() => format!("{}?{query}&list=true", uri.path()),
         _ => format!("{}?list=true", uri.path()),
     };
     let mut parts = uri.clone().into_parts();
     let Ok(path_and_query) = path_and_query.parse() else {
-        return request;
+        return;
     };
     parts.path_and_query = Some(path_and_query);
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
-        *request.method_mut() = Method::GET;
+    if let Ok(rewritten) = Uri::from_parts(parts) {
+        *uri = rewritten;
+        *method = Method::GET;
     }
-    request
 }
 
 #[cfg(test)]
@@ -104,13 +102,10 @@ mod tests {
     #[test]
     fn list_is_read_as_get_with_list_true_under_v1_only() {
         let rewrite = |method: &str, uri: &str| {
-            let request = Request::builder()
-                .method(Method::from_bytes(method.as_bytes()).unwrap())
-                .uri(uri)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let request = list_as_get(request);
-            (request.method().to_string(), request.uri().to_string())
+            let mut method = Method::from_bytes(method.as_bytes()).unwrap();
+            let mut uri: Uri = uri.parse().unwrap();
+            list_as_get(&mut method, &mut uri);
+            (method.to_string(), uri.to_string())
         };
         assert_eq!(
             rewrite("LIST", "/v1/secret/metadata/a/"),

@@ -36,6 +36,19 @@ pub fn respond(status: StatusCode, body: &Value) -> Response {
     response
 }
 
+/// A JSON answer already written out, that no cache keeps.
+pub fn respond_json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// Vault's answer to a change that returns nothing.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
