@@ -75,7 +75,7 @@ function request()
   counter = counter + 1
   if mode == "hello" or mode == "login" then
     return prepared[0]
-  elseif mode == "get" then
+  elseif mode == "get" or mode == "vault" then
     return prepared[(counter * 7919 + thread_id * 104729) % keys]
   elseif mode == "batch" then
     return prepared[(counter + thread_id) % 10]
