@@ -17,6 +17,7 @@ mod error;
 mod identity;
 mod keys;
 mod kv;
+mod kv_mount;
 mod limits;
 mod login;
 mod oidc;

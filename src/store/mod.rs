@@ -20,6 +20,7 @@
 //! its caller read (`put_once`); when a concurrent write takes that version
 //! first, the store says so (`Put::Stale`) and the caller seals again.
 
+mod apikey;
 mod cache;
 pub mod chain;
 mod config;
@@ -32,6 +33,7 @@ pub mod logins;
 pub mod model;
 pub mod nats;
 pub mod records;
+pub mod settings;
 pub mod sqlite;
 pub mod trail;
 

@@ -22,6 +22,7 @@ mod events;
 mod head;
 mod kv;
 mod lifecycle;
+mod messages;
 mod named;
 mod recorded;
 mod records;
