@@ -508,3 +508,69 @@ async fn a_narrowed_list_scope_lists_only_under_its_prefix() {
     assert_eq!(app.list("", &lister).await.status, 403);
     assert_eq!(app.list("?prefix=dev/", &lister).await.status, 403);
 }
+
+/// A version destroyed through Vault's API (one version, not the key) has
+/// its value gone from the store: no nats message holds it, no byte of the
+/// data dir; the versions beside it stay readable.
+#[tokio::test]
+async fn a_version_destroyed_through_vault_leaves_no_ciphertext() {
+    let mut app = spawn_app().await;
+    let admin = app.admin();
+    for value in ["one-kept", "two-destroyed", "three-kept"] {
+        assert_eq!(app.put("doomed/two", value, &admin).await.status, 200);
+    }
+    // Version 2's sealed bytes as stored (a nats record of this shape is a
+    // 33-byte header and the sealed bytes).
+    let doomed = nats_secret_key("default", "doomed/two");
+    let sealed: Vec<u8> = if on_nats() {
+        let history = nats_kv_history(&app.data_dir, "", &doomed).await;
+        assert_eq!(history.len(), 3);
+        history[1][33..].to_vec()
+    } else {
+        let db = rusqlite::Connection::open(app.data_dir.join("strongroom.db")).unwrap();
+        db.query_row(
+            "SELECT sealed FROM versions WHERE key = 'doomed/two' AND version = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // The ciphertext and tag after the 17-byte header.
+    let needle = sealed[17..].to_vec();
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/v1/secret/destroy/doomed/two"))
+                .header("X-Vault-Token", app.bootstrap_key.clone().unwrap())
+                .body(r#"{"versions":[2]}"#),
+            &Cred::None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(app.get("doomed/two?version=2", &admin).await.status, 404);
+    for (version, value) in [(1, "one-kept"), (3, "three-kept")] {
+        let r = app
+            .get(&format!("doomed/two?version={version}"), &admin)
+            .await;
+        assert_eq!(r.json()["value"], value);
+    }
+    let meta = app.metadata("doomed/two", &admin).await.json();
+    assert_eq!(meta["versions"][1]["destroyed"], true, "{meta}");
+    if on_nats() {
+        let left = nats_kv_history(&app.data_dir, "", &doomed).await;
+        assert!(
+            !left
+                .iter()
+                .any(|m| m.windows(needle.len()).any(|w| w == needle.as_slice())),
+            "a message still holds the destroyed version"
+        );
+    }
+    assert_eq!(app.terminate().code(), Some(0));
+    for entry in std::fs::read_dir(&app.data_dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !data.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "destroyed bytes still on disk"
+        );
+    }
+}
