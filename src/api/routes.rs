@@ -11,13 +11,15 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use super::{apikeys, batch, identity, keys, login, oidc, secrets, trail, watch, AppState};
 use crate::ops::Operation;
 
-/// One audited route.
+/// One audited route (of this table, or of another front-end's on the
+/// same router: `vault/routes.rs`).
 pub struct Route {
     pub method: Method,
-    /// The path as the router matches it (the middleware sees this template).
+    /// The path as the router matches it (the middleware sees this template;
+    /// a table under a mount gives the path after it).
     pub path: &'static str,
     pub operation: Operation,
-    handler: fn() -> MethodRouter<Arc<AppState>>,
+    pub handler: fn() -> MethodRouter<Arc<AppState>>,
 }
 
 macro_rules! route {
@@ -30,6 +32,7 @@ macro_rules! route {
         }
     };
 }
+pub(crate) use route;
 
 /// Every audited route. A key may hold `/`, so `{*key}` is the rest of the
 /// path; `/secrets/` itself is there so an empty key answers 400, not 404.

@@ -17,7 +17,8 @@ use super::caller::Vaulted;
 use super::error::VaultError;
 use super::wire::{self, envelope, go_time, go_time_or_empty, respond};
 use crate::api::AppState;
-use crate::ops::{Expiry, KvVersion, OpError, Operation, PutRequest, VersionsChange};
+use crate::auth::Principal;
+use crate::ops::{Call, Expiry, KvVersion, OpError, Operation, PutRequest, VersionsChange};
 use crate::store::{Change, Precondition};
 use crate::types::SecretKey;
 
@@ -148,6 +149,27 @@ fn written(request_id: &str, version: u64) -> Response {
     respond(StatusCode::OK, &envelope(request_id, "kv", data))
 }
 
+/// A write's or patch's key, `data` object and `options.cas`; a patch's
+/// body must be a merge patch (checked once the call names the key).
+async fn data_request(
+    app: &AppState,
+    call: &Call,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    merge_patch: bool,
+) -> Result<(SecretKey, Map<String, Value>, Option<u64>), VaultError> {
+    let key = path_key(app, uri, "data")?;
+    call.key(key.as_str());
+    if merge_patch {
+        wire::require_merge_patch(headers)?;
+    }
+    let mut body = wire::json_object(app, headers, body).await?;
+    let data = data_field(&mut body)?;
+    let cas = cas_option(&body)?;
+    Ok((key, data, cas))
+}
+
 pub async fn write(
     State(app): State<Arc<AppState>>,
     Vaulted { principal, call }: Vaulted,
@@ -155,11 +177,7 @@ pub async fn write(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, VaultError> {
-    let key = path_key(&app, &uri, "data")?;
-    call.key(key.as_str());
-    let mut body = wire::json_object(&app, &headers, body).await?;
-    let data = data_field(&mut body)?;
-    let cas = cas_option(&body)?;
+    let (key, data, cas) = data_request(&app, &call, &uri, &headers, body, false).await?;
     let value = Zeroizing::new(
         serde_json::to_string(&Value::Object(data))
             .map_err(|e| OpError::Internal(format!("serialising KV data: {e}")))?,
@@ -182,12 +200,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, VaultError> {
-    let key = path_key(&app, &uri, "data")?;
-    call.key(key.as_str());
-    wire::require_merge_patch(&headers)?;
-    let mut body = wire::json_object(&app, &headers, body).await?;
-    let data = data_field(&mut body)?;
-    let cas = cas_option(&body)?;
+    let (key, data, cas) = data_request(&app, &call, &uri, &headers, body, true).await?;
     let done = app.ops.patch(&call, &principal, &key, data, cas).await?;
     Ok(written(&call.request_id(), done.version))
 }
@@ -200,10 +213,22 @@ pub async fn delete_latest(
     uri: Uri,
 ) -> Result<Response, VaultError> {
     let key = path_key(&app, &uri, "data")?;
+    change_key(&app, &call, &principal, &key, Change::Delete).await
+}
+
+/// A change of the whole key (soft delete of its newest version, destroy
+/// of all), 204 whether or not the key exists, as Vault answers both.
+pub(super) async fn change_key(
+    app: &AppState,
+    call: &Call,
+    principal: &Principal,
+    key: &SecretKey,
+    change: Change,
+) -> Result<Response, VaultError> {
     call.key(key.as_str());
     let changed = app
         .ops
-        .change(&call, &principal, &key, Change::Delete, Precondition::None)
+        .change(call, principal, key, change, Precondition::None)
         .await;
     match changed {
         Ok(()) | Err(OpError::NotFound) => Ok(wire::no_content()),

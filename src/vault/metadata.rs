@@ -14,12 +14,12 @@ use serde_json::{json, Map, Value};
 
 use super::caller::Vaulted;
 use super::error::VaultError;
-use super::kv::{custom_metadata, path_key};
+use super::kv::{change_key, custom_metadata, path_key};
 use super::wire::{self, envelope, go_duration, go_time, go_time_or_empty, respond};
 use crate::api::AppState;
 use crate::auth::Principal;
 use crate::ops::{Call, KvConfig, KvConfigChange, Operation, SettingsChange};
-use crate::store::{Change, Precondition};
+use crate::store::Change;
 use crate::types::SecretKey;
 
 /// `GET metadata/{path}`: the key's metadata, or with `list=true` (which
@@ -226,15 +226,7 @@ pub async fn destroy(
     uri: Uri,
 ) -> Result<Response, VaultError> {
     let key = path_key(&app, &uri, "metadata")?;
-    call.key(key.as_str());
-    let changed = app
-        .ops
-        .change(&call, &principal, &key, Change::Destroy, Precondition::None)
-        .await;
-    match changed {
-        Ok(()) | Err(crate::ops::OpError::NotFound) => Ok(wire::no_content()),
-        Err(e) => Err(e.into()),
-    }
+    change_key(&app, &call, &principal, &key, Change::Destroy).await
 }
 
 fn config_view(config: &KvConfig) -> Value {

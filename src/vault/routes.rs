@@ -8,32 +8,13 @@
 use std::sync::Arc;
 
 use axum::http::Method;
-use axum::routing::{delete, get, patch, post, put, MethodRouter};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use super::{auth, kv, metadata, sys, wire};
+use crate::api::routes::{route, Route};
 use crate::api::AppState;
 use crate::ops::Operation;
-
-/// One audited Vault route.
-pub struct Route {
-    method: Method,
-    /// Under the mount, the path after `/v1/<mount>/`; else the whole path.
-    path: &'static str,
-    operation: Operation,
-    handler: fn() -> MethodRouter<Arc<AppState>>,
-}
-
-macro_rules! route {
-    ($method:ident $path:literal, $operation:ident, $router:ident($handler:path)) => {
-        Route {
-            method: Method::$method,
-            path: $path,
-            operation: Operation::$operation,
-            handler: || $router($handler),
-        }
-    };
-}
 
 /// The KV v2 routes under the mount. Vault takes POST and PUT alike for a
 /// write (its Go client sends PUT, hvac POST). `GET metadata/{path}` is a
