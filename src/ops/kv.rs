@@ -340,9 +340,8 @@ impl Ops {
                 return Err(OpError::Forbidden);
             }
             self.check_max_versions(change.max_versions)?;
-            if let Some(custom) = &change.custom_metadata {
-                crate::store::model::check_custom(custom)?;
-            }
+            // Custom metadata's limits are the model's, checked on what the
+            // change leaves, in the unit of work (`SettingsChange::apply`).
             let tenant = &principal.tenant;
             let line = Some(call.line(200));
             self.store

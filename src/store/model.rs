@@ -6,10 +6,7 @@
 //! anything itself, so two engines cannot disagree.
 
 pub use super::apikey::{ApiKeyChange, ApiKeyRecord};
-pub use super::settings::{
-    check_custom, Defaults, KeySettings, Mark, SettingsChange, VersionAction, MAX_CUSTOM_KEY_BYTES,
-    MAX_CUSTOM_METADATA, MAX_CUSTOM_VALUE_BYTES,
-};
+pub use super::settings::{Defaults, KeySettings, Mark, SettingsChange, VersionAction};
 use super::StoreError;
 use crate::types::TenantId;
 
